@@ -1,0 +1,83 @@
+"""Lazy imports of the heavy, optional libraries, with an actionable error when one is missing."""
+
+from __future__ import annotations
+
+import contextlib
+import importlib
+import os
+import sys
+import tempfile
+from collections.abc import Iterator
+from types import ModuleType
+
+from cnnkit.errors import MissingDependencyError
+
+_TRAIN_HINT = "install the training stack: pip install 'cnnkit[train]'"
+
+
+def _require(module: str, hint: str) -> ModuleType:
+    try:
+        return importlib.import_module(module)
+    except ImportError as exc:
+        raise MissingDependencyError(f"{module} is not installed ({exc})", hint=hint) from None
+
+
+@contextlib.contextmanager
+def native_stderr_captured() -> Iterator[None]:
+    """Hold back what native code (TensorFlow's C++/absl logging) writes to fd 2 inside the block.
+
+    TensorFlow logs through absl before its log level is read, so environment variables cannot
+    silence it. The captured text is replayed if the block raises, so no real diagnostic is lost.
+    """
+    if os.environ.get("CNNKIT_DEBUG", "") not in ("", "0"):
+        yield
+        return
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile() as sink:
+        os.dup2(sink.fileno(), 2)
+        failed = False
+        try:
+            yield
+        except BaseException:
+            failed = True
+            raise
+        finally:
+            sys.stderr.flush()
+            os.dup2(saved, 2)
+            os.close(saved)
+            if failed:
+                sink.seek(0)
+                sys.stderr.write(sink.read().decode("utf-8", "replace"))
+
+
+def require_tensorflow() -> ModuleType:
+    """Import TensorFlow quietly (its C++ start-up chatter is not for our users)."""
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    if "tensorflow" in sys.modules:
+        return sys.modules["tensorflow"]
+    with native_stderr_captured():
+        tf = _require("tensorflow", _TRAIN_HINT)
+        tf.config.list_physical_devices()  # CUDA probing logs too; get it over with here
+    return tf
+
+
+def require_keras() -> ModuleType:
+    require_tensorflow()
+    return _require("keras", _TRAIN_HINT)
+
+
+def require_tf2onnx() -> ModuleType:
+    require_tensorflow()
+    return _require("tf2onnx", _TRAIN_HINT)
+
+
+def require_sklearn_datasets() -> ModuleType:
+    return _require("sklearn.datasets", _TRAIN_HINT)
+
+
+def require_onnxruntime() -> ModuleType:
+    return _require(
+        "onnxruntime",
+        "install ONNX Runtime: pip install onnxruntime-gpu (Linux x86_64) or pip install onnxruntime",
+    )

@@ -1,0 +1,97 @@
+"""The ``cnnkit`` command: one place maps exceptions to exit codes.
+
+Exit codes: 0 success; 1 a user error (one line: what, which value, a hint) or a failed gate;
+2 a usage error (bad option, from Click); 3 a bug in cnnkit (traceback with ``--debug``); 130 Ctrl-C.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import traceback
+from typing import Any
+
+import typer
+from typer.core import TyperGroup
+
+from cnnkit import __version__
+from cnnkit.errors import CnnkitError
+
+EXIT_USER_ERROR, EXIT_USAGE, EXIT_BUG, EXIT_INTERRUPTED = 1, 2, 3, 130
+
+
+def _debug_enabled(ctx: typer.Context) -> bool:
+    return bool((ctx.obj or {}).get("debug")) or os.environ.get("CNNKIT_DEBUG", "") not in ("", "0")
+
+
+class CnnkitGroup(TyperGroup):
+    """Runs a subcommand and turns what it raises into one line and an exit code."""
+
+    def invoke(self, ctx: typer.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except (typer.Exit, typer.Abort, typer.TyperException):  # Typer's own: usage errors exit 2
+            raise
+        except CnnkitError as exc:
+            if _debug_enabled(ctx):
+                traceback.print_exc()
+            typer.echo(f"cnnkit: error: {exc.one_line()}", err=True)
+            raise typer.Exit(EXIT_USER_ERROR) from None
+        except KeyboardInterrupt:
+            typer.echo("cnnkit: interrupted; nothing half-written was kept", err=True)
+            raise typer.Exit(EXIT_INTERRUPTED) from None
+        except Exception as exc:  # noqa: BLE001 (the one place bugs are reported)
+            if _debug_enabled(ctx):
+                traceback.print_exc()
+                hint = ""
+            else:
+                hint = " (run with --debug for the traceback, and please report it)"
+            detail = " ".join(str(exc).split())[:300]
+            typer.echo(f"cnnkit: internal error: {type(exc).__name__}: {detail}{hint}", err=True)
+            raise typer.Exit(EXIT_BUG) from None
+
+
+app = typer.Typer(
+    cls=CnnkitGroup,
+    name="cnnkit",
+    help="ONNX-based inference and edge-benchmarking toolkit for image CNNs.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"cnnkit {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    ctx: typer.Context,
+    debug: bool = typer.Option(False, "--debug", help="Show tracebacks for errors."),
+    version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, help="Print the version."),
+) -> None:
+    ctx.obj = {"debug": debug}
+
+
+def _register() -> None:
+    # Command modules import only Typer and light cnnkit modules at import time.
+    from cnnkit.cli import summary, train
+
+    app.command("summary")(summary.summary_command)
+    app.command("train")(train.train_command)
+
+
+_register()
+
+
+def main() -> None:
+    """Console-script entry point."""
+    try:
+        app()
+    except KeyboardInterrupt:  # raised outside a command (e.g. while parsing)
+        typer.echo("cnnkit: interrupted", err=True)
+        sys.exit(EXIT_INTERRUPTED)

@@ -1,0 +1,24 @@
+"""Shared rendering helpers for the CLI (numbers stay numbers until here)."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from rich.console import Console
+
+console = Console(highlight=False)
+err_console = Console(stderr=True, highlight=False)
+
+
+def print_json(data: Any) -> None:
+    # Plain print: rich would wrap long lines and break the JSON.
+    print(json.dumps(data, indent=2))
+
+
+def notice(message: str) -> None:
+    err_console.print(f"[yellow]note:[/] {message}")
+
+
+def shape_text(shape: tuple[int, ...] | list[int]) -> str:
+    return "×".join(str(d) for d in shape)

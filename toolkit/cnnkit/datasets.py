@@ -1,0 +1,343 @@
+"""Image classification datasets as uint8 NHWC arrays of raw pixels (0..255).
+
+* ``mnist`` / ``fashion_mnist``: from a data dir with the standard IDX files (gzipped or not) or an
+  ``.npz`` with ``x_train, y_train, x_test, y_test``; else from Keras' cache (``$KERAS_HOME/datasets``,
+  default ``~/.keras/datasets``); else downloaded into that cache, within a bounded time.
+* ``digits``: scikit-learn's bundled 8x8 digits, resized to 28x28 and rescaled to 0..255; needs no network.
+
+No TensorFlow is needed to load any of them.
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import os
+import struct
+import threading
+import urllib.request
+import zlib
+from dataclasses import dataclass
+from enum import Enum
+from pathlib import Path
+
+import numpy as np
+
+from cnnkit.errors import DatasetError
+from cnnkit.io import write_bytes_atomic
+
+DATA_DIR_ENV = "CNNKIT_DATA_DIR"
+OFFLINE_ENV = "CNNKIT_OFFLINE"
+DOWNLOAD_TIMEOUT_S = 20.0
+
+_KERAS_BASE = "https://storage.googleapis.com/tensorflow/tf-keras-datasets/"
+_MNIST_NPZ_SHA256 = "731c5ac602752760c8e48fbffcf8c3b850d9dc2a2aedcf2cc48468fc17b673d1"
+_IDX_FILES = {
+    "x_train": "train-images-idx3-ubyte",
+    "y_train": "train-labels-idx1-ubyte",
+    "x_test": "t10k-images-idx3-ubyte",
+    "y_test": "t10k-labels-idx1-ubyte",
+}
+_IDX_UBYTE_IMAGES, _IDX_UBYTE_LABELS = 0x0803, 0x0801
+
+
+class DatasetName(str, Enum):
+    MNIST = "mnist"
+    FASHION_MNIST = "fashion_mnist"
+    DIGITS = "digits"
+
+
+CLASS_NAMES: dict[DatasetName, tuple[str, ...]] = {
+    DatasetName.MNIST: tuple(str(i) for i in range(10)),
+    DatasetName.DIGITS: tuple(str(i) for i in range(10)),
+    DatasetName.FASHION_MNIST: (
+        "T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot",
+    ),
+}
+IMAGE_SHAPE = (28, 28, 1)
+
+
+@dataclass(frozen=True, eq=False)
+class Dataset:
+    """A labelled image dataset. Images are uint8 ``(N, H, W, C)``, labels int64 ``(N,)``."""
+
+    name: DatasetName
+    source: str  # where it was read from, for reports
+    x_train: np.ndarray
+    y_train: np.ndarray
+    x_test: np.ndarray
+    y_test: np.ndarray
+    class_names: tuple[str, ...]
+    notice: str | None = None  # a line the user should see (e.g. why we fell back to digits)
+
+    @property
+    def image_shape(self) -> tuple[int, ...]:
+        return tuple(self.x_train.shape[1:])
+
+    def describe(self) -> dict[str, object]:
+        return {
+            "name": self.name.value,
+            "source": self.source,
+            "train_samples": int(len(self.x_train)),
+            "test_samples": int(len(self.x_test)),
+            "image_shape": list(self.image_shape),
+            "classes": len(self.class_names),
+        }
+
+    def limited(self, train: int | None = None, test: int | None = None) -> Dataset:
+        """The first ``train``/``test`` samples (None: all), for quick runs."""
+        return Dataset(
+            self.name, self.source,
+            self.x_train[:train], self.y_train[:train], self.x_test[:test], self.y_test[:test],
+            self.class_names, self.notice,
+        )
+
+
+def default_data_dir() -> Path | None:
+    value = os.environ.get(DATA_DIR_ENV)
+    return Path(value) if value else None
+
+
+def load_dataset(
+    name: DatasetName | str | None = None,
+    data_dir: str | os.PathLike[str] | None = None,
+    *,
+    allow_download: bool | None = None,
+    timeout_s: float = DOWNLOAD_TIMEOUT_S,
+) -> Dataset:
+    """Load a dataset by name; ``None`` means MNIST where it can be had, else ``digits`` (with a notice).
+
+    ``data_dir`` defaults to ``$CNNKIT_DATA_DIR``. Downloads are allowed unless ``$CNNKIT_OFFLINE`` is set.
+    """
+    if allow_download is None:
+        allow_download = os.environ.get(OFFLINE_ENV, "") in ("", "0")
+    dir_path = Path(data_dir) if data_dir is not None else default_data_dir()
+    if name is None:
+        try:
+            return _load_named(DatasetName.MNIST, dir_path, allow_download, timeout_s)
+        except DatasetError as exc:
+            ds = _load_digits()
+            notice = (
+                f"MNIST is not available ({exc.message}); using scikit-learn's bundled digits instead "
+                f"(pass --data-dir with the MNIST files for real MNIST)"
+            )
+            return Dataset(ds.name, ds.source, ds.x_train, ds.y_train, ds.x_test, ds.y_test, ds.class_names, notice)
+    try:
+        dataset = DatasetName(name)
+    except ValueError:
+        known = ", ".join(d.value for d in DatasetName)
+        raise DatasetError(f"unknown dataset '{name}'", hint=f"choose one of {known}") from None
+    return _load_named(dataset, dir_path, allow_download, timeout_s)
+
+
+def _load_named(name: DatasetName, data_dir: Path | None, allow_download: bool, timeout_s: float) -> Dataset:
+    if name is DatasetName.DIGITS:
+        return _load_digits()
+    if data_dir is not None:
+        return _load_from_dir(name, data_dir)
+    cached = _keras_cache_dir()
+    found = _find_in_cache(name, cached)
+    if found is not None:
+        return _load_from_dir(name, found)
+    if not allow_download:
+        raise DatasetError(
+            f"{name.value} is not in {data_dir or cached} and downloads are off (${OFFLINE_ENV})",
+            hint="pass --data-dir DIR with the IDX files or an .npz",
+        )
+    try:
+        _download(name, cached, timeout_s)
+    except DatasetError as exc:
+        raise DatasetError(
+            f"cannot load {name.value}: no --data-dir given, not in Keras' cache {cached}, and {exc.message}",
+            hint="pass --data-dir DIR with the IDX files or an .npz (or set $CNNKIT_DATA_DIR)",
+        ) from None
+    found = _find_in_cache(name, cached)
+    assert found is not None
+    return _load_from_dir(name, found)
+
+
+# --- files ---------------------------------------------------------------------------------------
+
+
+def _load_from_dir(name: DatasetName, path: Path) -> Dataset:
+    if path.is_file() and path.suffix == ".npz":
+        return _load_npz(name, path)
+    if not path.is_dir():
+        raise DatasetError(f"data dir {path} does not exist", hint="pass --data-dir with the IDX files or an .npz file")
+    npz = path / f"{name.value}.npz"
+    if npz.is_file() and not any(_idx_path(path, stem) for stem in _IDX_FILES.values()):
+        return _load_npz(name, npz)
+    arrays = {}
+    for key, stem in _IDX_FILES.items():
+        file = _idx_path(path, stem)
+        if file is None:
+            raise DatasetError(
+                f"{path} has no {stem}[.gz] for {name.value}",
+                hint=f"--data-dir needs {', '.join(_IDX_FILES.values())} (gzipped or not), or {name.value}.npz",
+            )
+        arrays[key] = _read_idx(file, images=key.startswith("x"))
+    return _make_dataset(name, str(path), arrays)
+
+
+def _idx_path(folder: Path, stem: str) -> Path | None:
+    for candidate in (folder / stem, folder / f"{stem}.gz"):
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def _read_idx(path: Path, images: bool) -> np.ndarray:
+    try:
+        raw = path.read_bytes()
+        if path.suffix == ".gz":
+            raw = gzip.decompress(raw)
+    except (OSError, EOFError, zlib.error) as exc:
+        raise DatasetError(f"{path}: cannot read ({exc})") from None
+    expected_magic, ndim = (_IDX_UBYTE_IMAGES, 3) if images else (_IDX_UBYTE_LABELS, 1)
+    header = 4 + 4 * ndim
+    if len(raw) < header:
+        raise DatasetError(f"{path}: truncated header ({len(raw)} bytes)", hint="re-download the file")
+    (magic,) = struct.unpack(">I", raw[:4])
+    if magic != expected_magic:
+        what = "images" if images else "labels"
+        raise DatasetError(
+            f"{path}: wrong magic number 0x{magic:08x}, expected 0x{expected_magic:08x} for IDX {what}",
+            hint="is this the right file?",
+        )
+    dims = struct.unpack(f">{ndim}I", raw[4:header])
+    size = int(np.prod(dims))
+    if len(raw) - header < size:
+        raise DatasetError(
+            f"{path}: truncated: header says {'x'.join(map(str, dims))} = {size} bytes, file has {len(raw) - header}",
+            hint="re-download the file",
+        )
+    return np.frombuffer(raw, dtype=np.uint8, count=size, offset=header).reshape(dims)
+
+
+def _load_npz(name: DatasetName, path: Path) -> Dataset:
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            missing = [k for k in _IDX_FILES if k not in data.files]
+            if missing:
+                raise DatasetError(
+                    f"{path}: missing key(s) {', '.join(missing)}",
+                    hint="the .npz needs x_train, y_train, x_test, y_test",
+                )
+            arrays = {k: np.asarray(data[k]) for k in _IDX_FILES}
+    except DatasetError:
+        raise
+    except (OSError, ValueError, zlib.error, EOFError) as exc:
+        raise DatasetError(f"{path}: not a readable .npz ({exc})") from None
+    return _make_dataset(name, str(path), arrays)
+
+
+def _make_dataset(name: DatasetName, source: str, arrays: dict[str, np.ndarray]) -> Dataset:
+    n_classes = len(CLASS_NAMES[name])
+    out = {}
+    for split in ("train", "test"):
+        x, y = arrays[f"x_{split}"], arrays[f"y_{split}"].reshape(-1)
+        if x.ndim == 3:
+            x = x[..., None]
+        if x.shape[1:] != IMAGE_SHAPE:
+            raise DatasetError(
+                f"{source}: {split} images have shape {tuple(x.shape[1:])}, expected {IMAGE_SHAPE[:2]} for {name.value}"
+            )
+        if len(x) != len(y):
+            raise DatasetError(f"{source}: {len(x)} {split} images but {len(y)} labels")
+        if len(x) == 0:
+            raise DatasetError(f"{source}: the {split} split is empty")
+        if x.dtype != np.uint8:
+            if x.min() < 0 or x.max() > 255:
+                raise DatasetError(f"{source}: {split} pixels outside 0..255 (raw pixels expected)")
+            x = x.astype(np.uint8)
+        y = y.astype(np.int64)
+        if y.min() < 0 or y.max() >= n_classes:
+            raise DatasetError(f"{source}: {split} labels outside 0..{n_classes - 1}")
+        out[f"x_{split}"], out[f"y_{split}"] = np.ascontiguousarray(x), y
+    return Dataset(name, source, out["x_train"], out["y_train"], out["x_test"], out["y_test"], CLASS_NAMES[name])
+
+
+# --- Keras cache and download ----------------------------------------------------------------------
+
+
+def _keras_cache_dir() -> Path:
+    base = os.environ.get("KERAS_HOME") or os.path.join(os.path.expanduser("~"), ".keras")
+    return Path(base) / "datasets"
+
+
+def _find_in_cache(name: DatasetName, cache: Path) -> Path | None:
+    if name is DatasetName.MNIST:
+        npz = cache / "mnist.npz"
+        return npz if npz.is_file() else None
+    folder = cache / "fashion-mnist"
+    return folder if all(_idx_path(folder, s) for s in _IDX_FILES.values()) else None
+
+
+def _fetch(url: str, timeout_s: float) -> bytes:
+    """GET ``url`` within ``timeout_s`` overall; DNS stalls included (a thread bounds them)."""
+    result: dict[str, object] = {}
+
+    def worker() -> None:
+        try:
+            with urllib.request.urlopen(url, timeout=timeout_s) as resp:  # noqa: S310 (fixed https URL)
+                result["data"] = resp.read()
+        except Exception as exc:  # noqa: BLE001 (reported below)
+            result["error"] = exc
+
+    thread = threading.Thread(target=worker, daemon=True)
+    thread.start()
+    thread.join(timeout_s)
+    if "data" in result:
+        return result["data"]  # type: ignore[return-value]
+    error = result.get("error")
+    reason = getattr(error, "reason", error) if error is not None else f"no answer within {timeout_s:.0f} s"
+    raise DatasetError(f"download of {url} failed ({reason})", hint="pass --data-dir with the dataset files")
+
+
+def _download(name: DatasetName, cache: Path, timeout_s: float) -> None:
+    if name is DatasetName.MNIST:
+        data = _fetch(_KERAS_BASE + "mnist.npz", timeout_s)
+        digest = hashlib.sha256(data).hexdigest()
+        if digest != _MNIST_NPZ_SHA256:
+            raise DatasetError(f"downloaded mnist.npz has SHA-256 {digest}, expected {_MNIST_NPZ_SHA256}")
+        write_bytes_atomic(cache / "mnist.npz", data)
+        return
+    files = {f"{s}.gz": _fetch(_KERAS_BASE + f"{s}.gz", timeout_s) for s in _IDX_FILES.values()}
+    for fname, data in files.items():
+        write_bytes_atomic(cache / "fashion-mnist" / fname, data)
+
+
+# --- digits ---------------------------------------------------------------------------------------
+
+
+def _load_digits(test_fraction: float = 0.2, seed: int = 0) -> Dataset:
+    """scikit-learn's 1,797 8x8 digits, laid out like MNIST: resized to 20x20, centred in 28x28, 0..255."""
+    from cnnkit._deps import require_sklearn_datasets
+
+    digits = require_sklearn_datasets().load_digits()
+    images = digits.images.astype(np.float32) / 16.0  # sklearn's values are 0..16
+    resized = _resize_bilinear(images, 20, 20)
+    canvas = np.zeros((len(images), 28, 28), dtype=np.float32)
+    canvas[:, 4:24, 4:24] = resized
+    x = np.clip(np.rint(canvas * 255.0), 0, 255).astype(np.uint8)[..., None]
+    y = digits.target.astype(np.int64)
+    order = np.random.default_rng(seed).permutation(len(x))
+    n_test = int(round(len(x) * test_fraction))
+    test, train = order[:n_test], order[n_test:]
+    return Dataset(
+        DatasetName.DIGITS, "scikit-learn load_digits (bundled)",
+        x[train], y[train], x[test], y[test], CLASS_NAMES[DatasetName.DIGITS],
+    )
+
+
+def _resize_bilinear(images: np.ndarray, out_h: int, out_w: int) -> np.ndarray:
+    """Bilinear resize of a stack ``(N, H, W)``, pixel centres aligned (as PIL and OpenCV do)."""
+    _, h, w = images.shape
+    ys = np.clip((np.arange(out_h) + 0.5) * h / out_h - 0.5, 0, h - 1)
+    xs = np.clip((np.arange(out_w) + 0.5) * w / out_w - 0.5, 0, w - 1)
+    y0, x0 = np.floor(ys).astype(int), np.floor(xs).astype(int)
+    y1, x1 = np.minimum(y0 + 1, h - 1), np.minimum(x0 + 1, w - 1)
+    wy, wx = (ys - y0)[None, :, None], (xs - x0)[None, None, :]
+    top = images[:, y0][:, :, x0] * (1 - wx) + images[:, y0][:, :, x1] * wx
+    bottom = images[:, y1][:, :, x0] * (1 - wx) + images[:, y1][:, :, x1] * wx
+    return top * (1 - wy) + bottom * wy

@@ -1,0 +1,50 @@
+"""One exception root for everything a user can cause and fix.
+
+A :class:`CnnkitError` is rendered by the CLI as one line (what went wrong, with which value, and a
+hint) and exit code 1. Any other exception is a bug in cnnkit.
+"""
+
+from __future__ import annotations
+
+
+class CnnkitError(Exception):
+    """A user error: bad input, missing file, unmet gate. ``hint`` says how to fix it."""
+
+    def __init__(self, message: str, hint: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.hint = hint
+
+    def one_line(self) -> str:
+        text = " ".join(self.message.split())
+        if self.hint:
+            text += f" (hint: {' '.join(self.hint.split())})"
+        return text
+
+
+class SpecError(CnnkitError):
+    """A model spec that cannot be found or does not describe a valid model."""
+
+
+class DatasetError(CnnkitError):
+    """A dataset that cannot be loaded, or a data file that is malformed."""
+
+
+class OutputExistsError(CnnkitError):
+    """An output path that exists and would be overwritten without ``--force``."""
+
+
+class ModelFileError(CnnkitError):
+    """A model file (.keras or .onnx) that is missing, unreadable or corrupt."""
+
+
+class MissingDependencyError(CnnkitError):
+    """An optional dependency (e.g. the training stack) that is not installed."""
+
+
+class ExportError(CnnkitError):
+    """A model that cannot be converted to ONNX."""
+
+
+class ParityError(CnnkitError):
+    """Inputs to a parity check that do not fit the models."""
