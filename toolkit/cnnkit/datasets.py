@@ -107,11 +107,15 @@ def load_dataset(
 ) -> Dataset:
     """Load a dataset by name; ``None`` means MNIST where it can be had, else ``digits`` (with a notice).
 
+    The fallback to ``digits`` happens only when no data dir is given; given files must load.
+
     ``data_dir`` defaults to ``$CNNKIT_DATA_DIR``. Downloads are allowed unless ``$CNNKIT_OFFLINE`` is set.
     """
     if allow_download is None:
         allow_download = os.environ.get(OFFLINE_ENV, "") in ("", "0")
     dir_path = Path(data_dir) if data_dir is not None else default_data_dir()
+    if name is None and dir_path is not None:
+        name = DatasetName.MNIST  # files the user pointed at must load, or fail loudly: no fallback
     if name is None:
         try:
             return _load_named(DatasetName.MNIST, dir_path, allow_download, timeout_s)
@@ -141,7 +145,7 @@ def _load_named(name: DatasetName, data_dir: Path | None, allow_download: bool, 
         return _load_from_dir(name, found)
     if not allow_download:
         raise DatasetError(
-            f"{name.value} is not in {data_dir or cached} and downloads are off (${OFFLINE_ENV})",
+            f"cannot load {name.value}: no --data-dir given, not in Keras' cache {cached}, and downloads are off (${OFFLINE_ENV})",
             hint="pass --data-dir DIR with the IDX files or an .npz",
         )
     try:

@@ -15,6 +15,9 @@ class CnnkitError(Exception):
         self.message = message
         self.hint = hint
 
+    def __str__(self) -> str:
+        return self.one_line()
+
     def one_line(self) -> str:
         text = " ".join(self.message.split())
         if self.hint:

@@ -231,7 +231,7 @@ class _Parser:
         if "filters" not in t:
             raise self.fail(where, "missing 'filters'")
         pool = None
-        if "pool" in t:
+        if t.get("pool") is not None:
             pt = t["pool"]
             self.keys(pt, {"kind", "size", "strides"}, f"{where} pool")
             pool = PoolSpec(

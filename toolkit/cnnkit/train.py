@@ -109,9 +109,16 @@ def split_validation(n: int, fraction: float, seed: int) -> tuple[np.ndarray, np
 
 
 def train_model(
-    config: TrainConfig, dataset: Dataset | None = None, on_epoch_end: EpochCallback | None = None
+    config: TrainConfig,
+    dataset: Dataset | None = None,
+    on_epoch_end: EpochCallback | None = None,
+    notify: Callable[[str], None] | None = None,
 ) -> TrainResult:
-    """Train ``config.spec`` and write the model, history, curves and ``train.json`` to ``config.out_dir``."""
+    """Train ``config.spec`` and write the model, history, curves and ``train.json`` to ``config.out_dir``.
+
+    ``dataset`` defaults to loading ``config.dataset``; ``notify`` receives lines the user should see
+    (such as the fallback to digits) before training starts.
+    """
     spec = load_spec(config.spec)
     out_dir = Path(config.out_dir) if config.out_dir is not None else Path("models") / spec.name
     final_model = out_dir / MODEL_FILE
@@ -119,6 +126,8 @@ def train_model(
         raise OutputExistsError(f"{final_model} already exists", hint="pass --force to overwrite, or choose --out")
     if dataset is None:
         dataset = load_dataset(config.dataset, config.data_dir)
+    if dataset.notice and notify is not None:
+        notify(dataset.notice)
     dataset = dataset.limited(config.limit_train, config.limit_test)
     if dataset.image_shape != spec.input.shape:
         raise CnnkitError(

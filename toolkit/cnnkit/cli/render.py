@@ -8,7 +8,8 @@ from typing import Any
 from rich.console import Console
 
 console = Console(highlight=False)
-err_console = Console(stderr=True, highlight=False)
+# Notices stay on one line each, so scripts can grep them.
+err_console = Console(stderr=True, highlight=False, soft_wrap=True)
 
 
 def print_json(data: Any) -> None:

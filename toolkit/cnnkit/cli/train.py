@@ -28,7 +28,6 @@ def train_command(
 ) -> None:
     """Train the CNN of a spec; writes model.keras, history.csv, training_curves.png and train.json."""
     from cnnkit.cli.summary import render_summary
-    from cnnkit.datasets import load_dataset
     from cnnkit.train import TrainConfig, train_model
 
     config = TrainConfig(
@@ -36,10 +35,6 @@ def train_command(
         optimizer=optimizer, learning_rate=lr, seed=seed, validation_split=validation_split,
         limit_train=limit_train, limit_test=limit_test, force=force,
     )
-    data = load_dataset(config.dataset, config.data_dir)
-    if data.notice:
-        notice(data.notice)
-
     def on_epoch(epoch: int, total: int, logs: dict[str, float]) -> None:
         if not as_json:
             console.print(
@@ -48,7 +43,7 @@ def train_command(
                 f"val_acc {logs.get('val_accuracy', float('nan')):.4f}"
             )
 
-    result = train_model(config, dataset=data, on_epoch_end=on_epoch)
+    result = train_model(config, on_epoch_end=on_epoch, notify=notice)
     if as_json:
         print_json(result.to_dict())
         return

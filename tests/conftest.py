@@ -1,0 +1,57 @@
+"""Shared fixtures. Every test runs offline: no download is attempted unless a test asks for one."""
+
+from __future__ import annotations
+
+import gzip
+import struct
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+
+
+@pytest.fixture(autouse=True)
+def _offline(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, tmp_path_factory: pytest.TempPathFactory) -> None:
+    monkeypatch.chdir(tmp_path)  # default outputs (models/<name>/) land in the test's folder, not the repo
+    monkeypatch.setenv("CNNKIT_OFFLINE", "1")
+    monkeypatch.setenv("KERAS_HOME", str(tmp_path_factory.getbasetemp() / "keras-home"))
+    monkeypatch.delenv("CNNKIT_DATA_DIR", raising=False)
+    monkeypatch.delenv("CNNKIT_DEBUG", raising=False)
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Path:
+    """../shared/data beside the checkout; tests that need it skip where it is absent."""
+    if not (SHARED_DATA / "mnist-t10k-split").is_dir():
+        pytest.skip("../shared/data is not here")
+    return SHARED_DATA
+
+
+def write_idx(path: Path, array: np.ndarray, magic: int | None = None, gz: bool = True) -> Path:
+    """Write ``array`` (uint8) in the IDX layout: big-endian magic, dims, then the bytes."""
+    if magic is None:
+        magic = 0x0800 | array.ndim
+    raw = struct.pack(">I", magic) + struct.pack(f">{array.ndim}I", *array.shape) + array.astype(np.uint8).tobytes()
+    if gz:
+        path = path.with_name(path.name + ".gz")
+        path.write_bytes(gzip.compress(raw))
+    else:
+        path.write_bytes(raw)
+    return path
+
+
+def make_idx_dir(folder: Path, n_train: int = 40, n_test: int = 20, seed: int = 0, gz: bool = True) -> Path:
+    """A small dataset folder in the standard MNIST layout (random pixels, labels 0..9)."""
+    rng = np.random.default_rng(seed)
+    folder.mkdir(parents=True, exist_ok=True)
+    for split, n in (("train", n_train), ("t10k", n_test)):
+        write_idx(folder / f"{split}-images-idx3-ubyte", rng.integers(0, 256, (n, 28, 28), dtype=np.uint8), gz=gz)
+        write_idx(folder / f"{split}-labels-idx1-ubyte", rng.integers(0, 10, n, dtype=np.uint8), gz=gz)
+    return folder
+
+
+@pytest.fixture
+def idx_dir(tmp_path: Path) -> Path:
+    return make_idx_dir(tmp_path / "mnist")
