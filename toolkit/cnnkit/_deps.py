@@ -22,15 +22,23 @@ def _require(module: str, hint: str) -> ModuleType:
         raise MissingDependencyError(f"{module} is not installed ({exc})", hint=hint) from None
 
 
+class CapturedText:
+    """What native code wrote to fd 2 inside :func:`capture_native_stderr` (set when the block ends)."""
+
+    text: str = ""
+
+
 @contextlib.contextmanager
-def native_stderr_captured() -> Iterator[None]:
-    """Hold back what native code (TensorFlow's C++/absl logging) writes to fd 2 inside the block.
+def capture_native_stderr(replay_on_error: bool = True) -> Iterator[CapturedText]:
+    """Hold back what native code (TensorFlow's absl logging, ONNX Runtime's logger) writes to fd 2.
 
     TensorFlow logs through absl before its log level is read, so environment variables cannot
-    silence it. The captured text is replayed if the block raises, so no real diagnostic is lost.
+    silence it. The text is kept in the yielded object, and replayed if the block raises, so no real
+    diagnostic is lost. With ``$CNNKIT_DEBUG`` set nothing is held back.
     """
+    captured = CapturedText()
     if os.environ.get("CNNKIT_DEBUG", "") not in ("", "0"):
-        yield
+        yield captured
         return
     sys.stderr.flush()
     saved = os.dup(2)
@@ -38,7 +46,7 @@ def native_stderr_captured() -> Iterator[None]:
         os.dup2(sink.fileno(), 2)
         failed = False
         try:
-            yield
+            yield captured
         except BaseException:
             failed = True
             raise
@@ -46,9 +54,10 @@ def native_stderr_captured() -> Iterator[None]:
             sys.stderr.flush()
             os.dup2(saved, 2)
             os.close(saved)
-            if failed:
-                sink.seek(0)
-                sys.stderr.write(sink.read().decode("utf-8", "replace"))
+            sink.seek(0)
+            captured.text = sink.read().decode("utf-8", "replace")
+            if failed and replay_on_error:
+                sys.stderr.write(captured.text)
 
 
 def require_tensorflow() -> ModuleType:
@@ -56,7 +65,7 @@ def require_tensorflow() -> ModuleType:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     if "tensorflow" in sys.modules:
         return sys.modules["tensorflow"]
-    with native_stderr_captured():
+    with capture_native_stderr():
         tf = _require("tensorflow", _TRAIN_HINT)
         tf.config.list_physical_devices()  # CUDA probing logs too; get it over with here
     return tf

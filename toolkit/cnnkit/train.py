@@ -140,7 +140,7 @@ def train_model(
     if len(dataset.x_train) < 2:
         raise CnnkitError(f"need at least 2 training samples, got {len(dataset.x_train)}")
 
-    from cnnkit._deps import native_stderr_captured, require_keras, require_tensorflow
+    from cnnkit._deps import capture_native_stderr, require_keras, require_tensorflow
 
     tf = require_tensorflow()
     keras = require_keras()
@@ -190,7 +190,7 @@ def train_model(
                 )
             )
         started = time.perf_counter()
-        with native_stderr_captured():
+        with capture_native_stderr():
             history = model.fit(
                 x_train, y_train, batch_size=config.batch_size, epochs=config.epochs,
                 validation_data=(x_val, y_val), callbacks=callbacks, shuffle=True, verbose=0,

@@ -79,10 +79,12 @@ def _root(
 
 def _register() -> None:
     # Command modules import only Typer and light cnnkit modules at import time.
-    from cnnkit.cli import summary, train
+    from cnnkit.cli import export, parity, summary, train
 
     app.command("summary")(summary.summary_command)
     app.command("train")(train.train_command)
+    app.command("export")(export.export_command)
+    app.command("parity")(parity.parity_command)
 
 
 _register()

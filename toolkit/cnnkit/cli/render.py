@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import json
+import sys
 from typing import Any
 
 from rich.console import Console
 
-console = Console(highlight=False)
+# Piped output (CI logs, files) gets a fixed, wide layout instead of Rich's 80-column default.
+console = Console(highlight=False, width=None if sys.stdout.isatty() else 140)
 # Notices stay on one line each, so scripts can grep them.
 err_console = Console(stderr=True, highlight=False, soft_wrap=True)
 

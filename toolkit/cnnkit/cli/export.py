@@ -1,0 +1,38 @@
+"""``cnnkit export MODEL.keras -o MODEL.onnx``: convert with tf2onnx, check, and record how."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from cnnkit.choices import InputDtype
+from cnnkit.cli.render import console, print_json, shape_text
+
+
+def export_command(
+    model: Path = typer.Argument(..., help="The Keras 3 .keras model file."),
+    output: Path = typer.Option(..., "-o", "--output", help="Where to write the .onnx file."),
+    opset: int = typer.Option(17, "--opset", help="ONNX opset."),
+    input_dtype: InputDtype = typer.Option(InputDtype.FLOAT32, "--input-dtype", help="uint8: the graph takes raw uint8 pixels and casts inside."),
+    input_name: str = typer.Option("images", "--input-name"),
+    output_name: str = typer.Option("probabilities", "--output-name"),
+    force: bool = typer.Option(False, "--force", help="Overwrite an existing output file."),
+    as_json: bool = typer.Option(False, "--json", help="Print the result as JSON."),
+) -> None:
+    """Export a Keras model to ONNX (NHWC, dynamic batch), checked by onnx.checker and shape inference."""
+    from cnnkit.export import ExportConfig, export_onnx
+
+    result = export_onnx(ExportConfig(model, output, opset, input_dtype, input_name, output_name, force))
+    if as_json:
+        print_json(result.to_dict())
+        return
+    m = result.metadata
+    console.print(f"wrote {result.output_path} ({result.size_bytes:,} bytes), opset {result.opset}")
+    console.print(f"input  {input_name}: {input_dtype.value} {shape_text(result.input_shape)} (NHWC, raw pixels {m['input_value_range']})")
+    console.print(f"output {output_name}: {shape_text(result.output_shape)}")
+    verdict = "equal" if result.params_match else result.params_note
+    console.print(f"parameters: Keras {result.keras_params:,}, ONNX {result.onnx_params:,} ({verdict})")
+    console.print("checks: onnx.checker (full) and strict shape inference passed")
+    console.print(f"route: {m['conversion_route']}; tensorflow {m['tensorflow_version']}, keras {m['keras_version']}, "
+                  f"tf2onnx {m['tf2onnx_version']}, onnx {m['onnx_version']}")

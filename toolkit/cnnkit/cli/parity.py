@@ -1,0 +1,105 @@
+"""``cnnkit parity REFERENCE CANDIDATE.onnx``: is the exported model the same model? Exit 1 when not."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from cnnkit.cli.options import parse_batch_sizes
+from cnnkit.cli.render import console, err_console, print_json
+
+
+def parity_command(
+    reference: Path = typer.Argument(..., help="The reference: a .keras model, or an .onnx model (e.g. FP32)."),
+    candidate: Path = typer.Argument(..., help="The .onnx model to check against it."),
+    dataset: str = typer.Option(None, "--dataset", help="Labelled images to use. Default: MNIST where it can be had, else digits."),
+    data_dir: Path = typer.Option(None, "--data-dir", envvar="CNNKIT_DATA_DIR"),
+    samples: int = typer.Option(200, "--samples", help="Dataset images to use (plus 28 random and edge-case inputs)."),
+    batch_sizes: str = typer.Option("1,7,64", "--batch-sizes", help="Comma-separated; keep an odd one."),
+    atol: float = typer.Option(None, "--atol", help="Absolute tolerance. Default: 1e-5 for Keras vs ONNX; not gated for ONNX vs ONNX."),
+    rtol: float = typer.Option(None, "--rtol", help="Relative tolerance. Default: 1e-4 for Keras vs ONNX; 0 for ONNX vs ONNX."),
+    min_agreement: float = typer.Option(None, "--min-agreement", help="Top-1 agreement needed. Default: 1.0 Keras vs ONNX, 0.99 ONNX vs ONNX."),
+    max_accuracy_drop: float = typer.Option(None, "--max-accuracy-drop", help="Accuracy drop allowed, in points. Default: 0.5 for ONNX vs ONNX."),
+    provider: str = typer.Option("cpu", "--provider", help="cpu, cuda, tensorrt, or any provider this onnxruntime lists."),
+    allow_fallback: bool = typer.Option(False, "--allow-fallback", help="Run on the CPU if the provider does not load, and say so."),
+    layers: bool = typer.Option(False, "--layers", help="Show the per-layer table even on a pass."),
+    seed: int = typer.Option(0, "--seed", help="Seed for the random inputs."),
+    json_out: Path = typer.Option(None, "--json", help="Write the full result (every figure, tolerances, inputs, provider, versions) here."),
+    force: bool = typer.Option(False, "--force", help="Overwrite an existing --json file."),
+) -> None:
+    """Run both models on the same inputs at several batch sizes and compare every output."""
+    from cnnkit.io import check_writable, write_json_atomic
+    from cnnkit.parity import ParityConfig, check_parity
+    from cnnkit.sessions import SessionConfig
+
+    if json_out is not None:
+        check_writable(json_out, force)
+    config = ParityConfig(
+        reference=reference, candidate=candidate, dataset=dataset, data_dir=data_dir, samples=samples,
+        batch_sizes=parse_batch_sizes(batch_sizes), atol=atol, rtol=rtol, min_agreement=min_agreement,
+        max_accuracy_drop=max_accuracy_drop, session=SessionConfig(provider=provider, allow_fallback=allow_fallback),
+        seed=seed, layers=layers,
+    )
+    for path in (reference, candidate):
+        if not path.is_file():
+            from cnnkit.errors import ModelFileError
+
+            raise ModelFileError(f"model file {path} not found")
+    result = check_parity(config)
+    if json_out is not None:
+        write_json_atomic(json_out, result.to_dict(), force=force)
+    render_parity(result)
+    if json_out is not None:
+        console.print(f"wrote {json_out}")
+    if not result.passed:
+        raise typer.Exit(1)
+
+
+def render_parity(result) -> None:  # noqa: ANN001 (ParityResult; imported lazily)
+    from rich.table import Table
+
+    tol = result.tolerance
+    gates = []
+    if tol.atol is not None:
+        gates.append(f"|diff| <= {tol.atol:g} + {tol.rtol:g}*|ref|")
+    gates.append(f"top-1 agreement >= {tol.min_top1_agreement:g}")
+    if tol.max_accuracy_drop_pp is not None:
+        gates.append(f"accuracy drop <= {tol.max_accuracy_drop_pp:g} pp")
+    prov = result.provider
+    fallback = f" FALLBACK from {prov['requested']}: {prov['fallback_reason']}" if prov.get("fallback") else ""
+    console.print(f"{result.mode}: {result.reference} vs {result.candidate}, on {prov['active']}{fallback}")
+    counts = ", ".join(f"{n} {k}" for k, n in result.inputs["counts"].items())
+    console.print(f"inputs: {counts} (dataset {result.inputs['dataset'].get('name')}, seed {result.inputs['seed']})")
+    console.print(f"gate: {'; '.join(gates)} — {tol.reason}")
+    table = Table(title_justify="left")
+    for col in ("output", "batch", "max |diff|", "mean |diff|", "max rel", "min atol", "top-1 agree", "worst", "verdict"):
+        table.add_column(col, justify="left" if col in ("output", "verdict", "worst") else "right", no_wrap=True)
+    for d in result.outputs:
+        ties = f" ({d.near_ties} ties)" if d.near_ties else ""
+        table.add_row(d.output, str(d.batch_size), f"{d.max_abs:.3g}", f"{d.mean_abs:.3g}", f"{d.max_rel:.3g}",
+                      f"{d.min_passing_atol:.3g}", f"{d.top1_agreement:.4f}{ties}", f"#{d.worst_index} {d.worst_kind}",
+                      "[green]pass[/]" if d.passed else "[red]FAIL[/]")
+    console.print(table)
+    accs = [d for d in result.outputs if d.reference_accuracy is not None]
+    if accs:
+        d = accs[0]
+        console.print(f"accuracy on {result.inputs['counts'].get('dataset', 0)} labelled images: reference "
+                      f"{100 * d.reference_accuracy:.2f} %, candidate {100 * d.candidate_accuracy:.2f} %")
+    if result.layers:
+        lt = Table(title="per layer (Keras output vs ONNX tensor)", title_justify="left")
+        for col in ("layer", "ONNX tensor", "layout", "shape", "max |diff|", "rel", "verdict"):
+            lt.add_column(col, justify="right" if col in ("max |diff|", "rel") else "left", overflow="fold")
+        for r in result.layers:
+            verdict = "[red]DIVERGES[/]" if r.diverges else ("-" if r.onnx_tensor is None else "ok")
+            lt.add_row(r.layer, r.onnx_tensor or "(none)", r.layout, "×".join(map(str, r.shape)),
+                       "" if r.max_abs is None else f"{r.max_abs:.3g}", "" if r.rel is None else f"{r.rel:.2g}", verdict)
+        console.print(lt)
+    if result.passed:
+        console.print("[bold green]PARITY PASS[/]")
+        return
+    for failure in result.failures:
+        err_console.print(f"[red]fail:[/] {failure}")
+    if result.divergence:
+        err_console.print(f"[red]first divergent layer:[/] {result.divergence}")
+    console.print(f"[bold red]PARITY FAIL[/] ({len(result.failures)} failure(s))")

@@ -1,0 +1,433 @@
+"""Numerical parity: is the exported model the same model?
+
+Two runners (Keras and ONNX Runtime, or two ONNX models) get the same inputs — real images from a dataset,
+seeded random images, and edge cases (all 0, all 255, noisy images) — at several batch sizes, one of them
+odd, which also proves the batch dimension is dynamic. Every output is checked and every verdict logged,
+then one result lists all failures. When Keras and ONNX disagree, each Keras layer's output is compared
+with the matching intermediate ONNX tensor and the first layer that diverges is named.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from cnnkit.datasets import Dataset, load_dataset
+from cnnkit.envinfo import environment
+from cnnkit.errors import CnnkitError, ParityError
+from cnnkit.runners import KerasRunner, OnnxRuntimeRunner, run_batched
+from cnnkit.sessions import SessionConfig
+
+log = logging.getLogger(__name__)
+
+SCHEMA = "cnnkit.parity/1"
+DEFAULT_BATCH_SIZES = (1, 7, 64)
+
+# Declared tolerances, each with its reason (printed with every run).
+KERAS_ONNX_ATOL, KERAS_ONNX_RTOL = 1e-5, 1e-4
+KERAS_ONNX_REASON = (
+    "float32 on both sides: kernels sum in different orders, which moves outputs by ~1e-7; "
+    "1e-5 keeps 100x headroom and still catches real faults (one changed weight moves them by >1e-4)"
+)
+ONNX_ONNX_MIN_AGREEMENT, ONNX_ONNX_MAX_ACC_DROP = 0.99, 0.5
+ONNX_ONNX_REASON = (
+    "a quantized or float16 variant is not expected to match float32 to 1e-5; the gate is on decisions: "
+    "top-1 agreement and accuracy on labelled images"
+)
+LAYER_RTOL = 1e-4  # a layer diverges when max |diff| exceeds this share of its largest |activation|
+_TIE_FACTOR = 2.0  # a top-1 flip is a near-tie when the reference's top-2 margin is within 2x the tolerance
+
+
+@dataclass(frozen=True)
+class Tolerance:
+    atol: float | None  # None: not gated (still measured)
+    rtol: float
+    min_top1_agreement: float  # 1.0: every sample (near-ties excepted)
+    max_accuracy_drop_pp: float | None  # percentage points; None: not gated
+    reason: str
+
+
+@dataclass(frozen=True)
+class ParityConfig:
+    """Compare ``reference`` (.keras or .onnx) with ``candidate`` (.onnx). Defaults: 200 dataset images,
+    batch sizes 1, 7, 64, the tolerances declared above for the pair's kind, CPU."""
+
+    reference: Path
+    candidate: Path
+    dataset: str | None = None
+    data_dir: Path | None = None
+    samples: int = 200
+    batch_sizes: tuple[int, ...] = DEFAULT_BATCH_SIZES
+    atol: float | None = None  # None: the default for the pair
+    rtol: float | None = None
+    min_agreement: float | None = None
+    max_accuracy_drop: float | None = None
+    session: SessionConfig = field(default_factory=SessionConfig)
+    seed: int = 0
+    layers: bool = False  # per-layer table even on a pass
+
+    def __post_init__(self) -> None:
+        if not self.batch_sizes or any(b <= 0 for b in self.batch_sizes):
+            raise CnnkitError(f"--batch-sizes must be positive integers, got {list(self.batch_sizes)}")
+        if self.samples <= 0:
+            raise CnnkitError(f"--samples must be positive, got {self.samples}")
+        for name in ("atol", "rtol"):
+            v = getattr(self, name)
+            if v is not None and v < 0:
+                raise CnnkitError(f"--{name} must be >= 0, got {v}")
+        if self.min_agreement is not None and not 0 <= self.min_agreement <= 1:
+            raise CnnkitError(f"--min-agreement must be in [0, 1], got {self.min_agreement}")
+
+    @property
+    def keras_reference(self) -> bool:
+        return Path(self.reference).suffix == ".keras"
+
+    def tolerance(self) -> Tolerance:
+        if self.keras_reference:
+            return Tolerance(
+                atol=KERAS_ONNX_ATOL if self.atol is None else self.atol,
+                rtol=KERAS_ONNX_RTOL if self.rtol is None else self.rtol,
+                min_top1_agreement=1.0 if self.min_agreement is None else self.min_agreement,
+                max_accuracy_drop_pp=self.max_accuracy_drop,
+                reason=KERAS_ONNX_REASON if self.atol is None and self.rtol is None else "set by the user",
+            )
+        return Tolerance(
+            atol=self.atol,
+            rtol=0.0 if self.rtol is None else self.rtol,
+            min_top1_agreement=ONNX_ONNX_MIN_AGREEMENT if self.min_agreement is None else self.min_agreement,
+            max_accuracy_drop_pp=ONNX_ONNX_MAX_ACC_DROP if self.max_accuracy_drop is None else self.max_accuracy_drop,
+            reason=ONNX_ONNX_REASON if self.atol is None and self.min_agreement is None else "set by the user",
+        )
+
+
+@dataclass(frozen=True)
+class InputSet:
+    """The parity inputs: float32 arrays of pixel values 0..255, with where each sample came from."""
+
+    x: np.ndarray
+    labels: np.ndarray  # -1 where unlabelled
+    kinds: tuple[str, ...]  # per sample: "dataset", "random", "zeros", "full-255", "noise"
+    dataset: dict[str, Any]
+
+    def counts(self) -> dict[str, int]:
+        out: dict[str, int] = {}
+        for k in self.kinds:
+            out[k] = out.get(k, 0) + 1
+        return out
+
+
+@dataclass(frozen=True)
+class OutputDiff:
+    """One output at one batch size."""
+
+    output: str
+    batch_size: int
+    reference_shape: tuple[int, ...]
+    candidate_shape: tuple[int, ...]
+    max_abs: float
+    mean_abs: float
+    max_rel: float  # over elements with |reference| >= 1e-6
+    mean_rel: float
+    min_passing_atol: float  # smallest atol that passes with the given rtol
+    top1_agreement: float
+    top1_disagreements: int
+    near_ties: int  # disagreements where the reference's top-2 margin is within the tolerance
+    worst_index: int
+    worst_kind: str
+    reference_accuracy: float | None
+    candidate_accuracy: float | None
+    passed: bool
+    failures: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class LayerDiff:
+    layer: str
+    layer_class: str
+    onnx_tensor: str | None  # None: no counterpart in the graph (fused away or missing)
+    layout: str
+    shape: tuple[int, ...]
+    max_abs: float | None
+    scale: float | None  # the layer's largest |activation| in the reference
+    rel: float | None  # max_abs / scale
+    diverges: bool
+
+
+@dataclass(frozen=True)
+class ParityResult:
+    schema: str
+    passed: bool
+    reference: str
+    candidate: str
+    mode: str  # "keras-onnx" or "onnx-onnx"
+    tolerance: Tolerance
+    batch_sizes: tuple[int, ...]
+    inputs: dict[str, Any]
+    provider: dict[str, Any]
+    outputs: tuple[OutputDiff, ...]
+    failures: tuple[str, ...]
+    layers: tuple[LayerDiff, ...] = ()
+    first_divergent_layer: str | None = None
+    divergence: str | None = None
+    environment: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> ParityResult:
+        if data.get("schema") != SCHEMA:
+            raise CnnkitError(f"not a cnnkit parity result (schema {data.get('schema')!r}, expected {SCHEMA!r})")
+        d = dict(data)
+        d["tolerance"] = Tolerance(**d["tolerance"])
+        d["batch_sizes"] = tuple(d["batch_sizes"])
+        d["outputs"] = tuple(
+            OutputDiff(**(o | {"reference_shape": tuple(o["reference_shape"]), "candidate_shape": tuple(o["candidate_shape"]),
+                              "failures": tuple(o["failures"])}))
+            for o in d["outputs"]
+        )
+        d["layers"] = tuple(LayerDiff(**(x | {"shape": tuple(x["shape"])})) for x in d.get("layers", ()))
+        d["failures"] = tuple(d["failures"])
+        return cls(**d)
+
+
+# --- inputs ----------------------------------------------------------------------------------------
+
+
+def make_inputs(dataset: Dataset | None, image_shape: tuple[int, ...], samples: int, seed: int) -> InputSet:
+    """Real test images (up to ``samples``), 16 seeded random images, 2 all-zero, 2 all-255, 8 noisy."""
+    rng = np.random.default_rng(seed)
+    parts, labels, kinds = [], [], []
+    if dataset is not None:
+        if dataset.image_shape != tuple(image_shape):
+            raise ParityError(
+                f"dataset {dataset.name.value} has images of shape {dataset.image_shape}, the model takes {tuple(image_shape)}",
+                hint="choose a dataset that fits the model (--dataset)",
+            )
+        n = min(samples, len(dataset.x_test))
+        parts.append(dataset.x_test[:n].astype(np.float32))
+        labels.append(dataset.y_test[:n])
+        kinds += ["dataset"] * n
+    shape = tuple(image_shape)
+    random = rng.integers(0, 256, (16, *shape)).astype(np.float32)
+    zeros, full = np.zeros((2, *shape), np.float32), np.full((2, *shape), 255.0, np.float32)
+    base = parts[0][:8] if parts and len(parts[0]) else np.full((8, *shape), 128.0, np.float32)
+    noise = np.clip(np.rint(base + rng.normal(0, 40, base.shape)), 0, 255).astype(np.float32)
+    for kind, arr in (("random", random), ("zeros", zeros), ("full-255", full), ("noise", noise)):
+        parts.append(arr)
+        labels.append(np.full(len(arr), -1))
+        kinds += [kind] * len(arr)
+    return InputSet(
+        x=np.ascontiguousarray(np.concatenate(parts)),
+        labels=np.concatenate(labels).astype(np.int64),
+        kinds=tuple(kinds),
+        dataset=dataset.describe() if dataset is not None else {"name": None},
+    )
+
+
+# --- comparing ---------------------------------------------------------------------------------------
+
+
+def compare_outputs(
+    reference: dict[str, np.ndarray],
+    candidate: dict[str, np.ndarray],
+    tolerance: Tolerance,
+    batch_size: int,
+    inputs: InputSet,
+) -> list[OutputDiff]:
+    """Compare every output; each gets its own verdict and list of failures."""
+    diffs = []
+    for i, (name, ref) in enumerate(reference.items()):
+        cand = candidate.get(name)
+        if cand is None:  # match by position when names differ (e.g. a Keras output vs an ONNX name)
+            cand = list(candidate.values())[i] if i < len(candidate) else None
+        if cand is None:
+            diffs.append(_missing_output(name, ref, batch_size))
+            continue
+        diffs.append(_compare_one(name, ref.astype(np.float64), cand.astype(np.float64), tolerance, batch_size, inputs))
+    for d in diffs:
+        log.info("output %s at batch %d: %s", d.output, d.batch_size, "pass" if d.passed else "; ".join(d.failures))
+    return diffs
+
+
+def _missing_output(name: str, ref: np.ndarray, batch_size: int) -> OutputDiff:
+    nan = float("nan")
+    return OutputDiff(name, batch_size, tuple(ref.shape), (), nan, nan, nan, nan, nan, 0.0, len(ref), 0, -1, "",
+                      None, None, False, (f"output {name}: the candidate has no such output",))
+
+
+def _compare_one(name: str, ref: np.ndarray, cand: np.ndarray, tol: Tolerance, batch_size: int, inputs: InputSet) -> OutputDiff:
+    failures = []
+    if ref.shape != cand.shape:
+        nan = float("nan")
+        return OutputDiff(name, batch_size, tuple(ref.shape), tuple(cand.shape), nan, nan, nan, nan, nan, 0.0, len(ref), 0,
+                          -1, "", None, None, False,
+                          (f"output {name} at batch {batch_size}: shape {tuple(cand.shape)} != reference {tuple(ref.shape)}",))
+    diff = np.abs(cand - ref)
+    meaningful = np.abs(ref) >= 1e-6
+    rel = diff[meaningful] / np.abs(ref[meaningful]) if meaningful.any() else np.zeros(1)
+    per_sample = diff.reshape(len(diff), -1).max(axis=1)
+    worst = int(per_sample.argmax())
+    min_atol = float(np.max(np.maximum(diff - tol.rtol * np.abs(ref), 0.0)))
+    if tol.atol is not None and min_atol > tol.atol:
+        n_bad = int(np.sum(diff > tol.atol + tol.rtol * np.abs(ref)))
+        failures.append(
+            f"output {name} at batch {batch_size}: max |diff| {diff.max():.3g} (sample {worst}, {inputs.kinds[worst]}) "
+            f"exceeds atol {tol.atol:g} + rtol {tol.rtol:g}*|ref| in {n_bad} element(s); smallest passing atol {min_atol:.3g}"
+        )
+    ref2, cand2 = ref.reshape(len(ref), -1), cand.reshape(len(cand), -1)
+    ref_top, cand_top = ref2.argmax(axis=1), cand2.argmax(axis=1)
+    disagree = ref_top != cand_top
+    sorted_ref = np.sort(ref2, axis=1)
+    margin = sorted_ref[:, -1] - sorted_ref[:, -2] if ref2.shape[1] > 1 else np.full(len(ref2), np.inf)
+    tie_band = _TIE_FACTOR * ((tol.atol or 0.0) + tol.rtol * np.abs(sorted_ref[:, -1]))
+    near_tie = disagree & (margin <= tie_band)
+    real_disagree = int(np.sum(disagree & ~near_tie))
+    agreement = 1.0 - real_disagree / len(ref2)
+    if agreement < tol.min_top1_agreement:
+        first = int(np.flatnonzero(disagree & ~near_tie)[0])
+        failures.append(
+            f"output {name} at batch {batch_size}: top-1 agreement {agreement:.4f} < {tol.min_top1_agreement:g} "
+            f"({real_disagree} sample(s) differ, first {first}, {inputs.kinds[first]})"
+        )
+    labelled = inputs.labels >= 0
+    ref_acc = cand_acc = None
+    if labelled.any():
+        ref_acc = float(np.mean(ref_top[labelled] == inputs.labels[labelled]))
+        cand_acc = float(np.mean(cand_top[labelled] == inputs.labels[labelled]))
+        drop_pp = 100 * (ref_acc - cand_acc)
+        if tol.max_accuracy_drop_pp is not None and drop_pp > tol.max_accuracy_drop_pp:
+            failures.append(
+                f"output {name} at batch {batch_size}: accuracy {100 * cand_acc:.2f} % vs reference {100 * ref_acc:.2f} % "
+                f"drops {drop_pp:.2f} pp > {tol.max_accuracy_drop_pp:g} pp"
+            )
+    return OutputDiff(
+        output=name, batch_size=batch_size, reference_shape=tuple(ref.shape), candidate_shape=tuple(cand.shape),
+        max_abs=float(diff.max()), mean_abs=float(diff.mean()), max_rel=float(rel.max()), mean_rel=float(rel.mean()),
+        min_passing_atol=min_atol, top1_agreement=agreement, top1_disagreements=real_disagree,
+        near_ties=int(near_tie.sum()), worst_index=worst, worst_kind=inputs.kinds[worst],
+        reference_accuracy=ref_acc, candidate_accuracy=cand_acc, passed=not failures, failures=tuple(failures),
+    )
+
+
+# --- localising ---------------------------------------------------------------------------------------
+
+
+def localize_divergence(keras_runner: Any, onnx_path: Path, x: np.ndarray, session: SessionConfig,
+                        layer_rtol: float = LAYER_RTOL) -> tuple[list[LayerDiff], str | None, str | None]:
+    """Compare each Keras layer's output with its ONNX tensor on ``x``; name the first layer that diverges.
+
+    Returns the per-layer table, the first divergent layer (or None) and a one-line explanation.
+    """
+    import onnx
+
+    from cnnkit.onnx_graph import map_layers_to_tensors, with_extra_outputs
+
+    model = onnx.load(str(onnx_path))
+    layers = keras_runner.layers()
+    refs = map_layers_to_tensors(model, [layer.name for layer in layers])
+    runner = OnnxRuntimeRunner(with_extra_outputs(model, [r.tensor for r in refs.values()]), session, label="onnx-layers")
+    x_feed = x.astype(runner.input_dtype)
+    onnx_values = dict(zip(runner.output_names, runner.session.run(None, {runner.input_name: x_feed}), strict=True))
+    keras_values = keras_runner.infer_layers(x)
+
+    rows: list[LayerDiff] = []
+    for layer in layers:
+        ref = keras_values[layer.name].astype(np.float64)
+        tref = refs.get(layer.name)
+        scale = float(np.abs(ref).max()) if ref.size else 0.0
+        if tref is None:
+            rows.append(LayerDiff(layer.name, type(layer).__name__, None, "-", tuple(ref.shape), None, scale, None, False))
+            continue
+        got = onnx_values[tref.tensor].astype(np.float64)
+        layout = tref.layout
+        if got.ndim == 4 and (layout == "NCHW" or (layout == "unknown" and got.shape != ref.shape
+                                                     and got.transpose(0, 2, 3, 1).shape == ref.shape)):
+            got, layout = got.transpose(0, 2, 3, 1), "NCHW->NHWC"
+        if got.shape != ref.shape:
+            rows.append(LayerDiff(layer.name, type(layer).__name__, tref.tensor, layout, tuple(got.shape), None, scale,
+                                  None, True))
+            continue
+        max_abs = float(np.abs(got - ref).max()) if ref.size else 0.0
+        rel = max_abs / scale if scale > 0 else (0.0 if max_abs == 0 else float("inf"))
+        rows.append(LayerDiff(layer.name, type(layer).__name__, tref.tensor, layout, tuple(ref.shape), max_abs, scale, rel,
+                              rel > layer_rtol))
+
+    first, why = _first_divergence(rows, layer_rtol)
+    return rows, first, why
+
+
+_NO_OP_LAYERS = {"Dropout", "SpatialDropout2D", "GaussianNoise", "GaussianDropout", "ActivityRegularization"}
+
+
+def _first_divergence(rows: list[LayerDiff], layer_rtol: float) -> tuple[str | None, str | None]:
+    for i, row in enumerate(rows):
+        if row.diverges:
+            if row.max_abs is None:
+                return row.layer, f"{row.layer}: ONNX tensor {row.onnx_tensor} has shape {row.shape}, Keras differs"
+            why = (f"{row.layer} ({row.layer_class}) diverges first: max |diff| {row.max_abs:.3g} = {row.rel:.2g} of its "
+                   f"largest activation {row.scale:.3g} (threshold {layer_rtol:g}); ONNX tensor {row.onnx_tensor}")
+            if i == 0 or all(r.onnx_tensor is None for r in rows[:i]):
+                why += "; the first layer already differs: check the input layout and the preprocessing"
+            return row.layer, why
+        if row.onnx_tensor is None and row.layer_class not in _NO_OP_LAYERS:
+            nxt = next((r for r in rows[i + 1:] if r.onnx_tensor is not None), None)
+            if nxt is not None and nxt.diverges:
+                return row.layer, (f"{row.layer} ({row.layer_class}) has no counterpart in the ONNX graph, and "
+                                   f"{nxt.layer} after it diverges (max |diff| {nxt.max_abs:.3g}): was it left out of the export?")
+    return None, None
+
+
+# --- the check ---------------------------------------------------------------------------------------
+
+
+def check_parity(config: ParityConfig, dataset: Dataset | None = None) -> ParityResult:
+    """Run both models on the same inputs at every batch size and compare; localise a Keras/ONNX failure."""
+    tol = config.tolerance()
+    candidate = OnnxRuntimeRunner(config.candidate, config.session)
+    if config.keras_reference:
+        reference: Any = KerasRunner.from_file(config.reference, input_name=candidate.input_name,
+                                               output_names=candidate.output_names)
+        ref_shape = tuple(int(d) for d in reference.model.inputs[0].shape[1:])
+        mode = "keras-onnx"
+    else:
+        if Path(config.reference).suffix != ".onnx":
+            raise ParityError(f"{config.reference}: the reference must be a .keras or .onnx file")
+        reference = OnnxRuntimeRunner(config.reference, config.session)
+        ref_shape = tuple(reference.input_shape[1:])
+        mode = "onnx-onnx"
+    cand_shape = tuple(candidate.input_shape[1:])
+    if _static(ref_shape) != _static(cand_shape):
+        hint = "the candidate looks NCHW, the reference NHWC: export without inputs_as_nchw" if (
+            len(cand_shape) == 3 and tuple(_static(cand_shape)) == (ref_shape[2], ref_shape[0], ref_shape[1])) else None
+        raise ParityError(f"input shapes differ: reference takes {ref_shape}, candidate {cand_shape}", hint=hint)
+    if dataset is None:
+        dataset = load_dataset(config.dataset, config.data_dir)
+    inputs = make_inputs(dataset, ref_shape, config.samples, config.seed)
+    ref_out = run_batched(reference, inputs.x, 64)
+    diffs: list[OutputDiff] = []
+    for b in config.batch_sizes:
+        diffs += compare_outputs(ref_out, run_batched(candidate, inputs.x, b), tol, b, inputs)
+    failures = tuple(f for d in diffs for f in d.failures)
+    passed = not failures
+
+    rows: list[LayerDiff] = []
+    first = why = None
+    if mode == "keras-onnx" and (not passed or config.layers):
+        worst = sorted({d.worst_index for d in diffs if d.worst_index >= 0})[:8] or [0]
+        rows, first, why = localize_divergence(reference, Path(config.candidate), inputs.x[worst], config.session)
+    return ParityResult(
+        schema=SCHEMA, passed=passed, reference=str(config.reference), candidate=str(config.candidate), mode=mode,
+        tolerance=tol, batch_sizes=tuple(config.batch_sizes),
+        inputs={"counts": inputs.counts(), "dataset": inputs.dataset, "seed": config.seed, "total": len(inputs.x)},
+        provider=candidate.session_info.to_dict(), outputs=tuple(diffs), failures=failures, layers=tuple(rows),
+        first_divergent_layer=first, divergence=why, environment=environment(),
+    )
+
+
+def _static(shape: tuple[Any, ...]) -> tuple[Any, ...]:
+    return tuple(d if isinstance(d, int) else None for d in shape)

@@ -1,0 +1,103 @@
+"""Runners: one narrow contract, ``infer(feeds: dict) -> dict``, for Keras and ONNX Runtime alike.
+
+Parity is then "run two runners on the same feeds and compare". Both runners name their input and
+outputs with the ONNX graph's names, so their dictionaries line up.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+
+from cnnkit.sessions import SessionConfig, SessionInfo, create_session
+
+
+class Runner(Protocol):
+    label: str
+    input_name: str
+    output_names: tuple[str, ...]
+
+    def infer(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]: ...
+
+
+class OnnxRuntimeRunner:
+    """An ONNX Runtime session on a checked provider (see :func:`cnnkit.sessions.create_session`)."""
+
+    def __init__(self, model: str | os.PathLike[str] | bytes, config: SessionConfig | None = None, label: str | None = None):
+        self.session, self.info = create_session(model, config)
+        self.label = label or (Path(model).name if not isinstance(model, bytes) else "onnx")
+        inputs = self.session.get_inputs()
+        if len(inputs) != 1:
+            from cnnkit.errors import ModelFileError
+
+            raise ModelFileError(f"{self.label}: cnnkit runs models with one input; this one has {len(inputs)}")
+        self.input_name: str = inputs[0].name
+        self.input_shape: tuple[Any, ...] = tuple(inputs[0].shape)
+        self.input_type: str = inputs[0].type  # e.g. "tensor(float)", "tensor(uint8)"
+        self.output_names: tuple[str, ...] = tuple(o.name for o in self.session.get_outputs())
+
+    @property
+    def input_dtype(self) -> np.dtype:
+        return np.dtype(np.uint8) if self.input_type == "tensor(uint8)" else np.dtype(np.float32)
+
+    @property
+    def session_info(self) -> SessionInfo:
+        return self.info
+
+    def infer(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        x = feeds[self.input_name]
+        if x.dtype != self.input_dtype:
+            x = x.astype(self.input_dtype)
+        outs = self.session.run(None, {self.input_name: x})
+        return dict(zip(self.output_names, outs, strict=True))
+
+
+class KerasRunner:
+    """A Keras model in inference mode (``model(x, training=False)``, never ``predict``)."""
+
+    def __init__(self, model: Any, input_name: str = "images", output_names: tuple[str, ...] = ("probabilities",),
+                 label: str = "keras"):
+        self.model = model
+        self.label = label
+        self.input_name = input_name
+        self.output_names = output_names
+        self._layer_model: Any = None
+
+    @classmethod
+    def from_file(cls, path: str | os.PathLike[str], **kw: Any) -> KerasRunner:
+        from cnnkit.build import load_keras_model
+
+        return cls(load_keras_model(path), label=kw.pop("label", Path(path).name), **kw)
+
+    def infer(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        x = np.asarray(feeds[self.input_name], dtype=np.float32)
+        y = self.model(x, training=False)
+        outs = y if isinstance(y, list | tuple) else [y]
+        return {name: np.asarray(out) for name, out in zip(self.output_names, outs, strict=True)}
+
+    def layers(self) -> list[Any]:
+        return [layer for layer in self.model.layers if type(layer).__name__ != "InputLayer"]
+
+    def infer_layers(self, x: np.ndarray) -> dict[str, np.ndarray]:
+        """Every layer's output for ``x``, by layer name."""
+        if self._layer_model is None:
+            from cnnkit._deps import require_keras
+
+            keras = require_keras()
+            layers = self.layers()
+            self._layer_model = keras.Model(self.model.inputs, [layer.output for layer in layers])
+        outs = self._layer_model([np.asarray(x, dtype=np.float32)], training=False)
+        return {layer.name: np.asarray(out) for layer, out in zip(self.layers(), outs, strict=True)}
+
+
+def run_batched(runner: Runner, x: np.ndarray, batch_size: int) -> dict[str, np.ndarray]:
+    """``runner.infer`` over ``x`` in chunks of ``batch_size`` (the last one may be smaller), concatenated."""
+    parts: dict[str, list[np.ndarray]] = {}
+    for start in range(0, len(x), batch_size):
+        out = runner.infer({runner.input_name: x[start : start + batch_size]})
+        for name, value in out.items():
+            parts.setdefault(name, []).append(value)
+    return {name: np.concatenate(values) for name, values in parts.items()}

@@ -1,0 +1,207 @@
+"""The one place ONNX Runtime sessions are built: provider by name, options exposed, no silent fallback.
+
+``onnxruntime.get_available_providers()`` lists the providers a wheel was *built* with: onnxruntime-gpu
+lists CUDA and TensorRT on a machine with no GPU, and a session asked for CUDA then quietly runs on the CPU.
+So after creating a session we read ``session.get_providers()``; if the requested provider is not active we
+fail with the reason ONNX Runtime logged (e.g. ``libcublasLt.so.13: cannot open shared object file``),
+unless fallback is allowed, in which case the result says so.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from cnnkit.choices import ExecutionMode, GraphOptimization
+from cnnkit.errors import CnnkitError, ModelFileError
+
+_ALIASES = {
+    "cpu": "CPUExecutionProvider",
+    "cuda": "CUDAExecutionProvider",
+    "tensorrt": "TensorrtExecutionProvider",
+    "trt": "TensorrtExecutionProvider",
+    "openvino": "OpenVINOExecutionProvider",
+    "dml": "DmlExecutionProvider",
+    "coreml": "CoreMLExecutionProvider",
+    "rocm": "ROCMExecutionProvider",
+    "migraphx": "MIGraphXExecutionProvider",
+    "qnn": "QNNExecutionProvider",
+    "xnnpack": "XnnpackExecutionProvider",
+}
+_GPU_HINT = (
+    "install the CUDA and cuDNN libraries ONNX Runtime needs (pip install 'onnxruntime-gpu[cuda,cudnn]') and "
+    "call onnxruntime.preload_dlls() or put them on LD_LIBRARY_PATH; check the GPU with nvidia-smi; "
+    "or pass --allow-fallback to run on the CPU and say so"
+)
+
+
+class ProviderError(CnnkitError):
+    """A requested execution provider that is unknown, not installed, or does not load."""
+
+
+@dataclass(frozen=True)
+class SessionConfig:
+    """How to build a session. Defaults: CPU, ONNX Runtime's own thread counts, all graph optimisations."""
+
+    provider: str = "cpu"
+    intra_op_threads: int = 0  # 0: ONNX Runtime's default (one per physical core)
+    inter_op_threads: int = 0
+    graph_optimization: GraphOptimization = GraphOptimization.ALL
+    execution_mode: ExecutionMode = ExecutionMode.SEQUENTIAL
+    allow_spinning: bool | None = None  # None: ONNX Runtime's default (spin)
+    device_id: int = 0  # CUDA / TensorRT
+    cudnn_conv_algo_search: str = "EXHAUSTIVE"  # EXHAUSTIVE | HEURISTIC | DEFAULT
+    cuda_graph: bool = False
+    allow_fallback: bool = False
+    log_severity: int = 3  # ONNX Runtime's: 0 verbose .. 4 fatal
+
+    def to_dict(self) -> dict[str, Any]:
+        return {k: (v.value if hasattr(v, "value") else v) for k, v in asdict(self).items()}
+
+
+@dataclass(frozen=True)
+class SessionInfo:
+    """Which provider was asked for and which actually runs the model."""
+
+    requested: str
+    providers: tuple[str, ...]  # session.get_providers(), in priority order
+    fallback: bool = False  # the requested provider did not load and fallback was allowed
+    fallback_reason: str | None = None
+    options: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def active(self) -> str:
+        return self.providers[0] if self.providers else "none"
+
+    def headline(self) -> str:
+        if self.fallback:
+            return f"ran on {self.active} (FALLBACK: {self.requested} did not load: {self.fallback_reason})"
+        return f"ran on {self.active}"
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self) | {"active": self.active}
+
+
+def resolve_provider(name: str) -> str:
+    """Map ``cpu``/``cuda``/``tensorrt``/... or a full EP name to the EP name; it must be in this build."""
+    ort = _ort()
+    available = ort.get_available_providers()
+    wanted = _ALIASES.get(name.lower(), name)
+    if wanted not in available:
+        # Accept any listed EP by its short name, e.g. "vitisai" for VitisAIExecutionProvider.
+        matches = [p for p in available if p.lower() == f"{name.lower()}executionprovider"]
+        if not matches:
+            short = ", ".join(_short(p) for p in available)
+            raise ProviderError(
+                f"unknown or uninstalled execution provider '{name}'",
+                hint=f"this onnxruntime build has: {short}",
+            )
+        wanted = matches[0]
+    return wanted
+
+
+def _short(provider: str) -> str:
+    for alias, full in _ALIASES.items():
+        if full == provider and alias not in ("trt",):
+            return alias
+    return provider.removesuffix("ExecutionProvider").lower()
+
+
+def _ort() -> Any:
+    from cnnkit._deps import require_onnxruntime
+
+    return require_onnxruntime()
+
+
+def session_options(config: SessionConfig) -> Any:
+    ort = _ort()
+    so = ort.SessionOptions()
+    so.intra_op_num_threads = config.intra_op_threads
+    so.inter_op_num_threads = config.inter_op_threads
+    so.graph_optimization_level = {
+        GraphOptimization.DISABLE: ort.GraphOptimizationLevel.ORT_DISABLE_ALL,
+        GraphOptimization.BASIC: ort.GraphOptimizationLevel.ORT_ENABLE_BASIC,
+        GraphOptimization.EXTENDED: ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED,
+        GraphOptimization.ALL: ort.GraphOptimizationLevel.ORT_ENABLE_ALL,
+    }[config.graph_optimization]
+    so.execution_mode = (
+        ort.ExecutionMode.ORT_PARALLEL if config.execution_mode is ExecutionMode.PARALLEL else ort.ExecutionMode.ORT_SEQUENTIAL
+    )
+    if config.allow_spinning is not None:
+        flag = "1" if config.allow_spinning else "0"
+        so.add_session_config_entry("session.intra_op.allow_spinning", flag)
+        so.add_session_config_entry("session.inter_op.allow_spinning", flag)
+    so.log_severity_level = config.log_severity
+    return so
+
+
+def _provider_chain(provider: str, config: SessionConfig) -> list[Any]:
+    if provider == "CPUExecutionProvider":
+        return ["CPUExecutionProvider"]
+    options: dict[str, Any] = {}
+    if provider == "CUDAExecutionProvider":
+        options = {
+            "device_id": config.device_id,
+            "cudnn_conv_algo_search": config.cudnn_conv_algo_search,
+            "enable_cuda_graph": "1" if config.cuda_graph else "0",
+        }
+    elif provider == "TensorrtExecutionProvider":
+        options = {"device_id": config.device_id}
+    # The CPU provider stays last so that ops the accelerator lacks still run (that is not a fallback).
+    return [(provider, options), "CPUExecutionProvider"]
+
+
+def _load_failure_reason(log: str, provider: str) -> str:
+    """The most specific cause ONNX Runtime logged for a provider that did not load."""
+    missing = re.findall(r"(lib[\w.+-]+\.so[\w.]*): cannot open shared object file", log)
+    if missing:
+        return f"{missing[0]} not found"
+    for pattern in (r"(CUDA failure \d+: [^;\n]+)", r"(no CUDA-capable device[^\n]*)", r"(Require cuDNN [^.]+\.[^.]*\.)"):
+        m = re.search(pattern, log)
+        if m:
+            return m.group(1).strip()
+    if provider in ("CUDAExecutionProvider", "TensorrtExecutionProvider") and not Path("/dev/nvidia0").exists():
+        return "no NVIDIA device (/dev/nvidia0 is absent)"
+    return "the provider failed to initialise (run with --debug to see ONNX Runtime's log)"
+
+
+def create_session(model: str | os.PathLike[str] | bytes, config: SessionConfig | None = None) -> tuple[Any, SessionInfo]:
+    """Build an ``InferenceSession`` on ``config.provider`` and check that provider really runs it.
+
+    Raises :class:`ProviderError` when it does not (unless ``allow_fallback``), :class:`ModelFileError`
+    for a missing or corrupt model.
+    """
+    from cnnkit._deps import capture_native_stderr
+
+    config = config or SessionConfig()
+    ort = _ort()
+    provider = resolve_provider(config.provider)
+    if isinstance(model, bytes):
+        source: Any = model
+        label = "<in-memory model>"
+    else:
+        path = Path(model)
+        if not path.is_file():
+            raise ModelFileError(f"model file {path} not found")
+        source, label = str(path), str(path)
+    try:
+        with capture_native_stderr(replay_on_error=False) as log:
+            session = ort.InferenceSession(source, session_options(config), providers=_provider_chain(provider, config))
+    except Exception as exc:  # noqa: BLE001 (ORT raises its own Fail/InvalidGraph/... types)
+        detail = " ".join(str(exc).split())
+        detail = re.sub(r"^\[ONNXRuntimeError\] : \d+ : \w+ : ", "", detail)[:300]
+        raise ModelFileError(f"cannot load {label} in ONNX Runtime: {detail}", hint="is it a complete, valid .onnx file?") from None
+    active = tuple(session.get_providers())
+    info = SessionInfo(requested=provider, providers=active, options=config.to_dict())
+    if active and active[0] != provider:
+        reason = _load_failure_reason(log.text, provider)
+        if not config.allow_fallback:
+            raise ProviderError(
+                f"{provider} was requested but the session runs on {active[0]}: {reason}",
+                hint=_GPU_HINT if provider != "CPUExecutionProvider" else None,
+            )
+        info = SessionInfo(provider, active, fallback=True, fallback_reason=reason, options=config.to_dict())
+    return session, info
