@@ -55,3 +55,25 @@ def make_idx_dir(folder: Path, n_train: int = 40, n_test: int = 20, seed: int = 
 @pytest.fixture
 def idx_dir(tmp_path: Path) -> Path:
     return make_idx_dir(tmp_path / "mnist")
+
+
+@pytest.fixture(scope="session")
+def trained_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A seed CNN trained briefly on digits (real weights, seconds): ``<dir>/model.keras``."""
+    import os
+
+    os.environ["CNNKIT_OFFLINE"] = "1"
+    from cnnkit.train import TrainConfig, train_model
+
+    out = tmp_path_factory.mktemp("seed-cnn")
+    train_model(TrainConfig(dataset="digits", out_dir=out, epochs=2, limit_train=400, limit_test=100, seed=0))
+    return out / "model.keras"
+
+
+@pytest.fixture(scope="session")
+def exported_model(trained_model: Path) -> Path:
+    from cnnkit.export import ExportConfig, export_onnx
+
+    out = trained_model.with_name("model.onnx")
+    export_onnx(ExportConfig(trained_model, out))
+    return out

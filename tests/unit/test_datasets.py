@@ -151,3 +151,13 @@ def test_real_mnist_test_set(shared_data: Path) -> None:
     split = load_dataset("mnist", shared_data / "mnist-t10k-split")
     assert (len(split.x_train), len(split.x_test)) == (8000, 2000)
     assert np.bincount(split.y_test, minlength=10).min() > 150
+
+
+def test_test_only_folder_for_evaluation(tmp_path: Path) -> None:
+    folder = make_idx_dir(tmp_path / "m")
+    for stem in ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz"):
+        (folder / stem).unlink()
+    with pytest.raises(DatasetError, match="has no train-images"):
+        load_dataset("mnist", folder)
+    ds = load_dataset("mnist", folder, require_train=False)
+    assert len(ds.x_train) == 0 and ds.x_test.shape == (20, 28, 28, 1)

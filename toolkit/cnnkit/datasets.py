@@ -104,10 +104,12 @@ def load_dataset(
     *,
     allow_download: bool | None = None,
     timeout_s: float = DOWNLOAD_TIMEOUT_S,
+    require_train: bool = True,
 ) -> Dataset:
     """Load a dataset by name; ``None`` means MNIST where it can be had, else ``digits`` (with a notice).
 
     The fallback to ``digits`` happens only when no data dir is given; given files must load.
+    ``require_train=False`` accepts a folder with only the test files (for parity and evaluation).
 
     ``data_dir`` defaults to ``$CNNKIT_DATA_DIR``. Downloads are allowed unless ``$CNNKIT_OFFLINE`` is set.
     """
@@ -118,7 +120,7 @@ def load_dataset(
         name = DatasetName.MNIST  # files the user pointed at must load, or fail loudly: no fallback
     if name is None:
         try:
-            return _load_named(DatasetName.MNIST, dir_path, allow_download, timeout_s)
+            return _load_named(DatasetName.MNIST, dir_path, allow_download, timeout_s, require_train)
         except DatasetError as exc:
             ds = _load_digits()
             notice = (
@@ -131,14 +133,16 @@ def load_dataset(
     except ValueError:
         known = ", ".join(d.value for d in DatasetName)
         raise DatasetError(f"unknown dataset '{name}'", hint=f"choose one of {known}") from None
-    return _load_named(dataset, dir_path, allow_download, timeout_s)
+    return _load_named(dataset, dir_path, allow_download, timeout_s, require_train)
 
 
-def _load_named(name: DatasetName, data_dir: Path | None, allow_download: bool, timeout_s: float) -> Dataset:
+def _load_named(
+    name: DatasetName, data_dir: Path | None, allow_download: bool, timeout_s: float, require_train: bool = True
+) -> Dataset:
     if name is DatasetName.DIGITS:
         return _load_digits()
     if data_dir is not None:
-        return _load_from_dir(name, data_dir)
+        return _load_from_dir(name, data_dir, require_train)
     cached = _keras_cache_dir()
     found = _find_in_cache(name, cached)
     if found is not None:
@@ -163,7 +167,7 @@ def _load_named(name: DatasetName, data_dir: Path | None, allow_download: bool, 
 # --- files ---------------------------------------------------------------------------------------
 
 
-def _load_from_dir(name: DatasetName, path: Path) -> Dataset:
+def _load_from_dir(name: DatasetName, path: Path, require_train: bool = True) -> Dataset:
     if path.is_file() and path.suffix == ".npz":
         return _load_npz(name, path)
     if not path.is_dir():
@@ -172,15 +176,19 @@ def _load_from_dir(name: DatasetName, path: Path) -> Dataset:
     if npz.is_file() and not any(_idx_path(path, stem) for stem in _IDX_FILES.values()):
         return _load_npz(name, npz)
     arrays = {}
+    test_only = not require_train and _idx_path(path, _IDX_FILES["x_train"]) is None
     for key, stem in _IDX_FILES.items():
         file = _idx_path(path, stem)
+        if test_only and key.endswith("_train"):
+            arrays[key] = np.zeros((0, *IMAGE_SHAPE[:2]) if key == "x_train" else (0,), np.uint8)
+            continue
         if file is None:
             raise DatasetError(
                 f"{path} has no {stem}[.gz] for {name.value}",
                 hint=f"--data-dir needs {', '.join(_IDX_FILES.values())} (gzipped or not), or {name.value}.npz",
             )
         arrays[key] = _read_idx(file, images=key.startswith("x"))
-    return _make_dataset(name, str(path), arrays)
+    return _make_dataset(name, str(path), arrays, allow_empty_train=test_only)
 
 
 def _idx_path(folder: Path, stem: str) -> Path | None:
@@ -235,7 +243,9 @@ def _load_npz(name: DatasetName, path: Path) -> Dataset:
     return _make_dataset(name, str(path), arrays)
 
 
-def _make_dataset(name: DatasetName, source: str, arrays: dict[str, np.ndarray]) -> Dataset:
+def _make_dataset(
+    name: DatasetName, source: str, arrays: dict[str, np.ndarray], allow_empty_train: bool = False
+) -> Dataset:
     n_classes = len(CLASS_NAMES[name])
     out = {}
     for split in ("train", "test"):
@@ -248,14 +258,14 @@ def _make_dataset(name: DatasetName, source: str, arrays: dict[str, np.ndarray])
             )
         if len(x) != len(y):
             raise DatasetError(f"{source}: {len(x)} {split} images but {len(y)} labels")
-        if len(x) == 0:
+        if len(x) == 0 and (split == "test" or not allow_empty_train):
             raise DatasetError(f"{source}: the {split} split is empty")
         if x.dtype != np.uint8:
-            if x.min() < 0 or x.max() > 255:
+            if len(x) and x.min() < 0 or x.max() > 255:
                 raise DatasetError(f"{source}: {split} pixels outside 0..255 (raw pixels expected)")
             x = x.astype(np.uint8)
         y = y.astype(np.int64)
-        if y.min() < 0 or y.max() >= n_classes:
+        if len(y) and (y.min() < 0 or y.max() >= n_classes):
             raise DatasetError(f"{source}: {split} labels outside 0..{n_classes - 1}")
         out[f"x_{split}"], out[f"y_{split}"] = np.ascontiguousarray(x), y
     return Dataset(name, source, out["x_train"], out["y_train"], out["x_test"], out["y_test"], CLASS_NAMES[name])

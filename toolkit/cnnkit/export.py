@@ -165,11 +165,23 @@ def export_onnx(config: ExportConfig) -> ExportResult:
             x = tf.cast(x, tf.float32)  # raw pixels in, the model's own Rescaling does the rest
         return {config.output_name: keras_model(x, training=False)}
 
+    unsupported = _UnsupportedOps()
+    tf2onnx_log = logging.getLogger("tf2onnx")
+    tf2onnx_log.addHandler(unsupported)
     try:
         with capture_native_stderr(replay_on_error=False) as log:
-            model_proto, _ = tf2onnx.convert.from_function(serve, input_signature=[spec], opset=config.opset)
+            model_proto, _ = tf2onnx.convert.from_function(
+                serve, input_signature=[spec], opset=config.opset, custom_op_handlers=_CUSTOM_OP_HANDLERS
+            )
     except Exception as exc:  # noqa: BLE001 (tf2onnx raises many kinds)
         raise ExportError(f"{model_path}: tf2onnx could not convert it: {_conversion_failure(exc, log.text)}") from None
+    finally:
+        tf2onnx_log.removeHandler(unsupported)
+    if unsupported.ops:
+        raise ExportError(
+            f"{model_path}: tf2onnx {versions_of('tf2onnx')} cannot convert {unsupported.describe()}",
+            hint="replace that layer or activation with a supported one, or try another --opset",
+        )
 
     _set_dynamic_batch(model_proto)
     record = _training_record(model_path)
@@ -206,6 +218,10 @@ def export_onnx(config: ExportConfig) -> ExportResult:
     if keras_params != onnx_params:
         folded = sorted({_FOLDED_LAYERS[type(layer).__name__] + f" ({type(layer).__name__})"
                          for layer in keras_model.layers if type(layer).__name__ in _FOLDED_LAYERS})
+        # tf2onnx's optimizer drops an Add of an all-zero bias (an untrained or bias-free model).
+        zeros = sum(int(w.size) for w in keras_model.get_weights() if w.size and not w.any())
+        if 0 < keras_params - onnx_params <= zeros:
+            folded.append(f"consistent with all-zero weight tensors ({zeros:,} elements) removed by tf2onnx's optimizer")
         note = f"differ by {keras_params - onnx_params:+,}: " + ("; ".join(folded) if folded else "unexplained")
         if not folded:
             raise ExportError(
@@ -227,6 +243,48 @@ def export_onnx(config: ExportConfig) -> ExportResult:
         size_bytes=out.stat().st_size,
         metadata=metadata,
     )
+
+
+def versions_of(name: str) -> str:
+    return str(package_versions().get(name))
+
+
+class _UnsupportedOps(logging.Handler):
+    """Collects what tf2onnx reports as unsupported (it logs them and carries on, leaving a broken graph)."""
+
+    def __init__(self) -> None:
+        super().__init__(level=logging.ERROR)
+        self.ops: list[tuple[str, str]] = []  # (node name, op type)
+
+    def emit(self, record: logging.LogRecord) -> None:
+        m = re.search(r"Tensorflow op \[([^:\]]+): (\w+)\] is not supported", record.getMessage())
+        if m:
+            self.ops.append((m.group(1), m.group(2)))
+
+    def describe(self) -> str:
+        parts = []
+        for node, op in self.ops:
+            scope = node.split("/")
+            layer = re.sub(r"_\d+$", "", scope[1]) if len(scope) > 2 else node
+            parts.append(f"op {op} in layer {layer} (node {node})")
+        return "; ".join(parts)
+
+
+def _erfc_handler(ctx: Any, node: Any, name: str, args: Any) -> None:
+    """erfc(x) = 1 - erf(x): Keras 3's exact GELU lowers to Erfc, which tf2onnx 1.17 has no converter for."""
+    import numpy as np
+    from onnx import helper
+
+    dtype = helper.tensor_dtype_to_np_dtype(ctx.get_dtype(node.output[0]))
+    node.type = "Erf"
+    one = ctx.make_const(f"{node.name}/one", np.array(1, dtype=dtype))
+    sub = ctx.insert_new_node_on_output("Sub", node.output[0], name=f"{node.name}/one_minus")
+    ctx.replace_inputs(sub, [one.output[0], node.output[0]])
+    ctx.copy_shape(node.output[0], sub.output[0])
+    ctx.set_dtype(sub.output[0], ctx.get_dtype(node.output[0]))
+
+
+_CUSTOM_OP_HANDLERS = {"Erfc": (_erfc_handler, [])}
 
 
 def _class_names(dataset: str, n: int) -> list[str]:

@@ -58,7 +58,7 @@ class ParityConfig:
 
     reference: Path
     candidate: Path
-    dataset: str | None = None
+    dataset: str | None = None  # None: MNIST else digits, skipped if its images do not fit; "none": no dataset
     data_dir: Path | None = None
     samples: int = 200
     batch_sizes: tuple[int, ...] = DEFAULT_BATCH_SIZES
@@ -405,8 +405,11 @@ def check_parity(config: ParityConfig, dataset: Dataset | None = None) -> Parity
         hint = "the candidate looks NCHW, the reference NHWC: export without inputs_as_nchw" if (
             len(cand_shape) == 3 and tuple(_static(cand_shape)) == (ref_shape[2], ref_shape[0], ref_shape[1])) else None
         raise ParityError(f"input shapes differ: reference takes {ref_shape}, candidate {cand_shape}", hint=hint)
-    if dataset is None:
-        dataset = load_dataset(config.dataset, config.data_dir)
+    if dataset is None and config.dataset != "none":
+        dataset = load_dataset(config.dataset, config.data_dir, require_train=False)
+        if config.dataset is None and config.data_dir is None and dataset.image_shape != ref_shape:
+            log.info("default dataset %s does not fit input %s; random and edge-case inputs only", dataset.name.value, ref_shape)
+            dataset = None
     inputs = make_inputs(dataset, ref_shape, config.samples, config.seed)
     ref_out = run_batched(reference, inputs.x, 64)
     diffs: list[OutputDiff] = []

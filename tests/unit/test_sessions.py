@@ -1,0 +1,103 @@
+"""Provider resolution and the no-silent-fallback rule, on real ONNX Runtime sessions."""
+
+from pathlib import Path
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+from onnx import TensorProto, helper
+
+from cnnkit.errors import ModelFileError
+from cnnkit.sessions import ProviderError, SessionConfig, _load_failure_reason, create_session, resolve_provider
+
+
+def _tiny_model() -> bytes:
+    graph = helper.make_graph(
+        [helper.make_node("Relu", ["x"], ["y"])], "tiny",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", 4])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", 4])],
+    )
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=9).SerializeToString()
+
+
+def _cuda_really_loads() -> bool:
+    if "CUDAExecutionProvider" not in ort.get_available_providers():
+        return False
+    try:
+        session = ort.InferenceSession(_tiny_model(), providers=["CUDAExecutionProvider", "CPUExecutionProvider"])
+    except Exception:  # noqa: BLE001
+        return False
+    return session.get_providers()[0] == "CUDAExecutionProvider"
+
+
+CUDA_LOADS = _cuda_really_loads()
+
+
+def test_cpu_session_runs() -> None:
+    session, info = create_session(_tiny_model(), SessionConfig(provider="cpu", intra_op_threads=1))
+    assert info.active == "CPUExecutionProvider" and not info.fallback
+    assert info.options["intra_op_threads"] == 1
+    out = session.run(None, {"x": np.array([[-1, 2, -3, 4]], np.float32)})[0]
+    assert out.tolist() == [[0, 2, 0, 4]]
+
+
+def test_aliases_and_full_names() -> None:
+    assert resolve_provider("cpu") == resolve_provider("CPUExecutionProvider") == "CPUExecutionProvider"
+
+
+def test_unknown_provider_lists_what_exists() -> None:
+    with pytest.raises(ProviderError, match="unknown or uninstalled execution provider 'warp'") as info:
+        resolve_provider("warp")
+    assert "cpu" in info.value.one_line()
+
+
+@pytest.mark.skipif(CUDA_LOADS, reason="CUDA really loads here")
+def test_cuda_that_does_not_load_is_an_error_not_a_silent_fallback() -> None:
+    if "CUDAExecutionProvider" not in ort.get_available_providers():
+        with pytest.raises(ProviderError, match="uninstalled"):
+            create_session(_tiny_model(), SessionConfig(provider="cuda"))
+        return
+    # onnxruntime-gpu lists CUDA on a machine where it cannot load: the session would quietly use the CPU.
+    with pytest.raises(ProviderError) as info:
+        create_session(_tiny_model(), SessionConfig(provider="cuda"))
+    line = info.value.one_line()
+    assert "CUDAExecutionProvider was requested but the session runs on CPUExecutionProvider" in line
+    assert "onnxruntime-gpu[cuda,cudnn]" in line and "--allow-fallback" in line
+
+
+@pytest.mark.skipif(CUDA_LOADS or "CUDAExecutionProvider" not in ort.get_available_providers(),
+                    reason="needs CUDA listed but not loadable")
+def test_fallback_when_allowed_is_said() -> None:
+    session, info = create_session(_tiny_model(), SessionConfig(provider="cuda", allow_fallback=True))
+    assert info.fallback and info.active == "CPUExecutionProvider" and info.fallback_reason
+    assert "FALLBACK" in info.headline() and "CUDAExecutionProvider" in info.headline()
+
+
+def test_failure_reasons_from_onnxruntime_logs() -> None:
+    log = ("Failed to load library libonnxruntime_providers_cuda.so with error: libcublasLt.so.13: "
+           "cannot open shared object file: No such file or directory")
+    assert _load_failure_reason(log, "CUDAExecutionProvider") == "libcublasLt.so.13 not found"
+    assert "CUDA failure 100" in _load_failure_reason("CUDA failure 100: no CUDA-capable device is detected ;", "CUDAExecutionProvider")
+
+
+def test_missing_and_corrupt_models(tmp_path: Path) -> None:
+    with pytest.raises(ModelFileError, match="not found"):
+        create_session(tmp_path / "none.onnx")
+    bad = tmp_path / "bad.onnx"
+    bad.write_bytes(b"\x00garbage")
+    with pytest.raises(ModelFileError, match="cannot load .*bad.onnx in ONNX Runtime"):
+        create_session(bad)
+
+
+def test_session_options_are_applied() -> None:
+    from cnnkit.choices import ExecutionMode, GraphOptimization
+    from cnnkit.sessions import session_options
+
+    so = session_options(SessionConfig(intra_op_threads=2, graph_optimization=GraphOptimization.BASIC,
+                                       execution_mode=ExecutionMode.PARALLEL, allow_spinning=False))
+    assert so.intra_op_num_threads == 2
+    assert so.graph_optimization_level == ort.GraphOptimizationLevel.ORT_ENABLE_BASIC
+    assert so.execution_mode == ort.ExecutionMode.ORT_PARALLEL
+    assert so.get_session_config_entry("session.intra_op.allow_spinning") == "0"
+    assert onnx  # imported for the model helpers
