@@ -41,6 +41,21 @@ def test_seed_cnn_result_and_params(trained_model: Path, tmp_path: Path) -> None
     result = export_onnx(ExportConfig(trained_model, tmp_path / "m.onnx"))
     assert result.keras_params == result.onnx_params == 93_322 and result.params_note == "equal"
     assert result.input_shape == ("batch", 28, 28, 1)
+    assert "input scale folded into" in result.simplification and "static shape for 1 reshape" in result.simplification
+
+
+def test_simplified_graph_is_smaller_and_the_same_function(trained_model: Path, tmp_path: Path) -> None:
+    import numpy as np
+
+    export_onnx(ExportConfig(trained_model, tmp_path / "raw.onnx", simplify=False))
+    export_onnx(ExportConfig(trained_model, tmp_path / "simple.onnx"))
+    raw, simple = onnx.load(str(tmp_path / "raw.onnx")), onnx.load(str(tmp_path / "simple.onnx"))
+    ops = [n.op_type for n in simple.graph.node]
+    assert len(ops) < len(raw.graph.node) and "Mul" not in ops and "Shape" not in ops
+    x = np.random.default_rng(0).integers(0, 256, (9, 28, 28, 1)).astype(np.float32)
+    a = OnnxRuntimeRunner(tmp_path / "raw.onnx").infer({"images": x})["probabilities"]
+    b = OnnxRuntimeRunner(tmp_path / "simple.onnx").infer({"images": x})["probabilities"]
+    np.testing.assert_allclose(a, b, atol=1e-6)
 
 
 def test_uint8_input(trained_model: Path, exported_model: Path, tmp_path: Path) -> None:

@@ -47,7 +47,17 @@ def test_layer_table_on_a_pass(trained_model: Path, exported_model: Path) -> Non
     by_name = {r.layer: r for r in result.layers}
     assert list(by_name) == ["rescale", "conv1", "pool1", "conv2", "pool2", "conv3", "flatten", "dense1", "probabilities"]
     assert by_name["conv1"].layout == "NCHW->NHWC" and by_name["conv1"].shape == (by_name["conv1"].shape[0], 26, 26, 32)
-    assert all(r.onnx_tensor and not r.diverges for r in result.layers)
+    # The export folds the input scale into conv1, so the rescale layer has no tensor of its own.
+    assert by_name["rescale"].onnx_tensor is None and not by_name["rescale"].diverges
+    assert all(r.onnx_tensor and not r.diverges for r in result.layers if r.layer != "rescale")
+
+
+def test_unsimplified_export_maps_every_layer(trained_model: Path, tmp_path: Path) -> None:
+    from cnnkit.export import ExportConfig, export_onnx
+
+    export_onnx(ExportConfig(trained_model, tmp_path / "raw.onnx", simplify=False))
+    result = check_parity(_config(trained_model, tmp_path / "raw.onnx", batch_sizes=(2,), layers=True))
+    assert result.passed and all(r.onnx_tensor and not r.diverges for r in result.layers)
 
 
 def _perturbed_copy(src: Path, dst: Path, layer: str, delta: float = 0.5) -> None:
@@ -98,8 +108,10 @@ def test_input_fed_with_wrong_layout_is_located(trained_model: Path, exported_mo
     onnx.save(model, str(tmp_path / "swapped.onnx"))
     result = check_parity(_config(trained_model, tmp_path / "swapped.onnx"))
     assert not result.passed
-    assert result.first_divergent_layer == "rescale"
-    assert "input layout" in result.divergence
+    # The export folded rescale into conv1, so conv1 is the first layer with an ONNX tensor of its own.
+    assert result.first_divergent_layer == "conv1"
+    assert "first layer already differs: check the input layout" in result.divergence
+    assert {r.layer: r.layout for r in result.layers}["rescale"] == "folded"
 
 
 def test_nchw_export_is_refused_with_a_layout_hint(trained_model: Path, tmp_path: Path) -> None:

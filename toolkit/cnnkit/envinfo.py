@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import platform
+import shutil
 import subprocess
 from functools import lru_cache
 from importlib import metadata
@@ -73,3 +74,23 @@ def environment() -> dict[str, Any]:
         "packages": package_versions(),
         "git_commit": git_commit(),
     }
+
+
+def gpu_info() -> list[dict[str, str]]:
+    """GPUs as ``nvidia-smi`` reports them (name, memory, driver); empty where there is none."""
+    smi = shutil.which("nvidia-smi")
+    if not smi:
+        return []
+    try:
+        out = subprocess.run(
+            [smi, "--query-gpu=name,memory.total,driver_version", "--format=csv,noheader"],
+            capture_output=True, text=True, timeout=10, check=True,
+        ).stdout
+    except (OSError, subprocess.SubprocessError):
+        return []
+    gpus = []
+    for line in out.strip().splitlines():
+        parts = [p.strip() for p in line.split(",")]
+        if len(parts) == 3:
+            gpus.append({"name": parts[0], "memory": parts[1], "driver": parts[2]})
+    return gpus

@@ -8,7 +8,6 @@ that made a model are written into its ``metadata_props``.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import re
@@ -20,7 +19,7 @@ import cnnkit
 from cnnkit.choices import InputDtype
 from cnnkit.envinfo import package_versions
 from cnnkit.errors import ExportError
-from cnnkit.io import atomic_path, check_writable
+from cnnkit.io import atomic_path, check_writable, sha256_file
 
 ROUTE = "tf2onnx.convert.from_function(tf.function(model(x, training=False)), named tf.TensorSpec)"
 DEFAULT_OPSET = 17
@@ -40,6 +39,7 @@ class ExportConfig:
     input_name: str = "images"
     output_name: str = "probabilities"
     force: bool = False
+    simplify: bool = True  # fold the input scale into the first conv, static Flatten shape (see cnnkit.simplify)
 
 
 @dataclass(frozen=True)
@@ -54,6 +54,10 @@ class ExportResult:
     params_note: str  # why the counts differ, or "equal"
     size_bytes: int
     metadata: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def simplification(self) -> str:
+        return self.metadata.get("graph_simplification", "off")
 
     @property
     def params_match(self) -> bool:
@@ -71,16 +75,9 @@ class ExportResult:
             "params_match": self.params_match,
             "params_note": self.params_note,
             "size_bytes": self.size_bytes,
+            "simplification": self.simplification,
             "metadata": self.metadata,
         }
-
-
-def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def onnx_param_count(model: Any) -> int:
@@ -184,6 +181,11 @@ def export_onnx(config: ExportConfig) -> ExportResult:
         )
 
     _set_dynamic_batch(model_proto)
+    simplified = "off"
+    if config.simplify:
+        from cnnkit.simplify import simplify_graph
+
+        simplified = simplify_graph(model_proto).describe()
     record = _training_record(model_path)
     versions = package_versions()
     dataset = record.get("dataset", {}).get("name", "unknown")
@@ -200,6 +202,7 @@ def export_onnx(config: ExportConfig) -> ExportResult:
         "input_value_range": json.dumps(_value_range(record)),
         "preprocessing": json.dumps(_preprocessing(keras_model)),
         "conversion_route": ROUTE,
+        "graph_simplification": simplified,
         "opset": str(config.opset),
         **{f"{name}_version": str(versions.get(name)) for name in ("tensorflow", "keras", "tf2onnx", "onnx")},
     }

@@ -330,6 +330,7 @@ def localize_divergence(keras_runner: Any, onnx_path: Path, x: np.ndarray, sessi
     model = onnx.load(str(onnx_path))
     layers = keras_runner.layers()
     refs = map_layers_to_tensors(model, [layer.name for layer in layers])
+    folded = _folded_layers(model)
     runner = OnnxRuntimeRunner(with_extra_outputs(model, [r.tensor for r in refs.values()]), session, label="onnx-layers")
     x_feed = x.astype(runner.input_dtype)
     onnx_values = dict(zip(runner.output_names, runner.session.run(None, {runner.input_name: x_feed}), strict=True))
@@ -341,7 +342,8 @@ def localize_divergence(keras_runner: Any, onnx_path: Path, x: np.ndarray, sessi
         tref = refs.get(layer.name)
         scale = float(np.abs(ref).max()) if ref.size else 0.0
         if tref is None:
-            rows.append(LayerDiff(layer.name, type(layer).__name__, None, "-", tuple(ref.shape), None, scale, None, False))
+            layout = "folded" if layer.name in folded else "-"
+            rows.append(LayerDiff(layer.name, type(layer).__name__, None, layout, tuple(ref.shape), None, scale, None, False))
             continue
         got = onnx_values[tref.tensor].astype(np.float64)
         layout = tref.layout
@@ -361,6 +363,19 @@ def localize_divergence(keras_runner: Any, onnx_path: Path, x: np.ndarray, sessi
     return rows, first, why
 
 
+def _folded_layers(model: Any) -> set[str]:
+    """Layers whose work cnnkit's export folded into another node (its metadata says which)."""
+    import json
+
+    meta = {p.key: p.value for p in model.metadata_props}
+    if "input scale folded" not in meta.get("graph_simplification", ""):
+        return set()
+    try:
+        return {step["layer"] for step in json.loads(meta.get("preprocessing", "[]")) if step.get("op") == "rescale"}
+    except (ValueError, TypeError, KeyError):
+        return set()
+
+
 _NO_OP_LAYERS = {"Dropout", "SpatialDropout2D", "GaussianNoise", "GaussianDropout", "ActivityRegularization"}
 
 
@@ -374,7 +389,7 @@ def _first_divergence(rows: list[LayerDiff], layer_rtol: float) -> tuple[str | N
             if i == 0 or all(r.onnx_tensor is None for r in rows[:i]):
                 why += "; the first layer already differs: check the input layout and the preprocessing"
             return row.layer, why
-        if row.onnx_tensor is None and row.layer_class not in _NO_OP_LAYERS:
+        if row.onnx_tensor is None and row.layer_class not in _NO_OP_LAYERS and row.layout != "folded":
             nxt = next((r for r in rows[i + 1:] if r.onnx_tensor is not None), None)
             if nxt is not None and nxt.diverges:
                 return row.layer, (f"{row.layer} ({row.layer_class}) has no counterpart in the ONNX graph, and "

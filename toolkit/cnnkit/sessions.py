@@ -9,6 +9,8 @@ unless fallback is allowed, in which case the result says so.
 
 from __future__ import annotations
 
+import contextlib
+import io
 import os
 import re
 from dataclasses import asdict, dataclass, field
@@ -39,7 +41,11 @@ _GPU_HINT = (
 
 
 class ProviderError(CnnkitError):
-    """A requested execution provider that is unknown, not installed, or does not load."""
+    """A requested execution provider that is unknown, not installed, or does not load (``reason``: why)."""
+
+    def __init__(self, message: str, hint: str | None = None, reason: str | None = None) -> None:
+        super().__init__(message, hint)
+        self.reason = reason or message
 
 
 @dataclass(frozen=True)
@@ -187,8 +193,9 @@ def create_session(model: str | os.PathLike[str] | bytes, config: SessionConfig 
         if not path.is_file():
             raise ModelFileError(f"model file {path} not found")
         source, label = str(path), str(path)
+    python_log = io.StringIO()  # onnxruntime's Python wrapper print()s its "EP Error" fallback notice
     try:
-        with capture_native_stderr(replay_on_error=False) as log:
+        with capture_native_stderr(replay_on_error=False) as log, contextlib.redirect_stdout(python_log):
             session = ort.InferenceSession(source, session_options(config), providers=_provider_chain(provider, config))
     except Exception as exc:  # noqa: BLE001 (ORT raises its own Fail/InvalidGraph/... types)
         detail = " ".join(str(exc).split())
@@ -197,11 +204,33 @@ def create_session(model: str | os.PathLike[str] | bytes, config: SessionConfig 
     active = tuple(session.get_providers())
     info = SessionInfo(requested=provider, providers=active, options=config.to_dict())
     if active and active[0] != provider:
-        reason = _load_failure_reason(log.text, provider)
+        reason = _load_failure_reason(log.text + python_log.getvalue(), provider)
         if not config.allow_fallback:
             raise ProviderError(
                 f"{provider} was requested but the session runs on {active[0]}: {reason}",
                 hint=_GPU_HINT if provider != "CPUExecutionProvider" else None,
+                reason=reason,
             )
         info = SessionInfo(provider, active, fallback=True, fallback_reason=reason, options=config.to_dict())
     return session, info
+
+
+def probe_model_bytes() -> bytes:
+    """A one-op ONNX model (Relu on a float vector): enough to learn whether a provider loads."""
+    from onnx import TensorProto, helper
+
+    graph = helper.make_graph(
+        [helper.make_node("Relu", ["x"], ["y"])], "probe",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", 4])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", 4])],
+    )
+    # IR 9 / opset 17: what every onnxruntime cnnkit supports reads (onnx 1.23 would write IR 14 by default).
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=9).SerializeToString()
+
+
+def probe_provider(name: str) -> SessionInfo | ProviderError:
+    """Whether ``name`` really runs a session here: its SessionInfo, or the error saying why not."""
+    try:
+        return create_session(probe_model_bytes(), SessionConfig(provider=name))[1]
+    except ProviderError as exc:
+        return exc

@@ -17,7 +17,7 @@ from typer.core import TyperGroup
 from cnnkit import __version__
 from cnnkit.errors import CnnkitError
 
-EXIT_USER_ERROR, EXIT_USAGE, EXIT_BUG, EXIT_INTERRUPTED = 1, 2, 3, 130
+EXIT_USER_ERROR, EXIT_USAGE, EXIT_BUG, EXIT_INTERRUPTED, EXIT_BROKEN_PIPE = 1, 2, 3, 130, 141
 
 
 def _debug_enabled(ctx: typer.Context) -> bool:
@@ -40,6 +40,9 @@ class CnnkitGroup(TyperGroup):
         except KeyboardInterrupt:
             typer.echo("cnnkit: interrupted; nothing half-written was kept", err=True)
             raise typer.Exit(EXIT_INTERRUPTED) from None
+        except BrokenPipeError:  # `cnnkit ... | head`: the reader left; not an error of ours
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+            raise typer.Exit(EXIT_BROKEN_PIPE) from None
         except Exception as exc:  # noqa: BLE001 (the one place bugs are reported)
             if _debug_enabled(ctx):
                 traceback.print_exc()
@@ -79,12 +82,15 @@ def _root(
 
 def _register() -> None:
     # Command modules import only Typer and light cnnkit modules at import time.
-    from cnnkit.cli import export, parity, summary, train
+    from cnnkit.cli import bench, doctor, eval, export, parity, summary, train
 
     app.command("summary")(summary.summary_command)
     app.command("train")(train.train_command)
     app.command("export")(export.export_command)
     app.command("parity")(parity.parity_command)
+    app.command("bench")(bench.bench_command)
+    app.command("eval")(eval.eval_command)
+    app.command("doctor")(doctor.doctor_command)
 
 
 _register()

@@ -1,0 +1,352 @@
+"""Latency and throughput of ONNX models in ONNX Runtime, measured honestly.
+
+Method: inputs are generated before timing; each input shape is warmed up on its own (a new shape costs
+extra, on CUDA a lot); every inference is timed on its own with ``time.perf_counter_ns`` and kept; timing
+runs until both a minimum count and a minimum time are met. On CUDA the inputs and outputs are bound on
+the device (IO binding), so host<->device copies are measured only with ``include_copies``. Statistics are
+derived from the kept samples; every result carries the environment it was measured in.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import resource
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from cnnkit.choices import ExecutionMode, GraphOptimization
+from cnnkit.envinfo import cpu_info, environment, gpu_info
+from cnnkit.errors import CnnkitError
+from cnnkit.onnx_info import OnnxModelInfo, describe_onnx
+from cnnkit.sessions import SessionConfig, SessionInfo, create_session
+
+SCHEMA = "cnnkit.bench/1"
+DEFAULT_BATCH_SIZES = (1, 8, 32, 64, 128, 256)
+
+
+@dataclass(frozen=True)
+class BenchConfig:
+    """Defaults: CPU, batch sizes 1..256, 10 warm-up runs per shape, >= 50 runs and >= 1 s per shape."""
+
+    models: tuple[Path, ...]
+    batch_sizes: tuple[int, ...] = DEFAULT_BATCH_SIZES
+    session: SessionConfig = field(default_factory=SessionConfig)
+    warmup: int = 10
+    min_time_s: float = 1.0
+    min_iterations: int = 50
+    include_copies: bool = False
+    tune: bool = False
+    tune_time_s: float = 0.3  # per trial while tuning; the winner is then measured with min_time_s
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if not self.models:
+            raise CnnkitError("no model given", hint="cnnkit bench MODEL.onnx [MORE.onnx ...]")
+        if not self.batch_sizes or any(b <= 0 for b in self.batch_sizes):
+            raise CnnkitError(f"--batch-sizes must be positive integers, got {list(self.batch_sizes)}")
+        if self.warmup < 0:
+            raise CnnkitError(f"--warmup must be >= 0, got {self.warmup}")
+        if self.min_iterations <= 0:
+            raise CnnkitError(f"--min-iterations must be positive, got {self.min_iterations}")
+        if not (self.min_time_s >= 0 and math.isfinite(self.min_time_s)):
+            raise CnnkitError(f"--min-time must be a non-negative number of seconds, got {self.min_time_s}")
+
+
+@dataclass(frozen=True)
+class LatencyStats:
+    """Statistics of one shape's samples, in milliseconds; ``images_per_s`` is batch / median latency."""
+
+    count: int
+    min_ms: float
+    mean_ms: float
+    p50_ms: float
+    p90_ms: float
+    p95_ms: float
+    p99_ms: float
+    max_ms: float
+    std_ms: float
+    images_per_s: float
+
+    @classmethod
+    def from_samples(cls, samples_ns: list[int] | np.ndarray, batch_size: int) -> LatencyStats:
+        a = np.asarray(samples_ns, dtype=np.float64) / 1e6
+        if a.size == 0:
+            raise ValueError("no samples")
+        p50, p90, p95, p99 = np.percentile(a, [50, 90, 95, 99])  # linear interpolation, as numpy's default
+        return cls(
+            count=int(a.size), min_ms=float(a.min()), mean_ms=float(a.mean()), p50_ms=float(p50), p90_ms=float(p90),
+            p95_ms=float(p95), p99_ms=float(p99), max_ms=float(a.max()),
+            std_ms=float(a.std(ddof=1)) if a.size > 1 else 0.0, images_per_s=float(batch_size / (p50 / 1e3)),
+        )
+
+
+@dataclass(frozen=True)
+class BenchCase:
+    """One model on one provider at one batch size."""
+
+    model: str
+    model_sha256: str
+    precision: str
+    batch_size: int
+    provider: dict[str, Any]  # SessionInfo: requested, active, fallback and why, options
+    stats: LatencyStats
+    samples_ns: tuple[int, ...]
+    warmup: int
+    session_create_ms: float
+    first_inference_ms: float
+    peak_rss_mb: float  # the process's peak resident memory after this case
+    io_binding: bool
+    include_copies: bool
+    tuned: bool = False
+
+
+@dataclass(frozen=True)
+class TuneTrial:
+    model: str
+    batch_size: int
+    options: dict[str, Any]
+    p50_ms: float
+    count: int
+
+
+@dataclass(frozen=True)
+class BenchResult:
+    schema: str
+    created: str
+    config: dict[str, Any]
+    environment: dict[str, Any]
+    cases: tuple[BenchCase, ...]
+    trials: tuple[TuneTrial, ...] = ()
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> BenchResult:
+        if not isinstance(data, dict) or data.get("schema") != SCHEMA:
+            found = data.get("schema") if isinstance(data, dict) else type(data).__name__
+            raise CnnkitError(f"not a cnnkit benchmark result (schema {found!r}, expected {SCHEMA!r})")
+        cases = tuple(
+            BenchCase(**(c | {"stats": LatencyStats(**c["stats"]), "samples_ns": tuple(c["samples_ns"])}))
+            for c in data["cases"]
+        )
+        trials = tuple(TuneTrial(**t) for t in data.get("trials", ()))
+        return cls(data["schema"], data["created"], data["config"], data["environment"], cases, trials)
+
+    @classmethod
+    def load(cls, path: str | Path) -> BenchResult:
+        p = Path(path)
+        try:
+            data = json.loads(p.read_text())
+        except (OSError, ValueError) as exc:
+            raise CnnkitError(f"cannot read {p} as JSON: {exc}") from None
+        return cls.from_dict(data)
+
+
+ProgressCallback = Callable[[str, int, int], None]  # (what is being measured, steps done, steps in all)
+
+
+# --- timing -----------------------------------------------------------------------------------------
+
+
+def time_calls(run: Callable[[], Any], warmup: int, min_iterations: int, min_time_s: float) -> list[int]:
+    """Warm up, then time each call of ``run`` on its own until both minimums are met. Samples in ns."""
+    for _ in range(warmup):
+        run()
+    clock = time.perf_counter_ns
+    samples: list[int] = []
+    append = samples.append
+    deadline = clock() + int(min_time_s * 1e9)
+    while len(samples) < min_iterations or clock() < deadline:
+        t0 = clock()
+        run()
+        append(clock() - t0)
+    return samples
+
+
+def make_input(info: OnnxModelInfo, batch_size: int, seed: int) -> np.ndarray:
+    """A seeded batch of pixel values 0..255 in the model's input dtype."""
+    rng = np.random.default_rng(seed + batch_size)
+    x = rng.integers(0, 256, (batch_size, *info.image_shape))
+    return x.astype(np.dtype(info.input_dtype) if info.input_dtype in ("uint8", "float16") else np.float32)
+
+
+def _runner(session: Any, info: OnnxModelInfo, x: np.ndarray, sinfo: SessionInfo, config: SessionConfig,
+            include_copies: bool) -> tuple[Callable[[], Any], bool]:
+    """The call to time. On CUDA without ``include_copies``: IO binding with device-resident input and output."""
+    on_gpu = sinfo.active in ("CUDAExecutionProvider", "TensorrtExecutionProvider")
+    if not on_gpu or include_copies:
+        feeds = {info.input_name: x}
+        return (lambda: session.run(None, feeds)), False
+    import onnxruntime as ort
+
+    binding = session.io_binding()
+    x_dev = ort.OrtValue.ortvalue_from_numpy(x, "cuda", config.device_id)
+    binding.bind_ortvalue_input(info.input_name, x_dev)
+    for name in info.output_names:
+        binding.bind_output(name, "cuda", config.device_id)
+    binding.synchronize_inputs()
+
+    def run() -> None:
+        session.run_with_iobinding(binding)
+        binding.synchronize_outputs()
+
+    return run, True
+
+
+def _peak_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0  # KiB on Linux
+
+
+def measure_case(model: Path, info: OnnxModelInfo, batch_size: int, session_config: SessionConfig, config: BenchConfig,
+                 min_time_s: float | None = None) -> BenchCase:
+    """A fresh session, its creation and first inference timed, then the warmed-up timing loop."""
+    t0 = time.perf_counter_ns()
+    session, sinfo = create_session(model, session_config)
+    created_ms = (time.perf_counter_ns() - t0) / 1e6
+    x = make_input(info, batch_size, config.seed)
+    run, bound = _runner(session, info, x, sinfo, session_config, config.include_copies)
+    t0 = time.perf_counter_ns()
+    run()
+    first_ms = (time.perf_counter_ns() - t0) / 1e6
+    samples = time_calls(run, config.warmup, config.min_iterations, config.min_time_s if min_time_s is None else min_time_s)
+    return BenchCase(
+        model=str(model), model_sha256=info.sha256, precision=info.precision, batch_size=batch_size,
+        provider=sinfo.to_dict(), stats=LatencyStats.from_samples(samples, batch_size), samples_ns=tuple(samples),
+        warmup=config.warmup, session_create_ms=created_ms, first_inference_ms=first_ms, peak_rss_mb=_peak_rss_mb(),
+        io_binding=bound, include_copies=config.include_copies,
+    )
+
+
+# --- tuning -----------------------------------------------------------------------------------------
+
+
+def tune_candidates(base: SessionConfig, active_provider: str) -> list[SessionConfig]:
+    """Session options worth trying for this provider; the base configuration is always among them."""
+    replace = dataclasses.replace
+    if active_provider in ("CUDAExecutionProvider", "TensorrtExecutionProvider"):
+        return [replace(base, cudnn_conv_algo_search=algo, cuda_graph=graph)
+                for algo in ("EXHAUSTIVE", "HEURISTIC", "DEFAULT") for graph in (False, True)]
+    cores = cpu_info()["usable_cores"] or 1
+    out = [base]
+    for threads in range(1, cores + 1):
+        for spin in (True, False):
+            for level in (GraphOptimization.ALL, GraphOptimization.EXTENDED):
+                out.append(replace(base, intra_op_threads=threads, allow_spinning=spin, graph_optimization=level))
+    if cores > 1:
+        for spin in (True, False):
+            out.append(replace(base, intra_op_threads=cores, inter_op_threads=cores, allow_spinning=spin,
+                               execution_mode=ExecutionMode.PARALLEL))
+    unique: list[SessionConfig] = []
+    for c in out:
+        if c not in unique:
+            unique.append(c)
+    return unique
+
+
+def _tune_options(c: SessionConfig) -> dict[str, Any]:
+    keys = ("intra_op_threads", "inter_op_threads", "allow_spinning", "graph_optimization", "execution_mode",
+            "cudnn_conv_algo_search", "cuda_graph")
+    d = c.to_dict()
+    return {k: d[k] for k in keys}
+
+
+def run_benchmark(config: BenchConfig, progress: ProgressCallback | None = None) -> BenchResult:
+    """Benchmark every model at every batch size (tuning the session options first with ``tune``)."""
+    infos = [describe_onnx(m) for m in config.models]  # fail on a bad file before measuring anything
+    plans: list[list[SessionConfig]] = []
+    for model in config.models:
+        if config.tune:
+            _, probe = create_session(model, config.session)  # the provider that really runs sets the search
+            plans.append(tune_candidates(config.session, probe.active))
+        else:
+            plans.append([])
+    total = sum(len(config.batch_sizes) * (len(plan) + 1) for plan in plans)
+    done = 0
+
+    def step(what: str) -> None:
+        nonlocal done
+        if progress:
+            progress(what, done, total)
+        done += 1
+
+    cases: list[BenchCase] = []
+    trials: list[TuneTrial] = []
+    for model, info, plan in zip(config.models, infos, plans, strict=True):
+        name = Path(model).name
+        for b in config.batch_sizes:
+            session_config = config.session
+            best: tuple[float, SessionConfig] | None = None
+            for candidate in plan:
+                step(f"tuning {name} batch {b}")
+                case = measure_case(model, info, b, candidate, config, min_time_s=config.tune_time_s)
+                trials.append(TuneTrial(str(model), b, _tune_options(candidate), case.stats.p50_ms, case.stats.count))
+                if best is None or case.stats.p50_ms < best[0]:
+                    best = (case.stats.p50_ms, candidate)
+            if best is not None:
+                session_config = best[1]
+            step(f"{name} batch {b}")
+            case = measure_case(model, info, b, session_config, config)
+            cases.append(dataclasses.replace(case, tuned=config.tune))
+    if progress:
+        progress("done", total, total)
+    return BenchResult(
+        schema=SCHEMA,
+        created=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        config={
+            "models": [str(m) for m in config.models], "batch_sizes": list(config.batch_sizes),
+            "session": config.session.to_dict(), "warmup": config.warmup, "min_time_s": config.min_time_s,
+            "min_iterations": config.min_iterations, "include_copies": config.include_copies, "tune": config.tune,
+            "tune_time_s": config.tune_time_s, "seed": config.seed, "clock": "time.perf_counter_ns",
+        },
+        environment=environment() | {"gpu": gpu_info()},
+        cases=tuple(cases),
+        trials=tuple(trials),
+    )
+
+
+@dataclass(frozen=True)
+class OverheadResult:
+    """The harness against a bare ``session.run`` loop on the same session, interleaved."""
+
+    batch_size: int
+    harness_p50_ms: float
+    bare_p50_ms: float
+    rounds: int
+
+    @property
+    def overhead(self) -> float:
+        """Relative: 0.02 means the harness's median is 2 % above the bare loop's."""
+        return self.harness_p50_ms / self.bare_p50_ms - 1.0
+
+
+def measure_overhead(model: Path, batch_size: int = 1, rounds: int = 10, round_time_s: float = 0.2,
+                     session: SessionConfig | None = None) -> OverheadResult:
+    """Alternate rounds of the harness's timing loop and of a bare loop, so drift hits both alike."""
+    info = describe_onnx(model)
+    config = session or SessionConfig(intra_op_threads=1)
+    sess, sinfo = create_session(model, config)
+    x = make_input(info, batch_size, 0)
+    run, _ = _runner(sess, info, x, sinfo, config, include_copies=False)
+    feeds = {info.input_name: x}
+    harness: list[int] = []
+    bare: list[int] = []
+    clock = time.perf_counter_ns
+    for _ in range(20):
+        sess.run(None, feeds)
+    for _ in range(rounds):
+        harness += time_calls(run, warmup=0, min_iterations=1, min_time_s=round_time_s)
+        deadline = clock() + int(round_time_s * 1e9)
+        while clock() < deadline:  # what a user would write by hand
+            t0 = clock()
+            sess.run(None, feeds)
+            bare.append(clock() - t0)
+    return OverheadResult(batch_size, float(np.median(harness)) / 1e6, float(np.median(bare)) / 1e6, rounds)

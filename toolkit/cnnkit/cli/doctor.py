@@ -1,0 +1,52 @@
+"""``cnnkit doctor``: installed packages, providers listed vs providers that load, GPU, CPU."""
+
+from __future__ import annotations
+
+import typer
+
+from cnnkit.cli.render import console, print_json
+
+
+def doctor_command(
+    provider: str = typer.Option(None, "--provider", help="Exit 1 unless this provider really runs a session here."),
+    as_json: bool = typer.Option(False, "--json", help="Print the report as JSON."),
+) -> None:
+    """What is installed and what actually works: ONNX Runtime and its providers, CUDA libraries, GPU, CPU."""
+    from cnnkit.doctor import check_provider, run_doctor
+    from cnnkit.errors import CnnkitError
+
+    report = run_doctor()
+    checked = check_provider(report, provider) if provider else None
+    if as_json:
+        print_json(report.to_dict() | ({"checked": {"provider": checked[0], "usable": checked[1]}} if checked else {}))
+    else:
+        render_doctor(report)
+    if checked and not checked[1]:
+        reason = next((p.reason for p in report.providers if p.name == checked[0]), "not listed")
+        raise CnnkitError(f"{checked[0]} is not usable here: {reason}")
+
+
+def render_doctor(report) -> None:  # noqa: ANN001 (DoctorReport, imported lazily)
+    pk = report.packages
+    console.print(f"python {report.python}; cnnkit {pk['cnnkit']}; numpy {pk.get('numpy')}; onnx {pk.get('onnx')}")
+    console.print(f"onnxruntime: {pk.get('onnxruntime') or '-'}   onnxruntime-gpu: {pk.get('onnxruntime-gpu') or '-'}")
+    tf = pk.get("tensorflow")
+    console.print(f"training stack: tensorflow {tf or 'not installed'}, keras {pk.get('keras') or '-'}, tf2onnx {pk.get('tf2onnx') or '-'}")
+    for problem in report.problems:
+        console.print(f"[bold red]problem:[/] {problem}")
+    console.print("execution providers (listed by the wheel -> whether a session really runs on it):")
+    for p in report.providers:
+        mark = "[green]loads[/]" if p.loads else f"[red]does not load[/]: {p.reason}"
+        console.print(f"  {p.name}: {mark}")
+    libs = {k: v for k, v in report.gpu_libraries.items() if v}
+    missing = [k for k, v in report.gpu_libraries.items() if not v]
+    console.print("CUDA/cuDNN/TensorRT libraries: " + (", ".join(f"{k} ({v[0]})" for k, v in libs.items()) or "none found")
+                  + (f"; not found: {', '.join(missing)}" if missing else ""))
+    if report.gpus:
+        for g in report.gpus:
+            console.print(f"GPU: {g['name']}, {g['memory']}, driver {g['driver']}")
+    else:
+        console.print("GPU: none found (no nvidia-smi)")
+    cpu = report.cpu
+    console.print(f"CPU: {cpu['model']}, {cpu['logical_cores']} logical cores ({cpu['usable_cores']} usable); "
+                  f"ISA: {', '.join(cpu['isa']) or 'unknown'}")
