@@ -1,0 +1,97 @@
+"""bench, eval and doctor through the CLI: tables, JSON, one-line errors."""
+
+import json
+from pathlib import Path
+
+import onnxruntime as ort
+import pytest
+from typer.testing import CliRunner
+
+from cnnkit.cli.app import app
+from tests.cli.test_cli_foundation import assert_user_error
+
+runner = CliRunner()
+
+
+def run(*args):
+    return runner.invoke(app, [str(a) for a in args])
+
+
+@pytest.mark.integration
+def test_bench_table_and_json(exported_model: Path, tmp_path: Path) -> None:
+    out = tmp_path / "bench.json"
+    result = run("bench", exported_model, "--batch-sizes", "1,4", "--min-time", "0", "--min-iterations", "5",
+                 "--warmup", "1", "--json", out)
+    assert result.exit_code == 0, result.output
+    for text in ("p50 ms", "p99 ms", "images/s", "session created in", "peak RSS", "fp32"):
+        assert text in result.stdout
+    data = json.loads(out.read_text())
+    assert data["schema"] == "cnnkit.bench/1" and len(data["cases"]) == 2
+    assert len(data["cases"][0]["samples_ns"]) == data["cases"][0]["stats"]["count"]
+
+
+@pytest.mark.integration
+def test_eval_side_by_side(exported_model: Path, tmp_path: Path) -> None:
+    result = run("eval", exported_model, exported_model, "--dataset", "digits", "--confusion", "--json", tmp_path / "e.json")
+    assert result.exit_code == 0, result.output
+    assert "per-class accuracy" in result.stdout and "confusion matrix" in result.stdout and "+0.00 pp" in result.stdout
+    assert json.loads((tmp_path / "e.json").read_text())["schema"] == "cnnkit.eval/1"
+
+
+@pytest.mark.parametrize(
+    ("args", "fragments"),
+    [
+        (("--batch-sizes", "0"), ("batch size must be positive, got 0",)),
+        (("--batch-sizes", "-4"), ("batch size must be positive, got -4",)),
+        (("--batch-sizes", "abc"), ("'abc' is not a number",)),
+        (("--provider", "warp"), ("unknown or uninstalled execution provider 'warp'",)),
+        (("--threads", "-1"), ("--threads must be >= 0",)),
+        (("--min-iterations", "0"), ("--min-iterations must be positive",)),
+    ],
+)
+def test_bench_bad_options(exported_model: Path, args, fragments) -> None:
+    assert_user_error(run("bench", exported_model, *args), *fragments)
+
+
+def test_bench_bad_files(tmp_path: Path) -> None:
+    assert_user_error(run("bench", tmp_path / "none.onnx"), "none.onnx not found")
+    (tmp_path / "bad.onnx").write_bytes(b"junk")
+    assert_user_error(run("bench", tmp_path / "bad.onnx"), "cannot read", "bad.onnx")
+
+
+def test_eval_bad_inputs(exported_model: Path, tmp_path: Path) -> None:
+    assert_user_error(run("eval", tmp_path / "none.onnx", "--dataset", "digits"), "not found")
+    assert_user_error(run("eval", exported_model, "--dataset", "cifar"), "unknown dataset 'cifar'")
+    assert_user_error(run("eval", exported_model, "--dataset", "digits", "--batch-size", "0"), "--batch-size must be positive")
+    assert_user_error(run("eval", exported_model, "--dataset", "mnist"), "cannot load mnist", "--data-dir")
+
+
+def test_bench_cuda_that_does_not_load(exported_model: Path) -> None:
+    from tests.unit.test_sessions import CUDA_LOADS
+
+    if CUDA_LOADS:
+        pytest.skip("CUDA loads here")
+    result = run("bench", exported_model, "--provider", "cuda", "--batch-sizes", "1", "--min-time", "0", "--min-iterations", "3")
+    if "CUDAExecutionProvider" not in ort.get_available_providers():
+        assert_user_error(result, "uninstalled")
+        return
+    assert_user_error(result, "CUDAExecutionProvider was requested but the session runs on CPUExecutionProvider")
+    fb = run("bench", exported_model, "--provider", "cuda", "--batch-sizes", "1", "--min-time", "0", "--min-iterations", "3",
+             "--allow-fallback")
+    assert fb.exit_code == 0 and "FALLBACK" in fb.stdout and "(fallback)" in fb.stdout
+
+
+def test_doctor(tmp_path: Path) -> None:
+    result = run("doctor")
+    assert result.exit_code == 0 and "CPUExecutionProvider: loads" in result.stdout and "CPU:" in result.stdout
+    data = json.loads(run("doctor", "--json", "--provider", "cpu").stdout)
+    assert data["checked"] == {"provider": "CPUExecutionProvider", "usable": True}
+    assert run("doctor", "--provider", "warp").exit_code == 1
+
+
+def test_doctor_exit_1_for_an_unusable_provider() -> None:
+    from tests.unit.test_sessions import CUDA_LOADS
+
+    if CUDA_LOADS or "CUDAExecutionProvider" not in ort.get_available_providers():
+        pytest.skip("needs CUDA listed but not loadable")
+    assert_user_error(run("doctor", "--provider", "cuda"), "CUDAExecutionProvider is not usable here")

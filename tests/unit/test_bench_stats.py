@@ -1,0 +1,52 @@
+"""Statistics against hand-computed values, and the timing loop's stopping rule."""
+
+import math
+
+import pytest
+
+from cnnkit.bench import LatencyStats, time_calls
+from cnnkit.errors import CnnkitError
+
+
+def test_stats_match_hand_computed_values() -> None:
+    # 1..10 ms as nanoseconds
+    s = LatencyStats.from_samples([i * 1_000_000 for i in range(1, 11)], batch_size=8)
+    assert s.count == 10
+    assert (s.min_ms, s.max_ms, s.mean_ms) == (1.0, 10.0, 5.5)
+    assert s.p50_ms == pytest.approx(5.5)  # between 5 and 6
+    assert s.p90_ms == pytest.approx(9.1)  # linear: 9 + 0.1 * (10 - 9)
+    assert s.p95_ms == pytest.approx(9.55)
+    assert s.p99_ms == pytest.approx(9.91)
+    assert s.std_ms == pytest.approx(math.sqrt(sum((i - 5.5) ** 2 for i in range(1, 11)) / 9))  # sample sd
+    assert s.images_per_s == pytest.approx(8 / 0.0055)
+
+
+def test_single_sample() -> None:
+    s = LatencyStats.from_samples([2_500_000], batch_size=1)
+    assert s.p50_ms == s.p99_ms == s.min_ms == 2.5 and s.std_ms == 0.0 and s.images_per_s == pytest.approx(400)
+
+
+def test_no_samples_is_an_error() -> None:
+    with pytest.raises(ValueError):
+        LatencyStats.from_samples([], 1)
+
+
+def test_timing_loop_meets_both_minimums() -> None:
+    calls = []
+    samples = time_calls(lambda: calls.append(1), warmup=3, min_iterations=25, min_time_s=0.0)
+    assert len(samples) == 25 and len(calls) == 28  # warm-up runs are not kept
+    samples = time_calls(lambda: None, warmup=0, min_iterations=1, min_time_s=0.05)
+    assert len(samples) > 1 and all(s >= 0 for s in samples)
+
+
+def test_bench_config_validation() -> None:
+    from pathlib import Path
+
+    from cnnkit.bench import BenchConfig
+
+    with pytest.raises(CnnkitError, match="batch-sizes"):
+        BenchConfig(models=(Path("m.onnx"),), batch_sizes=(0,))
+    with pytest.raises(CnnkitError, match="min-iterations"):
+        BenchConfig(models=(Path("m.onnx"),), min_iterations=0)
+    with pytest.raises(CnnkitError, match="no model"):
+        BenchConfig(models=())
