@@ -18,13 +18,15 @@ def run(*args: str):
     return runner.invoke(app, list(args))
 
 
-def assert_user_error(result, *fragments: str) -> None:
+def assert_user_error(result, *fragments: str, progress_ok: bool = False) -> None:
+    """Exit 1, one error line (the last on stderr; progress lines before it only with ``progress_ok``)."""
     assert result.exit_code == 1, result.output
     lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1, result.stderr
-    assert lines[0].startswith("cnnkit: error: ")
+    assert len(lines) == 1 or (progress_ok and lines), result.stderr
+    assert lines[-1].startswith("cnnkit: error: ")
+    assert sum(line.startswith("cnnkit: error: ") for line in lines) == 1
     for fragment in fragments:
-        assert fragment in lines[0]
+        assert fragment in lines[-1]
     assert "Traceback" not in result.output
 
 

@@ -28,3 +28,25 @@ class GraphOptimization(str, Enum):
 class ExecutionMode(str, Enum):
     SEQUENTIAL = "sequential"
     PARALLEL = "parallel"
+
+
+class QuantMode(str, Enum):
+    DYNAMIC = "dynamic"
+    STATIC = "static"
+    FP16 = "fp16"
+
+
+class QuantFormat(str, Enum):
+    QDQ = "qdq"
+    QOPERATOR = "qoperator"
+
+
+class ActivationType(str, Enum):
+    UINT8 = "uint8"
+    INT8 = "int8"
+
+
+class CalibrationMethod(str, Enum):
+    MINMAX = "minmax"
+    ENTROPY = "entropy"
+    PERCENTILE = "percentile"

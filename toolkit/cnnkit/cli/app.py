@@ -82,7 +82,7 @@ def _root(
 
 def _register() -> None:
     # Command modules import only Typer and light cnnkit modules at import time.
-    from cnnkit.cli import bench, doctor, eval, export, parity, summary, train
+    from cnnkit.cli import bench, doctor, eval, export, parity, quantize, summary, train
 
     app.command("summary")(summary.summary_command)
     app.command("train")(train.train_command)
@@ -91,6 +91,7 @@ def _register() -> None:
     app.command("bench")(bench.bench_command)
     app.command("eval")(eval.eval_command)
     app.command("doctor")(doctor.doctor_command)
+    app.command("quantize")(quantize.quantize_command)
 
 
 _register()

@@ -1,0 +1,93 @@
+"""``cnnkit quantize MODEL.onnx -o OUT.onnx``: INT8 or FP16, checked against FP32 before it is written."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from cnnkit.choices import ActivationType, CalibrationMethod, QuantFormat, QuantMode
+from cnnkit.cli.render import console, err_console, print_json
+
+
+def quantize_command(
+    model: Path = typer.Argument(..., help="The FP32 .onnx model."),
+    output: Path = typer.Option(..., "-o", "--output", help="Where to write the variant."),
+    mode: QuantMode = typer.Option(QuantMode.STATIC, "--mode"),
+    format: QuantFormat = typer.Option(QuantFormat.QDQ, "--format", help="Static INT8 graph format."),
+    activation_type: ActivationType = typer.Option(ActivationType.UINT8, "--activation-type"),
+    calibration_method: CalibrationMethod = typer.Option(CalibrationMethod.MINMAX, "--calibration-method"),
+    per_channel: bool = typer.Option(False, "--per-channel", help="Per-channel weight scales."),
+    calibration_samples: int = typer.Option(256, "--calibration-samples", help="Training images to calibrate on."),
+    dataset: str = typer.Option(None, "--dataset"),
+    data_dir: Path = typer.Option(None, "--data-dir", envvar="CNNKIT_DATA_DIR"),
+    max_accuracy_drop: float = typer.Option(0.1, "--max-accuracy-drop", help="Accuracy budget in percentage points on the test split."),
+    max_attempts: int = typer.Option(8, "--max-attempts", help="Rebuilds with the worst nodes kept in float."),
+    eval_samples: int = typer.Option(None, "--eval-samples", help="Evaluate on the first N test images (default: all)."),
+    auto: bool = typer.Option(False, "--auto", help="Build, evaluate and benchmark every candidate; save the fastest within budget."),
+    batch_size: int = typer.Option(64, "--batch-size", help="With --auto: the large batch size to choose by (batch 1 is measured too)."),
+    provider: str = typer.Option("cpu", "--provider"),
+    json_out: Path = typer.Option(None, "--json", help="Write the result here."),
+    force: bool = typer.Option(False, "--force", help="Overwrite existing output files."),
+) -> None:
+    """Quantize an FP32 model: dynamic or static INT8 (QDQ or QOperator), or FP16 with float32 I/O."""
+    from cnnkit.errors import CnnkitError
+    from cnnkit.io import check_writable, write_json_atomic
+    from cnnkit.quantize import QuantizeConfig, auto_quantize, quantize_model
+    from cnnkit.sessions import SessionConfig
+
+    if batch_size <= 0:
+        raise CnnkitError(f"--batch-size must be positive, got {batch_size}")
+    if json_out is not None:
+        check_writable(json_out, force)
+    config = QuantizeConfig(
+        model=model, output=output, mode=mode, format=format, activation_type=activation_type,
+        calibration_method=calibration_method, per_channel=per_channel, calibration_samples=calibration_samples,
+        dataset=dataset, data_dir=data_dir, max_accuracy_drop=max_accuracy_drop, max_attempts=max_attempts,
+        eval_samples=eval_samples, session=SessionConfig(provider=provider), force=force,
+    )
+
+    def say(message: str) -> None:
+        err_console.print(f"[dim]{message}[/]")
+
+    if auto:
+        result = auto_quantize(config, batch_sizes=(1, batch_size), progress=say)
+        render_auto(result)
+    else:
+        result = quantize_model(config, progress=say)
+        render_quantize(result)
+    if json_out is not None:
+        write_json_atomic(json_out, result.to_dict(), force=force)
+        console.print(f"wrote {json_out}")
+
+
+def render_quantize(r) -> None:  # noqa: ANN001 (QuantizeResult)
+    console.print(f"wrote {r.output}: {', '.join(f'{k}={v}' for k, v in r.settings.items())}")
+    console.print(f"accuracy {100 * r.accuracy:.2f} % vs FP32 {100 * r.fp32_accuracy:.2f} % "
+                  f"({r.drop_pp:+.2f} pp drop, budget {r.budget_pp:g} pp) on {r.dataset['evaluated_samples']:,} "
+                  f"held-out {r.dataset['name']} images; top-1 agreement {100 * r.top1_agreement:.2f} %")
+    console.print(f"size {r.size_bytes:,} bytes vs FP32 {r.fp32_size_bytes:,} ({r.size_ratio:.2f}x smaller)")
+    p = r.parity
+    console.print(f"parity vs FP32 (ONNX vs ONNX): max |diff| {p['max_abs']:.3g}, mean {p['mean_abs']:.3g}, "
+                  f"top-1 agreement {p['top1_agreement']:.4f}: {'pass' if p['passed'] else 'FAIL'}")
+    if r.excluded_nodes:
+        console.print(f"kept in float to meet the budget: {', '.join(r.excluded_nodes)}")
+
+
+def render_auto(r) -> None:  # noqa: ANN001 (AutoResult)
+    from rich.table import Table
+
+    b = r.objective_batch
+    console.print(f"provider {r.provider['active']}; accuracy budget {r.budget_pp:g} pp; chosen by latency at batch {b}")
+    t = Table(title_justify="left")
+    for col in ("variant", "size KiB", "accuracy", "Δ pp", "agree", "p50 b=1 ms", f"p50 b={b} ms", f"img/s b={b}", "verdict"):
+        t.add_column(col, justify="left" if col in ("variant", "verdict") else "right", no_wrap=col != "verdict")
+    for c in r.candidates:
+        if c.error:
+            t.add_row(c.name, "", "", "", "", "", "", "", c.verdict)
+            continue
+        t.add_row(c.name, f"{c.size_bytes / 1024:,.0f}", f"{100 * c.accuracy:.2f} %" if c.accuracy is not None else "",
+                  f"{c.drop_pp:+.2f}", f"{100 * c.top1_agreement:.1f} %", f"{c.latency_ms[1]:.4f}", f"{c.latency_ms[b]:.3f}",
+                  f"{c.images_per_s[b]:,.0f}", c.verdict)
+    console.print(t)
+    console.print(f"[bold]{r.summary}[/]; wrote {r.output}")

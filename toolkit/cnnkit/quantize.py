@@ -1,0 +1,582 @@
+"""INT8 and FP16 variants of an FP32 ONNX model, each checked before it is written.
+
+Modes: ``dynamic`` (int8 weights, activations quantized at run time: ConvInteger/MatMulInteger),
+``static`` (int8 weights and activations, calibrated on real images of the *training* split — never random
+data, never the test images — in QDQ or QOperator format) and ``fp16`` (float16 weights and compute, float32
+inputs and outputs kept). Every variant's accuracy on the held-out test split is compared with the FP32
+model's; if it loses more than the budget, the nodes with the largest quantization error are kept in float
+(``onnxruntime.quantization.qdq_loss_debug`` for static models, weight error otherwise) and it is built again,
+until the budget holds or nothing is left to try.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import io
+import json
+import logging
+import tempfile
+from collections.abc import Callable, Iterator
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+import cnnkit
+from cnnkit.choices import ActivationType, CalibrationMethod, QuantFormat, QuantMode
+from cnnkit.datasets import Dataset, load_dataset
+from cnnkit.envinfo import environment
+from cnnkit.errors import CnnkitError
+from cnnkit.io import atomic_path, check_writable
+from cnnkit.onnx_info import OnnxModelInfo, describe_onnx
+from cnnkit.sessions import SessionConfig
+
+SCHEMA = "cnnkit.quantize/1"
+_QUANTIZABLE_OPS = {"Conv", "MatMul", "Gemm"}
+
+
+class QuantizeError(CnnkitError):
+    """A model that cannot be quantized as asked, or a variant that cannot meet its accuracy budget."""
+
+
+@dataclass(frozen=True)
+class QuantizeConfig:
+    """Defaults: static QDQ, uint8 activations, int8 weights, min-max calibration on 256 training images,
+    per-tensor weights, accuracy budget 0.1 points on the whole test split, up to 8 rebuilds."""
+
+    model: Path
+    output: Path
+    mode: QuantMode = QuantMode.STATIC
+    format: QuantFormat = QuantFormat.QDQ
+    activation_type: ActivationType = ActivationType.UINT8
+    calibration_method: CalibrationMethod = CalibrationMethod.MINMAX
+    per_channel: bool = False
+    calibration_samples: int = 256
+    dataset: str | None = None
+    data_dir: Path | None = None
+    max_accuracy_drop: float = 0.1  # percentage points; may be negative (must gain accuracy)
+    max_attempts: int = 8
+    eval_samples: int | None = None  # None: the whole test split
+    exclude_nodes: tuple[str, ...] = ()
+    session: SessionConfig = field(default_factory=SessionConfig)
+    force: bool = False
+
+    def __post_init__(self) -> None:
+        if self.calibration_samples <= 0:
+            raise CnnkitError(f"--calibration-samples must be positive, got {self.calibration_samples}")
+        if self.max_attempts < 0:
+            raise CnnkitError(f"--max-attempts must be >= 0, got {self.max_attempts}")
+        if self.eval_samples is not None and self.eval_samples <= 0:
+            raise CnnkitError(f"--eval-samples must be positive, got {self.eval_samples}")
+
+    def settings(self) -> dict[str, Any]:
+        s: dict[str, Any] = {"mode": self.mode.value}
+        if self.mode is QuantMode.STATIC:
+            s |= {"format": self.format.value, "activation_type": self.activation_type.value, "weight_type": "int8",
+                  "calibration_method": self.calibration_method.value, "calibration_samples": self.calibration_samples}
+        if self.mode is QuantMode.DYNAMIC:
+            s |= {"weight_type": "int8"}
+        if self.mode is not QuantMode.FP16:
+            s |= {"per_channel": self.per_channel}
+        else:
+            s |= {"keep_io_types": True}
+        return s
+
+
+@dataclass(frozen=True)
+class Attempt:
+    excluded_nodes: tuple[str, ...]
+    accuracy: float
+    drop_pp: float
+    within_budget: bool
+
+
+@dataclass(frozen=True)
+class QuantizeResult:
+    schema: str
+    source: str
+    source_sha256: str
+    output: str
+    settings: dict[str, Any]
+    budget_pp: float
+    dataset: dict[str, Any]
+    fp32_accuracy: float
+    accuracy: float
+    drop_pp: float
+    top1_agreement: float
+    fp32_size_bytes: int
+    size_bytes: int
+    excluded_nodes: tuple[str, ...]
+    attempts: tuple[Attempt, ...]
+    parity: dict[str, Any]  # the ONNX-vs-ONNX figures of ``cnnkit parity``
+    environment: dict[str, Any]
+
+    @property
+    def size_ratio(self) -> float:
+        return self.fp32_size_bytes / self.size_bytes
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self) | {"size_ratio": self.size_ratio}
+
+
+# --- building variants --------------------------------------------------------------------------------
+
+
+class _ImageReader:
+    """onnxruntime's CalibrationDataReader over real images, in batches."""
+
+    def __init__(self, input_name: str, images: np.ndarray, batch_size: int = 32):
+        self.input_name = input_name
+        self.batches = [images[i : i + batch_size] for i in range(0, len(images), batch_size)]
+        self.index = 0
+
+    def get_next(self) -> dict[str, np.ndarray] | None:
+        if self.index >= len(self.batches):
+            return None
+        self.index += 1
+        return {self.input_name: self.batches[self.index - 1]}
+
+    def rewind(self) -> None:
+        self.index = 0
+
+    def __iter__(self) -> _ImageReader:  # qdq_loss_debug iterates where the quantizer calls get_next
+        return self
+
+    def __next__(self) -> dict[str, np.ndarray]:
+        item = self.get_next()
+        if item is None:
+            raise StopIteration
+        return item
+
+
+def calibration_images(dataset: Dataset, info: OnnxModelInfo, n: int) -> np.ndarray:
+    """The first ``n`` images of the training split, in the model's input dtype."""
+    if len(dataset.x_train) == 0:
+        raise QuantizeError(
+            f"dataset {dataset.name.value} from {dataset.source} has no training images to calibrate on",
+            hint="static quantization calibrates on the training split: give --data-dir with train-* files",
+        )
+    if dataset.image_shape != info.image_shape:
+        raise QuantizeError(
+            f"calibration images have shape {dataset.image_shape}, {Path(info.path).name} takes {info.image_shape}",
+            hint="choose the dataset the model was trained on (--dataset)",
+        )
+    x = dataset.x_train[:n]
+    return x.astype(np.uint8 if info.input_dtype == "uint8" else np.float32)
+
+
+def _ort_quant() -> Any:
+    from cnnkit._deps import require_onnxruntime
+
+    require_onnxruntime()
+    import onnxruntime.quantization as q
+
+    return q
+
+
+def preprocess(model: Path, out: Path) -> Path:
+    """``quant_pre_process``: symbolic shape inference and graph optimisation before quantization."""
+    _ort_quant()
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    try:
+        with _quiet():
+            quant_pre_process(str(model), str(out), skip_symbolic_shape=False)
+    except Exception as exc:  # noqa: BLE001
+        raise QuantizeError(f"{model}: quantization pre-processing failed: {' '.join(str(exc).split())[:200]}") from None
+    return out
+
+
+@contextlib.contextmanager
+def _quiet() -> Iterator[None]:
+    """onnxruntime's quantizer logs warnings and prints tensor protos; keep them out of the user's terminal."""
+    from cnnkit._deps import capture_native_stderr
+
+    previous = logging.root.manager.disable
+    logging.disable(logging.WARNING)
+    try:
+        with capture_native_stderr(), contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
+            yield
+    finally:
+        logging.disable(previous)
+
+
+def build_variant(source: Path, out: Path, config: QuantizeConfig, calib: np.ndarray | None, input_name: str,
+                  excluded: list[str]) -> None:
+    """Write one variant of ``source`` (already pre-processed for INT8) to ``out``."""
+    with _quiet():
+        _build_variant(source, out, config, calib, input_name, excluded)
+
+
+def _build_variant(source: Path, out: Path, config: QuantizeConfig, calib: np.ndarray | None, input_name: str,
+                   excluded: list[str]) -> None:
+    import onnx
+
+    if config.mode is QuantMode.FP16:
+        from onnxruntime.transformers.float16 import convert_float_to_float16
+
+        model = onnx.load(str(source))
+        converted = convert_float_to_float16(model, keep_io_types=True, node_block_list=list(excluded) or None)
+        onnx.save(converted, str(out))
+        return
+    q = _ort_quant()
+    try:
+        if config.mode is QuantMode.DYNAMIC:
+            q.quantize_dynamic(str(source), str(out), weight_type=q.QuantType.QInt8, per_channel=config.per_channel,
+                               nodes_to_exclude=list(excluded))
+            return
+        assert calib is not None
+        q.quantize_static(
+            str(source), str(out), _ImageReader(input_name, calib),
+            quant_format=q.QuantFormat.QDQ if config.format is QuantFormat.QDQ else q.QuantFormat.QOperator,
+            activation_type=q.QuantType.QUInt8 if config.activation_type is ActivationType.UINT8 else q.QuantType.QInt8,
+            weight_type=q.QuantType.QInt8, per_channel=config.per_channel,
+            calibrate_method={CalibrationMethod.MINMAX: q.CalibrationMethod.MinMax,
+                              CalibrationMethod.ENTROPY: q.CalibrationMethod.Entropy,
+                              CalibrationMethod.PERCENTILE: q.CalibrationMethod.Percentile}[config.calibration_method],
+            nodes_to_exclude=list(excluded),
+        )
+    except Exception as exc:  # noqa: BLE001 (the quantizer raises many kinds)
+        raise QuantizeError(f"{source.name}: onnxruntime's quantizer failed: {type(exc).__name__}: "
+                            f"{' '.join(str(exc).split())[:200]}") from None
+
+
+# --- which nodes hurt -----------------------------------------------------------------------------
+
+
+def rank_nodes_by_error(float_model: Path, variant: Path, config: QuantizeConfig, calib: np.ndarray | None,
+                        input_name: str, excluded: list[str], work: Path) -> list[tuple[str, str]]:
+    """Nodes still quantized, worst first, each with why: ``(node name, explanation)``.
+
+    Static models: ``qdq_loss_debug`` gives, per tensor, the SQNR of the quantized model's value against the
+    float model's; a node is blamed for how far that SQNR falls from its inputs to its output, so the error is
+    pinned where it arises rather than where it has accumulated. Measured on calibration images (training
+    split): the test images only ever measure accuracy. Other modes, and nodes the debugger could not match:
+    the quantization SQNR of the node's weights.
+    """
+    import onnx
+
+    model = onnx.load(str(float_model))
+    inits = {i.name: i for i in model.graph.initializer}
+    ranked: list[tuple[float, tuple[str, ...], str]] = []  # (badness, nodes, why); higher badness is worse
+    if config.mode is QuantMode.STATIC and calib is not None:
+        from onnxruntime.quantization import qdq_loss_debug as dbg
+
+        qdq = variant
+        if config.format is QuantFormat.QOPERATOR:  # the debugger reads QDQ graphs: build the QDQ twin
+            qdq = work / "qdq-twin.onnx"
+            build_variant(float_model, qdq, dataclasses.replace(config, format=QuantFormat.QDQ), calib, input_name, excluded)
+        aug_float, aug_qdq = work / "aug-float.onnx", work / "aug-qdq.onnx"
+        sample = calib[:64]
+        with _quiet():
+            dbg.modify_model_output_intermediate_tensors(str(float_model), str(aug_float))
+            dbg.modify_model_output_intermediate_tensors(str(qdq), str(aug_qdq))
+            float_acts = dbg.collect_activations(str(aug_float), _ImageReader(input_name, sample))
+            qdq_acts = dbg.collect_activations(str(aug_qdq), _ImageReader(input_name, sample))
+            errors = dbg.compute_activation_error(dbg.create_activation_matching(qdq_acts, float_acts))
+        sqnr = {t: float(e["xmodel_err"]) for t, e in errors.items() if "xmodel_err" in e}
+        producers = {o: n for n in model.graph.node for o in n.output}
+        for tensor, out_sqnr in sqnr.items():
+            segment, upstream = _segment_to_measured(tensor, producers, sqnr, input_name, max(sqnr.values()))
+            segment = [n for n in segment if n.name and n.name not in excluded]
+            if not segment or not upstream:
+                continue
+            fall = min(upstream) - out_sqnr
+            names = ", ".join(n.name for n in segment)
+            ranked.append((fall, tuple(n.name for n in segment), f"SQNR falls {fall:.1f} dB across {names}, to {out_sqnr:.1f} dB"))
+    for node in model.graph.node:
+        if node.op_type in _QUANTIZABLE_OPS and node.name not in excluded:
+            w = _weight_sqnr(node, inits, fp16=config.mode is QuantMode.FP16, per_channel=config.per_channel)
+            if np.isfinite(w):
+                # A weight SQNR of 30 dB costs about what a 30 dB activation fall would.
+                ranked.append((30.0 - w, (node.name,), f"worst-channel weight SQNR {w:.1f} dB in {node.name}"))
+    ranked.sort(key=lambda r: -r[0])
+    return [(names, why) for _, names, why in ranked]
+
+
+def _segment_to_measured(tensor: str, producers: dict[str, Any], measured: dict[str, float],
+                         graph_input: str, input_sqnr: float) -> tuple[list[Any], list[float]]:
+    """The nodes between ``tensor`` and the nearest measured tensors upstream, and those tensors' SQNRs.
+
+    Quantized graphs fuse (Conv+Relu), so a conv's own output is not measured: its error shows at the next
+    measured tensor, and the whole segment is to blame.
+    """
+    segment: list[Any] = []
+    upstream: list[float] = []
+    stack, seen = [tensor], set()
+    while stack:
+        t = stack.pop()
+        node = producers.get(t)
+        if node is None or id(node) in seen:
+            if t == graph_input and t not in measured:
+                upstream.append(input_sqnr)  # an unmeasured graph input: as good as the best measured tensor
+            continue
+        seen.add(id(node))
+        segment.append(node)
+        for i in node.input:
+            if i in measured:
+                upstream.append(measured[i])
+            elif i in producers or i == graph_input:
+                stack.append(i)
+    return segment, upstream
+
+
+def _weight_sqnr(node: Any, inits: dict[str, Any], fp16: bool, per_channel: bool = False) -> float:
+    """Worst output channel's SQNR (dB) of the node's weights after quantization (int8 symmetric, per tensor
+    unless ``per_channel``; or float16). Whole-tensor SQNR would hide an outlier channel."""
+    from onnx import numpy_helper
+
+    weights = [numpy_helper.to_array(inits[i]) for i in node.input[1:2] if i in inits]
+    if not weights or weights[0].ndim < 2:
+        return float("inf")
+    w = weights[0].astype(np.float64)
+    # Output channels: axis 0 for Conv (OIHW), the last axis for MatMul/Gemm (K x N).
+    w = w if node.op_type == "Conv" else np.moveaxis(w, -1, 0)
+    if fp16:
+        deq = w.astype(np.float16).astype(np.float64)
+    else:
+        axes = tuple(range(1, w.ndim))
+        peak = np.abs(w).max(axis=axes, keepdims=True) if per_channel else np.abs(w).max()
+        scale = np.where(peak > 0, peak / 127.0, 1.0)
+        deq = np.clip(np.round(w / scale), -127, 127) * scale
+    signal = np.sum(w.reshape(len(w), -1) ** 2, axis=1)
+    noise = np.sum((w - deq).reshape(len(w), -1) ** 2, axis=1)
+    with np.errstate(divide="ignore"):
+        per = np.where(noise > 0, 10 * np.log10(np.maximum(signal, 1e-30) / np.maximum(noise, 1e-30)), np.inf)
+    return float(per.min())
+
+
+# --- the whole job --------------------------------------------------------------------------------
+
+
+def _accuracy(model: Path, x: np.ndarray, y: np.ndarray, session: SessionConfig) -> tuple[float, np.ndarray]:
+    from cnnkit.evaluate import predict
+    from cnnkit.runners import OnnxRuntimeRunner
+
+    preds = predict(OnnxRuntimeRunner(model, session), x, 256)
+    return float(np.mean(preds == y)), preds
+
+
+def quantize_model(config: QuantizeConfig, dataset: Dataset | None = None,
+                   progress: Callable[[str], None] | None = None) -> QuantizeResult:
+    """Build the variant, check it against the FP32 model, keep worst nodes in float until the budget holds,
+    then write it atomically. Raises :class:`QuantizeError` when the budget cannot be met (nothing written)."""
+    import onnx
+
+    out = Path(config.output)
+    check_writable(out, config.force)
+    info = describe_onnx(config.model)
+    if info.precision != "fp32":
+        raise QuantizeError(f"{config.model} is already quantized ({info.precision})",
+                            hint="quantize the FP32 model it came from")
+    if dataset is None:
+        dataset = load_dataset(config.dataset, config.data_dir, require_train=config.mode is QuantMode.STATIC)
+    if dataset.image_shape != info.image_shape:
+        raise QuantizeError(f"dataset {dataset.name.value} has images of shape {dataset.image_shape}, "
+                            f"{Path(config.model).name} takes {info.image_shape}", hint="choose another --dataset")
+    calib = calibration_images(dataset, info, config.calibration_samples) if config.mode is QuantMode.STATIC else None
+    x_test, y_test = dataset.x_test[: config.eval_samples], dataset.y_test[: config.eval_samples]
+    say = progress or (lambda _m: None)
+
+    fp32_acc, fp32_preds = _accuracy(Path(config.model), x_test, y_test, config.session)
+    with tempfile.TemporaryDirectory(prefix="cnnkit-quantize-") as tmp:
+        work = Path(tmp)
+        source = Path(config.model)
+        if config.mode is not QuantMode.FP16:
+            say("pre-processing (quant_pre_process)")
+            source = preprocess(source, work / "pre.onnx")
+        excluded = list(config.exclude_nodes)
+        attempts: list[Attempt] = []
+        for attempt in range(config.max_attempts + 1):
+            candidate = work / f"variant-{attempt}.onnx"
+            say(f"building {config.mode.value} variant" + (f", {len(excluded)} node(s) kept in float" if excluded else ""))
+            build_variant(source, candidate, config, calib, info.input_name, excluded)
+            acc, preds = _accuracy(candidate, x_test, y_test, config.session)
+            drop = 100 * (fp32_acc - acc)
+            ok = drop <= config.max_accuracy_drop
+            attempts.append(Attempt(tuple(excluded), acc, drop, ok))
+            say(f"accuracy {100 * acc:.2f} % vs FP32 {100 * fp32_acc:.2f} %: drop {drop:+.2f} pp "
+                f"({'within' if ok else 'over'} the {config.max_accuracy_drop:g} pp budget)")
+            if ok:
+                break
+            if attempt == config.max_attempts:
+                break
+            ranked = rank_nodes_by_error(source, candidate, config, calib, info.input_name, excluded, work)
+            if not ranked:
+                break
+            worst, why = ranked[0]
+            say(f"keeping {', '.join(worst)} in float ({why}; the worst)")
+            excluded.extend(worst)
+        final = attempts[-1]
+        if not final.within_budget:
+            tried = "; ".join(f"{len(a.excluded_nodes)} in float: drop {a.drop_pp:+.2f} pp" for a in attempts)
+            raise QuantizeError(
+                f"cannot meet the {config.max_accuracy_drop:g} pp accuracy budget with {config.mode.value} "
+                f"quantization of {Path(config.model).name} (tried: {tried})",
+                hint="raise --max-accuracy-drop, try another --mode or --calibration-method, or keep FP32",
+            )
+        from cnnkit.parity import ParityConfig, check_parity
+
+        parity = check_parity(ParityConfig(Path(config.model), candidate, samples=200, session=config.session),
+                              dataset=dataset)
+        model = onnx.load(str(candidate))
+        meta = {p.key: p.value for p in model.metadata_props}
+        meta |= {
+            "quantized_from": Path(config.model).name,
+            "quantized_from_sha256": info.sha256,
+            "quantization": json.dumps(config.settings() | {"excluded_nodes": excluded}),
+            "quantized_by": f"cnnkit {cnnkit.__version__}",
+        }
+        onnx.helper.set_model_props(model, meta)
+        with atomic_path(out, force=config.force) as tmp_out:
+            onnx.save(model, str(tmp_out))
+    p_out = parity.outputs[0]
+    return QuantizeResult(
+        schema=SCHEMA, source=str(config.model), source_sha256=info.sha256, output=str(out),
+        settings=config.settings(), budget_pp=config.max_accuracy_drop,
+        dataset=dataset.describe() | {"evaluated_samples": int(len(y_test)), "calibration": "training split"},
+        fp32_accuracy=fp32_acc, accuracy=final.accuracy, drop_pp=final.drop_pp,
+        top1_agreement=float(np.mean(preds == fp32_preds)), fp32_size_bytes=info.size_bytes,
+        size_bytes=out.stat().st_size, excluded_nodes=tuple(excluded), attempts=tuple(attempts),
+        parity={"passed": parity.passed, "max_abs": p_out.max_abs, "mean_abs": p_out.mean_abs,
+                "top1_agreement": p_out.top1_agreement, "failures": list(parity.failures),
+                "tolerance": asdict(parity.tolerance)},
+        environment=environment(),
+    )
+
+
+# --- --auto ---------------------------------------------------------------------------------------------
+
+AUTO_SCHEMA = "cnnkit.quantize-auto/1"
+
+
+@dataclass(frozen=True)
+class AutoCandidate:
+    name: str
+    settings: dict[str, Any]
+    accuracy: float | None = None
+    drop_pp: float | None = None
+    top1_agreement: float | None = None
+    size_bytes: int | None = None
+    excluded_nodes: tuple[str, ...] = ()
+    latency_ms: dict[int, float] = field(default_factory=dict)  # batch size -> p50
+    images_per_s: dict[int, float] = field(default_factory=dict)
+    error: str | None = None
+    verdict: str = ""
+
+
+@dataclass(frozen=True)
+class AutoResult:
+    schema: str
+    source: str
+    output: str
+    chosen: str  # a candidate's name, or "fp32"
+    objective_batch: int
+    budget_pp: float
+    provider: dict[str, Any]
+    candidates: tuple[AutoCandidate, ...]
+    summary: str
+    environment: dict[str, Any]
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def auto_candidates(base: QuantizeConfig, provider_active: str, isa: list[str]) -> list[tuple[str, QuantizeConfig]]:
+    """The variants worth trying: dynamic, static QDQ/QOperator with sensible types and calibrations, FP16."""
+    r = dataclasses.replace
+    static = r(base, mode=QuantMode.STATIC)
+    out = [
+        ("dynamic-int8", r(base, mode=QuantMode.DYNAMIC)),
+        ("static-qdq-u8s8-minmax", static),
+        ("static-qdq-u8s8-minmax-perchannel", r(static, per_channel=True)),
+        ("static-qdq-s8s8-minmax", r(static, activation_type=ActivationType.INT8)),
+        ("static-qdq-u8s8-entropy", r(static, calibration_method=CalibrationMethod.ENTROPY)),
+        ("static-qoperator-u8s8-minmax", r(static, format=QuantFormat.QOPERATOR)),
+    ]
+    # FP16 pays only where the provider has fast FP16 kernels: GPUs, or CPUs with AVX-512 FP16.
+    if provider_active != "CPUExecutionProvider" or "avx512_fp16" in isa:
+        out.append(("fp16", r(base, mode=QuantMode.FP16)))
+    return out
+
+
+def auto_quantize(base: QuantizeConfig, batch_sizes: tuple[int, int] = (1, 64), min_time_s: float = 0.5,
+                  progress: Callable[[str], None] | None = None) -> AutoResult:
+    """Build every candidate, evaluate and benchmark it with the FP32 model, save the fastest within budget."""
+    import shutil
+
+    from cnnkit.bench import BenchConfig, run_benchmark
+    from cnnkit.envinfo import cpu_info
+    from cnnkit.sessions import create_session
+
+    out = Path(base.output)
+    check_writable(out, base.force)
+    info = describe_onnx(base.model)
+    if info.precision != "fp32":
+        raise QuantizeError(f"{base.model} is already quantized ({info.precision})", hint="quantize the FP32 model")
+    _, sinfo = create_session(base.model, base.session)
+    dataset = load_dataset(base.dataset, base.data_dir, require_train=True)
+    say = progress or (lambda _m: None)
+    objective = batch_sizes[-1]
+    with tempfile.TemporaryDirectory(prefix="cnnkit-auto-") as tmp:
+        work = Path(tmp)
+        built: list[tuple[str, QuantizeConfig, QuantizeResult | None, str | None]] = []
+        for name, cfg in auto_candidates(base, sinfo.active, cpu_info()["isa"]):
+            say(f"candidate {name}")
+            cfg = dataclasses.replace(cfg, output=work / f"{name}.onnx", force=True, max_attempts=min(base.max_attempts, 3))
+            try:
+                built.append((name, cfg, quantize_model(cfg, dataset), None))
+            except CnnkitError as exc:
+                built.append((name, cfg, None, exc.one_line()))
+        models = [Path(base.model)] + [Path(cfg.output) for _, cfg, res, _ in built if res is not None]
+        say(f"benchmarking {len(models)} models at batch sizes {batch_sizes}")
+        bench = run_benchmark(BenchConfig(models=tuple(models), batch_sizes=batch_sizes, session=base.session,
+                                          min_time_s=min_time_s, min_iterations=20, warmup=10))
+        lat = {(c.model, c.batch_size): c.stats for c in bench.cases}
+        fp32_lat = {b: lat[(str(base.model), b)].p50_ms for b in batch_sizes}
+        fp32_acc = next((res.fp32_accuracy for _, _, res, _ in built if res is not None), None)
+        cands = [AutoCandidate("fp32", {"mode": "none"}, fp32_acc, 0.0, 1.0, info.size_bytes, (),
+                               fp32_lat, {b: lat[(str(base.model), b)].images_per_s for b in batch_sizes})]
+        for name, cfg, res, err in built:
+            if res is None:
+                cands.append(AutoCandidate(name, cfg.settings(), error=err, verdict=f"failed: {err}"))
+                continue
+            key = str(cfg.output)
+            cands.append(AutoCandidate(name, res.settings, res.accuracy, res.drop_pp, res.top1_agreement, res.size_bytes,
+                                       res.excluded_nodes, {b: lat[(key, b)].p50_ms for b in batch_sizes},
+                                       {b: lat[(key, b)].images_per_s for b in batch_sizes}))
+        usable = [c for c in cands[1:] if c.error is None]
+        faster = sorted((c for c in usable if c.latency_ms[objective] < fp32_lat[objective]), key=lambda c: c.latency_ms[objective])
+        winner = faster[0] if faster else cands[0]
+        final = []
+        for c in cands:
+            if c.error is not None:
+                final.append(c)
+                continue
+            ratio = c.latency_ms[objective] / fp32_lat[objective]
+            if c is winner:
+                why = ("chosen: fastest within the budget" if c.name != "fp32" else
+                       "chosen: no variant within the budget is faster than FP32 here")
+            elif c.name == "fp32":
+                why = f"slower than {winner.name}"
+            elif ratio >= 1:
+                why = f"slower than FP32 at batch {objective} ({ratio:.2f}x its latency)"
+            else:
+                why = f"slower than {winner.name} at batch {objective} ({c.latency_ms[objective]:.3f} vs {winner.latency_ms[objective]:.3f} ms)"
+            if c.excluded_nodes:
+                why += f"; {len(c.excluded_nodes)} node(s) kept in float to meet the budget"
+            final.append(dataclasses.replace(c, verdict=why))
+        if winner.name == "fp32":
+            summary = (f"no quantized variant is faster than FP32 at batch {objective} on {sinfo.active} "
+                       f"within the {base.max_accuracy_drop:g} pp budget: FP32 is kept")
+            with atomic_path(out, force=base.force) as tmp_out:
+                shutil.copyfile(base.model, tmp_out)
+        else:
+            summary = (f"{winner.name}: {fp32_lat[objective] / winner.latency_ms[objective]:.2f}x FP32's speed at batch "
+                       f"{objective}, accuracy {winner.drop_pp:+.2f} pp vs FP32 (budget {base.max_accuracy_drop:g} pp)")
+            with atomic_path(out, force=base.force) as tmp_out:
+                shutil.copyfile(work / f"{winner.name}.onnx", tmp_out)
+    return AutoResult(AUTO_SCHEMA, str(base.model), str(out), winner.name, objective, base.max_accuracy_drop,
+                      sinfo.to_dict(), tuple(final), summary, bench.environment)
