@@ -46,6 +46,7 @@ def optimized_ops(model: Path, work: Path) -> dict[str, int]:
 def profile(model: Path, batch: int, runs: int = 30) -> tuple[float, list[tuple[str, float]]]:
     so = ort.SessionOptions()
     so.enable_profiling = True
+    so.profile_file_prefix = str(model.parent / f"{model.stem}.profile")  # in the temporary folder, not the cwd
     so.log_severity_level = 3
     s = ort.InferenceSession(str(model), so, providers=["CPUExecutionProvider"])
     inp = s.get_inputs()[0]
