@@ -33,7 +33,7 @@ def test_bench_records_everything(exported_model: Path) -> None:
     env = result.environment
     assert env["cpu"]["model"] and env["packages"]["cnnkit"] and "git_commit" in env and "gpu" in env
     assert result.config["clock"] == "time.perf_counter_ns" and result.config["session"]["provider"] == "cpu"
-    assert steps[-1] == (2, 2)
+    assert steps[-1][0] == steps[-1][1] > 0
 
 
 def test_bench_result_round_trips(exported_model: Path, tmp_path: Path) -> None:

@@ -206,9 +206,9 @@ def _peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0  # KiB on Linux
 
 
-def measure_case(model: Path, info: OnnxModelInfo, batch_size: int, session_config: SessionConfig, config: BenchConfig,
-                 min_time_s: float | None = None) -> BenchCase:
-    """A fresh session, its creation and first inference timed, then the warmed-up timing loop."""
+def _prepare(model: Path, info: OnnxModelInfo, batch_size: int, session_config: SessionConfig,
+             config: BenchConfig) -> dict[str, Any]:
+    """A fresh session with its creation and first inference timed, then warmed up for this shape."""
     t0 = time.perf_counter_ns()
     session, sinfo = create_session(model, session_config)
     created_ms = (time.perf_counter_ns() - t0) / 1e6
@@ -217,12 +217,21 @@ def measure_case(model: Path, info: OnnxModelInfo, batch_size: int, session_conf
     t0 = time.perf_counter_ns()
     run()
     first_ms = (time.perf_counter_ns() - t0) / 1e6
-    samples = time_calls(run, config.warmup, config.min_iterations, config.min_time_s if min_time_s is None else min_time_s)
+    for _ in range(config.warmup):
+        run()
+    return {"session": session, "info": sinfo, "run": run, "bound": bound, "created_ms": created_ms, "first_ms": first_ms}
+
+
+def measure_case(model: Path, info: OnnxModelInfo, batch_size: int, session_config: SessionConfig, config: BenchConfig,
+                 min_time_s: float | None = None) -> BenchCase:
+    """One model at one batch size on its own: a fresh session, warmed up, then the timing loop."""
+    prep = _prepare(model, info, batch_size, session_config, config)
+    samples = time_calls(prep["run"], 0, config.min_iterations, config.min_time_s if min_time_s is None else min_time_s)
     return BenchCase(
         model=str(model), model_sha256=info.sha256, precision=info.precision, batch_size=batch_size,
-        provider=sinfo.to_dict(), stats=LatencyStats.from_samples(samples, batch_size), samples_ns=tuple(samples),
-        warmup=config.warmup, session_create_ms=created_ms, first_inference_ms=first_ms, peak_rss_mb=_peak_rss_mb(),
-        io_binding=bound, include_copies=config.include_copies,
+        provider=prep["info"].to_dict(), stats=LatencyStats.from_samples(samples, batch_size), samples_ns=tuple(samples),
+        warmup=config.warmup, session_create_ms=prep["created_ms"], first_inference_ms=prep["first_ms"],
+        peak_rss_mb=_peak_rss_mb(), io_binding=prep["bound"], include_copies=config.include_copies,
     )
 
 
@@ -259,8 +268,14 @@ def _tune_options(c: SessionConfig) -> dict[str, Any]:
     return {k: d[k] for k in keys}
 
 
-def run_benchmark(config: BenchConfig, progress: ProgressCallback | None = None) -> BenchResult:
-    """Benchmark every model at every batch size (tuning the session options first with ``tune``)."""
+def run_benchmark(config: BenchConfig, progress: ProgressCallback | None = None, rounds: int = 5) -> BenchResult:
+    """Benchmark every model at every batch size (tuning the session options first with ``tune``).
+
+    With several models, each batch size is measured in ``rounds`` alternating rounds (in shuffled order), so
+    that drift of a shared machine hits every model alike; the minimum time and count are split over them.
+    """
+    import random
+
     infos = [describe_onnx(m) for m in config.models]  # fail on a bad file before measuring anything
     plans: list[list[SessionConfig]] = []
     for model in config.models:
@@ -269,7 +284,8 @@ def run_benchmark(config: BenchConfig, progress: ProgressCallback | None = None)
             plans.append(tune_candidates(config.session, probe.active))
         else:
             plans.append([])
-    total = sum(len(config.batch_sizes) * (len(plan) + 1) for plan in plans)
+    rounds = rounds if len(config.models) > 1 else 1
+    total = len(config.batch_sizes) * (sum(len(plan) for plan in plans) + len(config.models) * (rounds + 1))
     done = 0
 
     def step(what: str) -> None:
@@ -280,22 +296,41 @@ def run_benchmark(config: BenchConfig, progress: ProgressCallback | None = None)
 
     cases: list[BenchCase] = []
     trials: list[TuneTrial] = []
-    for model, info, plan in zip(config.models, infos, plans, strict=True):
-        name = Path(model).name
-        for b in config.batch_sizes:
-            session_config = config.session
+    rng = random.Random(config.seed)
+    for b in config.batch_sizes:
+        chosen: list[SessionConfig] = []
+        for model, info, plan in zip(config.models, infos, plans, strict=True):
             best: tuple[float, SessionConfig] | None = None
             for candidate in plan:
-                step(f"tuning {name} batch {b}")
+                step(f"tuning {Path(model).name} batch {b}")
                 case = measure_case(model, info, b, candidate, config, min_time_s=config.tune_time_s)
                 trials.append(TuneTrial(str(model), b, _tune_options(candidate), case.stats.p50_ms, case.stats.count))
                 if best is None or case.stats.p50_ms < best[0]:
                     best = (case.stats.p50_ms, candidate)
-            if best is not None:
-                session_config = best[1]
-            step(f"{name} batch {b}")
-            case = measure_case(model, info, b, session_config, config)
-            cases.append(dataclasses.replace(case, tuned=config.tune))
+            chosen.append(best[1] if best is not None else config.session)
+        # One session per model, created and first-run timed, warmed up; then the alternating rounds.
+        prepared = []
+        for model, info, session_config in zip(config.models, infos, chosen, strict=True):
+            step(f"{Path(model).name} batch {b}: session")
+            prepared.append(_prepare(model, info, b, session_config, config))
+        samples: list[list[int]] = [[] for _ in prepared]
+        order = list(range(len(prepared)))
+        for _ in range(rounds):
+            rng.shuffle(order)
+            for i in order:
+                step(f"{Path(config.models[i]).name} batch {b}")
+                samples[i] += time_calls(prepared[i]["run"], 0, max(1, -(-config.min_iterations // rounds)),
+                                         config.min_time_s / rounds)
+        for (model, info), prep, got in zip(zip(config.models, infos, strict=True), prepared, samples, strict=True):
+            cases.append(BenchCase(
+                model=str(model), model_sha256=info.sha256, precision=info.precision, batch_size=b,
+                provider=prep["info"].to_dict(), stats=LatencyStats.from_samples(got, b), samples_ns=tuple(got),
+                warmup=config.warmup, session_create_ms=prep["created_ms"], first_inference_ms=prep["first_ms"],
+                peak_rss_mb=_peak_rss_mb(), io_binding=prep["bound"], include_copies=config.include_copies,
+                tuned=config.tune,
+            ))
+    order_key = {str(m): i for i, m in enumerate(config.models)}
+    cases.sort(key=lambda c: (order_key[c.model], c.batch_size))
     if progress:
         progress("done", total, total)
     return BenchResult(
@@ -305,6 +340,7 @@ def run_benchmark(config: BenchConfig, progress: ProgressCallback | None = None)
             "models": [str(m) for m in config.models], "batch_sizes": list(config.batch_sizes),
             "session": config.session.to_dict(), "warmup": config.warmup, "min_time_s": config.min_time_s,
             "min_iterations": config.min_iterations, "include_copies": config.include_copies, "tune": config.tune,
+            "interleaved_rounds": rounds,
             "tune_time_s": config.tune_time_s, "seed": config.seed, "clock": "time.perf_counter_ns",
         },
         environment=environment() | {"gpu": gpu_info()},

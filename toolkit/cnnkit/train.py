@@ -29,6 +29,7 @@ from cnnkit.spec import ModelSpec, load_spec
 from cnnkit.summary import ModelSummary, summarize_keras
 
 MODEL_FILE, HISTORY_FILE, CURVES_FILE, RECORD_FILE = "model.keras", "history.csv", "training_curves.png", "train.json"
+TRAIN_SCHEMA = "cnnkit.train/1"
 
 
 _DEFAULT_LR = {Optimizer.RMSPROP: 1e-3, Optimizer.ADAM: 1e-3, Optimizer.SGD: 1e-2}
@@ -219,7 +220,7 @@ def train_model(
             notice=dataset.notice,
             files={"model": MODEL_FILE, "history": HISTORY_FILE, "curves": CURVES_FILE, "record": RECORD_FILE},
         )
-        record = result.to_dict() | {
+        record = {"schema": TRAIN_SCHEMA} | result.to_dict() | {
             "config": {k: (v.value if isinstance(v, Enum) else str(v) if isinstance(v, Path) else v)
                        for k, v in asdict(config).items()},
             "history": hist,

@@ -82,8 +82,11 @@ def _root(
 
 def _register() -> None:
     # Command modules import only Typer and light cnnkit modules at import time.
-    from cnnkit.cli import bench, doctor, eval, export, parity, quantize, summary, train
+    from cnnkit.cli import (
+        bench, compare, doctor, eval, export, featuremaps, parity, pipeline, quantize, report, summary, train,
+    )
 
+    app.command("pipeline")(pipeline.pipeline_command)
     app.command("summary")(summary.summary_command)
     app.command("train")(train.train_command)
     app.command("export")(export.export_command)
@@ -92,6 +95,9 @@ def _register() -> None:
     app.command("eval")(eval.eval_command)
     app.command("doctor")(doctor.doctor_command)
     app.command("quantize")(quantize.quantize_command)
+    app.command("compare")(compare.compare_command)
+    app.command("featuremaps")(featuremaps.featuremaps_command)
+    app.command("report")(report.report_command)
 
 
 _register()

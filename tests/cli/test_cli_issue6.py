@@ -1,0 +1,68 @@
+"""compare, report, featuremaps and pipeline through the CLI: exit codes and one-line errors."""
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from cnnkit.cli.app import app
+from tests.cli.test_cli_foundation import assert_user_error
+from tests.unit.test_compare import _bench
+
+runner = CliRunner()
+
+
+def run(*args):
+    return runner.invoke(app, [str(a) for a in args])
+
+
+def test_compare_exit_codes(tmp_path: Path) -> None:
+    rng = np.random.default_rng(0)
+    base = _bench(tmp_path / "a.json", {1: rng.normal(1.0, 0.01, 200)})
+    slow = _bench(tmp_path / "b.json", {1: rng.normal(1.5, 0.01, 200)})
+    same = _bench(tmp_path / "c.json", {1: rng.normal(1.0, 0.01, 200)})
+    r = run("compare", base, slow, "--json", tmp_path / "cmp.json")
+    assert r.exit_code == 1 and "REGRESSION" in r.stdout and "regression" in r.stdout
+    assert json.loads((tmp_path / "cmp.json").read_text())["regressed"] is True
+    assert run("compare", base, same).exit_code == 0
+    assert run("compare", base, slow, "--max-latency-regression", "60%").exit_code == 0
+
+
+def test_compare_bad_inputs(tmp_path: Path) -> None:
+    f = tmp_path / "x.json"
+    f.write_text(json.dumps({"schema": "cnnkit.bench/2"}))
+    assert_user_error(run("compare", f, f), "which compare does not read")
+    assert_user_error(run("compare", tmp_path / "none.json", f), "cannot read")
+    good = _bench(tmp_path / "a.json", {1: np.ones(3)})
+    assert_user_error(run("compare", good, good, "--max-latency-regression", "lots"), "'lots' is not a number")
+
+
+def test_report_bad_inputs(tmp_path: Path) -> None:
+    (tmp_path / "empty").mkdir()
+    assert_user_error(run("report", tmp_path / "empty", "-o", tmp_path / "r"), "holds no cnnkit results")
+    f = tmp_path / "other.json"
+    f.write_text(json.dumps({"version": 1}))
+    assert_user_error(run("report", f, "-o", tmp_path / "r"), "not a cnnkit result")
+    assert not (tmp_path / "r").exists()
+
+
+@pytest.mark.integration
+def test_featuremaps_cli(exported_model: Path, tmp_path: Path) -> None:
+    from PIL import Image
+
+    r = run("featuremaps", exported_model, "--dataset", "digits", "--index", "0", "-o", tmp_path / "m")
+    assert r.exit_code == 0, r.output
+    assert "conv1: 32x26x26" in r.stdout and (tmp_path / "m" / "01-conv1.png").is_file()
+    Image.new("L", (20, 20)).save(tmp_path / "small.png")
+    assert_user_error(run("featuremaps", exported_model, "--image", tmp_path / "small.png", "-o", tmp_path / "n"),
+                      "is 20x20 pixels; the model takes 28x28")
+    assert_user_error(run("featuremaps", exported_model, "-o", tmp_path / "n"), "give exactly one input")
+    assert not (tmp_path / "n").exists()
+
+
+def test_pipeline_bad_inputs(tmp_path: Path) -> None:
+    assert_user_error(run("pipeline", "--spec", "nope", "--out", tmp_path / "r"), "unknown spec 'nope'")
+    assert_user_error(run("pipeline", "--batch-sizes", "0", "--out", tmp_path / "r"), "batch size must be positive")
+    assert_user_error(run("pipeline", "--epochs", "0", "--out", tmp_path / "r"), "--epochs must be positive")

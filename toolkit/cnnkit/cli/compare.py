@@ -1,0 +1,67 @@
+"""``cnnkit compare BASELINE.json NEW.json``: a noise-aware regression gate for CI. Exit 1 on a regression."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from cnnkit.cli.render import console, err_console
+
+
+def _fraction(text: str) -> float:
+    from cnnkit.errors import CnnkitError
+
+    t = text.strip()
+    try:
+        value = float(t[:-1]) / 100 if t.endswith("%") else float(t)
+    except ValueError:
+        raise CnnkitError(f"--max-latency-regression: '{text}' is not a number", hint="e.g. 10% or 0.1") from None
+    if value < 0:
+        raise CnnkitError(f"--max-latency-regression must be >= 0, got {text}")
+    return value
+
+
+def compare_command(
+    baseline: Path = typer.Argument(..., help="The baseline result (cnnkit bench or eval --json)."),
+    new: Path = typer.Argument(..., help="The new result of the same kind."),
+    max_latency_regression: str = typer.Option("10%", "--max-latency-regression", help="Slowdown allowed, e.g. 10% or 0.1."),
+    max_accuracy_drop: float = typer.Option(0.1, "--max-accuracy-drop", help="Accuracy drop allowed, in points."),
+    json_out: Path = typer.Option(None, "--json", help="Write the comparison here."),
+    force: bool = typer.Option(False, "--force"),
+) -> None:
+    """Per model x provider x batch: the change and a verdict that accounts for noise (bootstrap over the samples)."""
+    from rich.table import Table
+
+    from cnnkit.compare import CompareConfig, compare_results
+    from cnnkit.io import check_writable, write_json_atomic
+
+    if json_out is not None:
+        check_writable(json_out, force)
+    result = compare_results(CompareConfig(baseline, new, _fraction(max_latency_regression), max_accuracy_drop))
+    for note in result.notes:
+        err_console.print(f"[yellow]note:[/] {note}")
+    table = Table(title_justify="left")
+    colour = {"regression": "red", "inconclusive": "yellow", "improvement": "green", "unchanged": "", "ok": ""}
+    if result.kind == "latency":
+        for col in ("model | provider | batch", "baseline p50 ms", "new p50 ms", "change", "95 % CI", "verdict"):
+            table.add_column(col, justify="left" if col.startswith("model") or col == "verdict" else "right", no_wrap=True)
+        for c in result.latency:
+            table.add_row(c.key, f"{c.baseline_p50_ms:.4g}", f"{c.new_p50_ms:.4g}", f"{100 * (c.ratio - 1):+.1f} %",
+                          f"{100 * (c.ci_low - 1):+.1f} … {100 * (c.ci_high - 1):+.1f} %",
+                          f"[{colour[c.verdict]}]{c.verdict}[/]" if colour[c.verdict] else c.verdict)
+    else:
+        for col in ("model", "baseline", "new", "drop", "verdict"):
+            table.add_column(col, justify="left" if col in ("model", "verdict") else "right")
+        for a in result.accuracy:
+            table.add_row(a.model, f"{100 * a.baseline:.2f} %", f"{100 * a.new:.2f} %", f"{a.drop_pp:+.2f} pp",
+                          "[red]regression[/]" if a.verdict == "regression" else "ok")
+    console.print(table)
+    for key in result.unmatched:
+        console.print(f"[yellow]only in one result:[/] {key}")
+    if json_out is not None:
+        write_json_atomic(json_out, result.to_dict(), force=force)
+    if result.regressed:
+        console.print("[bold red]REGRESSION[/] beyond the thresholds")
+        raise typer.Exit(1)
+    console.print("[bold green]no regression[/] beyond the thresholds")

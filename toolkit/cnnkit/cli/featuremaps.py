@@ -1,0 +1,36 @@
+"""``cnnkit featuremaps MODEL.onnx (--image PNG | --index N) -o DIR``: activation maps of every conv layer."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from cnnkit.cli.render import console
+
+
+def featuremaps_command(
+    model: Path = typer.Argument(..., help="The .onnx model."),
+    output: Path = typer.Option(..., "-o", "--output", help="Folder for the PNG grids."),
+    image: Path = typer.Option(None, "--image", help="A PNG of the model's input size and mode (L or RGB)."),
+    dataset: str = typer.Option(None, "--dataset", help="Take a test image from this dataset instead."),
+    data_dir: Path = typer.Option(None, "--data-dir", envvar="CNNKIT_DATA_DIR"),
+    index: int = typer.Option(None, "--index", help="Which test image (with --dataset or the default dataset)."),
+    force: bool = typer.Option(False, "--force", help="Write into a non-empty folder."),
+) -> None:
+    """Save the activation maps of every convolution layer for one input, as PNG grids with layer name and shape."""
+    from cnnkit.errors import CnnkitError
+    from cnnkit.featuremaps import feature_maps_from_dataset, load_png, save_feature_maps
+    from cnnkit.onnx_info import describe_onnx
+
+    if (image is None) == (index is None):
+        raise CnnkitError("give exactly one input: --image PNG, or --index N (with --dataset)")
+    info = describe_onnx(model)
+    if image is not None:
+        x, source = load_png(image, info.image_shape), str(image)
+    else:
+        x, source = feature_maps_from_dataset(model, dataset, data_dir, index)
+    result = save_feature_maps(model, x, output, source, force)
+    console.print(f"{source}: predicted class {result.predicted}")
+    for layer in result.layers:
+        console.print(f"  {layer.layer}: {'x'.join(map(str, layer.shape))} -> {output / layer.png}")

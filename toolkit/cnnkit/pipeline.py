@@ -1,0 +1,227 @@
+"""The one-command pipeline: train -> export -> parity -> quantize (auto) -> eval -> bench -> report.
+
+Every stage writes its outputs into the run folder through the same library calls the commands use. The run's
+state (``pipeline.json``) records, per stage, a content hash of its inputs (files by SHA-256, settings, data);
+a re-run reuses a finished stage whose inputs hash the same and whose outputs are intact, and redoes the rest.
+A failing stage stops the run with its reason and keeps what the finished stages made.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from cnnkit.errors import CnnkitError
+from cnnkit.io import sha256_file, write_json_atomic
+from cnnkit.sessions import SessionConfig
+
+SCHEMA = "cnnkit.pipeline/1"
+STAGES = ("train", "export", "parity", "quantize", "eval", "bench", "report")
+
+
+class PipelineStageError(CnnkitError):
+    """A stage that failed; the stages before it are kept."""
+
+
+@dataclass(frozen=True)
+class PipelineConfig:
+    """Defaults: the seed spec and training setup on the default dataset, CPU, batch sizes 1..256."""
+
+    spec: str = "mnist-cnn"
+    dataset: str | None = None
+    data_dir: Path | None = None
+    provider: str = "cpu"
+    batch_sizes: tuple[int, ...] = (1, 8, 32, 64, 128, 256)
+    out_dir: Path | None = None  # None: runs/<spec name>/
+    report_dir: Path | None = None  # None: reports/<run folder name>/
+    epochs: int = 5
+    seed: int = 0
+    max_accuracy_drop: float = 0.1
+    bench_min_time_s: float = 1.0
+    allow_fallback: bool = False
+
+
+@dataclass
+class StageRecord:
+    status: str = "pending"  # pending | done | reused | failed
+    input_hash: str = ""
+    outputs: dict[str, str] = field(default_factory=dict)  # file -> sha256
+    seconds: float = 0.0
+    summary: str = ""
+    error: str | None = None
+
+
+@dataclass
+class PipelineResult:
+    out_dir: Path
+    report_dir: Path
+    stages: dict[str, StageRecord]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"schema": SCHEMA, "out_dir": str(self.out_dir), "report_dir": str(self.report_dir),
+                "stages": {k: asdict(v) for k, v in self.stages.items()}}
+
+
+StageCallback = Callable[[str, str, str], None]  # (stage, event: start|done|reused|failed, detail)
+
+
+def _hash(*parts: Any) -> str:
+    h = hashlib.sha256()
+    for part in parts:
+        if isinstance(part, Path):
+            h.update(sha256_file(part).encode() if part.is_file() else f"missing:{part}".encode())
+        elif isinstance(part, np.ndarray):
+            h.update(part.tobytes())
+        else:
+            h.update(json.dumps(part, sort_keys=True, default=str).encode())
+        h.update(b"|")
+    return h.hexdigest()
+
+
+def _load_state(path: Path) -> dict[str, StageRecord]:
+    try:
+        data = json.loads(path.read_text())
+        if data.get("schema") == SCHEMA:
+            return {k: StageRecord(**v) for k, v in data["stages"].items() if k in STAGES}
+    except (OSError, ValueError, TypeError):
+        pass
+    return {}
+
+
+def run_pipeline(config: PipelineConfig, on_stage: StageCallback | None = None) -> PipelineResult:
+    from cnnkit.datasets import load_dataset
+    from cnnkit.spec import load_spec, resolve_spec_path
+
+    spec = load_spec(config.spec)
+    out = Path(config.out_dir) if config.out_dir is not None else Path("runs") / spec.name
+    report_dir = Path(config.report_dir) if config.report_dir is not None else Path("reports") / out.name
+    out.mkdir(parents=True, exist_ok=True)
+    state_path = out / "pipeline.json"
+    previous = _load_state(state_path)
+    stages: dict[str, StageRecord] = {name: StageRecord() for name in STAGES}
+    result = PipelineResult(out, report_dir, stages)
+    notify = on_stage or (lambda _s, _e, _d: None)
+    dataset = load_dataset(config.dataset, config.data_dir)
+    if dataset.notice:
+        notify("data", "note", dataset.notice)
+    data_hash = _hash(dataset.name.value, dataset.x_train, dataset.y_train, dataset.x_test, dataset.y_test)
+    session = SessionConfig(provider=config.provider, allow_fallback=config.allow_fallback)
+    keras_path, onnx_path, best_path = out / "model.keras", out / "model.onnx", out / "model.best.onnx"
+
+    def run(name: str, input_hash: str, outputs: list[Path], work: Callable[[], str]) -> None:
+        before = previous.get(name)
+        intact = before is not None and before.status in ("done", "reused") and before.input_hash == input_hash and all(
+            p.is_file() and before.outputs.get(p.name) == sha256_file(p) for p in outputs)
+        if intact:
+            assert before is not None
+            stages[name] = StageRecord("reused", input_hash, before.outputs, 0.0, before.summary)
+            notify(name, "reused", before.summary)
+            _save(state_path, result)
+            return
+        notify(name, "start", "")
+        started = time.perf_counter()
+        try:
+            summary = work()
+        except CnnkitError as exc:
+            stages[name] = StageRecord("failed", input_hash, {}, time.perf_counter() - started, "", exc.one_line())
+            _save(state_path, result)
+            notify(name, "failed", exc.one_line())
+            kept = [s for s, r in stages.items() if r.status in ("done", "reused")]
+            raise PipelineStageError(
+                f"stage {name} failed: {exc.message}",
+                hint=f"finished stages ({', '.join(kept) or 'none'}) are kept in {out}; fix the cause and re-run to continue",
+            ) from None
+        stages[name] = StageRecord("done", input_hash, {p.name: sha256_file(p) for p in outputs if p.is_file()},
+                                   time.perf_counter() - started, summary)
+        _save(state_path, result)
+        notify(name, "done", summary)
+
+    def train() -> str:
+        from cnnkit.train import TrainConfig, train_model
+
+        r = train_model(TrainConfig(spec=config.spec, out_dir=out, epochs=config.epochs, seed=config.seed, force=True),
+                        dataset=dataset)
+        return f"test accuracy {100 * r.metrics['test_accuracy']:.2f} % on {r.dataset['test_samples']:,} {r.dataset['name']} images"
+
+    run("train", _hash("train", resolve_spec_path(config.spec), data_hash, config.epochs, config.seed),
+        [keras_path, out / "train.json", out / "history.csv", out / "training_curves.png"], train)
+
+    def export() -> str:
+        from cnnkit.export import ExportConfig, export_onnx
+
+        r = export_onnx(ExportConfig(keras_path, onnx_path, force=True))
+        return f"{r.onnx_params:,} parameters ({r.params_note}); {r.simplification}"
+
+    run("export", _hash("export", keras_path), [onnx_path], export)
+
+    def parity() -> str:
+        from cnnkit.parity import ParityConfig, check_parity
+
+        r = check_parity(ParityConfig(keras_path, onnx_path, session=session), dataset=dataset)
+        write_json_atomic(out / "parity.json", r.to_dict())
+        worst = max(o.max_abs for o in r.outputs)
+        if not r.passed:
+            raise CnnkitError(f"Keras and ONNX disagree: {r.failures[0]}" + (f"; {r.divergence}" if r.divergence else ""))
+        return f"pass: max |diff| {worst:.2g} at batch sizes {list(r.batch_sizes)}"
+
+    run("parity", _hash("parity", keras_path, onnx_path, data_hash, session.to_dict()), [out / "parity.json"], parity)
+
+    def quantize() -> str:
+        from cnnkit.quantize import QuantizeConfig, auto_quantize
+
+        large = max(config.batch_sizes)
+        r = auto_quantize(QuantizeConfig(onnx_path, best_path, dataset=config.dataset, data_dir=config.data_dir,
+                                         max_accuracy_drop=config.max_accuracy_drop, session=session, force=True),
+                          batch_sizes=(1, large))
+        write_json_atomic(out / "quantize.json", r.to_dict())
+        return r.summary
+
+    run("quantize", _hash("quantize", onnx_path, data_hash, config.max_accuracy_drop, max(config.batch_sizes),
+                          session.to_dict()), [best_path, out / "quantize.json"], quantize)
+
+    def models() -> tuple[Path, ...]:
+        same = best_path.is_file() and sha256_file(best_path) == sha256_file(onnx_path)
+        return (onnx_path,) if same or not best_path.is_file() else (onnx_path, best_path)
+
+    def evaluate() -> str:
+        from cnnkit.evaluate import EvalConfig, evaluate_models
+
+        r = evaluate_models(EvalConfig(models(), session=session), dataset=dataset)
+        write_json_atomic(out / "eval.json", r.to_dict())
+        return "; ".join(f"{Path(m.model).name} {100 * m.accuracy:.2f} %" for m in r.models)
+
+    run("eval", _hash("eval", *models(), data_hash, session.to_dict()), [out / "eval.json"], evaluate)
+
+    def bench() -> str:
+        from cnnkit.bench import BenchConfig, run_benchmark
+
+        r = run_benchmark(BenchConfig(models=models(), batch_sizes=config.batch_sizes, session=session,
+                                      min_time_s=config.bench_min_time_s))
+        write_json_atomic(out / "bench.json", r.to_dict())
+        c1 = next(c for c in r.cases if c.batch_size == min(config.batch_sizes))
+        return f"{len(r.cases)} cases; {Path(c1.model).name} p50 {c1.stats.p50_ms:.3g} ms at batch {c1.batch_size}"
+
+    run("bench", _hash("bench", *models(), list(config.batch_sizes), session.to_dict(), config.bench_min_time_s),
+        [out / "bench.json"], bench)
+
+    def report() -> str:
+        from cnnkit.report import write_report
+
+        files = [out / n for n in ("train.json", "parity.json", "quantize.json", "eval.json", "bench.json")]
+        r = write_report(files, report_dir, title=f"cnnkit pipeline: {spec.name}", force=True)
+        return f"{report_dir}/: {', '.join(r['files'])}"
+
+    results = [out / n for n in ("train.json", "parity.json", "quantize.json", "eval.json", "bench.json")]
+    run("report", _hash("report", *results, str(report_dir)), [report_dir / "report.html", report_dir / "report.md"], report)
+    return result
+
+
+def _save(path: Path, result: PipelineResult) -> None:
+    write_json_atomic(path, result.to_dict())
