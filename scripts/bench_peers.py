@@ -24,7 +24,6 @@ import argparse
 import json
 import os
 import random
-import time
 from collections.abc import Callable
 from pathlib import Path
 

@@ -5,16 +5,10 @@ from pathlib import Path
 
 import onnxruntime as ort
 import pytest
-from typer.testing import CliRunner
 
-from cnnkit.cli.app import app
-from tests.cli.test_cli_foundation import assert_user_error
-
-runner = CliRunner()
+from tests.cli.test_cli_foundation import assert_user_error, run
 
 
-def run(*args):
-    return runner.invoke(app, [str(a) for a in args])
 
 
 @pytest.mark.integration

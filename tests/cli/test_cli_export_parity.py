@@ -6,17 +6,11 @@ from pathlib import Path
 import onnx
 import pytest
 from onnx import numpy_helper
-from typer.testing import CliRunner
 
-from cnnkit.cli.app import app
-from tests.cli.test_cli_foundation import assert_user_error
+from tests.cli.test_cli_foundation import assert_user_error, run
 
 pytestmark = pytest.mark.integration
-runner = CliRunner()
 
-
-def run(*args):
-    return runner.invoke(app, [str(a) for a in args])
 
 
 def test_export_then_parity_pass(trained_model: Path, tmp_path: Path) -> None:

@@ -14,8 +14,9 @@ from tests.conftest import make_idx_dir
 runner = CliRunner()
 
 
-def run(*args: str):
-    return runner.invoke(app, list(args))
+def run(*args):
+    """Invoke the CLI in-process; arguments may be paths."""
+    return runner.invoke(app, [str(a) for a in args])
 
 
 def assert_user_error(result, *fragments: str, progress_ok: bool = False) -> None:

@@ -5,17 +5,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from typer.testing import CliRunner
 
-from cnnkit.cli.app import app
-from tests.cli.test_cli_foundation import assert_user_error
+from tests.cli.test_cli_foundation import assert_user_error, run
 from tests.unit.test_compare import _bench
 
-runner = CliRunner()
 
-
-def run(*args):
-    return runner.invoke(app, [str(a) for a in args])
 
 
 def test_compare_exit_codes(tmp_path: Path) -> None:

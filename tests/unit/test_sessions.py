@@ -6,19 +6,14 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 import pytest
-from onnx import TensorProto, helper
 
 from cnnkit.errors import ModelFileError
-from cnnkit.sessions import ProviderError, SessionConfig, _load_failure_reason, create_session, resolve_provider
+from cnnkit.sessions import (
+    ProviderError, SessionConfig, _load_failure_reason, create_session, probe_model_bytes, resolve_provider,
+)
 
 
-def _tiny_model() -> bytes:
-    graph = helper.make_graph(
-        [helper.make_node("Relu", ["x"], ["y"])], "tiny",
-        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", 4])],
-        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", 4])],
-    )
-    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=9).SerializeToString()
+_tiny_model = probe_model_bytes
 
 
 def _cuda_really_loads() -> bool:

@@ -7,7 +7,7 @@ from pathlib import Path
 import typer
 
 from cnnkit.cli.options import parse_batch_sizes
-from cnnkit.cli.render import console, err_console, print_json
+from cnnkit.cli.render import console, err_console
 
 
 def parity_command(

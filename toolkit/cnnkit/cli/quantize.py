@@ -7,7 +7,7 @@ from pathlib import Path
 import typer
 
 from cnnkit.choices import ActivationType, CalibrationMethod, QuantFormat, QuantMode
-from cnnkit.cli.render import console, err_console, print_json
+from cnnkit.cli.render import console, err_console
 
 
 def quantize_command(
