@@ -22,7 +22,7 @@ def digits():
 
 
 def _cfg(model: Path, out: Path, **kw) -> QuantizeConfig:
-    return QuantizeConfig(model, out, **({"max_accuracy_drop": 2.0, "calibration_samples": 128} | kw))
+    return QuantizeConfig(model, out, **({"max_accuracy_drop": 2.0, "calibration_samples": 128, "measure_speed": False} | kw))
 
 
 @pytest.mark.parametrize(
@@ -70,6 +70,17 @@ def _with_outlier_channel(src: Path, dst: Path, factor: float = 1000.0) -> None:
         fn(arr)
         inits[name].CopyFrom(numpy_helper.from_array(arr, name))
     onnx.save(model, str(dst))
+
+
+def test_dynamic_int8_is_measured_and_warned_about(exported_model: Path, tmp_path: Path, digits) -> None:
+    """ConvInteger is far slower than FP32 on x86 CPUs: cnnkit says so from a measurement, not a rule."""
+    result = quantize_model(_cfg(exported_model, tmp_path / "d.onnx", mode=QuantMode.DYNAMIC, measure_speed=True), digits)
+    assert set(result.speed["ratio"]) == {1, 64} and result.speed["provider"] == "CPUExecutionProvider"
+    assert all(v > 0 for v in result.speed["fp32_p50_ms"].values())
+    if result.speed["ratio"][64] > 1.05:
+        assert "slower than FP32" in result.speed_warning
+    else:
+        assert result.speed_warning is None
 
 
 def test_budget_missed_then_met_by_keeping_nodes_in_float(exported_model: Path, tmp_path: Path, digits) -> None:

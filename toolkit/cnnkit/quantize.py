@@ -62,6 +62,7 @@ class QuantizeConfig:
     exclude_nodes: tuple[str, ...] = ()
     session: SessionConfig = field(default_factory=SessionConfig)
     force: bool = False
+    measure_speed: bool = True  # time the variant against FP32 and warn if slower (--auto measures on its own)
 
     def __post_init__(self) -> None:
         if self.calibration_samples <= 0:
@@ -112,13 +113,24 @@ class QuantizeResult:
     attempts: tuple[Attempt, ...]
     parity: dict[str, Any]  # the ONNX-vs-ONNX figures of ``cnnkit parity``
     environment: dict[str, Any]
+    speed: dict[str, Any] = field(default_factory=dict)  # p50 ms of FP32 and variant per batch size, measured
+
+    @property
+    def speed_warning(self) -> str | None:
+        """Said when the variant is slower than FP32 here: quantization is measured, not assumed faster."""
+        slower = {b: r for b, r in self.speed.get("ratio", {}).items() if r > 1.05}
+        if not slower:
+            return None
+        worst = max(slower, key=lambda b: slower[b])
+        return (f"this variant is {slower[worst]:.1f}x slower than FP32 at batch {worst} on "
+                f"{self.speed.get('provider')} (measured, interleaved); it saves size, not time, here")
 
     @property
     def size_ratio(self) -> float:
         return self.fp32_size_bytes / self.size_bytes
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self) | {"size_ratio": self.size_ratio}
+        return asdict(self) | {"size_ratio": self.size_ratio, "speed_warning": self.speed_warning}
 
 
 # --- building variants --------------------------------------------------------------------------------
@@ -421,6 +433,8 @@ def quantize_model(config: QuantizeConfig, dataset: Dataset | None = None,
 
         parity = check_parity(ParityConfig(Path(config.model), candidate, samples=200, session=config.session),
                               dataset=dataset)
+        say("timing the variant against FP32 (batch 1 and 64, interleaved)")
+        speed = _measure_speed(Path(config.model), candidate, config.session) if config.measure_speed else {}
         model = onnx.load(str(candidate))
         meta = {p.key: p.value for p in model.metadata_props}
         meta |= {
@@ -444,7 +458,22 @@ def quantize_model(config: QuantizeConfig, dataset: Dataset | None = None,
                 "top1_agreement": p_out.top1_agreement, "failures": list(parity.failures),
                 "tolerance": asdict(parity.tolerance)},
         environment=environment(),
+        speed=speed,
     )
+
+
+def _measure_speed(fp32: Path, variant: Path, session: SessionConfig, batch_sizes: tuple[int, ...] = (1, 64)) -> dict[str, Any]:
+    from cnnkit.bench import BenchConfig, run_benchmark
+
+    r = run_benchmark(BenchConfig(models=(fp32, variant), batch_sizes=batch_sizes, session=session, min_time_s=0.4,
+                                  min_iterations=10, warmup=5))
+    p50 = {(c.model, c.batch_size): c.stats.p50_ms for c in r.cases}
+    return {
+        "provider": r.cases[0].provider["active"],
+        "fp32_p50_ms": {b: p50[(str(fp32), b)] for b in batch_sizes},
+        "variant_p50_ms": {b: p50[(str(variant), b)] for b in batch_sizes},
+        "ratio": {b: p50[(str(variant), b)] / p50[(str(fp32), b)] for b in batch_sizes},
+    }
 
 
 # --- --auto ---------------------------------------------------------------------------------------------
@@ -525,7 +554,8 @@ def auto_quantize(base: QuantizeConfig, batch_sizes: tuple[int, int] = (1, 64), 
         built: list[tuple[str, QuantizeConfig, QuantizeResult | None, str | None]] = []
         for name, cfg in auto_candidates(base, sinfo.active, cpu_info()["isa"]):
             say(f"candidate {name}")
-            cfg = dataclasses.replace(cfg, output=work / f"{name}.onnx", force=True, max_attempts=min(base.max_attempts, 3))
+            cfg = dataclasses.replace(cfg, output=work / f"{name}.onnx", force=True, max_attempts=min(base.max_attempts, 3),
+                                      measure_speed=False)
             try:
                 built.append((name, cfg, quantize_model(cfg, dataset), None))
             except CnnkitError as exc:

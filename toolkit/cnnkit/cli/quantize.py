@@ -72,6 +72,11 @@ def render_quantize(r) -> None:  # noqa: ANN001 (QuantizeResult)
                   f"top-1 agreement {p['top1_agreement']:.4f}: {'pass' if p['passed'] else 'FAIL'}")
     if r.excluded_nodes:
         console.print(f"kept in float to meet the budget: {', '.join(r.excluded_nodes)}")
+    if r.speed:
+        console.print("speed vs FP32 (p50, measured): " + ", ".join(
+            f"batch {b}: {r.speed['variant_p50_ms'][b]:.3f} vs {r.speed['fp32_p50_ms'][b]:.3f} ms" for b in r.speed["ratio"]))
+    if r.speed_warning:
+        err_console.print(f"[yellow]warning:[/] {r.speed_warning}")
 
 
 def render_auto(r) -> None:  # noqa: ANN001 (AutoResult)
