@@ -60,3 +60,8 @@ def test_pipeline_bad_inputs(tmp_path: Path) -> None:
     assert_user_error(run("pipeline", "--spec", "nope", "--out", tmp_path / "r"), "unknown spec 'nope'")
     assert_user_error(run("pipeline", "--batch-sizes", "0", "--out", tmp_path / "r"), "batch size must be positive")
     assert_user_error(run("pipeline", "--epochs", "0", "--out", tmp_path / "r"), "--epochs must be positive")
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "model.keras").write_text("my own model")
+    assert_user_error(run("pipeline", "--dataset", "digits", "--out", mine), "holds files but no cnnkit run", "--force")
+    assert (mine / "model.keras").read_text() == "my own model"

@@ -46,6 +46,7 @@ class PipelineConfig:
     max_accuracy_drop: float = 0.1
     bench_min_time_s: float = 1.0
     allow_fallback: bool = False
+    force: bool = False  # use folders that hold files but no cnnkit run (their files may be replaced)
 
 
 @dataclass
@@ -102,8 +103,13 @@ def run_pipeline(config: PipelineConfig, on_stage: StageCallback | None = None) 
     spec = load_spec(config.spec)
     out = Path(config.out_dir) if config.out_dir is not None else Path("runs") / spec.name
     report_dir = Path(config.report_dir) if config.report_dir is not None else Path("reports") / out.name
-    out.mkdir(parents=True, exist_ok=True)
     state_path = out / "pipeline.json"
+    if not state_path.exists() and not config.force:
+        for folder in (out, report_dir):
+            if folder.is_dir() and any(folder.iterdir()):
+                raise CnnkitError(f"{folder} holds files but no cnnkit run (no {state_path.name} in {out})",
+                                  hint="choose an empty or new folder, or pass --force to let the pipeline replace its files")
+    out.mkdir(parents=True, exist_ok=True)
     previous = _load_state(state_path)
     stages: dict[str, StageRecord] = {name: StageRecord() for name in STAGES}
     result = PipelineResult(out, report_dir, stages)

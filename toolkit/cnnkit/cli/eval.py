@@ -34,9 +34,9 @@ def eval_command(
         check_writable(json_out, force)
     config = EvalConfig(tuple(models), dataset, data_dir, SessionConfig(provider=provider, allow_fallback=allow_fallback),
                         batch_size, limit)
-    for m in config.models:  # a bad model file fails before any data is loaded
-        from cnnkit.onnx_info import describe_onnx
+    from cnnkit.onnx_info import describe_onnx
 
+    for m in config.models:  # a bad model file fails before any data is loaded
         describe_onnx(m)
     data = load_dataset(config.dataset, config.data_dir, require_train=False)
     if data.notice:

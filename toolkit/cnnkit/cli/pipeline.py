@@ -23,6 +23,7 @@ def pipeline_command(
     seed: int = typer.Option(0, "--seed"),
     max_accuracy_drop: float = typer.Option(0.1, "--max-accuracy-drop", help="Quantization accuracy budget, points."),
     bench_min_time: float = typer.Option(1.0, "--bench-min-time", help="Seconds of timed runs per shape."),
+    force: bool = typer.Option(False, "--force", help="Use a --out or --report-dir that holds other files (they may be replaced)."),
 ) -> None:
     """The whole job in one command; a re-run reuses finished stages whose inputs did not change."""
     from cnnkit.errors import CnnkitError
@@ -33,7 +34,7 @@ def pipeline_command(
     config = PipelineConfig(spec=spec, dataset=dataset, data_dir=data_dir, provider=provider,
                             batch_sizes=parse_batch_sizes(batch_sizes), out_dir=out, report_dir=report_dir, epochs=epochs,
                             seed=seed, max_accuracy_drop=max_accuracy_drop, bench_min_time_s=bench_min_time,
-                            allow_fallback=allow_fallback)
+                            allow_fallback=allow_fallback, force=force)
     total = len(STAGES)
 
     def on_stage(stage: str, event: str, detail: str) -> None:
