@@ -565,6 +565,7 @@ def auto_quantize(base: QuantizeConfig, batch_sizes: tuple[int, int] = (1, 64), 
         bench = run_benchmark(BenchConfig(models=tuple(models), batch_sizes=batch_sizes, session=base.session,
                                           min_time_s=min_time_s, min_iterations=20, warmup=10))
         lat = {(c.model, c.batch_size): c.stats for c in bench.cases}
+        samples = {(c.model, c.batch_size): np.asarray(c.samples_ns, dtype=np.float64) for c in bench.cases}
         fp32_lat = {b: lat[(str(base.model), b)].p50_ms for b in batch_sizes}
         fp32_acc = next((res.fp32_accuracy for _, _, res, _ in built if res is not None), None)
         cands = [AutoCandidate("fp32", {"mode": "none"}, fp32_acc, 0.0, 1.0, info.size_bytes, (),
@@ -578,7 +579,15 @@ def auto_quantize(base: QuantizeConfig, batch_sizes: tuple[int, int] = (1, 64), 
                                        res.excluded_nodes, {b: lat[(key, b)].p50_ms for b in batch_sizes},
                                        {b: lat[(key, b)].images_per_s for b in batch_sizes}))
         usable = [c for c in cands[1:] if c.error is None]
-        faster = sorted((c for c in usable if c.latency_ms[objective] < fp32_lat[objective]), key=lambda c: c.latency_ms[objective])
+        # Faster only when the samples confirm it: the 95 % bootstrap interval of the latency ratio lies below 1.
+        from cnnkit.compare import bootstrap_ratio_ci
+
+        fp32_samples = samples[(str(base.model), objective)]
+        confirmed = {}
+        for c, (_, cfg, _, _) in zip(cands[1:], built, strict=True):
+            if c.error is None:
+                confirmed[c.name] = bootstrap_ratio_ci(fp32_samples, samples[(str(cfg.output), objective)], 0.95, 1000, 0)
+        faster = sorted((c for c in usable if confirmed[c.name][2] < 1.0), key=lambda c: c.latency_ms[objective])
         winner = faster[0] if faster else cands[0]
         final = []
         for c in cands:
@@ -587,19 +596,22 @@ def auto_quantize(base: QuantizeConfig, batch_sizes: tuple[int, int] = (1, 64), 
                 continue
             ratio = c.latency_ms[objective] / fp32_lat[objective]
             if c is winner:
-                why = ("chosen: fastest within the budget" if c.name != "fp32" else
-                       "chosen: no variant within the budget is faster than FP32 here")
+                why = ("chosen: fastest within the budget, confirmed by the samples" if c.name != "fp32" else
+                       "chosen: no variant within the budget is confirmed faster than FP32 here")
             elif c.name == "fp32":
                 why = f"slower than {winner.name}"
             elif ratio >= 1:
                 why = f"slower than FP32 at batch {objective} ({ratio:.2f}x its latency)"
+            elif confirmed[c.name][2] >= 1.0:
+                why = (f"not confirmed faster than FP32 at batch {objective} ({ratio:.2f}x its latency, 95 % interval "
+                       f"{confirmed[c.name][1]:.2f}-{confirmed[c.name][2]:.2f} includes 1)")
             else:
                 why = f"slower than {winner.name} at batch {objective} ({c.latency_ms[objective]:.3f} vs {winner.latency_ms[objective]:.3f} ms)"
             if c.excluded_nodes:
                 why += f"; {len(c.excluded_nodes)} node(s) kept in float to meet the budget"
             final.append(dataclasses.replace(c, verdict=why))
         if winner.name == "fp32":
-            summary = (f"no quantized variant is faster than FP32 at batch {objective} on {sinfo.active} "
+            summary = (f"no quantized variant is confirmed faster than FP32 at batch {objective} on {sinfo.active} "
                        f"within the {base.max_accuracy_drop:g} pp budget: FP32 is kept")
             with atomic_path(out, force=base.force) as tmp_out:
                 shutil.copyfile(base.model, tmp_out)
