@@ -120,3 +120,18 @@ def test_default_dataset_notice(tmp_path: Path) -> None:
     result = run("train", "--epochs", "1", "--limit-train", "100", "--limit-test", "20", "--out", str(tmp_path / "r"))
     assert result.exit_code == 0, result.output
     assert "MNIST is not available" in result.stderr and "digits" in result.stderr
+
+
+def test_a_bug_is_one_line_and_exit_3_with_traceback_only_on_debug(monkeypatch: pytest.MonkeyPatch) -> None:
+    import cnnkit.spec
+
+    def broken(_name: str) -> None:
+        raise ZeroDivisionError("a bug in cnnkit")
+
+    monkeypatch.setattr(cnnkit.spec, "load_spec", broken)
+    result = run("summary", "mnist-cnn")
+    assert result.exit_code == 3
+    assert result.stderr.strip() == ("cnnkit: internal error: ZeroDivisionError: a bug in cnnkit "
+                                     "(run with --debug for the traceback, and please report it)")
+    debug = run("--debug", "summary", "mnist-cnn")
+    assert debug.exit_code == 3 and "Traceback" in debug.stderr
