@@ -65,3 +65,22 @@ def test_pipeline_bad_inputs(tmp_path: Path) -> None:
     (mine / "model.keras").write_text("my own model")
     assert_user_error(run("pipeline", "--dataset", "digits", "--out", mine), "holds files but no cnnkit run", "--force")
     assert (mine / "model.keras").read_text() == "my own model"
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ("train", "--dataset", "digits", "--epochs", "1", "--out", "{file}"),
+        ("pipeline", "--dataset", "digits", "--out", "{file}"),
+        ("report", "{bench}", "-o", "{file}"),
+        ("featuremaps", "{onnx}", "--dataset", "digits", "--index", "0", "-o", "{file}"),
+    ],
+    ids=["train", "pipeline", "report", "featuremaps"],
+)
+def test_output_folder_that_is_a_file(tmp_path: Path, args, exported_model: Path) -> None:
+    target = tmp_path / "afile"
+    target.write_text("mine")
+    bench = _bench(tmp_path / "b.json", {1: np.ones(3)})
+    filled = [a.format(file=target, bench=bench, onnx=exported_model) for a in args]
+    assert_user_error(run(*filled), f"{target} is a file, expected a folder")
+    assert target.read_text() == "mine"

@@ -161,3 +161,10 @@ def test_test_only_folder_for_evaluation(tmp_path: Path) -> None:
         load_dataset("mnist", folder)
     ds = load_dataset("mnist", folder, require_train=False)
     assert len(ds.x_train) == 0 and ds.x_test.shape == (20, 28, 28, 1)
+
+
+def test_data_dir_that_is_some_other_file(tmp_path: Path) -> None:
+    f = tmp_path / "notes.txt"
+    f.write_text("hello")
+    with pytest.raises(DatasetError, match="notes.txt is neither a folder nor an .npz file"):
+        load_dataset("mnist", f)

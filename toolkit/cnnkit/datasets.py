@@ -170,8 +170,10 @@ def _load_named(
 def _load_from_dir(name: DatasetName, path: Path, require_train: bool = True) -> Dataset:
     if path.is_file() and path.suffix == ".npz":
         return _load_npz(name, path)
-    if not path.is_dir():
+    if not path.exists():
         raise DatasetError(f"data dir {path} does not exist", hint="pass --data-dir with the IDX files or an .npz file")
+    if not path.is_dir():
+        raise DatasetError(f"{path} is neither a folder nor an .npz file", hint="pass --data-dir with the IDX files or an .npz file")
     npz = path / f"{name.value}.npz"
     if npz.is_file() and not any(_idx_path(path, stem) for stem in _IDX_FILES.values()):
         return _load_npz(name, npz)

@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 
 from cnnkit.errors import CnnkitError
-from cnnkit.io import atomic_path, write_json_atomic
+from cnnkit.io import atomic_path, check_output_dir, write_json_atomic
 from cnnkit.onnx_info import describe_onnx
 
 _ACTIVATIONS = {"Relu", "LeakyRelu", "Elu", "Selu", "Sigmoid", "Tanh", "Clip", "HardSwish", "Gelu", "Softplus"}
@@ -99,8 +99,7 @@ def save_feature_maps(model_path: Path, image: np.ndarray, out_dir: Path, source
     if tuple(image.shape) != info.image_shape:
         raise CnnkitError(f"the input is {image.shape}, {model_path} takes {info.image_shape}")
     out_dir = Path(out_dir)
-    if out_dir.exists() and any(out_dir.iterdir()) and not force:
-        raise CnnkitError(f"{out_dir} exists and is not empty", hint="pass --force to overwrite, or choose -o")
+    check_output_dir(out_dir, force)
     model = onnx.load(str(model_path))
     targets = conv_activation_tensors(model)
     if not targets:

@@ -26,6 +26,15 @@ def check_writable(path: Path, force: bool) -> None:
         raise CnnkitError(f"cannot create folder {path.parent}: {exc.strerror}") from None
 
 
+def check_output_dir(path: Path, force: bool) -> None:
+    """An output folder must not be a file; an existing, non-empty one is replaced only with ``force``."""
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise CnnkitError(f"{path} is a file, expected a folder", hint="choose another output folder")
+    if not force and path.is_dir() and any(path.iterdir()):
+        raise OutputExistsError(f"{path} exists and is not empty", hint="pass --force to overwrite, or choose another folder")
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike[str], force: bool = True) -> Iterator[Path]:
     """Yield a temporary path beside ``path``; rename it onto ``path`` only if the block succeeds.

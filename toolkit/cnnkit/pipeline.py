@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 
 from cnnkit.errors import CnnkitError
-from cnnkit.io import sha256_file, write_json_atomic
+from cnnkit.io import check_output_dir, sha256_file, write_json_atomic
 from cnnkit.sessions import SessionConfig
 
 SCHEMA = "cnnkit.pipeline/1"
@@ -104,6 +104,8 @@ def run_pipeline(config: PipelineConfig, on_stage: StageCallback | None = None) 
     out = Path(config.out_dir) if config.out_dir is not None else Path("runs") / spec.name
     report_dir = Path(config.report_dir) if config.report_dir is not None else Path("reports") / out.name
     state_path = out / "pipeline.json"
+    for folder in (out, report_dir):
+        check_output_dir(folder, force=True)  # not a file; non-empty is judged below
     if not state_path.exists() and not config.force:
         for folder in (out, report_dir):
             if folder.is_dir() and any(folder.iterdir()):

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from cnnkit.errors import CnnkitError
+from cnnkit.io import check_output_dir
 
 SCHEMAS = ("cnnkit.train/1", "cnnkit.parity/1", "cnnkit.eval/1", "cnnkit.bench/1", "cnnkit.quantize/1",
            "cnnkit.quantize-auto/1")
@@ -272,8 +273,7 @@ def html_page(md_text: str, plots: dict[str, bytes], title: str) -> str:
 def write_report(paths: list[Path], out_dir: Path, title: str | None = None, force: bool = False) -> dict[str, Any]:
     """Render the results at ``paths`` into ``out_dir`` (replaced only with ``force``). Returns what was written."""
     out_dir = Path(out_dir)
-    if out_dir.exists() and any(out_dir.iterdir()) and not force:
-        raise CnnkitError(f"{out_dir} exists and is not empty", hint="pass --force to replace it, or choose -o")
+    check_output_dir(out_dir, force)
     inputs = collect_results(paths)
     title = title or f"cnnkit report: {out_dir.name}"
     plots = make_plots(inputs)

@@ -24,7 +24,7 @@ from cnnkit.choices import Optimizer
 from cnnkit.datasets import Dataset, load_dataset
 from cnnkit.envinfo import environment
 from cnnkit.errors import CnnkitError, OutputExistsError
-from cnnkit.io import write_json_atomic
+from cnnkit.io import check_output_dir, write_json_atomic
 from cnnkit.spec import ModelSpec, load_spec
 from cnnkit.summary import ModelSummary, summarize_keras
 
@@ -123,6 +123,7 @@ def train_model(
     spec = load_spec(config.spec)
     out_dir = Path(config.out_dir) if config.out_dir is not None else Path("models") / spec.name
     final_model = out_dir / MODEL_FILE
+    check_output_dir(out_dir, force=True)  # a folder with other files is fine; only model.keras is guarded
     if final_model.exists() and not config.force:
         raise OutputExistsError(f"{final_model} already exists", hint="pass --force to overwrite, or choose --out")
     if dataset is None:
