@@ -162,6 +162,7 @@ def export_onnx(config: ExportConfig) -> ExportResult:
             x = tf.cast(x, tf.float32)  # raw pixels in, the model's own Rescaling does the rest
         return {config.output_name: keras_model(x, training=False)}
 
+    versions = package_versions()
     unsupported = _UnsupportedOps()
     tf2onnx_log = logging.getLogger("tf2onnx")
     tf2onnx_log.addHandler(unsupported)
@@ -176,7 +177,7 @@ def export_onnx(config: ExportConfig) -> ExportResult:
         tf2onnx_log.removeHandler(unsupported)
     if unsupported.ops:
         raise ExportError(
-            f"{model_path}: tf2onnx {versions_of('tf2onnx')} cannot convert {unsupported.describe()}",
+            f"{model_path}: tf2onnx {versions.get('tf2onnx')} cannot convert {unsupported.describe()}",
             hint="replace that layer or activation with a supported one, or try another --opset",
         )
 
@@ -187,7 +188,6 @@ def export_onnx(config: ExportConfig) -> ExportResult:
 
         simplified = simplify_graph(model_proto).describe()
     record = _training_record(model_path)
-    versions = package_versions()
     dataset = record.get("dataset", {}).get("name", "unknown")
     class_names = _class_names(dataset, int(keras_model.outputs[0].shape[-1]))
     metadata = {
@@ -246,10 +246,6 @@ def export_onnx(config: ExportConfig) -> ExportResult:
         size_bytes=out.stat().st_size,
         metadata=metadata,
     )
-
-
-def versions_of(name: str) -> str:
-    return str(package_versions().get(name))
 
 
 class _UnsupportedOps(logging.Handler):

@@ -59,6 +59,7 @@ def map_layers_to_tensors(model: Any, layer_names: list[str]) -> dict[str, Tenso
         for name in node.input:
             consumers.setdefault(name, set()).add(i)
     graph_outputs = {o.name for o in graph.output}
+    producers = {out: node for node in graph.node for out in node.output}
 
     used: set[str] = set()
     result: dict[str, TensorRef] = {}
@@ -76,13 +77,14 @@ def map_layers_to_tensors(model: Any, layer_names: list[str]) -> dict[str, Tenso
             if out in graph_outputs or (consumers.get(out, set()) - members)
         ]
         if leaving:
-            result[layer] = TensorRef(layer, leaving[-1], tensor_layout(model, leaving[-1]))
+            result[layer] = TensorRef(layer, leaving[-1], tensor_layout(model, leaving[-1], producers))
     return result
 
 
-def tensor_layout(model: Any, tensor: str) -> str:
+def tensor_layout(model: Any, tensor: str, producers: dict[str, Any] | None = None) -> str:
     """NHWC or NCHW for a 4-D tensor, by walking back to the op that decided it; else ``unknown``."""
-    producers = {out: node for node in model.graph.node for out in node.output}
+    if producers is None:
+        producers = {out: node for node in model.graph.node for out in node.output}
     inputs = {i.name for i in model.graph.input}
     seen = 0
     while seen < 10_000:

@@ -21,6 +21,7 @@ from typing import Any
 
 from cnnkit.errors import CnnkitError
 from cnnkit.io import check_output_dir
+from cnnkit.sessions import provider_label
 
 SCHEMAS = ("cnnkit.train/1", "cnnkit.parity/1", "cnnkit.eval/1", "cnnkit.bench/1", "cnnkit.quantize/1",
            "cnnkit.quantize-auto/1")
@@ -91,8 +92,7 @@ def _bench_series(inputs: ReportInputs) -> dict[str, list[dict[str, Any]]]:
     series: dict[str, list[dict[str, Any]]] = {}
     for _, data in inputs.of("cnnkit.bench/1"):
         for c in data["cases"]:
-            prov = c["provider"]["active"].removesuffix("ExecutionProvider")
-            label = f"{Path(c['model']).name} ({c['precision']}, {prov}{', fallback' if c['provider'].get('fallback') else ''})"
+            label = f"{Path(c['model']).name} ({c['precision']}, {provider_label(c['provider'])})"
             series.setdefault(label, []).append(c)
     for cases in series.values():
         cases.sort(key=lambda c: c["batch_size"])

@@ -91,6 +91,11 @@ class SessionInfo:
         return asdict(self) | {"active": self.active}
 
 
+def provider_label(info: dict[str, Any]) -> str:
+    """``CPU``, ``CUDA (fallback)``: the provider that ran, from a ``SessionInfo.to_dict()``, for tables."""
+    return info["active"].removesuffix("ExecutionProvider") + (" (fallback)" if info.get("fallback") else "")
+
+
 def resolve_provider(name: str) -> str:
     """Map ``cpu``/``cuda``/``tensorrt``/... or a full EP name to the EP name; it must be in this build."""
     ort = _ort()

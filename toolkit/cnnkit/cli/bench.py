@@ -60,6 +60,8 @@ def bench_command(
 def render_bench(result) -> None:  # noqa: ANN001 (BenchResult, imported lazily)
     from rich.table import Table
 
+    from cnnkit.sessions import provider_label
+
     env = result.environment
     cpu = env["cpu"]
     console.print(f"{cpu['model']}, {cpu['usable_cores']} cores ({', '.join(cpu['isa']) or 'no ISA flags read'}); "
@@ -77,8 +79,7 @@ def render_bench(result) -> None:  # noqa: ANN001 (BenchResult, imported lazily)
         table.add_column(col, justify="left" if col in ("model", "precision", "provider") else "right", no_wrap=True)
     for c in result.cases:
         s = c.stats
-        prov = c.provider["active"].removesuffix("ExecutionProvider") + (" (fallback)" if c.provider.get("fallback") else "")
-        table.add_row(Path(c.model).name, c.precision, prov, str(c.batch_size), f"{s.p50_ms:.4g}", f"{s.p90_ms:.4g}",
+        table.add_row(Path(c.model).name, c.precision, provider_label(c.provider), str(c.batch_size), f"{s.p50_ms:.4g}", f"{s.p90_ms:.4g}",
                       f"{s.p99_ms:.4g}", f"{s.mean_ms:.4g} ± {s.std_ms:.2g}", f"{s.min_ms:.4g}", f"{s.images_per_s:,.0f}",
                       f"{s.count:,}")
     console.print(table)

@@ -58,6 +58,8 @@ def eval_command(
 def render_eval(result, confusion: bool = False) -> None:  # noqa: ANN001 (EvalResult, imported lazily)
     from rich.table import Table
 
+    from cnnkit.sessions import provider_label
+
     d = result.dataset
     console.print(f"dataset {d['name']} ({d['source']}): {d['evaluated_samples']:,} test images")
     table = Table(title_justify="left")
@@ -65,8 +67,7 @@ def render_eval(result, confusion: bool = False) -> None:  # noqa: ANN001 (EvalR
         table.add_column(col, justify="left" if col in ("model", "precision", "provider") else "right", no_wrap=True)
     base = result.models[0].accuracy
     for m in result.models:
-        prov = m.provider["active"].removesuffix("ExecutionProvider") + (" (fallback)" if m.provider.get("fallback") else "")
-        table.add_row(Path(m.model).name, m.precision, f"{m.size_bytes / 1024:,.0f} KiB", prov, f"{100 * m.accuracy:.2f} %",
+        table.add_row(Path(m.model).name, m.precision, f"{m.size_bytes / 1024:,.0f} KiB", provider_label(m.provider), f"{100 * m.accuracy:.2f} %",
                       f"{100 * (m.accuracy - base):+.2f} pp", f"{100 * m.agreement_with_first:.2f} %")
     console.print(table)
     per = Table(title="per-class accuracy", title_justify="left")
