@@ -150,9 +150,6 @@ class _ImageReader:
         self.index += 1
         return {self.input_name: self.batches[self.index - 1]}
 
-    def rewind(self) -> None:
-        self.index = 0
-
     def __iter__(self) -> _ImageReader:  # qdq_loss_debug iterates where the quantizer calls get_next
         return self
 
