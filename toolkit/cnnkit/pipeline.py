@@ -187,7 +187,7 @@ def run_pipeline(config: PipelineConfig, on_stage: StageCallback | None = None) 
         large = max(config.batch_sizes)
         r = auto_quantize(QuantizeConfig(onnx_path, best_path, dataset=config.dataset, data_dir=config.data_dir,
                                          max_accuracy_drop=config.max_accuracy_drop, session=session, force=True),
-                          batch_sizes=(1, large))
+                          batch_sizes=(1, large), dataset=dataset)
         write_json_atomic(out / "quantize.json", r.to_dict())
         return r.summary
 

@@ -529,7 +529,7 @@ def auto_candidates(base: QuantizeConfig, provider_active: str, isa: list[str]) 
 
 
 def auto_quantize(base: QuantizeConfig, batch_sizes: tuple[int, int] = (1, 64), min_time_s: float = 0.5,
-                  progress: Callable[[str], None] | None = None) -> AutoResult:
+                  progress: Callable[[str], None] | None = None, dataset: Dataset | None = None) -> AutoResult:
     """Build every candidate, evaluate and benchmark it with the FP32 model, save the fastest within budget."""
     import shutil
 
@@ -543,7 +543,8 @@ def auto_quantize(base: QuantizeConfig, batch_sizes: tuple[int, int] = (1, 64), 
     if info.precision != "fp32":
         raise QuantizeError(f"{base.model} is already quantized ({info.precision})", hint="quantize the FP32 model")
     _, sinfo = create_session(base.model, base.session)
-    dataset = load_dataset(base.dataset, base.data_dir, require_train=True)
+    if dataset is None:
+        dataset = load_dataset(base.dataset, base.data_dir, require_train=True)
     say = progress or (lambda _m: None)
     objective = batch_sizes[-1]
     with tempfile.TemporaryDirectory(prefix="cnnkit-auto-") as tmp:
