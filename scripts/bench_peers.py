@@ -122,11 +122,7 @@ def main() -> None:
     tuned = run_benchmark(BenchConfig(models=(args.onnx,), batch_sizes=tuple(batches), tune=True, min_time_s=0.3))
     best_by_batch: dict[int, SessionConfig] = {}
     for b in batches:
-        trial = min((t for t in tuned.trials if t.batch_size == b), key=lambda t: t.p50_ms)
-        o = trial.options
-        best_by_batch[b] = SessionConfig(intra_op_threads=o["intra_op_threads"], inter_op_threads=o["inter_op_threads"],
-                                         allow_spinning=o["allow_spinning"], graph_optimization=o["graph_optimization"],
-                                         execution_mode=o["execution_mode"])
+        best_by_batch[b] = SessionConfig.from_dict(tuned.best_trial(str(args.onnx), b).options)
 
     runners: dict[str, tuple[str, Callable[[int], Factory] | Factory]] = {
         "ort-default": ("fp32", ort_factory(args.onnx, SessionConfig())),

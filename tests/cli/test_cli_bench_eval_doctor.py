@@ -25,6 +25,21 @@ def test_bench_table_and_json(exported_model: Path, tmp_path: Path) -> None:
 
 
 @pytest.mark.integration
+def test_bench_session_options_and_tune_flags(exported_model: Path, tmp_path: Path) -> None:
+    out = tmp_path / "bench.json"
+    result = run("bench", exported_model, "--batch-sizes", "2", "--min-time", "0", "--min-iterations", "3", "--warmup", "1",
+                 "--threads", "1", "--no-spinning", "--graph-optimization", "extended", "--execution-mode", "sequential",
+                 "--json", out)
+    assert result.exit_code == 0, result.output
+    options = json.loads(out.read_text())["cases"][0]["provider"]["options"]
+    assert (options["intra_op_threads"], options["allow_spinning"], options["graph_optimization"]) == (1, False, "extended")
+    tuned = run("bench", exported_model, "--batch-sizes", "1", "--min-time", "0", "--min-iterations", "3", "--warmup", "1",
+                "--tune")
+    assert tuned.exit_code == 0, tuned.output
+    assert "to run with them:" in tuned.stdout and "--graph-optimization" in tuned.stdout
+
+
+@pytest.mark.integration
 def test_eval_side_by_side(exported_model: Path, tmp_path: Path) -> None:
     result = run("eval", exported_model, exported_model, "--dataset", "digits", "--confusion", "--json", tmp_path / "e.json")
     assert result.exit_code == 0, result.output
@@ -40,11 +55,17 @@ def test_eval_side_by_side(exported_model: Path, tmp_path: Path) -> None:
         (("--batch-sizes", "abc"), ("'abc' is not a number",)),
         (("--provider", "warp"), ("unknown or uninstalled execution provider 'warp'",)),
         (("--threads", "-1"), ("--threads must be >= 0",)),
+        (("--inter-op-threads", "-2"), ("--inter-op-threads must be >= 0, got -2",)),
         (("--min-iterations", "0"), ("--min-iterations must be positive",)),
     ],
 )
 def test_bench_bad_options(exported_model: Path, args, fragments) -> None:
     assert_user_error(run("bench", exported_model, *args), *fragments)
+
+
+def test_bench_bad_choice_is_a_usage_error(exported_model: Path) -> None:
+    result = run("bench", exported_model, "--graph-optimization", "max")
+    assert result.exit_code == 2 and "'max' is not one of" in result.output
 
 
 def test_bench_bad_files(tmp_path: Path) -> None:

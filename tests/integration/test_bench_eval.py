@@ -52,9 +52,32 @@ def test_tune_searches_and_keeps_the_best(exported_model: Path) -> None:
     candidates = tune_candidates(SessionConfig(), "CPUExecutionProvider")
     assert len(result.trials) == len(candidates) > 4
     best = min(result.trials, key=lambda t: t.p50_ms)
+    assert result.best_trial(str(exported_model), 1) == best and result.best_trial(str(exported_model), 2) is None
     case = result.cases[0]
     assert case.tuned and case.provider["options"]["intra_op_threads"] == best.options["intra_op_threads"]
     assert {t.options["allow_spinning"] for t in result.trials} >= {True, False}
+
+
+def test_tune_records_a_candidate_that_cannot_run_and_goes_on(exported_model: Path, monkeypatch) -> None:
+    import dataclasses
+
+    import cnnkit.bench
+
+    # ONNX Runtime refuses a session with an out-of-range log level: a stand-in for a candidate the provider
+    # cannot run (on CUDA: a CUDA graph with nodes left on the CPU).
+    monkeypatch.setattr(cnnkit.bench, "tune_candidates",
+                        lambda base, active: [dataclasses.replace(base, log_severity=9), base])
+    result = run_benchmark(_quick([exported_model], batch_sizes=(1,), tune=True, tune_time_s=0.0))
+    bad, good = result.trials
+    assert bad.p50_ms is None and bad.count == 0 and "log_severity_level" in bad.error
+    assert good.error is None and result.best_trial(str(exported_model), 1) == good
+    assert result.cases[0].provider["options"]["log_severity"] == 3
+    again = BenchResult.from_dict(json.loads(json.dumps(result.to_dict())))
+    assert again.trials == result.trials
+
+    monkeypatch.setattr(cnnkit.bench, "tune_candidates", lambda base, active: [dataclasses.replace(base, log_severity=9)])
+    with pytest.raises(ModelFileError, match="log_severity_level"):
+        run_benchmark(_quick([exported_model], batch_sizes=(1,), tune=True, tune_time_s=0.0))
 
 
 def test_cuda_tune_space_covers_conv_search_and_graphs() -> None:

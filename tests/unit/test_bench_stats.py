@@ -50,3 +50,22 @@ def test_bench_config_validation() -> None:
         BenchConfig(models=(Path("m.onnx"),), min_iterations=0)
     with pytest.raises(CnnkitError, match="no model"):
         BenchConfig(models=())
+
+
+def test_output_shapes_fix_the_batch_and_skip_dynamic_outputs() -> None:
+    from types import SimpleNamespace as Out
+
+    from cnnkit.bench import output_shapes
+
+    outs = [Out(name="probabilities", shape=["batch", 10]), Out(name="maps", shape=["batch", "h", 4]), Out(name="s", shape=[])]
+    assert output_shapes(outs, 7) == {"probabilities": (7, 10)}
+
+
+def test_tuned_options_become_bench_flags() -> None:
+    from cnnkit.cli.bench import session_flags
+    from cnnkit.sessions import SessionConfig
+
+    cpu = SessionConfig(intra_op_threads=1, allow_spinning=False).to_dict()
+    assert session_flags(cpu, on_gpu=False) == "--threads 1 --no-spinning --graph-optimization all --execution-mode sequential"
+    gpu = SessionConfig(provider="cuda", cuda_graph=True).to_dict()
+    assert session_flags(gpu, on_gpu=True).endswith("--cudnn-conv-algo-search exhaustive --cuda-graph")

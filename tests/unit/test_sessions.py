@@ -1,5 +1,6 @@
 """Provider resolution and the no-silent-fallback rule, on real ONNX Runtime sessions."""
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -96,3 +97,25 @@ def test_session_options_are_applied() -> None:
     assert so.execution_mode == ort.ExecutionMode.ORT_PARALLEL
     assert so.get_session_config_entry("session.intra_op.allow_spinning") == "0"
     assert onnx  # imported for the model helpers
+
+
+def test_session_config_round_trips_through_a_dict() -> None:
+    from cnnkit.choices import CudnnConvAlgoSearch, ExecutionMode, GraphOptimization
+
+    config = SessionConfig(provider="cuda", intra_op_threads=1, inter_op_threads=2, allow_spinning=False,
+                           graph_optimization=GraphOptimization.EXTENDED, execution_mode=ExecutionMode.PARALLEL,
+                           cudnn_conv_algo_search=CudnnConvAlgoSearch.HEURISTIC, cuda_graph=True, device_id=1)
+    data = config.to_dict()
+    assert data["cudnn_conv_algo_search"] == "HEURISTIC" and data["graph_optimization"] == "extended"
+    assert SessionConfig.from_dict(json.loads(json.dumps(data))) == config
+    assert SessionConfig.from_dict({"intra_op_threads": 1, "p50_ms": 0.1}) == SessionConfig(intra_op_threads=1)
+
+
+def test_cuda_provider_options_use_onnxruntime_spelling() -> None:
+    from cnnkit.choices import CudnnConvAlgoSearch
+    from cnnkit.sessions import _provider_chain
+
+    chain = _provider_chain("CUDAExecutionProvider", SessionConfig(cudnn_conv_algo_search=CudnnConvAlgoSearch.DEFAULT,
+                                                                   cuda_graph=True, device_id=3))
+    assert chain == [("CUDAExecutionProvider", {"device_id": 3, "cudnn_conv_algo_search": "DEFAULT",
+                                                "enable_cuda_graph": "1"}), "CPUExecutionProvider"]

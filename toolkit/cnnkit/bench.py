@@ -22,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-from cnnkit.choices import ExecutionMode, GraphOptimization
+from cnnkit.choices import CudnnConvAlgoSearch, ExecutionMode, GraphOptimization
 from cnnkit.envinfo import cpu_info, environment, gpu_info
 from cnnkit.errors import CnnkitError
 from cnnkit.onnx_info import OnnxModelInfo, describe_onnx
@@ -110,11 +110,14 @@ class BenchCase:
 
 @dataclass(frozen=True)
 class TuneTrial:
+    """One candidate's short measurement while tuning; ``error`` says why a candidate could not run at all."""
+
     model: str
     batch_size: int
     options: dict[str, Any]
-    p50_ms: float
+    p50_ms: float | None
     count: int
+    error: str | None = None
 
 
 @dataclass(frozen=True)
@@ -128,6 +131,11 @@ class BenchResult:
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+    def best_trial(self, model: str, batch_size: int) -> TuneTrial | None:
+        """The fastest candidate that ran for ``model`` at ``batch_size`` (None without ``--tune``)."""
+        ran = [t for t in self.trials if t.model == str(model) and t.batch_size == batch_size and t.p50_ms is not None]
+        return min(ran, key=lambda t: t.p50_ms) if ran else None
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> BenchResult:
@@ -191,8 +199,14 @@ def _runner(session: Any, info: OnnxModelInfo, x: np.ndarray, sinfo: SessionInfo
     binding = session.io_binding()
     x_dev = ort.OrtValue.ortvalue_from_numpy(x, "cuda", config.device_id)
     binding.bind_ortvalue_input(info.input_name, x_dev)
-    for name in info.output_names:
-        binding.bind_output(name, "cuda", config.device_id)
+    shapes = output_shapes(session.get_outputs(), x.shape[0])
+    for out in session.get_outputs():
+        if out.name in shapes:
+            # Preallocated: a CUDA graph replays fixed addresses, so outputs must not move between runs.
+            y_dev = ort.OrtValue.ortvalue_from_shape_and_type(shapes[out.name], _numpy_dtype(out.type), "cuda", config.device_id)
+            binding.bind_ortvalue_output(out.name, y_dev)
+        else:
+            binding.bind_output(out.name, "cuda", config.device_id)
     binding.synchronize_inputs()
 
     def run() -> None:
@@ -200,6 +214,24 @@ def _runner(session: Any, info: OnnxModelInfo, x: np.ndarray, sinfo: SessionInfo
         binding.synchronize_outputs()
 
     return run, True
+
+
+def output_shapes(outputs: Any, batch_size: int) -> dict[str, tuple[int, ...]]:
+    """Output name -> shape at ``batch_size``, for outputs whose other dimensions are all fixed.
+
+    ``outputs``: ``session.get_outputs()`` (objects with ``.name`` and ``.shape``; the first dim is the batch).
+    """
+    shapes = {}
+    for out in outputs:
+        rest = list(out.shape[1:])
+        if out.shape and all(isinstance(d, int) and d > 0 for d in rest):
+            shapes[out.name] = (batch_size, *rest)
+    return shapes
+
+
+def _numpy_dtype(onnx_type: str) -> type:
+    return {"tensor(float)": np.float32, "tensor(float16)": np.float16, "tensor(double)": np.float64,
+            "tensor(int64)": np.int64, "tensor(int32)": np.int32, "tensor(uint8)": np.uint8}.get(onnx_type, np.float32)
 
 
 def _peak_rss_mb() -> float:
@@ -243,7 +275,7 @@ def tune_candidates(base: SessionConfig, active_provider: str) -> list[SessionCo
     replace = dataclasses.replace
     if active_provider in ("CUDAExecutionProvider", "TensorrtExecutionProvider"):
         return [replace(base, cudnn_conv_algo_search=algo, cuda_graph=graph)
-                for algo in ("EXHAUSTIVE", "HEURISTIC", "DEFAULT") for graph in (False, True)]
+                for algo in CudnnConvAlgoSearch for graph in (False, True)]
     cores = cpu_info()["usable_cores"] or 1
     out = [base]
     for threads in range(1, cores + 1):
@@ -301,12 +333,22 @@ def run_benchmark(config: BenchConfig, progress: ProgressCallback | None = None,
         chosen: list[SessionConfig] = []
         for model, info, plan in zip(config.models, infos, plans, strict=True):
             best: tuple[float, SessionConfig] | None = None
+            failure: CnnkitError | None = None
             for candidate in plan:
                 step(f"tuning {Path(model).name} batch {b}")
-                case = measure_case(model, info, b, candidate, config, min_time_s=config.tune_time_s)
+                try:
+                    case = measure_case(model, info, b, candidate, config, min_time_s=config.tune_time_s)
+                except CnnkitError as exc:
+                    # A candidate this provider cannot run (e.g. a CUDA graph with nodes left on the CPU) is a
+                    # recorded result of the search, not the end of it.
+                    failure = exc
+                    trials.append(TuneTrial(str(model), b, _tune_options(candidate), None, 0, error=exc.one_line()))
+                    continue
                 trials.append(TuneTrial(str(model), b, _tune_options(candidate), case.stats.p50_ms, case.stats.count))
                 if best is None or case.stats.p50_ms < best[0]:
                     best = (case.stats.p50_ms, candidate)
+            if plan and best is None and failure is not None:
+                raise failure
             chosen.append(best[1] if best is not None else config.session)
         # One session per model, created and first-run timed, warmed up; then the alternating rounds.
         prepared = []

@@ -30,6 +30,14 @@ class ExecutionMode(str, Enum):
     PARALLEL = "parallel"
 
 
+class CudnnConvAlgoSearch(str, Enum):
+    """How the CUDA provider picks cuDNN convolution algorithms (ONNX Runtime's spelling)."""
+
+    EXHAUSTIVE = "EXHAUSTIVE"
+    HEURISTIC = "HEURISTIC"
+    DEFAULT = "DEFAULT"
+
+
 class QuantMode(str, Enum):
     DYNAMIC = "dynamic"
     STATIC = "static"

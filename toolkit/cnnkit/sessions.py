@@ -17,7 +17,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from cnnkit.choices import ExecutionMode, GraphOptimization
+from cnnkit.choices import CudnnConvAlgoSearch, ExecutionMode, GraphOptimization
 from cnnkit.errors import CnnkitError, ModelFileError
 
 _ALIASES = {
@@ -59,13 +59,21 @@ class SessionConfig:
     execution_mode: ExecutionMode = ExecutionMode.SEQUENTIAL
     allow_spinning: bool | None = None  # None: ONNX Runtime's default (spin)
     device_id: int = 0  # CUDA / TensorRT
-    cudnn_conv_algo_search: str = "EXHAUSTIVE"  # EXHAUSTIVE | HEURISTIC | DEFAULT
-    cuda_graph: bool = False
+    cudnn_conv_algo_search: CudnnConvAlgoSearch = CudnnConvAlgoSearch.EXHAUSTIVE
+    cuda_graph: bool = False  # CUDA only; needs every node on the CUDA provider and IO binding
     allow_fallback: bool = False
     log_severity: int = 3  # ONNX Runtime's: 0 verbose .. 4 fatal
 
     def to_dict(self) -> dict[str, Any]:
         return {k: (v.value if hasattr(v, "value") else v) for k, v in asdict(self).items()}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> SessionConfig:
+        """The inverse of :meth:`to_dict`; keys it does not know are ignored (e.g. a stored result's extras)."""
+        enums = {"graph_optimization": GraphOptimization, "execution_mode": ExecutionMode,
+                 "cudnn_conv_algo_search": CudnnConvAlgoSearch}
+        known = {f for f in cls.__dataclass_fields__}
+        return cls(**{k: (enums[k](v) if k in enums else v) for k, v in data.items() if k in known})
 
 
 @dataclass(frozen=True)
@@ -156,7 +164,7 @@ def _provider_chain(provider: str, config: SessionConfig) -> list[Any]:
     if provider == "CUDAExecutionProvider":
         options = {
             "device_id": config.device_id,
-            "cudnn_conv_algo_search": config.cudnn_conv_algo_search,
+            "cudnn_conv_algo_search": CudnnConvAlgoSearch(config.cudnn_conv_algo_search).value,
             "enable_cuda_graph": "1" if config.cuda_graph else "0",
         }
     elif provider == "TensorrtExecutionProvider":

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import typer
 
+from cnnkit.choices import CudnnConvAlgoSearch, ExecutionMode, GraphOptimization
 from cnnkit.cli.options import parse_batch_sizes
 from cnnkit.cli.render import console, err_console
 
@@ -18,6 +19,16 @@ def bench_command(
     min_time: float = typer.Option(1.0, "--min-time", help="Seconds of timed runs per shape, at least."),
     min_iterations: int = typer.Option(50, "--min-iterations", help="Timed runs per shape, at least."),
     threads: int = typer.Option(0, "--threads", help="Intra-op threads; 0: ONNX Runtime's default."),
+    inter_op_threads: int = typer.Option(0, "--inter-op-threads", help="Inter-op threads (parallel execution mode); 0: default."),
+    graph_optimization: GraphOptimization = typer.Option(GraphOptimization.ALL, "--graph-optimization",
+                                                         case_sensitive=False, help="ONNX Runtime's graph optimisation level."),
+    execution_mode: ExecutionMode = typer.Option(ExecutionMode.SEQUENTIAL, "--execution-mode", case_sensitive=False),
+    spinning: bool = typer.Option(None, "--spinning/--no-spinning",
+                                  help="Let idle pool threads spin before sleeping; default: ONNX Runtime's, which spins.",
+                                  show_default=False),
+    cudnn_conv_algo_search: CudnnConvAlgoSearch = typer.Option(CudnnConvAlgoSearch.EXHAUSTIVE, "--cudnn-conv-algo-search",
+                                                               case_sensitive=False, help="CUDA: how cuDNN conv algorithms are chosen."),
+    cuda_graph: bool = typer.Option(False, "--cuda-graph", help="CUDA: capture the run once and replay it as a CUDA graph."),
     include_copies: bool = typer.Option(False, "--include-copies", help="On CUDA, time host<->device copies too."),
     tune: bool = typer.Option(False, "--tune", help="Search the session options per batch size and keep the fastest."),
     allow_fallback: bool = typer.Option(False, "--allow-fallback", help="Run on the CPU if the provider does not load, and say so."),
@@ -33,13 +44,17 @@ def bench_command(
     from cnnkit.io import check_writable, write_json_atomic
     from cnnkit.sessions import SessionConfig
 
-    if threads < 0:
-        raise CnnkitError(f"--threads must be >= 0, got {threads}")
+    for flag, value in (("--threads", threads), ("--inter-op-threads", inter_op_threads)):
+        if value < 0:
+            raise CnnkitError(f"{flag} must be >= 0, got {value}")
     if json_out is not None:
         check_writable(json_out, force)
     config = BenchConfig(
         models=tuple(models), batch_sizes=parse_batch_sizes(batch_sizes),
-        session=SessionConfig(provider=provider, intra_op_threads=threads, allow_fallback=allow_fallback, device_id=device_id),
+        session=SessionConfig(provider=provider, intra_op_threads=threads, inter_op_threads=inter_op_threads,
+                              graph_optimization=graph_optimization, execution_mode=execution_mode, allow_spinning=spinning,
+                              device_id=device_id, cudnn_conv_algo_search=cudnn_conv_algo_search, cuda_graph=cuda_graph,
+                              allow_fallback=allow_fallback),
         warmup=warmup, min_time_s=min_time, min_iterations=min_iterations, include_copies=include_copies, tune=tune,
     )
     with Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
@@ -90,8 +105,27 @@ def render_bench(result) -> None:  # noqa: ANN001 (BenchResult, imported lazily)
         console.print(f"{Path(model).name}: session created in {c.session_create_ms:.1f} ms, first inference "
                       f"{c.first_inference_ms:.2f} ms (batch {c.batch_size}); process peak RSS {max(x.peak_rss_mb for x in result.cases):.0f} MiB")
     if result.trials:
-        console.print("best session options found (--tune):")
+        failed = [t for t in result.trials if t.error]
+        console.print(f"best session options found (--tune, {len(result.trials)} trials"
+                      + (f", {len(failed)} could not run" if failed else "") + "); to run with them:")
+        on_gpu = result.config["session"]["provider"] not in ("cpu", "CPUExecutionProvider")
         for c in result.cases:
-            best = min((t for t in result.trials if t.model == c.model and t.batch_size == c.batch_size), key=lambda t: t.p50_ms)
-            opts = ", ".join(f"{k}={v}" for k, v in best.options.items() if v not in (None, False, "EXHAUSTIVE"))
-            console.print(f"  {Path(c.model).name} batch {c.batch_size}: {opts} -> p50 {c.stats.p50_ms:.4g} ms")
+            best = result.best_trial(c.model, c.batch_size)
+            if best is not None:
+                console.print(f"  {Path(c.model).name} batch {c.batch_size}: {session_flags(best.options, on_gpu)} "
+                              f"-> p50 {c.stats.p50_ms:.4g} ms")
+
+
+def session_flags(options: dict, on_gpu: bool) -> str:
+    """The ``cnnkit bench`` flags that select these session options (a tune trial's ``options``)."""
+    flags = [f"--threads {options['intra_op_threads']}"]
+    if options.get("inter_op_threads"):
+        flags.append(f"--inter-op-threads {options['inter_op_threads']}")
+    if options.get("allow_spinning") is not None:
+        flags.append("--spinning" if options["allow_spinning"] else "--no-spinning")
+    flags += [f"--graph-optimization {options['graph_optimization']}", f"--execution-mode {options['execution_mode']}"]
+    if on_gpu:
+        flags.append(f"--cudnn-conv-algo-search {str(options['cudnn_conv_algo_search']).lower()}")
+        if options.get("cuda_graph"):
+            flags.append("--cuda-graph")
+    return " ".join(flags)
