@@ -23,3 +23,27 @@ def test_parity_on_cuda(trained_model: Path, exported_model: Path) -> None:
                                        session=SessionConfig(provider="cuda")))
     assert result.provider["active"] == "CUDAExecutionProvider"
     assert result.passed, result.failures
+
+
+@pytest.mark.integration
+def test_bench_on_cuda_binds_inputs_and_outputs_on_the_device(exported_model: Path) -> None:
+    from cnnkit.bench import BenchConfig, run_benchmark
+
+    quick = {"batch_sizes": (1, 8), "warmup": 2, "min_time_s": 0.0, "min_iterations": 5}
+    bound = run_benchmark(BenchConfig(models=(exported_model,), session=SessionConfig(provider="cuda"), **quick))
+    assert all(c.io_binding and c.provider["active"] == "CUDAExecutionProvider" for c in bound.cases)
+    copies = run_benchmark(BenchConfig(models=(exported_model,), session=SessionConfig(provider="cuda"),
+                                       include_copies=True, **quick))
+    assert not any(c.io_binding for c in copies.cases)
+
+
+@pytest.mark.integration
+def test_tune_on_cuda_tries_conv_search_and_cuda_graphs(exported_model: Path) -> None:
+    from cnnkit.bench import BenchConfig, run_benchmark
+
+    result = run_benchmark(BenchConfig(models=(exported_model,), batch_sizes=(4,), session=SessionConfig(provider="cuda"),
+                                       tune=True, tune_time_s=0.0, warmup=2, min_time_s=0.0, min_iterations=5))
+    assert len(result.trials) == 6 and {t.options["cuda_graph"] for t in result.trials} == {True, False}
+    # A CUDA graph needs every node on the CUDA provider; where ONNX Runtime refuses, the trial says why.
+    assert all((t.p50_ms is None) == bool(t.error) for t in result.trials)
+    assert result.best_trial(str(exported_model), 4) is not None and result.cases[0].tuned

@@ -17,17 +17,17 @@ from cnnkit.sessions import (
 _tiny_model = probe_model_bytes
 
 
-def _cuda_really_loads() -> bool:
-    if "CUDAExecutionProvider" not in ort.get_available_providers():
+def _really_loads(provider: str) -> bool:
+    if provider not in ort.get_available_providers():
         return False
     try:
-        session = ort.InferenceSession(_tiny_model(), providers=["CUDAExecutionProvider", "CPUExecutionProvider"])
+        session = ort.InferenceSession(_tiny_model(), providers=[provider, "CPUExecutionProvider"])
     except Exception:  # noqa: BLE001
         return False
-    return session.get_providers()[0] == "CUDAExecutionProvider"
+    return session.get_providers()[0] == provider
 
 
-CUDA_LOADS = _cuda_really_loads()
+CUDA_LOADS = _really_loads("CUDAExecutionProvider")
 
 
 def test_cpu_session_runs() -> None:
@@ -48,26 +48,34 @@ def test_unknown_provider_lists_what_exists() -> None:
     assert "cpu" in info.value.one_line()
 
 
-@pytest.mark.skipif(CUDA_LOADS, reason="CUDA really loads here")
-def test_cuda_that_does_not_load_is_an_error_not_a_silent_fallback() -> None:
-    if "CUDAExecutionProvider" not in ort.get_available_providers():
+GPU_PROVIDERS = [("cuda", "CUDAExecutionProvider"), ("tensorrt", "TensorrtExecutionProvider")]
+
+
+@pytest.mark.parametrize(("name", "provider"), GPU_PROVIDERS)
+def test_gpu_provider_that_does_not_load_is_an_error_not_a_silent_fallback(name: str, provider: str) -> None:
+    if _really_loads(provider):
+        pytest.skip(f"{provider} really loads here")
+    if provider not in ort.get_available_providers():
         with pytest.raises(ProviderError, match="uninstalled"):
-            create_session(_tiny_model(), SessionConfig(provider="cuda"))
+            create_session(_tiny_model(), SessionConfig(provider=name))
         return
-    # onnxruntime-gpu lists CUDA on a machine where it cannot load: the session would quietly use the CPU.
+    # onnxruntime-gpu lists CUDA and TensorRT on a machine where they cannot load: the session would quietly
+    # use the CPU.
     with pytest.raises(ProviderError) as info:
-        create_session(_tiny_model(), SessionConfig(provider="cuda"))
+        create_session(_tiny_model(), SessionConfig(provider=name))
     line = info.value.one_line()
-    assert "CUDAExecutionProvider was requested but the session runs on CPUExecutionProvider" in line
+    assert f"{provider} was requested but the session runs on CPUExecutionProvider" in line
     assert "onnxruntime-gpu[cuda,cudnn]" in line and "--allow-fallback" in line
+    assert ("libnvinfer" in line) == (name == "tensorrt")
 
 
-@pytest.mark.skipif(CUDA_LOADS or "CUDAExecutionProvider" not in ort.get_available_providers(),
-                    reason="needs CUDA listed but not loadable")
-def test_fallback_when_allowed_is_said() -> None:
-    session, info = create_session(_tiny_model(), SessionConfig(provider="cuda", allow_fallback=True))
+@pytest.mark.parametrize(("name", "provider"), GPU_PROVIDERS)
+def test_fallback_when_allowed_is_said(name: str, provider: str) -> None:
+    if _really_loads(provider) or provider not in ort.get_available_providers():
+        pytest.skip(f"needs {provider} listed but not loadable")
+    session, info = create_session(_tiny_model(), SessionConfig(provider=name, allow_fallback=True))
     assert info.fallback and info.active == "CPUExecutionProvider" and info.fallback_reason
-    assert "FALLBACK" in info.headline() and "CUDAExecutionProvider" in info.headline()
+    assert "FALLBACK" in info.headline() and provider in info.headline()
 
 
 def test_failure_reasons_from_onnxruntime_logs() -> None:

@@ -173,6 +173,12 @@ def _provider_chain(provider: str, config: SessionConfig) -> list[Any]:
     return [(provider, options), "CPUExecutionProvider"]
 
 
+def _load_hint(provider: str) -> str | None:
+    if provider == "TensorrtExecutionProvider":
+        return "TensorRT needs its own libraries (libnvinfer) as well: " + _GPU_HINT
+    return _GPU_HINT if provider != "CPUExecutionProvider" else None
+
+
 def _load_failure_reason(log: str, provider: str) -> str:
     """The most specific cause ONNX Runtime logged for a provider that did not load."""
     missing = re.findall(r"(lib[\w.+-]+\.so[\w.]*): cannot open shared object file", log)
@@ -221,7 +227,7 @@ def create_session(model: str | os.PathLike[str] | bytes, config: SessionConfig 
         if not config.allow_fallback:
             raise ProviderError(
                 f"{provider} was requested but the session runs on {active[0]}: {reason}",
-                hint=_GPU_HINT if provider != "CPUExecutionProvider" else None,
+                hint=_load_hint(provider),
                 reason=reason,
             )
         info = SessionInfo(provider, active, fallback=True, fallback_reason=reason, options=config.to_dict())
