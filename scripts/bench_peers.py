@@ -10,7 +10,9 @@ Runners, each labelled with the precision it computes in:
                  compared with fp32 as if equal)
   * tf.function  TensorFlow, ``tf.function`` of ``model(x, training=False)`` (fp32)
 Every runner gets the same pre-generated inputs; rounds alternate between runners so that drift on a
-shared machine hits all alike; medians and p90 come from all kept samples. Targets (issue 4): ort-tuned
+shared machine hits all alike, and each turn starts on quiet cores (ONNX Runtime's spinning pool threads
+keep a core busy for ~50-100 ms after their session goes idle, which would slow whoever runs next); medians
+and p90 come from all kept samples. Targets (issue 4): ort-tuned
 beats every fp32 peer at every batch size, and LiteRT by >= 10 % at batch 1.
 
     python scripts/bench_peers.py MODEL.keras MODEL.onnx [--batch-sizes 1,64,256] [--rounds 8] [--json out.json]
@@ -31,7 +33,7 @@ import numpy as np
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
-from cnnkit.bench import BenchConfig, make_input, run_benchmark, time_calls  # noqa: E402
+from cnnkit.bench import BenchConfig, make_input, run_benchmark, time_calls, time_slice  # noqa: E402
 from cnnkit.envinfo import cpu_info, environment  # noqa: E402
 from cnnkit.onnx_info import describe_onnx  # noqa: E402
 from cnnkit.sessions import SessionConfig, create_session  # noqa: E402
@@ -122,7 +124,7 @@ def main() -> None:
     tuned = run_benchmark(BenchConfig(models=(args.onnx,), batch_sizes=tuple(batches), tune=True, min_time_s=0.3))
     best_by_batch: dict[int, SessionConfig] = {}
     for b in batches:
-        best_by_batch[b] = SessionConfig.from_dict(tuned.best_trial(str(args.onnx), b).options)
+        best_by_batch[b] = SessionConfig.from_dict(tuned.chosen_trial(str(args.onnx), b).options)
 
     runners: dict[str, tuple[str, Callable[[int], Factory] | Factory]] = {
         "ort-default": ("fp32", ort_factory(args.onnx, SessionConfig())),
@@ -153,7 +155,7 @@ def main() -> None:
         for _ in range(args.rounds):
             random.shuffle(order)
             for name in order:
-                samples[name] += time_calls(calls[name], warmup=0, min_iterations=3, min_time_s=args.round_time)
+                samples[name] += time_slice(calls[name], min_iterations=3, min_time_s=args.round_time)
         results[b] = {name: {"p50_ms": float(np.median(s)) / 1e6, "p90_ms": float(np.percentile(s, 90)) / 1e6,
                              "count": len(s)} for name, s in samples.items()}
 

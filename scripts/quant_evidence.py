@@ -109,7 +109,7 @@ def interleaved_latency(variants: dict[str, Path], fp32: Path, batches: tuple[in
     """p50 per runner per batch: ORT (default session options) for every variant, OpenVINO FP32 and BF16."""
     import random
 
-    from cnnkit.bench import time_calls
+    from cnnkit.bench import time_calls, time_slice
 
     out: dict[int, dict[str, float]] = {}
     for b in batches:
@@ -136,7 +136,7 @@ def interleaved_latency(variants: dict[str, Path], fp32: Path, batches: tuple[in
         for _ in range(rounds):
             random.shuffle(order)
             for k in order:
-                samples[k] += time_calls(calls[k], warmup=0, min_iterations=3, min_time_s=round_time)
+                samples[k] += time_slice(calls[k], min_iterations=3, min_time_s=round_time)
         out[b] = {k: float(np.median(v)) / 1e6 for k, v in samples.items()}
     return out
 

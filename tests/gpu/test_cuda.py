@@ -46,4 +46,4 @@ def test_tune_on_cuda_tries_conv_search_and_cuda_graphs(exported_model: Path) ->
     assert len(result.trials) == 6 and {t.options["cuda_graph"] for t in result.trials} == {True, False}
     # A CUDA graph needs every node on the CUDA provider; where ONNX Runtime refuses, the trial says why.
     assert all((t.p50_ms is None) == bool(t.error) for t in result.trials)
-    assert result.best_trial(str(exported_model), 4) is not None and result.cases[0].tuned
+    assert result.chosen_trial(str(exported_model), 4) is not None and result.cases[0].tuned

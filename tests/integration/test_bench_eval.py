@@ -47,15 +47,19 @@ def test_bench_result_round_trips(exported_model: Path, tmp_path: Path) -> None:
         BenchResult.from_dict({"schema": "other/1"})
 
 
-def test_tune_searches_and_keeps_the_best(exported_model: Path) -> None:
-    result = run_benchmark(_quick([exported_model], batch_sizes=(1,), tune=True, tune_time_s=0.0))
+def test_tune_searches_and_keeps_what_it_can_confirm(exported_model: Path) -> None:
+    result = run_benchmark(_quick([exported_model], batch_sizes=(1,), tune=True, tune_time_s=0.15))
     candidates = tune_candidates(SessionConfig(), "CPUExecutionProvider")
     assert len(result.trials) == len(candidates) > 4
-    best = min(result.trials, key=lambda t: t.p50_ms)
-    assert result.best_trial(str(exported_model), 1) == best and result.best_trial(str(exported_model), 2) is None
-    case = result.cases[0]
-    assert case.tuned and case.provider["options"]["intra_op_threads"] == best.options["intra_op_threads"]
     assert {t.options["allow_spinning"] for t in result.trials} >= {True, False}
+    assert all(t.count >= 3 * 3 and t.p50_ms > 0 for t in result.trials)  # 3 rounds, >= 3 runs each
+    base = result.trials[0]
+    assert base.options["intra_op_threads"] == 0 and base.ratio_to_base == 1.0
+    pick = result.chosen_trial(str(exported_model), 1)
+    assert [t.chosen for t in result.trials].count(True) == 1 and result.chosen_trial(str(exported_model), 2) is None
+    assert pick is base or pick.ratio_to_base < 1.0
+    case = result.cases[0]
+    assert case.tuned and {k: case.provider["options"][k] for k in pick.options} == pick.options
 
 
 def test_tune_records_a_candidate_that_cannot_run_and_goes_on(exported_model: Path, monkeypatch) -> None:
@@ -70,7 +74,7 @@ def test_tune_records_a_candidate_that_cannot_run_and_goes_on(exported_model: Pa
     result = run_benchmark(_quick([exported_model], batch_sizes=(1,), tune=True, tune_time_s=0.0))
     bad, good = result.trials
     assert bad.p50_ms is None and bad.count == 0 and "log_severity_level" in bad.error
-    assert good.error is None and result.best_trial(str(exported_model), 1) == good
+    assert good.error is None and good.chosen and result.chosen_trial(str(exported_model), 1) == good
     assert result.cases[0].provider["options"]["log_severity"] == 3
     again = BenchResult.from_dict(json.loads(json.dumps(result.to_dict())))
     assert again.trials == result.trials

@@ -69,3 +69,19 @@ def test_tuned_options_become_bench_flags() -> None:
     assert session_flags(cpu, on_gpu=False) == "--threads 1 --no-spinning --graph-optimization all --execution-mode sequential"
     gpu = SessionConfig(provider="cuda", cuda_graph=True).to_dict()
     assert session_flags(gpu, on_gpu=True).endswith("--cudnn-conv-algo-search exhaustive --cuda-graph")
+
+
+def test_tuning_keeps_the_given_options_unless_the_rounds_confirm_a_faster_one() -> None:
+    import numpy as np
+
+    from cnnkit.bench import pick_tuned
+
+    rng = np.random.default_rng(0)
+    drift = rng.choice([60.0, 95.0], size=10)  # the machine's state per round, shared by every candidate
+    base = drift * rng.normal(1.0, 0.02, 10)
+    same = drift * rng.normal(0.995, 0.02, 10)  # a lower median by luck, not confirmed
+    faster = drift * rng.normal(0.8, 0.02, 10)
+    assert pick_tuned(np.array([base, same]), base=0) == 0
+    assert pick_tuned(np.array([base, same, faster]), base=0) == 2
+    assert pick_tuned(np.array([faster, base]), base=1) == 0
+    assert pick_tuned(np.array([base, same]), base=None) == int(np.argmin([np.median(base), np.median(same)]))

@@ -110,7 +110,11 @@ class BenchCase:
 
 @dataclass(frozen=True)
 class TuneTrial:
-    """One candidate's short measurement while tuning; ``error`` says why a candidate could not run at all."""
+    """One candidate's measurement while tuning; ``error`` says why a candidate could not run at all.
+
+    ``ratio_to_base``: its median over the median of the options the run was given; ``chosen``: the options
+    the benchmark then used (the fastest, when the samples confirm that it beats the given options).
+    """
 
     model: str
     batch_size: int
@@ -118,6 +122,8 @@ class TuneTrial:
     p50_ms: float | None
     count: int
     error: str | None = None
+    ratio_to_base: float | None = None
+    chosen: bool = False
 
 
 @dataclass(frozen=True)
@@ -132,10 +138,9 @@ class BenchResult:
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
-    def best_trial(self, model: str, batch_size: int) -> TuneTrial | None:
-        """The fastest candidate that ran for ``model`` at ``batch_size`` (None without ``--tune``)."""
-        ran = [t for t in self.trials if t.model == str(model) and t.batch_size == batch_size and t.p50_ms is not None]
-        return min(ran, key=lambda t: t.p50_ms) if ran else None
+    def chosen_trial(self, model: str, batch_size: int) -> TuneTrial | None:
+        """The tuned options used for ``model`` at ``batch_size`` (None without ``--tune``)."""
+        return next((t for t in self.trials if t.model == str(model) and t.batch_size == batch_size and t.chosen), None)
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> BenchResult:
@@ -178,6 +183,28 @@ def time_calls(run: Callable[[], Any], warmup: int, min_iterations: int, min_tim
         run()
         append(clock() - t0)
     return samples
+
+
+def wait_for_quiet(max_wait_s: float = 0.5, window_s: float = 0.02, busy_cores: float = 0.1) -> float:
+    """Sleep until this process stops using the CPU (at most ``max_wait_s``); return the seconds waited.
+
+    Interleaving runners is only fair if each starts on idle cores: after a session goes idle, ONNX Runtime's
+    spinning pool threads keep a core busy for another ~50-100 ms (measured here), and so may other runtimes'
+    pools. Process CPU time counts every thread, so a window with less than ``busy_cores`` of it is quiet.
+    """
+    start = time.perf_counter()
+    while time.perf_counter() - start < max_wait_s:
+        cpu0, t0 = time.process_time(), time.perf_counter()
+        time.sleep(window_s)
+        if (time.process_time() - cpu0) / (time.perf_counter() - t0) < busy_cores:
+            break
+    return time.perf_counter() - start
+
+
+def time_slice(run: Callable[[], Any], min_iterations: int, min_time_s: float, warmup: int = 3) -> list[int]:
+    """One runner's turn in an interleaved round: wait for quiet cores, wake the runner, then time it."""
+    wait_for_quiet()
+    return time_calls(run, warmup, min_iterations, min_time_s)
 
 
 def make_input(info: OnnxModelInfo, batch_size: int, seed: int) -> np.ndarray:
@@ -273,11 +300,12 @@ def measure_case(model: Path, info: OnnxModelInfo, batch_size: int, session_conf
 def tune_candidates(base: SessionConfig, active_provider: str) -> list[SessionConfig]:
     """Session options worth trying for this provider; the base configuration is always among them."""
     replace = dataclasses.replace
-    if active_provider in ("CUDAExecutionProvider", "TensorrtExecutionProvider"):
-        return [replace(base, cudnn_conv_algo_search=algo, cuda_graph=graph)
-                for algo in CudnnConvAlgoSearch for graph in (False, True)]
-    cores = cpu_info()["usable_cores"] or 1
     out = [base]
+    if active_provider in ("CUDAExecutionProvider", "TensorrtExecutionProvider"):
+        out += [replace(base, cudnn_conv_algo_search=algo, cuda_graph=graph)
+                for algo in CudnnConvAlgoSearch for graph in (False, True)]
+        return list(dict.fromkeys(out))
+    cores = cpu_info()["usable_cores"] or 1
     for threads in range(1, cores + 1):
         for spin in (True, False):
             for level in (GraphOptimization.ALL, GraphOptimization.EXTENDED):
@@ -286,11 +314,7 @@ def tune_candidates(base: SessionConfig, active_provider: str) -> list[SessionCo
         for spin in (True, False):
             out.append(replace(base, intra_op_threads=cores, inter_op_threads=cores, allow_spinning=spin,
                                execution_mode=ExecutionMode.PARALLEL))
-    unique: list[SessionConfig] = []
-    for c in out:
-        if c not in unique:
-            unique.append(c)
-    return unique
+    return list(dict.fromkeys(out))
 
 
 def _tune_options(c: SessionConfig) -> dict[str, Any]:
@@ -298,6 +322,75 @@ def _tune_options(c: SessionConfig) -> dict[str, Any]:
             "cudnn_conv_algo_search", "cuda_graph")
     d = c.to_dict()
     return {k: d[k] for k in keys}
+
+
+TUNE_ROUNDS = 10  # short paired rounds: on a shared machine the speed drifts over seconds
+
+
+def pick_tuned(round_medians: np.ndarray, base: int | None, seed: int = 0, resamples: int = 2000) -> int:
+    """Index of the candidate to use, from each candidate's median latency in each round (candidates x rounds).
+
+    Candidates are compared with the base (the options given) round by round, since one round sees one state
+    of the machine. The one with the lowest median per-round ratio replaces the base only if the 95 %
+    bootstrap interval (over rounds) of that ratio lies below 1. Without a base (``None``: the given options
+    could not run), the lowest overall median wins.
+    """
+    m = np.asarray(round_medians, dtype=np.float64)
+    if base is None:
+        return int(np.argmin(np.median(m, axis=1)))
+    ratios = m / m[base]
+    fastest = int(np.argmin(np.median(ratios, axis=1)))
+    if fastest == base:
+        return base
+    rng = np.random.default_rng(seed)
+    picks = rng.integers(0, m.shape[1], size=(resamples, m.shape[1]))
+    high = np.quantile(np.median(ratios[fastest][picks], axis=1), 0.975)
+    return fastest if high < 1.0 else base
+
+
+def _tune_batch(model: Path, info: OnnxModelInfo, batch_size: int, plan: list[SessionConfig], config: BenchConfig,
+                rng: Any, step: Callable[[str], None]) -> tuple[SessionConfig, list[TuneTrial]]:
+    """Measure every candidate at one batch size and pick the options to use.
+
+    All candidates are prepared first, then timed in ``TUNE_ROUNDS`` shuffled rounds on quiet cores; see
+    :func:`pick_tuned` for the choice. (Timed one after the other, candidates meet different states of a
+    shared machine, and a short trial crowns one by luck: seen here, two identical configurations 28 % apart.)
+    """
+    name = Path(model).name
+    trials: list[TuneTrial] = []
+    entries: list[tuple[SessionConfig, dict[str, Any]]] = []
+    failure: CnnkitError | None = None
+    for candidate in plan:
+        step(f"tuning {name} batch {batch_size}: sessions")
+        try:
+            entries.append((candidate, _prepare(model, info, batch_size, candidate, config)))
+        except CnnkitError as exc:
+            # A candidate this provider cannot run (e.g. a CUDA graph with nodes left on the CPU) is a recorded
+            # result of the search, not the end of it.
+            failure = exc
+            trials.append(TuneTrial(str(model), batch_size, _tune_options(candidate), None, 0, error=exc.one_line()))
+    if not entries:
+        assert failure is not None
+        raise failure
+    samples: list[list[int]] = [[] for _ in entries]
+    round_medians = np.zeros((len(entries), TUNE_ROUNDS))
+    order = list(range(len(entries)))
+    for r in range(TUNE_ROUNDS):
+        rng.shuffle(order)
+        for i in order:
+            step(f"tuning {name} batch {batch_size}")
+            got = time_slice(entries[i][1]["run"], 3, config.tune_time_s / TUNE_ROUNDS)
+            samples[i] += got
+            round_medians[i, r] = np.median(got)
+    base_i = next((i for i, (c, _) in enumerate(entries) if c == plan[0]), None)
+    chosen = pick_tuned(round_medians, base_i, config.seed)
+    for i, ((candidate, _), got) in enumerate(zip(entries, samples, strict=True)):
+        ratio = float(np.median(round_medians[i] / round_medians[base_i])) if base_i is not None else None
+        trials.append(TuneTrial(str(model), batch_size, _tune_options(candidate), float(np.median(got)) / 1e6, len(got),
+                                ratio_to_base=ratio, chosen=i == chosen))
+    options = entries[chosen][0]
+    entries.clear()  # release the sessions (and their thread pools) before the measurement proper
+    return options, trials
 
 
 def run_benchmark(config: BenchConfig, progress: ProgressCallback | None = None, rounds: int = 5) -> BenchResult:
@@ -317,7 +410,8 @@ def run_benchmark(config: BenchConfig, progress: ProgressCallback | None = None,
         else:
             plans.append([])
     rounds = rounds if len(config.models) > 1 else 1
-    total = len(config.batch_sizes) * (sum(len(plan) for plan in plans) + len(config.models) * (rounds + 1))
+    total = len(config.batch_sizes) * (sum(len(plan) * (1 + TUNE_ROUNDS) for plan in plans)
+                                       + len(config.models) * (rounds + 1))
     done = 0
 
     def step(what: str) -> None:
@@ -332,24 +426,12 @@ def run_benchmark(config: BenchConfig, progress: ProgressCallback | None = None,
     for b in config.batch_sizes:
         chosen: list[SessionConfig] = []
         for model, info, plan in zip(config.models, infos, plans, strict=True):
-            best: tuple[float, SessionConfig] | None = None
-            failure: CnnkitError | None = None
-            for candidate in plan:
-                step(f"tuning {Path(model).name} batch {b}")
-                try:
-                    case = measure_case(model, info, b, candidate, config, min_time_s=config.tune_time_s)
-                except CnnkitError as exc:
-                    # A candidate this provider cannot run (e.g. a CUDA graph with nodes left on the CPU) is a
-                    # recorded result of the search, not the end of it.
-                    failure = exc
-                    trials.append(TuneTrial(str(model), b, _tune_options(candidate), None, 0, error=exc.one_line()))
-                    continue
-                trials.append(TuneTrial(str(model), b, _tune_options(candidate), case.stats.p50_ms, case.stats.count))
-                if best is None or case.stats.p50_ms < best[0]:
-                    best = (case.stats.p50_ms, candidate)
-            if plan and best is None and failure is not None:
-                raise failure
-            chosen.append(best[1] if best is not None else config.session)
+            if not plan:
+                chosen.append(config.session)
+                continue
+            options, tried = _tune_batch(model, info, b, plan, config, rng, step)
+            trials += tried
+            chosen.append(options)
         # One session per model, created and first-run timed, warmed up; then the alternating rounds.
         prepared = []
         for model, info, session_config in zip(config.models, infos, chosen, strict=True):
@@ -361,7 +443,7 @@ def run_benchmark(config: BenchConfig, progress: ProgressCallback | None = None,
             rng.shuffle(order)
             for i in order:
                 step(f"{Path(config.models[i]).name} batch {b}")
-                samples[i] += time_calls(prepared[i]["run"], 0, max(1, -(-config.min_iterations // rounds)),
+                samples[i] += time_slice(prepared[i]["run"], max(1, -(-config.min_iterations // rounds)),
                                          config.min_time_s / rounds)
         for (model, info), prep, got in zip(zip(config.models, infos, strict=True), prepared, samples, strict=True):
             cases.append(BenchCase(

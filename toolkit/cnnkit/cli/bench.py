@@ -106,14 +106,18 @@ def render_bench(result) -> None:  # noqa: ANN001 (BenchResult, imported lazily)
                       f"{c.first_inference_ms:.2f} ms (batch {c.batch_size}); process peak RSS {max(x.peak_rss_mb for x in result.cases):.0f} MiB")
     if result.trials:
         failed = [t for t in result.trials if t.error]
-        console.print(f"best session options found (--tune, {len(result.trials)} trials"
-                      + (f", {len(failed)} could not run" if failed else "") + "); to run with them:")
+        console.print(f"session options chosen by --tune ({len(result.trials)} trials"
+                      + (f", {len(failed)} could not run" if failed else "")
+                      + "; another set replaces the given one only when the samples confirm it is faster):")
         on_gpu = result.config["session"]["provider"] not in ("cpu", "CPUExecutionProvider")
         for c in result.cases:
-            best = result.best_trial(c.model, c.batch_size)
-            if best is not None:
-                console.print(f"  {Path(c.model).name} batch {c.batch_size}: {session_flags(best.options, on_gpu)} "
-                              f"-> p50 {c.stats.p50_ms:.4g} ms")
+            pick = result.chosen_trial(c.model, c.batch_size)
+            if pick is None:
+                continue
+            vs = ("the options given" if pick.ratio_to_base in (None, 1.0)
+                  else f"{1 - pick.ratio_to_base:.0%} faster than the options given")
+            console.print(f"  {Path(c.model).name} batch {c.batch_size}: {session_flags(pick.options, on_gpu)} "
+                          f"({vs}) -> p50 {c.stats.p50_ms:.4g} ms")
 
 
 def session_flags(options: dict, on_gpu: bool) -> str:
