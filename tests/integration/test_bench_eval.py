@@ -10,7 +10,7 @@ import pytest
 from cnnkit.bench import SCHEMA, BenchConfig, BenchResult, measure_overhead, run_benchmark, tune_candidates
 from cnnkit.errors import CnnkitError, ModelFileError
 from cnnkit.evaluate import EvalConfig, EvalResult, evaluate_models
-from cnnkit.sessions import SessionConfig
+from cnnkit.sessions import SessionConfig, SessionError
 
 pytestmark = pytest.mark.integration
 
@@ -80,7 +80,7 @@ def test_tune_records_a_candidate_that_cannot_run_and_goes_on(exported_model: Pa
     assert again.trials == result.trials
 
     monkeypatch.setattr(cnnkit.bench, "tune_candidates", lambda base, active: [dataclasses.replace(base, log_severity=9)])
-    with pytest.raises(ModelFileError, match="log_severity_level"):
+    with pytest.raises(SessionError, match="cannot create a session .* with these options: .*log_severity_level"):
         run_benchmark(_quick([exported_model], batch_sizes=(1,), tune=True, tune_time_s=0.0))
 
 

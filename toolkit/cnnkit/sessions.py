@@ -48,6 +48,10 @@ class ProviderError(CnnkitError):
         self.reason = reason or message
 
 
+class SessionError(CnnkitError):
+    """ONNX Runtime refused to build a session from a readable model with the options given."""
+
+
 @dataclass(frozen=True)
 class SessionConfig:
     """How to build a session. Defaults: CPU, ONNX Runtime's own thread counts, all graph optimisations."""
@@ -219,6 +223,10 @@ def create_session(model: str | os.PathLike[str] | bytes, config: SessionConfig 
     except Exception as exc:  # noqa: BLE001 (ORT raises its own Fail/InvalidGraph/... types)
         detail = " ".join(str(exc).split())
         detail = re.sub(r"^\[ONNXRuntimeError\] : \d+ : \w+ : ", "", detail)[:300]
+        if type(exc).__name__ == "RuntimeError":
+            # A failed check inside ONNX Runtime while setting the session up: the options, not the file.
+            raise SessionError(f"ONNX Runtime cannot create a session for {label} with these options: {detail}",
+                               hint="check the session options and the provider's") from None
         raise ModelFileError(f"cannot load {label} in ONNX Runtime: {detail}", hint="is it a complete, valid .onnx file?") from None
     active = tuple(session.get_providers())
     info = SessionInfo(requested=provider, providers=active, options=config.to_dict())
