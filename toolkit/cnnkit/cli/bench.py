@@ -114,8 +114,12 @@ def render_bench(result) -> None:  # noqa: ANN001 (BenchResult, imported lazily)
             pick = result.chosen_trial(c.model, c.batch_size)
             if pick is None:
                 continue
-            vs = ("the options given" if pick.ratio_to_base in (None, 1.0)
-                  else f"{1 - pick.ratio_to_base:.0%} faster than the options given")
+            if pick.ratio_to_base is None:
+                vs = "the options given could not run"
+            elif pick.ratio_to_base == 1.0:
+                vs = "the options given"
+            else:
+                vs = f"{1 - pick.ratio_to_base:.0%} faster than the options given"
             console.print(f"  {Path(c.model).name} batch {c.batch_size}: {session_flags(pick.options, on_gpu)} "
                           f"({vs}) -> p50 {c.stats.p50_ms:.4g} ms")
 
