@@ -281,19 +281,6 @@ def _prepare(model: Path, info: OnnxModelInfo, batch_size: int, session_config: 
     return {"session": session, "info": sinfo, "run": run, "bound": bound, "created_ms": created_ms, "first_ms": first_ms}
 
 
-def measure_case(model: Path, info: OnnxModelInfo, batch_size: int, session_config: SessionConfig, config: BenchConfig,
-                 min_time_s: float | None = None) -> BenchCase:
-    """One model at one batch size on its own: a fresh session, warmed up, then the timing loop."""
-    prep = _prepare(model, info, batch_size, session_config, config)
-    samples = time_calls(prep["run"], 0, config.min_iterations, config.min_time_s if min_time_s is None else min_time_s)
-    return BenchCase(
-        model=str(model), model_sha256=info.sha256, precision=info.precision, batch_size=batch_size,
-        provider=prep["info"].to_dict(), stats=LatencyStats.from_samples(samples, batch_size), samples_ns=tuple(samples),
-        warmup=config.warmup, session_create_ms=prep["created_ms"], first_inference_ms=prep["first_ms"],
-        peak_rss_mb=_peak_rss_mb(), io_binding=prep["bound"], include_copies=config.include_copies,
-    )
-
-
 # --- tuning -----------------------------------------------------------------------------------------
 
 
