@@ -30,6 +30,12 @@ def test_seed_cnn_graph(exported_model: Path, trained_model: Path) -> None:
     assert json.loads(meta["class_names"]) == [str(i) for i in range(10)]
     assert meta["input_layout"] == "NHWC" and json.loads(meta["input_value_range"]) == [0.0, 255.0]
     assert json.loads(meta["preprocessing"])[0]["scale"] == pytest.approx(1 / 255)
+    from cnnkit.data.preprocess import PreprocessRecord, record_from_metadata
+
+    record = PreprocessRecord.from_json(meta["preprocess"])  # the preprocessing record: raw pixels, the model's geometry
+    assert (record.name, record.size, record.channel_order, record.layout, record.dtype) == (
+        "raw", (28, 28), "grayscale", "NHWC", "float32")
+    assert record_from_metadata(meta).is_identity
     from cnnkit.export import sha256_file
 
     assert meta["source_sha256"] == sha256_file(trained_model)

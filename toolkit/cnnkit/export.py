@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import logging
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -40,6 +40,7 @@ class ExportConfig:
     output_name: str = "probabilities"
     force: bool = False
     simplify: bool = True  # fold the input scale into the first conv, static Flatten shape (see cnnkit.simplify)
+    preprocess: str | None = None  # preset recorded in the metadata; None: from the spec's value range (raw 0..255)
 
 
 @dataclass(frozen=True)
@@ -201,6 +202,7 @@ def export_onnx(config: ExportConfig) -> ExportResult:
         "input_dtype": config.input_dtype.value,
         "input_value_range": json.dumps(_value_range(record)),
         "preprocessing": json.dumps(_preprocessing(keras_model)),
+        **_preprocess_record(config, record, keras_model),
         "conversion_route": ROUTE,
         "graph_simplification": simplified,
         "opset": str(config.opset),
@@ -294,6 +296,21 @@ def _class_names(dataset: str, n: int) -> list[str]:
     except ValueError:
         names = []
     return names if len(names) == n else [str(i) for i in range(n)]
+
+
+def _preprocess_record(config: ExportConfig, record: dict[str, Any], keras_model: Any) -> dict[str, str]:
+    """The preprocessing record (``cnnkit.data.preprocess``) as metadata: how to feed the exported graph."""
+    from cnnkit.data.preprocess import METADATA_KEY, preset, preset_for_value_range
+
+    chosen = preset(config.preprocess) if config.preprocess else preset_for_value_range(_value_range(record))
+    if chosen is None:
+        return {}
+    shape = tuple(keras_model.inputs[0].shape[1:])
+    if len(shape) != 3 or shape[-1] not in (1, 3):
+        return {}  # not an image input cnnkit feeds (e.g. Conv1D signals)
+    h, w, c = (int(d) for d in shape)
+    bound = chosen.bind(h, w, c, "NHWC", config.input_dtype.value)
+    return {METADATA_KEY: replace(bound, source="model metadata").to_json()}
 
 
 def _value_range(record: dict[str, Any]) -> list[float]:

@@ -19,18 +19,29 @@ def export_command(
     output_name: str = typer.Option("probabilities", "--output-name"),
     force: bool = typer.Option(False, "--force", help="Overwrite an existing output file."),
     simplify: bool = typer.Option(True, "--simplify/--no-simplify", help="Fold the input scale into the first conv and make Flatten's shape static (same outputs, less work per call)."),
+    preprocess: str = typer.Option(None, "--preprocess", help="The preprocessing preset recorded in the metadata "
+                                   "(raw, unit, tf, torch, caffe). Default: from the spec's value range (raw 0..255)."),
     as_json: bool = typer.Option(False, "--json", help="Print the result as JSON."),
 ) -> None:
     """Export a Keras model to ONNX (NHWC, dynamic batch), checked by onnx.checker and shape inference."""
     from cnnkit.export import ExportConfig, export_onnx
 
-    result = export_onnx(ExportConfig(model, output, opset, input_dtype, input_name, output_name, force, simplify))
+    if preprocess is not None:
+        from cnnkit.data.preprocess import preset
+
+        preset(preprocess)  # an unknown name fails before the conversion
+    result = export_onnx(ExportConfig(model, output, opset, input_dtype, input_name, output_name, force, simplify,
+                                      preprocess))
     if as_json:
         print_json(result.to_dict())
         return
     m = result.metadata
     console.print(f"wrote {result.output_path} ({result.size_bytes:,} bytes), opset {result.opset}")
     console.print(f"input  {input_name}: {input_dtype.value} {shape_text(result.input_shape)} (NHWC, raw pixels {m['input_value_range']})")
+    if "preprocess" in m:
+        from cnnkit.data.preprocess import PreprocessRecord
+
+        console.print(f"preprocessing record: {PreprocessRecord.from_json(m['preprocess']).describe()}")
     console.print(f"output {output_name}: {shape_text(result.output_shape)}")
     verdict = "equal" if result.params_match else result.params_note
     console.print(f"parameters: Keras {result.keras_params:,}, ONNX {result.onnx_params:,} ({verdict})")

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+from typing import Any
+
+import typer
+
 from cnnkit.errors import CnnkitError
 
 
@@ -20,3 +24,48 @@ def parse_batch_sizes(text: str) -> tuple[int, ...]:
     if not sizes:
         raise CnnkitError("--batch-sizes: no batch size given", hint="e.g. --batch-sizes 1,8,64")
     return tuple(sizes)
+
+
+# --- preprocessing and images: the same options in every command that feeds images ----------------------
+
+PREPROCESS_HELP = ("How the model wants its pixels: raw (0..255), unit ([0, 1]), tf ([-1, 1]), torch (ImageNet "
+                   "mean/std, RGB) or caffe (BGR, ImageNet mean subtracted). Default: the record in the model's "
+                   "metadata, else raw.")
+preprocess_option = typer.Option(None, "--preprocess", help=PREPROCESS_HELP)
+scale_option = typer.Option(None, "--scale", help="Multiply pixels 0..255 by this (before --mean/--std), e.g. 0.00392.")
+mean_option = typer.Option(None, "--mean", help="Subtracted after --scale: one value or one per channel, e.g. 0.485,0.456,0.406.")
+std_option = typer.Option(None, "--std", help="Divided after --mean: one value or one per channel, e.g. 0.229,0.224,0.225.")
+channel_order_option = typer.Option(None, "--channel-order", help="rgb or bgr: the channel order a colour model takes.")
+crop_fraction_option = typer.Option(None, "--crop-fraction", help="Keep the aspect ratio: resize to size/F, centre-crop (e.g. 0.875). Default: stretch.")
+skip_bad_images_option = typer.Option(False, "--skip-bad-images", help="Skip empty, corrupt or unreadable images (counted in the result) instead of stopping.")
+labels_option = typer.Option(None, "--labels", help="Class names, one per line in the model's output order (default: the model's metadata).")
+
+
+def parse_floats(text: str | None, option: str) -> tuple[float, ...] | None:
+    """``"0.485,0.456,0.406"`` -> a tuple; anything else is a user error naming the bad item."""
+    if text is None:
+        return None
+    values = []
+    for item in str(text).split(","):
+        try:
+            values.append(float(item.strip()))
+        except ValueError:
+            raise CnnkitError(f"{option}: '{item.strip()}' is not a number", hint=f"e.g. {option} 0.485,0.456,0.406") from None
+    return tuple(values)
+
+
+def preprocess_choice(preprocess: str | None = None, scale: float | None = None, mean: str | None = None,
+                      std: str | None = None, channel_order: str | None = None,
+                      crop_fraction: float | None = None) -> Any:
+    """The shared preprocessing options as a :class:`cnnkit.data.preprocess.PreprocessChoice`."""
+    from cnnkit.data.preprocess import PreprocessChoice, preset
+
+    if preprocess is not None:
+        preset(preprocess)  # an unknown name fails here, naming it
+    if channel_order is not None and channel_order.lower() not in ("rgb", "bgr"):
+        raise CnnkitError(f"--channel-order must be rgb or bgr, got '{channel_order}'")
+    return PreprocessChoice(
+        preset=preprocess.lower() if preprocess else None, scale=scale,
+        mean=parse_floats(mean, "--mean"), std=parse_floats(std, "--std"),
+        channel_order=channel_order.lower() if channel_order else None, crop_fraction=crop_fraction,
+    )

@@ -1,0 +1,108 @@
+"""Image folders: class subfolders or unlabelled images, decoded with Pillow in batches; bad files named."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from cnnkit.data.folders import BadImageError, SkippedImages, is_image_folder, read_labels_file, scan_image_folder
+from cnnkit.data.preprocess import PRESETS
+from cnnkit.data.sources import open_folder, open_images
+from cnnkit.errors import DatasetError
+from tests.conftest import make_idx_dir
+
+
+def write_class_folder(root: Path, per_class: int = 3, classes: tuple[str, ...] = ("cat", "dog", "eel"),
+                       size: int = 12, seed: int = 0) -> dict[str, np.ndarray]:
+    """PNGs (RGB, lossless) in class subfolders; returns each file's pixels by relative path."""
+    from PIL import Image
+
+    rng = np.random.default_rng(seed)
+    pixels = {}
+    for name in classes:
+        (root / name).mkdir(parents=True, exist_ok=True)
+        for i in range(per_class):
+            arr = rng.integers(0, 256, (size, size + 2, 3), dtype=np.uint8)
+            Image.fromarray(arr).save(root / name / f"{i:03d}.png")
+            pixels[f"{name}/{i:03d}.png"] = arr
+    return pixels
+
+
+def test_class_subfolders_label_by_sorted_name_and_decode_losslessly(tmp_path: Path) -> None:
+    pixels = write_class_folder(tmp_path / "imgs", classes=("dog", "cat", "eel"))
+    folder = scan_image_folder(tmp_path / "imgs")
+    assert folder.class_names == ("cat", "dog", "eel") and folder.labels_from == "sorted folder names"
+    assert folder.labels.tolist() == [0, 0, 0, 1, 1, 1, 2, 2, 2]
+    record = PRESETS["raw"].bind(12, 14, 3, "NHWC", "float32")
+    batches = list(folder.batches(record, 4))
+    assert [len(x) for x, _ in batches] == [4, 4, 1]
+    x = np.concatenate([b[0] for b in batches])
+    np.testing.assert_array_equal(x[0], pixels["cat/000.png"])
+    assert folder.describe()["images_per_class"] == {"cat": 3, "dog": 3, "eel": 3}
+
+
+def test_model_class_names_and_labels_file(tmp_path: Path) -> None:
+    write_class_folder(tmp_path / "imgs", per_class=1, classes=("cat", "dog"))
+    folder = open_folder(tmp_path / "imgs", ("eel", "dog", "cat"), "labels file x", strict_names=True)
+    assert folder.labels.tolist() == [2, 1] and folder.class_names == ("eel", "dog", "cat")
+    with pytest.raises(DatasetError, match="not among the model's 2 class names"):
+        open_folder(tmp_path / "imgs", ("cat", "emu"), "labels file x", strict_names=True)
+    # A model whose class names are just indices: the folders keep their sorted order.
+    assert open_folder(tmp_path / "imgs", ("0", "1"), "metadata", strict_names=False).class_names == ("cat", "dog")
+    labels = tmp_path / "labels.txt"
+    labels.write_text("cat\ndog\n\n")
+    assert read_labels_file(labels) == ("cat", "dog")
+    labels.write_text("cat\n\ndog\n")
+    with pytest.raises(DatasetError, match="line 2 is blank"):
+        read_labels_file(labels)
+
+
+def test_unlabelled_folder_and_detection(tmp_path: Path) -> None:
+    from PIL import Image
+
+    root = tmp_path / "flat"
+    root.mkdir()
+    for i in range(3):
+        Image.fromarray(np.full((5, 7), 10 * i, np.uint8)).save(root / f"{i}.jpg")
+    folder = scan_image_folder(root)
+    assert not folder.labelled and folder.labels.tolist() == [-1, -1, -1]
+    x = next(folder.batches(PRESETS["raw"].bind(10, 10, 3, "NHWC", "float32"), 8))[0]
+    assert x.shape == (3, 10, 10, 3)  # grey JPEGs resized and made RGB by the record
+    assert is_image_folder(root) and not is_image_folder(make_idx_dir(tmp_path / "idx"))
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with pytest.raises(DatasetError, match="holds no images"):
+        scan_image_folder(empty)
+    with pytest.raises(DatasetError, match="does not exist"):
+        scan_image_folder(tmp_path / "nope")
+
+
+@pytest.mark.parametrize("kind", ["empty", "truncated", "garbage"])
+def test_bad_images_are_named_or_skipped(tmp_path: Path, kind: str) -> None:
+    write_class_folder(tmp_path / "imgs", per_class=2, classes=("a", "b"))
+    bad = tmp_path / "imgs" / "b" / "bad.png"
+    good = (tmp_path / "imgs" / "a" / "000.png").read_bytes()
+    bad.write_bytes({"empty": b"", "truncated": good[: len(good) // 2], "garbage": b"not a png at all"}[kind])
+    folder = scan_image_folder(tmp_path / "imgs")
+    record = PRESETS["raw"].bind(12, 14, 3, "NHWC", "float32")
+    with pytest.raises(BadImageError) as info:
+        list(folder.batches(record, 2))
+    assert str(bad) in info.value.one_line() and "--skip-bad-images" in info.value.one_line()
+    skipped = SkippedImages()
+    x = np.concatenate([b[0] for b in folder.batches(record, 2, skipped)])
+    assert len(x) == 4 and skipped.count == 1 and str(bad) in skipped.examples[0]
+
+
+def test_open_images_takes_a_folder_or_a_dataset(tmp_path: Path) -> None:
+    write_class_folder(tmp_path / "imgs", per_class=2)
+    src = open_images(None, tmp_path / "imgs")
+    assert src.folder is not None and len(src) == 6 and src.provenance["kind"] == "image folder"
+    with pytest.raises(DatasetError, match="disagree"):
+        open_images("mnist", tmp_path / "imgs")
+    ds = open_images(None, make_idx_dir(tmp_path / "idx"), split="train")
+    assert ds.folder is None and len(ds) == 40 and ds.provenance["split"] == "train"
+    record = PRESETS["unit"].bind(32, 32, 3, "NCHW", "float32")
+    x, y = ds.head(5).load(record)
+    assert x.shape == (5, 32, 32, 3) and len(y) == 5  # MNIST arrays fitted to a colour model

@@ -1,0 +1,134 @@
+"""Images for a model, from a named dataset's split or an image folder, in batches fitted by a preprocessing record.
+
+Every consumer (eval, parity, quantize, featuremaps, predict) takes an :class:`ImageSource`, asks for batches
+of uint8 pixels at the model's size and channels, and normalises them with the same record.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from cnnkit.data.folders import ImageFolder, SkippedImages, is_image_folder, read_labels_file, scan_image_folder
+from cnnkit.errors import DatasetError
+
+
+@dataclass(frozen=True, eq=False)
+class ImageSource:
+    """Labelled (or unlabelled: labels -1) images: arrays of one dataset split, or an image folder."""
+
+    provenance: dict[str, Any]
+    class_names: tuple[str, ...]
+    x: np.ndarray | None = None  # uint8 (N, h, w, c), any size: a dataset split in memory
+    y: np.ndarray | None = None
+    folder: ImageFolder | None = None
+    notice: str | None = None  # a line the user should see (e.g. a fallback dataset)
+
+    @classmethod
+    def from_dataset(cls, dataset: Any, split: str = "test") -> ImageSource:
+        x, y = (dataset.x_test, dataset.y_test) if split == "test" else (dataset.x_train, dataset.y_train)
+        prov = dataset.describe() | {"kind": "dataset", "split": split, "samples": int(len(x))}
+        return cls(prov, tuple(dataset.class_names), x, y, notice=getattr(dataset, "notice", None))
+
+    @classmethod
+    def from_folder(cls, folder: ImageFolder) -> ImageSource:
+        return cls(folder.describe(), folder.class_names, folder=folder)
+
+    @property
+    def name(self) -> str:
+        return str(self.provenance.get("name"))
+
+    @property
+    def labels(self) -> np.ndarray:
+        return self.folder.labels if self.folder is not None else np.asarray(self.y, np.int64)
+
+    @property
+    def labelled(self) -> bool:
+        return self.folder.labelled if self.folder is not None else True
+
+    def __len__(self) -> int:
+        return len(self.folder) if self.folder is not None else len(self.x)  # type: ignore[arg-type]
+
+    def subset(self, indices: Sequence[int] | np.ndarray) -> ImageSource:
+        idx = np.asarray(indices, dtype=np.int64)
+        if self.folder is not None:
+            folder = self.folder.subset(idx)
+            return ImageSource(self.provenance | {"samples": len(folder)}, self.class_names, folder=folder,
+                               notice=self.notice)
+        return ImageSource(self.provenance | {"samples": int(len(idx))}, self.class_names, self.x[idx], self.y[idx],
+                           notice=self.notice)
+
+    def head(self, n: int | None) -> ImageSource:
+        return self if n is None or n >= len(self) else self.subset(np.arange(n))
+
+    def batches(self, record: Any, batch_size: int, skipped: SkippedImages | None = None
+                ) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        """``(pixels, labels)``: uint8 ``(n, H, W, C)`` fitted to the bound ``record`` (not yet normalised)."""
+        if self.folder is not None:
+            yield from self.folder.batches(record, batch_size, skipped)
+            return
+        for start in range(0, len(self.x), batch_size):  # type: ignore[arg-type]
+            stop = start + batch_size
+            yield record.fit_array(self.x[start:stop]), np.asarray(self.y[start:stop], np.int64)
+
+    def load(self, record: Any, skipped: SkippedImages | None = None, batch_size: int = 256) -> tuple[np.ndarray, np.ndarray]:
+        """All images at once (for small sources: calibration, parity samples)."""
+        parts = list(self.batches(record, batch_size, skipped))
+        if not parts:
+            h, w = record.size
+            return np.empty((0, h, w, record.channels), np.uint8), np.empty(0, np.int64)
+        return np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
+
+    def describe(self) -> dict[str, Any]:
+        return dict(self.provenance)
+
+
+def model_class_names(metadata: dict[str, str], labels_file: str | os.PathLike[str] | None = None
+                      ) -> tuple[tuple[str, ...] | None, str]:
+    """The model's class names, from a labels file or its metadata (``class_names``), and where they came from."""
+    if labels_file is not None:
+        return read_labels_file(labels_file), f"labels file {labels_file}"
+    try:
+        names = json.loads(metadata.get("class_names", "null"))
+    except ValueError:
+        names = None
+    if isinstance(names, list) and names and all(isinstance(n, str) for n in names):
+        return tuple(names), "the model's class names (metadata)"
+    return None, ""
+
+
+def open_folder(root: str | os.PathLike[str], class_names: Sequence[str] | None, names_from: str,
+                strict_names: bool) -> ImageFolder:
+    """Scan an image folder; folder names are matched to ``class_names`` when they are all among them (always,
+    when ``strict_names``: a labels file), else labelled by their sorted order."""
+    folder = scan_image_folder(root)
+    if class_names is None or not folder.labelled:
+        return folder
+    if strict_names or set(folder.class_names) <= set(class_names) or not _numbered(class_names):
+        return scan_image_folder(root, class_names, names_from)
+    return folder  # the model's names are just indices ("0", "1", ...) and the folders are named otherwise
+
+
+def _numbered(names: Sequence[str]) -> bool:
+    return list(names) == [str(i) for i in range(len(names))]
+
+
+def open_images(dataset: str | None, data_dir: str | os.PathLike[str] | None, split: str = "test",
+                class_names: Sequence[str] | None = None, names_from: str = "", strict_names: bool = False,
+                ) -> ImageSource:
+    """``--data-dir`` as an image folder, else the named dataset's ``split`` (``test`` or ``train``)."""
+    from cnnkit.datasets import default_data_dir, load_dataset
+
+    where = Path(data_dir) if data_dir is not None else default_data_dir()
+    if where is not None and is_image_folder(where):
+        if dataset is not None:
+            raise DatasetError(f"--dataset {dataset} and --data-dir {where} (a folder of images) disagree",
+                               hint="give one of them: an image folder needs no --dataset")
+        return ImageSource.from_folder(open_folder(where, class_names, names_from, strict_names))
+    return ImageSource.from_dataset(load_dataset(dataset, data_dir, require_train=split == "train"), split)
