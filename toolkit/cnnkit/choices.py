@@ -58,3 +58,10 @@ class CalibrationMethod(str, Enum):
     MINMAX = "minmax"
     ENTROPY = "entropy"
     PERCENTILE = "percentile"
+
+
+class ExportFormat(str, Enum):
+    """What ``cnnkit export`` writes: ONNX (tf2onnx) or a .tflite for LiteRT (TFLite converter)."""
+
+    ONNX = "onnx"
+    TFLITE = "tflite"

@@ -10,6 +10,8 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from cnnkit.envinfo import cpu_info, gpu_info, package_versions
+from cnnkit.runtimes import runtime_versions
+from cnnkit.runtimes.plugins import plugin_statuses
 from cnnkit.sessions import ProviderError, probe_provider, resolve_provider
 
 # Shared libraries ONNX Runtime's CUDA and TensorRT providers load (any major version).
@@ -33,6 +35,8 @@ class DoctorReport:
     gpus: list[dict[str, str]]
     cpu: dict[str, Any]
     python: str = field(default_factory=lambda: sys.version.split()[0])
+    plugins: tuple[Any, ...] = ()  # PluginStatus of each installed onnxruntime-ep-* package
+    runtimes: dict[str, str | None] = field(default_factory=dict)  # runtime -> installed version (None: not installed)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -69,6 +73,7 @@ def run_doctor() -> DoctorReport:
         problems.append("no onnxruntime package is installed: pip install onnxruntime-gpu (Linux x86_64) or onnxruntime")
         listed: tuple[str, ...] = ()
         statuses: tuple[ProviderStatus, ...] = ()
+        plugins: tuple[Any, ...] = ()
     else:
         import onnxruntime as ort
 
@@ -80,10 +85,25 @@ def run_doctor() -> DoctorReport:
                 out.append(ProviderStatus(name, False, got.reason))
             else:
                 out.append(ProviderStatus(name, True))
+        plugins = tuple(plugin_statuses())
+        for plugin in plugins:
+            for ep in plugin.ep_names:
+                if ep in listed:
+                    continue
+                if plugin.error:
+                    out.append(ProviderStatus(ep, False, f"the {plugin.distribution} plugin does not register: {plugin.error}"))
+                elif not any(d.ep_name == ep for d in plugin.devices):
+                    out.append(ProviderStatus(ep, False, f"the {plugin.distribution} plugin registers but exposes no "
+                                                         f"device on this machine ({cpu_info()['model']})"))
+                else:
+                    got = probe_provider(ep)
+                    out.append(ProviderStatus(ep, not isinstance(got, ProviderError),
+                                              got.reason if isinstance(got, ProviderError) else None))
         statuses = tuple(out)
     return DoctorReport(
         packages=versions, problems=tuple(problems), providers_listed=listed, providers=statuses,
         gpu_libraries=find_gpu_libraries(), gpus=gpu_info(), cpu=cpu_info(),
+        plugins=plugins, runtimes=runtime_versions(),
     )
 
 

@@ -117,13 +117,44 @@ def resolve_provider(name: str) -> str:
         # Accept any listed EP by its short name, e.g. "vitisai" for VitisAIExecutionProvider.
         matches = [p for p in available if p.lower() == f"{name.lower()}executionprovider"]
         if not matches:
+            plugin = _plugin_provider(name, wanted)
+            if plugin is not None:
+                return plugin
             short = ", ".join(_short(p) for p in available)
             raise ProviderError(
                 f"unknown or uninstalled execution provider '{name}'",
-                hint=f"this onnxruntime build has: {short}",
+                hint=f"this onnxruntime build has: {short}; plugin providers come from onnxruntime-ep-* packages "
+                     "(cnnkit doctor lists those installed)",
             )
         wanted = matches[0]
     return wanted
+
+
+def _plugin_provider(name: str, wanted: str) -> str | None:
+    """The EP name an installed ``onnxruntime-ep-*`` plugin gives for ``name`` (registering it), or None."""
+    from cnnkit.runtimes.plugins import installed_plugins, load_plugin
+
+    keys = {wanted.lower(), name.lower(), f"{name.lower()}executionprovider"}
+    for plugin in installed_plugins():
+        status = load_plugin(*plugin)
+        for ep in status.ep_names:
+            if ep.lower() in keys:
+                return ep
+    return None
+
+
+def _add_plugin_device(so: Any, provider: str) -> str | None:
+    """Put the plugin provider's first device (CPU first) on ``so``; return why not when it exposes none."""
+    from cnnkit.envinfo import cpu_info
+    from cnnkit.runtimes.plugins import find_plugin, plugin_devices
+
+    devices = plugin_devices(provider)
+    if not devices:
+        plugin = find_plugin(provider)
+        source = f"the {plugin.distribution} {plugin.version} plugin" if plugin else "its plugin"
+        return f"{source} registers {provider} but it exposes no device on this machine ({cpu_info()['model']})"
+    so.add_provider_for_devices([devices[0]], {})
+    return None
 
 
 def _short(provider: str) -> str:
@@ -216,10 +247,19 @@ def create_session(model: str | os.PathLike[str] | bytes, config: SessionConfig 
         if not path.is_file():
             raise ModelFileError(f"model file {path} not found")
         source, label = str(path), str(path)
+    so, chain = session_options(config), _provider_chain(provider, config)
+    why_not: str | None = None
+    if provider not in ort.get_available_providers():  # a plugin provider (onnxruntime-ep-*): by device
+        why_not = _add_plugin_device(so, provider)
+        if why_not is not None and not config.allow_fallback:
+            raise ProviderError(f"{provider} cannot run here: {why_not}", reason=why_not,
+                                hint="cnnkit doctor lists plugins and their devices; use --provider cpu"
+                                     + (", or run OpenVINO itself: --runtime openvino" if "OpenVINO" in provider else ""))
+        chain = None if why_not is None else ["CPUExecutionProvider"]
     python_log = io.StringIO()  # onnxruntime's Python wrapper print()s its "EP Error" fallback notice
     try:
         with capture_native_stderr(replay_on_error=False) as log, contextlib.redirect_stdout(python_log):
-            session = ort.InferenceSession(source, session_options(config), providers=_provider_chain(provider, config))
+            session = ort.InferenceSession(source, so, providers=chain)
     except Exception as exc:  # noqa: BLE001 (ORT raises its own Fail/InvalidGraph/... types)
         detail = " ".join(str(exc).split())
         detail = re.sub(r"^\[ONNXRuntimeError\] : \d+ : \w+ : ", "", detail)[:300]
@@ -231,7 +271,7 @@ def create_session(model: str | os.PathLike[str] | bytes, config: SessionConfig 
     active = tuple(session.get_providers())
     info = SessionInfo(requested=provider, providers=active, options=config.to_dict())
     if active and active[0] != provider:
-        reason = _load_failure_reason(log.text + python_log.getvalue(), provider)
+        reason = why_not or _load_failure_reason(log.text + python_log.getvalue(), provider)
         if not config.allow_fallback:
             raise ProviderError(
                 f"{provider} was requested but the session runs on {active[0]}: {reason}",

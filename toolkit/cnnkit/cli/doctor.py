@@ -38,6 +38,23 @@ def render_doctor(report) -> None:  # noqa: ANN001 (DoctorReport, imported lazil
     for p in report.providers:
         mark = "[green]loads[/]" if p.loads else f"[red]does not load[/]: {p.reason}"
         console.print(f"  {p.name}: {mark}")
+    if report.plugins:
+        console.print("plugin execution providers (onnxruntime-ep-* packages -> the devices each exposes here):")
+        for plugin in report.plugins:
+            if plugin.error:
+                what = f"[red]does not register[/]: {plugin.error}"
+            elif plugin.devices:
+                what = "devices: " + "; ".join(d.describe() for d in plugin.devices)
+            else:
+                what = f"[yellow]exposes no device on this machine ({report.cpu['model']})[/]"
+            console.print(f"  {plugin.distribution} {plugin.version} ({', '.join(plugin.ep_names) or '?'}): {what}")
+    else:
+        console.print("plugin execution providers: none installed (onnxruntime-ep-* packages)")
+    from cnnkit.runtimes import INSTALL
+
+    console.print("runtimes (cnnkit bench/eval --runtime): " + ", ".join(
+        f"{name} {version}" if version else f"{name} not installed ({INSTALL[name]})"
+        for name, version in report.runtimes.items()))
     libs = {k: v for k, v in report.gpu_libraries.items() if v}
     missing = [k for k, v in report.gpu_libraries.items() if not v]
     console.print("CUDA/cuDNN/TensorRT libraries: " + (", ".join(f"{k} ({v[0]})" for k, v in libs.items()) or "none found")

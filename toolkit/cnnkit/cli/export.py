@@ -6,13 +6,15 @@ from pathlib import Path
 
 import typer
 
-from cnnkit.choices import InputDtype
+from cnnkit.choices import ExportFormat, InputDtype
 from cnnkit.cli.render import console, print_json, shape_text
 
 
 def export_command(
     model: Path = typer.Argument(..., help="The Keras 3 .keras model file."),
-    output: Path = typer.Option(..., "-o", "--output", help="Where to write the .onnx file."),
+    output: Path = typer.Option(..., "-o", "--output", help="Where to write the .onnx (or .tflite) file."),
+    fmt: ExportFormat = typer.Option(ExportFormat.ONNX, "--format", case_sensitive=False,
+                                     help="onnx, or tflite: a .tflite for LiteRT (--runtime litert)."),
     opset: int = typer.Option(17, "--opset", help="ONNX opset."),
     input_dtype: InputDtype = typer.Option(InputDtype.FLOAT32, "--input-dtype", help="uint8: the graph takes raw uint8 pixels and casts inside."),
     input_name: str = typer.Option("images", "--input-name"),
@@ -24,6 +26,14 @@ def export_command(
     as_json: bool = typer.Option(False, "--json", help="Print the result as JSON."),
 ) -> None:
     """Export a Keras model to ONNX (NHWC, dynamic batch), checked by onnx.checker and shape inference."""
+    if fmt is ExportFormat.TFLITE:
+        if input_dtype is not InputDtype.FLOAT32:
+            from cnnkit.errors import CnnkitError
+
+            raise CnnkitError(f"--input-dtype {input_dtype.value} applies to ONNX exports only",
+                              hint="a .tflite takes the Keras model's float32 input; drop --input-dtype")
+        _export_tflite(model, output, force, as_json)
+        return
     from cnnkit.export import ExportConfig, export_onnx
 
     if preprocess is not None:
@@ -49,3 +59,18 @@ def export_command(
     console.print("checks: onnx.checker (full) and strict shape inference passed")
     console.print(f"route: {m['conversion_route']}; tensorflow {m['tensorflow_version']}, keras {m['keras_version']}, "
                   f"tf2onnx {m['tf2onnx_version']}, onnx {m['onnx_version']}")
+
+
+def _export_tflite(model: Path, output: Path, force: bool, as_json: bool) -> None:
+    from cnnkit.export_tflite import TfliteExportConfig, export_tflite
+
+    result = export_tflite(TfliteExportConfig(model, output, force))
+    if as_json:
+        print_json(result.to_dict())
+        return
+    console.print(f"wrote {result.output_path} ({result.size_bytes:,} bytes), fp32, for LiteRT")
+    console.print(f"input  {shape_text(result.input_shape)} (NHWC, raw pixels, as the Keras model); "
+                  f"output {shape_text(result.output_shape)}")
+    console.print(f"check: LiteRT vs Keras on 16 inputs, max abs diff {result.max_abs_diff:.3g}")
+    v = result.versions
+    console.print(f"route: {result.route}; tensorflow {v['tensorflow']}, keras {v['keras']}, ai-edge-litert {v['ai_edge_litert']}")

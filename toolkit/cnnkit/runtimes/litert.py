@@ -1,0 +1,106 @@
+"""LiteRT (``ai_edge_litert``) with XNNPACK on the CPU, running the .tflite made from the same Keras model."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from cnnkit.errors import ModelFileError
+
+
+class LiteRtRunner:
+    """A LiteRT interpreter (XNNPACK delegate, ``threads`` threads; 0: one per usable core), fp32.
+
+    It speaks the ONNX model's names and layout (``onnx_model``), so its dictionaries line up with ONNX
+    Runtime's: a .tflite from Keras is NHWC; fed an NCHW batch it transposes it first (outside the timed call,
+    which takes the .tflite's own layout). The batch dimension is resized on demand.
+    """
+
+    runtime = "litert"
+    precision = "fp32"
+
+    def __init__(self, tflite: str | os.PathLike[str], onnx_model: str | os.PathLike[str] | None = None,
+                 threads: int = 0, label: str | None = None) -> None:
+        from cnnkit._deps import capture_native_stderr
+        from cnnkit.envinfo import cpu_info
+        from cnnkit.runtimes import require_runtime, runtime_versions
+
+        litert = require_runtime("litert")
+        path = Path(tflite)
+        self.label = label or path.name
+        self.threads = int(threads) or (cpu_info()["usable_cores"] or 1)
+        try:
+            with capture_native_stderr(replay_on_error=False) as log:
+                self.interpreter = litert.Interpreter(model_path=str(path), num_threads=self.threads)
+                self.interpreter.allocate_tensors()
+        except Exception as exc:  # noqa: BLE001 (LiteRT raises ValueError/RuntimeError)
+            raise ModelFileError(f"LiteRT cannot load {path}: {' '.join(str(exc).split())[:300]}",
+                                 hint="is it a complete .tflite file? make one with cnnkit export --format tflite") from None
+        details = self.interpreter.get_input_details()
+        if len(details) != 1:
+            raise ModelFileError(f"{path}: cnnkit runs models with one input; this one has {len(details)}")
+        self._input = details[0]
+        self._outputs = self.interpreter.get_output_details()
+        self.input_dtype = np.dtype(self._input["dtype"])
+        self.input_shape: tuple[Any, ...] = tuple("batch" if d < 0 else int(d) for d in self._input["shape_signature"])
+        self._native = tuple(int(d) for d in self._input["shape"][1:])
+        self._transpose = False
+        if onnx_model is not None:
+            from cnnkit.onnx_info import describe_onnx
+
+            info = describe_onnx(onnx_model, require_image=False)
+            self.input_name, self.output_names = info.input_name, info.output_names
+            onnx_image = tuple(int(d) for d in info.input_shape[1:]) if len(info.input_shape) == 4 else None
+            if onnx_image is not None and onnx_image != self._native:
+                if len(onnx_image) == 3 and (onnx_image[1], onnx_image[2], onnx_image[0]) == self._native:
+                    self._transpose = True  # the .onnx is NCHW
+                else:
+                    raise ModelFileError(f"{path} takes images of shape {self._native}, {onnx_model} {onnx_image}",
+                                         hint="export both from the same Keras model")
+            if len(self._outputs) != len(self.output_names):
+                raise ModelFileError(f"{path} has {len(self._outputs)} outputs, {onnx_model} {len(self.output_names)}")
+        else:
+            self.input_name = self._input["name"]
+            self.output_names = tuple(o["name"] for o in self._outputs)
+        xnnpack = "XNNPACK" in log.text
+        self.provider = {
+            "requested": "litert XNNPACK", "providers": ["XNNPACK"] if xnnpack else ["builtin"],
+            "active": "LiteRT XNNPACK" if xnnpack else "LiteRT builtin", "fallback": False, "fallback_reason": None,
+            "options": {"num_threads": self.threads, "tflite": str(path), "ai_edge_litert": runtime_versions()["litert"]},
+        }
+        self._batch = int(self._input["shape"][0])
+
+    @property
+    def image_shape(self) -> tuple[int, ...]:
+        return self._native
+
+    def _resize(self, batch: int) -> None:
+        if batch != self._batch:
+            self.interpreter.resize_tensor_input(self._input["index"], [batch, *self._native])
+            self.interpreter.allocate_tensors()
+            self._batch = batch
+
+    def timed_call(self, x: np.ndarray) -> Any:
+        """The call a benchmark times: copy ``x`` in (the .tflite's layout), invoke, copy the output out."""
+        self._resize(len(x))
+        interp, index, out = self.interpreter, self._input["index"], self._outputs[0]["index"]
+        x = np.ascontiguousarray(x, dtype=self.input_dtype)
+
+        def run() -> Any:
+            interp.set_tensor(index, x)
+            interp.invoke()
+            return interp.get_tensor(out)
+        return run
+
+    def infer(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        x = np.asarray(feeds[self.input_name])
+        if self._transpose:
+            x = x.transpose(0, 2, 3, 1)
+        self._resize(len(x))
+        self.interpreter.set_tensor(self._input["index"], np.ascontiguousarray(x, dtype=self.input_dtype))
+        self.interpreter.invoke()
+        return {name: self.interpreter.get_tensor(o["index"]).copy()
+                for name, o in zip(self.output_names, self._outputs, strict=True)}

@@ -1,0 +1,81 @@
+"""OpenVINO on the CPU, reading the same .onnx as ONNX Runtime: ``Core().compile_model(model, "CPU", config)``."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from cnnkit.errors import CnnkitError, ModelFileError
+
+_HINTS = {"fp32": "f32", "bf16": "bf16"}
+_NUMPY = {"f32": np.float32, "f16": np.float16, "u8": np.uint8, "i8": np.int8}
+
+
+class OpenVinoRunner:
+    """An OpenVINO compiled model. Defaults: CPU, latency hint, OpenVINO's own thread count, fp32.
+
+    ``precision`` sets ``INFERENCE_PRECISION_HINT`` (fp32 -> f32, bf16 -> bf16); the precision the compiled
+    model reports is what the result states (bf16 asked for on a CPU without bf16 runs, and is stated as, fp32).
+    ``batch_size``: reshape to that static batch first (as deployments do; dynamic shapes cost OpenVINO more).
+    """
+
+    runtime = "openvino"
+
+    def __init__(self, model: str | os.PathLike[str], precision: str = "fp32", threads: int = 0,
+                 batch_size: int | None = None, label: str | None = None) -> None:
+        from cnnkit.onnx_info import describe_onnx
+        from cnnkit.runtimes import require_runtime
+
+        ov = require_runtime("openvino")
+        if precision not in _HINTS:
+            raise CnnkitError(f"OpenVINO precision must be fp32 or bf16, got {precision!r}")
+        info = describe_onnx(model, require_image=False)
+        self.label = label or Path(model).name
+        self.input_name = info.input_name
+        self.output_names = info.output_names
+        core = ov.Core()
+        try:
+            ov_model = core.read_model(str(model))
+            if batch_size is not None:
+                shape = list(ov_model.inputs[0].get_partial_shape())
+                ov_model.reshape({ov_model.inputs[0].get_any_name(): [batch_size, *(int(str(d)) for d in shape[1:])]})
+            self.options: dict[str, Any] = {"INFERENCE_PRECISION_HINT": _HINTS[precision], "PERFORMANCE_HINT": "LATENCY"}
+            if threads:
+                self.options["INFERENCE_NUM_THREADS"] = int(threads)
+            self.compiled = core.compile_model(ov_model, "CPU", self.options)
+        except Exception as exc:  # noqa: BLE001 (OpenVINO raises RuntimeError for any failure)
+            detail = " ".join(str(exc).split())[:300]
+            raise ModelFileError(f"OpenVINO cannot compile {model}: {detail}",
+                                 hint="run it in ONNX Runtime (--runtime onnxruntime) to see whether the model is at fault") from None
+        self.request = self.compiled.create_infer_request()
+        actual = self.compiled.get_property("INFERENCE_PRECISION_HINT").get_type_name()  # "f32", "bf16"
+        self.precision = {"f32": "fp32", "bf16": "bf16", "f16": "fp16"}.get(actual, actual)
+        port = self.compiled.inputs[0]
+        self.input_shape = tuple(str(d) if not d.is_static else d.get_length() for d in port.get_partial_shape())
+        self.input_dtype = np.dtype(_NUMPY.get(port.get_element_type().get_type_name(), np.float32))
+        self.threads = int(self.compiled.get_property("INFERENCE_NUM_THREADS"))
+        self.provider = {
+            "requested": f"openvino CPU {precision}", "providers": ["CPU"], "active": "OpenVINO CPU", "fallback": False,
+            "fallback_reason": None,
+            "options": {k: str(v) for k, v in self.options.items()} | {"threads_used": self.threads,
+                                                                       "static_batch": batch_size,
+                                                                       "openvino": ov.get_version()},
+        }
+
+    @property
+    def image_shape(self) -> tuple[int, ...]:
+        return tuple(int(d) for d in self.input_shape[1:])
+
+    def timed_call(self, x: np.ndarray) -> Any:
+        """The call a benchmark times: one synchronous inference on ``x`` (outputs stay in OpenVINO's buffers)."""
+        request, feeds = self.request, {0: np.ascontiguousarray(x, dtype=self.input_dtype)}
+        return lambda: request.infer(feeds)
+
+    def infer(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        x = np.ascontiguousarray(feeds[self.input_name], dtype=self.input_dtype)
+        out = self.request.infer({0: x})
+        # The request reuses its output buffers: copy before the next call overwrites them.
+        return {name: np.array(out[port]) for name, port in zip(self.output_names, self.compiled.outputs, strict=True)}
