@@ -62,7 +62,7 @@ def test_output_shapes_fix_the_batch_and_skip_dynamic_outputs() -> None:
 
 
 def test_tuned_options_become_bench_flags() -> None:
-    from cnnkit.cli.bench import session_flags
+    from cnnkit.bench import session_flags
     from cnnkit.sessions import SessionConfig
 
     cpu = SessionConfig(intra_op_threads=1, allow_spinning=False).to_dict()

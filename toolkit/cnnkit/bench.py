@@ -26,6 +26,7 @@ from cnnkit.choices import CudnnConvAlgoSearch, ExecutionMode, GraphOptimization
 from cnnkit.envinfo import cpu_info, environment, gpu_info
 from cnnkit.errors import CnnkitError
 from cnnkit.onnx_info import OnnxModelInfo, describe_onnx
+from cnnkit.runtimes import DEFAULT_RUNTIME, RuntimeChoice, runtime_versions
 from cnnkit.sessions import SessionConfig, SessionInfo, create_session
 
 SCHEMA = "cnnkit.bench/1"
@@ -46,6 +47,9 @@ class BenchConfig:
     tune: bool = False
     tune_time_s: float = 0.3  # per trial while tuning; the winner is then measured with min_time_s
     seed: int = 0
+    runtimes: tuple[RuntimeChoice, ...] = (DEFAULT_RUNTIME,)  # every model on each, interleaved
+    tflite: Path | None = None  # LiteRT's model; default: the .tflite beside each .onnx
+    rounds: int = 5  # interleaved rounds when more than one model x runtime is measured
 
     def __post_init__(self) -> None:
         if not self.models:
@@ -58,6 +62,15 @@ class BenchConfig:
             raise CnnkitError(f"--min-iterations must be positive, got {self.min_iterations}")
         if not (self.min_time_s >= 0 and math.isfinite(self.min_time_s)):
             raise CnnkitError(f"--min-time must be a non-negative number of seconds, got {self.min_time_s}")
+        if not self.runtimes:
+            raise CnnkitError("no runtime given", hint="--runtime onnxruntime,openvino,litert")
+        if self.tflite is not None and len(self.models) > 1:
+            raise CnnkitError("--tflite names one model's .tflite, but several models were given",
+                              hint="put each model's .tflite beside its .onnx (same name) instead")
+
+    def entries(self) -> list[tuple[Path, RuntimeChoice]]:
+        """What is measured: every model on every runtime, in the order given."""
+        return [(Path(m), r) for m in self.models for r in self.runtimes]
 
 
 @dataclass(frozen=True)
@@ -90,7 +103,11 @@ class LatencyStats:
 
 @dataclass(frozen=True)
 class BenchCase:
-    """One model on one provider at one batch size."""
+    """One model on one runtime and provider, in one precision, at one batch size.
+
+    ``round_p50_ms``: the median of each interleaved round (one state of a shared machine each), for paired
+    comparisons; ``runtime``: onnxruntime, openvino or litert; ``provider``: what ran it, with its options.
+    """
 
     model: str
     model_sha256: str
@@ -106,6 +123,8 @@ class BenchCase:
     io_binding: bool
     include_copies: bool
     tuned: bool = False
+    runtime: str = "onnxruntime"
+    round_p50_ms: tuple[float, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -148,7 +167,8 @@ class BenchResult:
             found = data.get("schema") if isinstance(data, dict) else type(data).__name__
             raise CnnkitError(f"not a cnnkit benchmark result (schema {found!r}, expected {SCHEMA!r})")
         cases = tuple(
-            BenchCase(**(c | {"stats": LatencyStats(**c["stats"]), "samples_ns": tuple(c["samples_ns"])}))
+            BenchCase(**(c | {"stats": LatencyStats(**c["stats"]), "samples_ns": tuple(c["samples_ns"]),
+                              "round_p50_ms": tuple(c.get("round_p50_ms", ()))}))
             for c in data["cases"]
         )
         trials = tuple(TuneTrial(**t) for t in data.get("trials", ()))
@@ -281,6 +301,25 @@ def _prepare(model: Path, info: OnnxModelInfo, batch_size: int, session_config: 
     return {"session": session, "info": sinfo, "run": run, "bound": bound, "created_ms": created_ms, "first_ms": first_ms}
 
 
+def _prepare_runtime(model: Path, choice: RuntimeChoice, batch_size: int, config: BenchConfig) -> dict[str, Any]:
+    """:func:`_prepare` for a runtime other than ONNX Runtime: a runner for this batch size, timed and warmed up."""
+    from cnnkit.runtimes import create_runner
+
+    t0 = time.perf_counter_ns()
+    runner = create_runner(choice, model, config.session, config.tflite, batch_size=batch_size)
+    created_ms = (time.perf_counter_ns() - t0) / 1e6
+    rng = np.random.default_rng(config.seed + batch_size)  # the same pixels as make_input, in the runner's layout
+    x = rng.integers(0, 256, (batch_size, *runner.image_shape)).astype(runner.input_dtype)
+    run = runner.timed_call(x)
+    t0 = time.perf_counter_ns()
+    run()
+    first_ms = (time.perf_counter_ns() - t0) / 1e6
+    for _ in range(config.warmup):
+        run()
+    return {"session": runner, "info": runner.provider, "run": run, "bound": False, "created_ms": created_ms,
+            "first_ms": first_ms, "precision": runner.precision}
+
+
 # --- tuning -----------------------------------------------------------------------------------------
 
 
@@ -309,6 +348,21 @@ def _tune_options(c: SessionConfig) -> dict[str, Any]:
             "cudnn_conv_algo_search", "cuda_graph")
     d = c.to_dict()
     return {k: d[k] for k in keys}
+
+
+def session_flags(options: dict[str, Any], on_gpu: bool) -> str:
+    """The ``cnnkit bench`` flags that select these session options (a tune trial's ``options``)."""
+    flags = [f"--threads {options['intra_op_threads']}"]
+    if options.get("inter_op_threads"):
+        flags.append(f"--inter-op-threads {options['inter_op_threads']}")
+    if options.get("allow_spinning") is not None:
+        flags.append("--spinning" if options["allow_spinning"] else "--no-spinning")
+    flags += [f"--graph-optimization {options['graph_optimization']}", f"--execution-mode {options['execution_mode']}"]
+    if on_gpu:
+        flags.append(f"--cudnn-conv-algo-search {str(options['cudnn_conv_algo_search']).lower()}")
+        if options.get("cuda_graph"):
+            flags.append("--cuda-graph")
+    return " ".join(flags)
 
 
 TUNE_ROUNDS = 10  # short paired rounds: on a shared machine the speed drifts over seconds
@@ -388,17 +442,20 @@ def run_benchmark(config: BenchConfig, progress: ProgressCallback | None = None,
     """
     import random
 
-    infos = [describe_onnx(m) for m in config.models]  # fail on a bad file before measuring anything
+    entries = config.entries()
+    described = {m: describe_onnx(m) for m in config.models}  # fail on a bad file before measuring anything
+    infos = [described[m] for m, _ in entries]
+    _check_runtimes(config)
     plans: list[list[SessionConfig]] = []
-    for model in config.models:
-        if config.tune:
+    for model, choice in entries:
+        if config.tune and choice.runtime == "onnxruntime":
             _, probe = create_session(model, config.session)  # the provider that really runs sets the search
             plans.append(tune_candidates(config.session, probe.active))
         else:
             plans.append([])
-    rounds = rounds if len(config.models) > 1 else 1
+    rounds = config.rounds if len(entries) > 1 else 1
     total = len(config.batch_sizes) * (sum(len(plan) * (1 + TUNE_ROUNDS) for plan in plans)
-                                       + len(config.models) * (rounds + 1))
+                                       + len(entries) * (rounds + 1))
     done = 0
 
     def step(what: str) -> None:
@@ -407,12 +464,12 @@ def run_benchmark(config: BenchConfig, progress: ProgressCallback | None = None,
             progress(what, done, total)
         done += 1
 
-    cases: list[BenchCase] = []
+    measured: list[tuple[int, BenchCase]] = []  # (entry index, case)
     trials: list[TuneTrial] = []
     rng = random.Random(config.seed)
     for b in config.batch_sizes:
         chosen: list[SessionConfig] = []
-        for model, info, plan in zip(config.models, infos, plans, strict=True):
+        for (model, _), info, plan in zip(entries, infos, plans, strict=True):
             if not plan:
                 chosen.append(config.session)
                 continue
@@ -421,27 +478,34 @@ def run_benchmark(config: BenchConfig, progress: ProgressCallback | None = None,
             chosen.append(options)
         # One session per model, created and first-run timed, warmed up; then the alternating rounds.
         prepared = []
-        for model, info, session_config in zip(config.models, infos, chosen, strict=True):
-            step(f"{Path(model).name} batch {b}: session")
-            prepared.append(_prepare(model, info, b, session_config, config))
+        for (model, choice), info, session_config in zip(entries, infos, chosen, strict=True):
+            step(f"{_entry_name(model, choice)} batch {b}: session")
+            if choice.runtime == "onnxruntime":
+                prepared.append(_prepare(model, info, b, session_config, config) | {"precision": info.precision})
+            else:
+                prepared.append(_prepare_runtime(model, choice, b, config))
         samples: list[list[int]] = [[] for _ in prepared]
+        round_p50: list[list[float]] = [[] for _ in prepared]
         order = list(range(len(prepared)))
         for _ in range(rounds):
             rng.shuffle(order)
             for i in order:
-                step(f"{Path(config.models[i]).name} batch {b}")
-                samples[i] += time_slice(prepared[i]["run"], max(1, -(-config.min_iterations // rounds)),
-                                         config.min_time_s / rounds)
-        for (model, info), prep, got in zip(zip(config.models, infos, strict=True), prepared, samples, strict=True):
-            cases.append(BenchCase(
-                model=str(model), model_sha256=info.sha256, precision=info.precision, batch_size=b,
-                provider=prep["info"].to_dict(), stats=LatencyStats.from_samples(got, b), samples_ns=tuple(got),
+                step(f"{_entry_name(*entries[i])} batch {b}")
+                got = time_slice(prepared[i]["run"], max(1, -(-config.min_iterations // rounds)), config.min_time_s / rounds)
+                samples[i] += got
+                round_p50[i].append(float(np.median(got)) / 1e6)
+        for i, ((model, choice), info, prep, got) in enumerate(zip(entries, infos, prepared, samples, strict=True)):
+            provider = prep["info"] if isinstance(prep["info"], dict) else prep["info"].to_dict()
+            measured.append((i, BenchCase(
+                model=str(model), model_sha256=info.sha256, precision=prep["precision"], batch_size=b,
+                provider=provider, stats=LatencyStats.from_samples(got, b), samples_ns=tuple(got),
                 warmup=config.warmup, session_create_ms=prep["created_ms"], first_inference_ms=prep["first_ms"],
                 peak_rss_mb=_peak_rss_mb(), io_binding=prep["bound"], include_copies=config.include_copies,
-                tuned=config.tune,
-            ))
-    order_key = {str(m): i for i, m in enumerate(config.models)}
-    cases.sort(key=lambda c: (order_key[c.model], c.batch_size))
+                tuned=bool(plans[i]), runtime=choice.runtime, round_p50_ms=tuple(round_p50[i]),
+            )))
+        prepared.clear()  # release this batch size's sessions (and their thread pools) before the next
+    measured.sort(key=lambda item: (item[0], item[1].batch_size))  # entry by entry, as given
+    cases = [case for _, case in measured]
     if progress:
         progress("done", total, total)
     return BenchResult(
@@ -451,13 +515,29 @@ def run_benchmark(config: BenchConfig, progress: ProgressCallback | None = None,
             "models": [str(m) for m in config.models], "batch_sizes": list(config.batch_sizes),
             "session": config.session.to_dict(), "warmup": config.warmup, "min_time_s": config.min_time_s,
             "min_iterations": config.min_iterations, "include_copies": config.include_copies, "tune": config.tune,
-            "interleaved_rounds": rounds,
+            "interleaved_rounds": rounds, "runtimes": [r.label for r in config.runtimes],
+            "tflite": str(config.tflite) if config.tflite else None,
             "tune_time_s": config.tune_time_s, "seed": config.seed, "clock": "time.perf_counter_ns",
         },
-        environment=environment() | {"gpu": gpu_info()},
+        environment=environment() | {"gpu": gpu_info(), "runtimes": runtime_versions()},
         cases=tuple(cases),
         trials=tuple(trials),
     )
+
+
+def _entry_name(model: Path, choice: RuntimeChoice) -> str:
+    return f"{Path(model).name} [{choice.label}]"
+
+
+def _check_runtimes(config: BenchConfig) -> None:
+    """Every runtime importable and every .tflite present before anything is measured (one-line errors)."""
+    from cnnkit.runtimes import require_runtime, tflite_path
+
+    for choice in config.runtimes:
+        require_runtime(choice.runtime)
+        if choice.runtime == "litert":
+            for model in config.models:
+                tflite_path(model, config.tflite)
 
 
 @dataclass(frozen=True)

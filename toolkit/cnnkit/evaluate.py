@@ -14,6 +14,7 @@ from cnnkit.envinfo import environment
 from cnnkit.errors import CnnkitError
 from cnnkit.onnx_info import describe_onnx
 from cnnkit.runners import OnnxRuntimeRunner
+from cnnkit.runtimes import DEFAULT_RUNTIME, RuntimeChoice, create_runner
 from cnnkit.sessions import SessionConfig
 
 SCHEMA = "cnnkit.eval/1"
@@ -29,6 +30,8 @@ class EvalConfig:
     session: SessionConfig = field(default_factory=SessionConfig)
     batch_size: int = 256
     limit: int | None = None  # the first N test images only
+    runtime: RuntimeChoice = DEFAULT_RUNTIME  # onnxruntime (default), openvino[:bf16] or litert
+    tflite: Path | None = None  # LiteRT's model; default: the .tflite beside each .onnx
 
     def __post_init__(self) -> None:
         if not self.models:
@@ -51,6 +54,7 @@ class ModelEval:
     per_class_accuracy: tuple[float | None, ...]  # None for a class with no test sample
     confusion: tuple[tuple[int, ...], ...]  # rows: true class, columns: predicted
     agreement_with_first: float  # top-1 agreement with the first model given
+    runtime: str = "onnxruntime"
 
 
 @dataclass(frozen=True)
@@ -110,7 +114,7 @@ def evaluate_models(config: EvalConfig, dataset: Dataset | None = None,
                 f"{model}: takes images of shape {info.image_shape}, dataset {dataset.name.value} has {dataset.image_shape}",
                 hint="choose the dataset the model was trained for (--dataset)",
             )
-        runner = OnnxRuntimeRunner(model, config.session)
+        runner = create_runner(config.runtime, model, config.session, config.tflite)
         name = Path(model).name
         preds = predict(runner, x, config.batch_size,
                         (lambda done, name=name: progress(f"eval {name}", done, len(x))) if progress else None)
@@ -120,11 +124,13 @@ def evaluate_models(config: EvalConfig, dataset: Dataset | None = None,
         support = cm.sum(axis=1)
         per_class = tuple(float(cm[i, i] / support[i]) if support[i] else None for i in range(n_classes))
         first_preds = preds if first_preds is None else first_preds
+        on_ort = isinstance(runner, OnnxRuntimeRunner)
         results.append(ModelEval(
-            model=str(model), sha256=info.sha256, precision=info.precision, size_bytes=info.size_bytes,
-            provider=runner.session_info.to_dict(), samples=int(len(y)), accuracy=float(np.mean(preds == y)),
+            model=str(model), sha256=info.sha256, precision=info.precision if on_ort else runner.precision,
+            size_bytes=info.size_bytes, provider=runner.session_info.to_dict() if on_ort else runner.provider,
+            samples=int(len(y)), accuracy=float(np.mean(preds == y)),
             per_class_accuracy=per_class, confusion=tuple(tuple(int(v) for v in row) for row in cm),
-            agreement_with_first=float(np.mean(preds == first_preds)),
+            agreement_with_first=float(np.mean(preds == first_preds)), runtime=config.runtime.runtime,
         ))
     described = dataset.describe() | {"evaluated_samples": int(len(y)), "split": "test"}
     return EvalResult(SCHEMA, described, dataset.class_names, tuple(results), environment())

@@ -13,7 +13,17 @@ from cnnkit.cli.render import console, err_console
 
 def bench_command(
     models: list[Path] = typer.Argument(..., help="One or more .onnx models."),
-    provider: str = typer.Option("cpu", "--provider", help="cpu, cuda, tensorrt, or any provider this onnxruntime lists."),
+    provider: str = typer.Option("cpu", "--provider", help="cpu, cuda, tensorrt, any provider this onnxruntime lists, or one "
+                                 "from an installed onnxruntime-ep-* plugin (e.g. openvino)."),
+    runtime: str = typer.Option("onnxruntime", "--runtime", help="Comma-separated: onnxruntime, openvino, openvino:bf16, litert; "
+                                "several are measured interleaved in the same rounds."),
+    tflite: Path = typer.Option(None, "--tflite", help="LiteRT's .tflite (cnnkit export --format tflite). Default: beside the .onnx."),
+    recommend: bool = typer.Option(False, "--recommend", help="Name the fastest runtime x precision per batch size whose "
+                                   "accuracy stays within --max-accuracy-drop, where the rounds confirm its lead."),
+    max_accuracy_drop: float = typer.Option(0.1, "--max-accuracy-drop", help="--recommend: accuracy a candidate may lose "
+                                            "against the default, in points."),
+    dataset: str = typer.Option(None, "--dataset", help="--recommend: the labelled data to evaluate on. Default: the model's."),
+    data_dir: Path = typer.Option(None, "--data-dir", envvar="CNNKIT_DATA_DIR"),
     batch_sizes: str = typer.Option("1,8,32,64,128,256", "--batch-sizes"),
     warmup: int = typer.Option(10, "--warmup", help="Warm-up runs per input shape."),
     min_time: float = typer.Option(1.0, "--min-time", help="Seconds of timed runs per shape, at least."),
@@ -42,8 +52,16 @@ def bench_command(
     from cnnkit.bench import BenchConfig, run_benchmark
     from cnnkit.errors import CnnkitError
     from cnnkit.io import check_writable, write_json_atomic
+    from cnnkit.runtimes import parse_runtimes
     from cnnkit.sessions import SessionConfig
 
+    runtimes = parse_runtimes(runtime)
+    if recommend:
+        from cnnkit.recommend import candidate_runtimes
+
+        runtimes = candidate_runtimes(runtimes)
+        if not (max_accuracy_drop >= 0 and max_accuracy_drop < 100):
+            raise CnnkitError(f"--max-accuracy-drop must be between 0 and 100 points, got {max_accuracy_drop}")
     for flag, value in (("--threads", threads), ("--inter-op-threads", inter_op_threads)):
         if value < 0:
             raise CnnkitError(f"{flag} must be >= 0, got {value}")
@@ -56,7 +74,16 @@ def bench_command(
                               device_id=device_id, cudnn_conv_algo_search=cudnn_conv_algo_search, cuda_graph=cuda_graph,
                               allow_fallback=allow_fallback),
         warmup=warmup, min_time_s=min_time, min_iterations=min_iterations, include_copies=include_copies, tune=tune,
+        runtimes=runtimes, tflite=tflite, **({"rounds": 10} if recommend else {}),
     )
+    accuracy = None
+    if recommend:  # evaluated first: a dataset problem fails before minutes of timing
+        from cnnkit.bench import _check_runtimes
+        from cnnkit.recommend import evaluate_candidates
+
+        _check_runtimes(config)
+        with err_console.status("evaluating accuracy on every runtime and precision"):
+            accuracy = evaluate_candidates(config, dataset, data_dir, max_accuracy_drop)
     with Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
                   TimeElapsedColumn(), console=err_console, transient=True) as bar:
         task = bar.add_task("starting", total=None)
@@ -65,9 +92,16 @@ def bench_command(
             bar.update(task, description=what, completed=done, total=total)
 
         result = run_benchmark(config, progress)
+    advice = None
+    if accuracy is not None:
+        from cnnkit.recommend import recommend as recommend_deployment
+
+        advice = recommend_deployment(result, accuracy[1], max_accuracy_drop, accuracy[0], config.seed)
     if json_out is not None:
-        write_json_atomic(json_out, result.to_dict(), force=force)
+        write_json_atomic(json_out, result.to_dict() | ({"recommendation": advice.to_dict()} if advice else {}), force=force)
     render_bench(result)
+    if advice is not None:
+        render_recommendation(advice)
     if json_out is not None:
         console.print(f"wrote {json_out}")
 
@@ -75,6 +109,7 @@ def bench_command(
 def render_bench(result) -> None:  # noqa: ANN001 (BenchResult, imported lazily)
     from rich.table import Table
 
+    from cnnkit.bench import session_flags
     from cnnkit.sessions import provider_label
 
     env = result.environment
@@ -87,14 +122,18 @@ def render_bench(result) -> None:  # noqa: ANN001 (BenchResult, imported lazily)
         console.print(f"[bold red]FALLBACK:[/] {result.config['session']['provider']} did not load ({reason}); these figures are from the CPU")
     precisions = {c.precision for c in result.cases}
     if len(precisions) > 1:
-        console.print(f"[yellow]note:[/] the models differ in precision ({', '.join(sorted(precisions))}); compare with that in mind")
+        console.print(f"[yellow]note:[/] the rows differ in precision ({', '.join(sorted(precisions))}): they are not the same "
+                      "computation; compare speed only with the accuracy of each (cnnkit bench --recommend)")
+    several = len({c.runtime for c in result.cases}) > 1
     table = Table(title_justify="left")
     cols = ("model", "precision", "provider", "batch", "p50 ms", "p90 ms", "p99 ms", "mean ± sd ms", "min ms", "images/s", "runs")
     for col in cols:
         table.add_column(col, justify="left" if col in ("model", "precision", "provider") else "right", no_wrap=True)
     for c in result.cases:
         s = c.stats
-        table.add_row(Path(c.model).name, c.precision, provider_label(c.provider), str(c.batch_size), f"{s.p50_ms:.4g}", f"{s.p90_ms:.4g}",
+        label = provider_label(c.provider)
+        table.add_row(Path(c.model).name, c.precision, f"ORT {label}" if several and c.runtime == "onnxruntime" else label,
+                      str(c.batch_size), f"{s.p50_ms:.4g}", f"{s.p90_ms:.4g}",
                       f"{s.p99_ms:.4g}", f"{s.mean_ms:.4g} ± {s.std_ms:.2g}", f"{s.min_ms:.4g}", f"{s.images_per_s:,.0f}",
                       f"{s.count:,}")
     console.print(table)
@@ -124,16 +163,23 @@ def render_bench(result) -> None:  # noqa: ANN001 (BenchResult, imported lazily)
                           f"({vs}) -> p50 {c.stats.p50_ms:.4g} ms")
 
 
-def session_flags(options: dict, on_gpu: bool) -> str:
-    """The ``cnnkit bench`` flags that select these session options (a tune trial's ``options``)."""
-    flags = [f"--threads {options['intra_op_threads']}"]
-    if options.get("inter_op_threads"):
-        flags.append(f"--inter-op-threads {options['inter_op_threads']}")
-    if options.get("allow_spinning") is not None:
-        flags.append("--spinning" if options["allow_spinning"] else "--no-spinning")
-    flags += [f"--graph-optimization {options['graph_optimization']}", f"--execution-mode {options['execution_mode']}"]
-    if on_gpu:
-        flags.append(f"--cudnn-conv-algo-search {str(options['cudnn_conv_algo_search']).lower()}")
-        if options.get("cuda_graph"):
-            flags.append("--cuda-graph")
-    return " ".join(flags)
+def render_recommendation(advice) -> None:  # noqa: ANN001 (Recommendation, imported lazily)
+    from rich.table import Table
+
+    d = advice.dataset
+    console.print(f"accuracy on {d.get('name')} ({d.get('evaluated_samples', '?'):,} test images), budget "
+                  f"{advice.max_accuracy_drop_pp:g} points below the default:")
+    for a in advice.accuracy:
+        verdict = "ok" if a.admissible else "[red]over budget[/]"
+        console.print(f"  {Path(a.model).name} on {a.runtime}, {a.precision}: {100 * a.accuracy:.2f} % ({-a.drop_pp:+.2f} pp) {verdict}")
+    table = Table(title=f"recommendation ({advice.rounds} interleaved rounds; a lead counts only where the rounds confirm it)",
+                  title_justify="left")
+    for col in ("model", "batch", "deploy", "p50 ms", "default p50", "confirmed"):
+        table.add_column(col, justify="right" if col in ("batch", "p50 ms", "default p50") else "left", no_wrap=col != "deploy")
+    for r in advice.batches:
+        table.add_row(Path(r.model).name, str(r.batch_size), r.recommended, f"{r.p50_ms:.4g}", f"{r.default_p50_ms:.4g}",
+                      "yes" if r.confirmed else "no confirmed lead: default")
+    console.print(table)
+    for r in advice.batches:
+        console.print(f"batch {r.batch_size}: {r.note}")
+        console.print(f"  reproduce: {r.command}", soft_wrap=True)

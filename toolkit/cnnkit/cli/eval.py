@@ -14,6 +14,8 @@ def eval_command(
     dataset: str = typer.Option(None, "--dataset", help="mnist, fashion_mnist or digits. Default: MNIST where it can be had, else digits."),
     data_dir: Path = typer.Option(None, "--data-dir", envvar="CNNKIT_DATA_DIR"),
     provider: str = typer.Option("cpu", "--provider"),
+    runtime: str = typer.Option("onnxruntime", "--runtime", help="onnxruntime, openvino, openvino:bf16 or litert."),
+    tflite: Path = typer.Option(None, "--tflite", help="LiteRT's .tflite. Default: the .tflite beside the .onnx."),
     allow_fallback: bool = typer.Option(False, "--allow-fallback"),
     batch_size: int = typer.Option(256, "--batch-size"),
     limit: int = typer.Option(None, "--limit", help="Evaluate only the first N test images."),
@@ -32,8 +34,15 @@ def eval_command(
 
     if json_out is not None:
         check_writable(json_out, force)
+    from cnnkit.runtimes import parse_runtimes
+
+    runtimes = parse_runtimes(runtime)
+    if len(runtimes) != 1:
+        from cnnkit.errors import CnnkitError
+
+        raise CnnkitError(f"eval runs one runtime at a time, got --runtime {runtime}", hint="cnnkit bench --recommend evaluates several")
     config = EvalConfig(tuple(models), dataset, data_dir, SessionConfig(provider=provider, allow_fallback=allow_fallback),
-                        batch_size, limit)
+                        batch_size, limit, runtime=runtimes[0], tflite=tflite)
     from cnnkit.onnx_info import describe_onnx
 
     for m in config.models:  # a bad model file fails before any data is loaded

@@ -65,7 +65,8 @@ class LiteRtRunner:
         else:
             self.input_name = self._input["name"]
             self.output_names = tuple(o["name"] for o in self._outputs)
-        xnnpack = "XNNPACK" in log.text
+        # LiteRT logs the delegate's creation only once per process; its node in the plan says so every time.
+        xnnpack = "XNNPACK" in log.text or any(op["op_name"] == "DELEGATE" for op in self.interpreter._get_ops_details())
         self.provider = {
             "requested": "litert XNNPACK", "providers": ["XNNPACK"] if xnnpack else ["builtin"],
             "active": "LiteRT XNNPACK" if xnnpack else "LiteRT builtin", "fallback": False, "fallback_reason": None,
