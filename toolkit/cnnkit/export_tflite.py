@@ -70,7 +70,7 @@ def export_tflite(config: TfliteExportConfig) -> TfliteExportResult:
         with capture_native_stderr(replay_on_error=False) as log:
             fn = tf.function(lambda x: keras_model(x, training=False), input_signature=[spec])
             frozen = convert_variables_to_constants_v2(fn.get_concrete_function())
-            data = tf.lite.TFLiteConverter.from_concrete_functions([frozen]).convert()
+            data = tf.lite.TFLiteConverter.from_concrete_functions([frozen], keras_model).convert()
     except Exception as exc:  # noqa: BLE001 (the converter raises many kinds)
         detail = " ".join(str(exc).split())[:300]
         raise ExportError(f"{model_path}: the TFLite converter could not convert it: {detail}",

@@ -1,0 +1,146 @@
+"""Runtimes behind the runner contract: parsing --runtime, OpenVINO on an onnx.helper graph, plugin providers,
+and the recommendation's 'confirmed lead' rule on measured cases."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from cnnkit.errors import CnnkitError
+from cnnkit.runtimes import RuntimeChoice, parse_runtimes
+
+
+def test_parse_runtimes() -> None:
+    assert parse_runtimes("onnxruntime, openvino:bf16,litert") == (
+        RuntimeChoice("onnxruntime", "model"), RuntimeChoice("openvino", "bf16"), RuntimeChoice("litert", "fp32"))
+    assert parse_runtimes("ov,openvino:f32,tflite") == (RuntimeChoice("openvino", "fp32"), RuntimeChoice("litert", "fp32"))
+    assert parse_runtimes("openvino:bf16")[0].label == "openvino:bf16"
+    with pytest.raises(CnnkitError, match="unknown runtime 'tensorrt'"):
+        parse_runtimes("onnxruntime,tensorrt")
+    with pytest.raises(CnnkitError, match="litert has no precision 'bf16'"):
+        parse_runtimes("litert:bf16")
+    with pytest.raises(CnnkitError, match="no runtime"):
+        parse_runtimes(" , ")
+
+
+def _conv_model(path: Path) -> Path:
+    """A small NHWC image classifier graph: Transpose -> Conv -> Relu -> GlobalAveragePool -> Gemm -> Softmax."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(0)
+    inits = [
+        numpy_helper.from_array(rng.normal(0, 0.1, (4, 1, 3, 3)).astype(np.float32), "w"),
+        numpy_helper.from_array(rng.normal(0, 0.1, (4,)).astype(np.float32), "b"),
+        numpy_helper.from_array(rng.normal(0, 0.5, (4, 3)).astype(np.float32), "fc"),
+        numpy_helper.from_array(np.array([0, -1], dtype=np.int64), "shape"),
+    ]
+    nodes = [
+        helper.make_node("Transpose", ["images"], ["nchw"], perm=[0, 3, 1, 2]),
+        helper.make_node("Conv", ["nchw", "w", "b"], ["c"], pads=[1, 1, 1, 1]),
+        helper.make_node("Relu", ["c"], ["r"]),
+        helper.make_node("GlobalAveragePool", ["r"], ["g"]),
+        helper.make_node("Reshape", ["g", "shape"], ["flat"]),
+        helper.make_node("MatMul", ["flat", "fc"], ["logits"]),
+        helper.make_node("Softmax", ["logits"], ["probabilities"], axis=-1),
+    ]
+    graph = helper.make_graph(nodes, "tiny", [helper.make_tensor_value_info("images", TensorProto.FLOAT, ["batch", 8, 8, 1])],
+                              [helper.make_tensor_value_info("probabilities", TensorProto.FLOAT, ["batch", 3])], inits)
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=9), path)
+    return path
+
+
+def test_openvino_runner_matches_onnxruntime(tmp_path: Path) -> None:
+    pytest.importorskip("openvino")
+    from cnnkit.runners import OnnxRuntimeRunner
+    from cnnkit.runtimes import bf16_supported, create_runner
+
+    model = _conv_model(tmp_path / "tiny.onnx")
+    x = np.random.default_rng(1).integers(0, 256, (5, 8, 8, 1)).astype(np.float32) / 255
+    want = OnnxRuntimeRunner(model).infer({"images": x})["probabilities"]
+    assert np.ptp(want, axis=0).max() > 1e-4  # outputs vary with the input: a pass means something
+    fp32 = create_runner(RuntimeChoice("openvino", "fp32"), model)
+    got = fp32.infer({"images": x})
+    assert list(got) == ["probabilities"] and fp32.precision == "fp32"
+    np.testing.assert_allclose(got["probabilities"], want, atol=1e-5)
+    static = create_runner(RuntimeChoice("openvino", "fp32"), model, batch_size=5)
+    assert static.input_shape[0] == 5 and static.provider["options"]["static_batch"] == 5
+    bf16 = create_runner(RuntimeChoice("openvino", "bf16"), model)
+    # The precision stated is the one the compiled model reports, never fp32 when it computes in bf16.
+    assert bf16.precision == ("bf16" if bf16_supported() else "fp32")
+    np.testing.assert_allclose(bf16.infer({"images": x})["probabilities"], want, atol=2e-2)
+    run = fp32.timed_call(x)
+    run()
+
+
+def test_plugin_provider_without_device_is_a_clear_error() -> None:
+    pytest.importorskip("onnxruntime_ep_openvino")
+    from cnnkit.runtimes.plugins import plugin_statuses
+    from cnnkit.sessions import ProviderError, SessionConfig, create_session, probe_model_bytes
+
+    status = next(p for p in plugin_statuses() if p.distribution == "onnxruntime-ep-openvino")
+    assert status.error is None and status.library and Path(status.library).is_file()
+    assert status.ep_names == ("OpenVINOExecutionProvider",)
+    if status.devices:  # an Intel machine: the plugin really runs the session
+        _, info = create_session(probe_model_bytes(), SessionConfig(provider="openvino"))
+        assert info.active == "OpenVINOExecutionProvider"
+        return
+    with pytest.raises(ProviderError, match="exposes no device on this machine") as exc:
+        create_session(probe_model_bytes(), SessionConfig(provider="openvino"))
+    assert "--runtime openvino" in exc.value.one_line()
+    _, info = create_session(probe_model_bytes(), SessionConfig(provider="openvino", allow_fallback=True))
+    assert info.fallback and info.active == "CPUExecutionProvider" and "no device" in info.fallback_reason
+
+
+def test_doctor_lists_plugins() -> None:
+    from cnnkit.doctor import run_doctor
+
+    report = run_doctor()
+    assert set(report.runtimes) == {"onnxruntime", "openvino", "litert"}
+    for plugin in report.plugins:
+        assert plugin.distribution.startswith("onnxruntime-ep-")
+        for ep in plugin.ep_names:
+            status = next(p for p in report.providers if p.name == ep)
+            assert status.loads == any(d.ep_name == ep for d in plugin.devices) or plugin.error
+
+
+def _case(runtime: str, precision: str, rounds: list[float], batch: int = 1):  # noqa: ANN202
+    from cnnkit.bench import BenchCase, LatencyStats
+
+    samples = [int(r * 1e6) for r in rounds for _ in range(3)]
+    provider = {"requested": runtime, "providers": [runtime], "active": runtime, "fallback": False, "options": {}}
+    return BenchCase("m.onnx", "0" * 64, precision, batch, provider, LatencyStats.from_samples(samples, batch),
+                     tuple(samples), 0, 1.0, 1.0, 1.0, False, False, runtime=runtime, round_p50_ms=tuple(rounds))
+
+
+def _result(cases: list):  # noqa: ANN202
+    from cnnkit.bench import SCHEMA, BenchResult
+
+    config = {"models": ["m.onnx"], "batch_sizes": [1], "interleaved_rounds": 10, "tflite": None,
+              "session": {"provider": "cpu", "intra_op_threads": 0, "inter_op_threads": 0, "allow_spinning": None,
+                          "graph_optimization": "all", "execution_mode": "sequential"}}
+    return BenchResult(SCHEMA, "now", config, {}, tuple(cases))
+
+
+def test_recommend_confirms_a_lead_only_when_every_round_agrees() -> None:
+    from cnnkit.recommend import CandidateAccuracy, recommend
+
+    ort = _case("onnxruntime", "fp32", [1.0] * 10)
+    steady = _case("openvino", "bf16", [0.5] * 10)
+    lucky = _case("litert", "fp32", [0.3, 0.3, 0.3, 0.3, 0.3, 2, 2, 2, 2, 0.3])
+    acc = [CandidateAccuracy("m.onnx", "onnxruntime", "fp32", 0.9, 0.0, True),
+           CandidateAccuracy("m.onnx", "openvino:bf16", "bf16", 0.9, 0.0, True),
+           CandidateAccuracy("m.onnx", "litert", "fp32", 0.9, 0.0, True)]
+    rec = recommend(_result([ort, steady]), acc[:2], 0.1, {"name": "digits"}).batches[0]
+    assert rec.recommended == "openvino:bf16" and rec.confirmed and rec.ratio_to_default == pytest.approx(0.5)
+    assert rec.command.startswith("cnnkit bench m.onnx --runtime openvino:bf16 --batch-sizes 1")
+    # Over the accuracy budget: never recommended, however fast.
+    over = [acc[0], CandidateAccuracy("m.onnx", "openvino:bf16", "bf16", 0.8, 10.0, False)]
+    rec = recommend(_result([ort, steady]), over, 0.1, {}).batches[0]
+    assert rec.recommended == "onnxruntime" and not rec.confirmed and "over the accuracy budget: openvino:bf16" in rec.note
+    # A lead half the rounds contradict is not confirmed: the default stays.
+    rec = recommend(_result([ort, lucky]), [acc[0], acc[2]], 0.1, {}).batches[0]
+    assert rec.fastest == "litert" and rec.recommended == "onnxruntime" and not rec.confirmed
+    assert rec.note.startswith("no confirmed lead")
