@@ -78,7 +78,7 @@ def test_eval_bad_inputs(exported_model: Path, tmp_path: Path) -> None:
     assert_user_error(run("eval", tmp_path / "none.onnx", "--dataset", "digits"), "not found")
     assert_user_error(run("eval", exported_model, "--dataset", "cifar"), "unknown dataset 'cifar'")
     assert_user_error(run("eval", exported_model, "--dataset", "digits", "--batch-size", "0"), "--batch-size must be positive")
-    assert_user_error(run("eval", exported_model, "--dataset", "mnist"), "cannot load mnist", "--data-dir")
+    assert_user_error(run("eval", exported_model, "--dataset", "mnist", "--data-dir", tmp_path / "nope"), "does not exist")
 
 
 def test_bench_cuda_that_does_not_load(exported_model: Path) -> None:

@@ -119,7 +119,7 @@ def test_train_command_end_to_end(tmp_path: Path) -> None:
 def test_default_dataset_notice(tmp_path: Path) -> None:
     result = run("train", "--epochs", "1", "--limit-train", "100", "--limit-test", "20", "--out", str(tmp_path / "r"))
     assert result.exit_code == 0, result.output
-    assert "MNIST is not available" in result.stderr and "digits" in result.stderr
+    assert "full MNIST cannot be had" in result.stderr and "MNIST test digits shipped with cnnkit" in result.stderr
 
 
 def test_a_bug_is_one_line_and_exit_3_with_traceback_only_on_debug(monkeypatch: pytest.MonkeyPatch) -> None:

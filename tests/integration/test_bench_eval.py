@@ -147,13 +147,20 @@ def test_eval_matches_a_hand_count(exported_model: Path, trained_model: Path) ->
     assert json.loads(json.dumps(EvalResult.from_dict(data).to_dict())) == data
 
 
-def test_eval_dataset_that_does_not_fit(exported_model: Path) -> None:
-    from cnnkit.datasets import Dataset, DatasetName
+def test_eval_resizes_a_dataset_that_does_not_fit(exported_model: Path) -> None:
+    """32x32 colour images into a 28x28 grey model: the preprocessing record resizes and converts them."""
+    from cnnkit.datasets import Dataset, DatasetName, load_dataset
 
-    odd = Dataset(DatasetName.MNIST, "odd", np.zeros((0, 32, 32, 1), np.uint8), np.zeros(0, np.int64),
-                  np.zeros((4, 32, 32, 1), np.uint8), np.zeros(4, np.int64), tuple("0123456789"))
-    with pytest.raises(CnnkitError, match=r"takes images of shape \(28, 28, 1\), dataset mnist has \(32, 32, 1\)"):
-        evaluate_models(EvalConfig((exported_model,)), dataset=odd)
+    digits = load_dataset("digits")
+    big = np.stack([np.asarray(__import__("PIL.Image").Image.fromarray(im[..., 0]).resize((32, 32)).convert("RGB"))
+                    for im in digits.x_test])
+    odd = Dataset(DatasetName.MNIST, "odd", np.zeros((0, 32, 32, 3), np.uint8), np.zeros(0, np.int64),
+                  big, digits.y_test, tuple("0123456789"))
+    resized = evaluate_models(EvalConfig((exported_model,)), dataset=odd).models[0]
+    native = evaluate_models(EvalConfig((exported_model,)), dataset=digits).models[0]
+    assert resized.preprocess["size"] == [28, 28] and resized.preprocess["channel_order"] == "grayscale"
+    assert resized.accuracy > 0.5 and abs(resized.accuracy - native.accuracy) < 0.1
+    assert native.top5_accuracy >= native.accuracy
 
 
 def test_doctor_reports_providers_that_really_load() -> None:

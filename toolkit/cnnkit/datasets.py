@@ -3,6 +3,8 @@
 * ``mnist`` / ``fashion_mnist``: from a data dir with the standard IDX files (gzipped or not) or an
   ``.npz`` with ``x_train, y_train, x_test, y_test``; else from Keras' cache (``$KERAS_HOME/datasets``,
   default ``~/.keras/datasets``); else downloaded into that cache, within a bounded time.
+* the offline fallback for MNIST: the real MNIST test set shipped in the package (``cnnkit/data/mnist-t10k``,
+  10,000 digits), split with a fixed seed into 8,000 training and 2,000 held-out images.
 * ``digits``: scikit-learn's bundled 8x8 digits, resized to 28x28 and rescaled to 0..255; needs no network.
 
 No TensorFlow is needed to load any of them.
@@ -17,7 +19,7 @@ import struct
 import threading
 import urllib.request
 import zlib
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from enum import Enum
 from pathlib import Path
 
@@ -118,22 +120,51 @@ def load_dataset(
     dir_path = Path(data_dir) if data_dir is not None else default_data_dir()
     if name is None and dir_path is not None:
         name = DatasetName.MNIST  # files the user pointed at must load, or fail loudly: no fallback
-    if name is None:
+    if name is not None:
+        try:
+            name = DatasetName(name)
+        except ValueError:
+            known = ", ".join(d.value for d in DatasetName)
+            raise DatasetError(f"unknown dataset '{name}'", hint=f"choose one of {known}") from None
+    if name in (None, DatasetName.MNIST) and dir_path is None:
         try:
             return _load_named(DatasetName.MNIST, dir_path, allow_download, timeout_s, require_train)
         except DatasetError as exc:
-            ds = _load_digits()
-            notice = (
-                f"MNIST is not available ({exc.message}); using scikit-learn's bundled digits instead "
-                f"(pass --data-dir with the MNIST files for real MNIST)"
-            )
-            return Dataset(ds.name, ds.source, ds.x_train, ds.y_train, ds.x_test, ds.y_test, ds.class_names, notice)
-    try:
-        dataset = DatasetName(name)
-    except ValueError:
-        known = ", ".join(d.value for d in DatasetName)
-        raise DatasetError(f"unknown dataset '{name}'", hint=f"choose one of {known}") from None
-    return _load_named(dataset, dir_path, allow_download, timeout_s, require_train)
+            if shipped_mnist_dir() is None:
+                if name is not None:
+                    raise
+                ds = _load_digits()
+                return replace(ds, notice=f"MNIST is not available ({exc.message}); using scikit-learn's bundled "
+                                          f"digits instead (pass --data-dir with the MNIST files for real MNIST)")
+            ds = load_shipped_mnist()
+            return replace(ds, notice=(f"the full MNIST cannot be had ({exc.message}); using the 10,000 real MNIST "
+                                       f"test digits shipped with cnnkit, split {len(ds.x_train):,} train / "
+                                       f"{len(ds.x_test):,} held out (seed {SHIPPED_SPLIT_SEED})"))
+    return _load_named(name, dir_path, allow_download, timeout_s, require_train)
+
+
+SHIPPED_MNIST = Path(__file__).resolve().parent / "data" / "mnist-t10k"
+SHIPPED_SPLIT_SEED, SHIPPED_TRAIN = 0, 8000
+
+
+def shipped_mnist_dir() -> Path | None:
+    """The MNIST test set shipped in the package (see its README), or None where it is missing."""
+    ok = all((SHIPPED_MNIST / f"{_IDX_FILES[k]}.gz").is_file() for k in ("x_test", "y_test"))
+    return SHIPPED_MNIST if ok else None
+
+
+def load_shipped_mnist() -> Dataset:
+    """The shipped 10,000 MNIST test digits, permuted with ``default_rng(0)``: the first 8,000 train, the last
+    2,000 held out (the split of ``../shared/data/mnist-t10k-split``)."""
+    folder = SHIPPED_MNIST
+    x = _read_idx(folder / f"{_IDX_FILES['x_test']}.gz", images=True)
+    y = _read_idx(folder / f"{_IDX_FILES['y_test']}.gz", images=False)
+    order = np.random.default_rng(SHIPPED_SPLIT_SEED).permutation(len(x))
+    train, test = order[:SHIPPED_TRAIN], order[SHIPPED_TRAIN:]
+    arrays = {"x_train": x[train], "y_train": y[train], "x_test": x[test], "y_test": y[test]}
+    source = (f"MNIST test set shipped with cnnkit ({folder}), split {SHIPPED_TRAIN:,}/{len(x) - SHIPPED_TRAIN:,} "
+              f"with seed {SHIPPED_SPLIT_SEED}")
+    return _make_dataset(DatasetName.MNIST, source, arrays)
 
 
 def _load_named(

@@ -1,7 +1,12 @@
-"""Accuracy of ONNX models on labelled images: top-1, per class, confusion matrix; variants side by side."""
+"""Accuracy of ONNX models on labelled images: top-1, top-5, per class, confusion matrix; variants side by side.
+
+Images come from a named dataset's test split or an image folder (``--data-dir``), decoded and fed batch by
+batch through each model's preprocessing record, so a 50,000-image folder is never held in memory.
+"""
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -9,20 +14,25 @@ from typing import Any
 
 import numpy as np
 
-from cnnkit.datasets import Dataset, load_dataset
+from cnnkit.data.folders import SkippedImages
+from cnnkit.data.preprocess import PreprocessChoice, record_for_model
+from cnnkit.data.sources import ImageSource, model_class_names, open_images
+from cnnkit.datasets import Dataset
 from cnnkit.envinfo import environment
-from cnnkit.errors import CnnkitError
+from cnnkit.errors import CnnkitError, DatasetError
 from cnnkit.onnx_info import describe_onnx
 from cnnkit.runners import OnnxRuntimeRunner
 from cnnkit.runtimes import DEFAULT_RUNTIME, RuntimeChoice, create_runner
 from cnnkit.sessions import SessionConfig
 
 SCHEMA = "cnnkit.eval/1"
+MAX_CONFUSION_CLASSES = 100  # beyond this the confusion matrix is left out of the result (it grows as classes²)
 
 
 @dataclass(frozen=True)
 class EvalConfig:
-    """Defaults: the default dataset's test split (MNIST, else digits), batches of 256, CPU."""
+    """Defaults: the default dataset's test split (MNIST, else digits), batches of 256, CPU, each model's own
+    preprocessing record (else raw pixels), stop at the first bad image."""
 
     models: tuple[Path, ...]
     dataset: str | None = None
@@ -30,6 +40,9 @@ class EvalConfig:
     session: SessionConfig = field(default_factory=SessionConfig)
     batch_size: int = 256
     limit: int | None = None  # the first N test images only
+    preprocess: PreprocessChoice | None = None
+    skip_bad_images: bool = False
+    labels_file: Path | None = None
     runtime: RuntimeChoice = DEFAULT_RUNTIME  # onnxruntime (default), openvino[:bf16] or litert
     tflite: Path | None = None  # LiteRT's model; default: the .tflite beside each .onnx
 
@@ -52,8 +65,10 @@ class ModelEval:
     samples: int
     accuracy: float
     per_class_accuracy: tuple[float | None, ...]  # None for a class with no test sample
-    confusion: tuple[tuple[int, ...], ...]  # rows: true class, columns: predicted
+    confusion: tuple[tuple[int, ...], ...]  # rows: true class, columns: predicted; () beyond 100 classes
     agreement_with_first: float  # top-1 agreement with the first model given
+    top5_accuracy: float | None = None  # None when the model has 5 classes or fewer
+    preprocess: dict[str, Any] = field(default_factory=dict)  # the record the images went through
     runtime: str = "onnxruntime"
 
 
@@ -64,6 +79,8 @@ class EvalResult:
     class_names: tuple[str, ...]
     models: tuple[ModelEval, ...]
     environment: dict[str, Any]
+    skipped_images: dict[str, Any] = field(default_factory=lambda: {"count": 0, "examples": []})
+    images_per_s: float | None = None  # images evaluated per second of wall time (decoding, preprocessing, every model)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -77,7 +94,8 @@ class EvalResult:
                               "confusion": tuple(tuple(r) for r in m["confusion"])}))
             for m in data["models"]
         )
-        return cls(data["schema"], data["dataset"], tuple(data["class_names"]), models, data["environment"])
+        return cls(data["schema"], data["dataset"], tuple(data["class_names"]), models, data["environment"],
+                   data.get("skipped_images", {"count": 0, "examples": []}), data.get("images_per_s"))
 
 
 def confusion_matrix(y_true: np.ndarray, y_pred: np.ndarray, n_classes: int) -> np.ndarray:
@@ -88,7 +106,7 @@ def confusion_matrix(y_true: np.ndarray, y_pred: np.ndarray, n_classes: int) -> 
 
 def predict(runner: OnnxRuntimeRunner, x: np.ndarray, batch_size: int,
             on_batch: Callable[[int], None] | None = None) -> np.ndarray:
-    """Top-1 class of every image, batch by batch."""
+    """Top-1 class of every (already preprocessed) image, batch by batch."""
     preds = []
     for start in range(0, len(x), batch_size):
         out = runner.infer({runner.input_name: x[start : start + batch_size]})
@@ -98,39 +116,108 @@ def predict(runner: OnnxRuntimeRunner, x: np.ndarray, batch_size: int,
     return np.concatenate(preds)
 
 
-def evaluate_models(config: EvalConfig, dataset: Dataset | None = None,
-                    progress: Callable[[str, int, int], None] | None = None) -> EvalResult:
-    """Evaluate every model on the same test images."""
+@dataclass
+class _Tally:
+    """One model's running counts over the batches."""
+
+    model: Path
+    info: Any
+    record: Any
+    runner: Any  # an OnnxRuntimeRunner, or another runtime's runner (cnnkit.runtimes)
+    preds: list[np.ndarray] = field(default_factory=list)
+    top5_hits: int = 0
+    n_outputs: int = 0
+
+
+def evaluate_models(config: EvalConfig, dataset: Dataset | ImageSource | None = None,
+                    progress: Callable[[str, int, int], None] | None = None,
+                    notify: Callable[[str], None] | None = None) -> EvalResult:
+    """Evaluate every model on the same test images, streamed in batches; each model gets its own record."""
     infos = [describe_onnx(m) for m in config.models]
-    if dataset is None:
-        dataset = load_dataset(config.dataset, config.data_dir, require_train=False)
-    x, y = dataset.x_test[: config.limit], dataset.y_test[: config.limit]
-    n_classes = len(dataset.class_names)
+    say = notify or (lambda _m: None)
+    tallies = []
+    for model, info in zip(config.models, infos, strict=True):
+        record, note = record_for_model(info, config.preprocess)
+        if note:
+            say(f"{Path(model).name}: {note}")
+        tallies.append(_Tally(Path(model), info, record, create_runner(config.runtime, model, config.session, config.tflite)))
+    if isinstance(dataset, ImageSource):
+        source = dataset
+    elif dataset is not None:
+        source = ImageSource.from_dataset(dataset, "test")
+    else:
+        names, names_from = model_class_names(infos[0].metadata, config.labels_file)
+        source = open_images(config.dataset, config.data_dir, "test", names, names_from,
+                             strict_names=config.labels_file is not None)
+    if source.notice:
+        say(source.notice)
+    if not source.labelled:
+        raise DatasetError(f"{source.provenance.get('source')} holds unlabelled images; eval needs labels",
+                           hint="put the images in one subfolder per class (the folder name is the class)")
+    source = source.head(config.limit)
+    if len(source) == 0:
+        raise DatasetError(f"{source.provenance.get('source')}: no test images to evaluate")
+    skipped = SkippedImages() if config.skip_bad_images else None
+    labels: list[np.ndarray] = []
+    total, done = len(source), 0
+    started = time.perf_counter()
+    # One decoding pass for models that share a geometry (size, channels, crop); each normalises on its own.
+    groups: dict[tuple[Any, ...], list[_Tally]] = {}
+    for t in tallies:
+        groups.setdefault((t.record.size, t.record.channels, t.record.crop_fraction), []).append(t)
+    for gi, group in enumerate(groups.values()):
+        names = ", ".join(t.model.name for t in group)
+        for pixels, y in source.batches(group[0].record, config.batch_size, skipped if gi == 0 else None):
+            if gi == 0:
+                labels.append(y)
+            for t in group:
+                out = t.runner.infer({t.runner.input_name: t.record.normalize(pixels)})
+                scores = next(iter(out.values())).reshape(len(pixels), -1)
+                t.n_outputs = scores.shape[1]
+                t.preds.append(np.argmax(scores, axis=1))
+                if scores.shape[1] > 5:
+                    top5 = np.argpartition(-scores, 5, axis=1)[:, :5]
+                    t.top5_hits += int(np.sum(np.any(top5 == y[:, None], axis=1)))
+            done += len(pixels)
+            if progress:
+                progress(f"eval {names}", done, total * len(groups))
+        if skipped is not None and gi == 0:
+            total = done  # later passes skip the same files
+    seconds = time.perf_counter() - started
+    y = np.concatenate(labels) if labels else np.empty(0, np.int64)
+    if len(y) == 0:
+        raise DatasetError(f"{source.provenance.get('source')}: every image was skipped as unreadable")
+
     results: list[ModelEval] = []
     first_preds: np.ndarray | None = None
-    for model, info in zip(config.models, infos, strict=True):
-        if info.image_shape != dataset.image_shape:
-            raise CnnkitError(
-                f"{model}: takes images of shape {info.image_shape}, dataset {dataset.name.value} has {dataset.image_shape}",
-                hint="choose the dataset the model was trained for (--dataset)",
-            )
-        runner = create_runner(config.runtime, model, config.session, config.tflite)
-        name = Path(model).name
-        preds = predict(runner, x, config.batch_size,
-                        (lambda done, name=name: progress(f"eval {name}", done, len(x))) if progress else None)
-        if preds.max(initial=0) >= n_classes:
-            raise CnnkitError(f"{model}: predicts class {int(preds.max())}, dataset {dataset.name.value} has {n_classes} classes")
+    class_names = source.class_names
+    for t in tallies:
+        preds = np.concatenate(t.preds)
+        n_classes = max(len(class_names), t.n_outputs)
+        if int(y.max(initial=0)) >= t.n_outputs:
+            raise CnnkitError(f"{t.model}: has {t.n_outputs} outputs, the images are labelled with "
+                              f"{len(class_names)} classes ({source.name})",
+                              hint="evaluate on images of the model's classes, or pass --labels FILE")
+        if len(class_names) < n_classes and t is tallies[0]:
+            model_names, _ = model_class_names(t.info.metadata)
+            class_names = model_names if model_names and len(model_names) == n_classes else (
+                tuple(class_names) + tuple(str(i) for i in range(len(class_names), n_classes)))
         cm = confusion_matrix(y, preds, n_classes)
         support = cm.sum(axis=1)
         per_class = tuple(float(cm[i, i] / support[i]) if support[i] else None for i in range(n_classes))
         first_preds = preds if first_preds is None else first_preds
-        on_ort = isinstance(runner, OnnxRuntimeRunner)
+        on_ort = isinstance(t.runner, OnnxRuntimeRunner)
         results.append(ModelEval(
-            model=str(model), sha256=info.sha256, precision=info.precision if on_ort else runner.precision,
-            size_bytes=info.size_bytes, provider=runner.session_info.to_dict() if on_ort else runner.provider,
-            samples=int(len(y)), accuracy=float(np.mean(preds == y)),
-            per_class_accuracy=per_class, confusion=tuple(tuple(int(v) for v in row) for row in cm),
-            agreement_with_first=float(np.mean(preds == first_preds)), runtime=config.runtime.runtime,
+            model=str(t.model), sha256=t.info.sha256, precision=t.info.precision if on_ort else t.runner.precision,
+            size_bytes=t.info.size_bytes, provider=t.runner.session_info.to_dict() if on_ort else t.runner.provider,
+            samples=int(len(y)), accuracy=float(np.mean(preds == y)), runtime=config.runtime.runtime,
+            per_class_accuracy=per_class,
+            confusion=tuple(tuple(int(v) for v in row) for row in cm) if n_classes <= MAX_CONFUSION_CLASSES else (),
+            agreement_with_first=float(np.mean(preds == first_preds)),
+            top5_accuracy=t.top5_hits / len(y) if t.n_outputs > 5 else None,
+            preprocess=t.record.to_dict(),
         ))
-    described = dataset.describe() | {"evaluated_samples": int(len(y)), "split": "test"}
-    return EvalResult(SCHEMA, described, dataset.class_names, tuple(results), environment())
+    described = source.describe() | {"evaluated_samples": int(len(y)), "split": source.provenance.get("split", "test")}
+    return EvalResult(SCHEMA, described, tuple(class_names), tuple(results), environment(),
+                      skipped.to_dict() if skipped else {"count": 0, "examples": []},
+                      len(y) / seconds if seconds > 0 else None)

@@ -6,13 +6,25 @@ from pathlib import Path
 
 import typer
 
-from cnnkit.cli.render import console, err_console, notice, print_json
+from cnnkit.cli.options import (
+    channel_order_option, crop_fraction_option, labels_option, mean_option, preprocess_option, preprocess_choice,
+    scale_option, skip_bad_images_option, std_option,
+)
+from cnnkit.cli.render import console, image_progress, notice, print_json
 
 
 def eval_command(
     models: list[Path] = typer.Argument(..., help="One or more .onnx models (e.g. FP32, INT8 and FP16 variants)."),
     dataset: str = typer.Option(None, "--dataset", help="mnist, fashion_mnist or digits. Default: MNIST where it can be had, else digits."),
-    data_dir: Path = typer.Option(None, "--data-dir", envvar="CNNKIT_DATA_DIR"),
+    data_dir: Path = typer.Option(None, "--data-dir", envvar="CNNKIT_DATA_DIR", help="Dataset files, or a folder of class subfolders of JPEG/PNG images."),
+    preprocess: str = preprocess_option,
+    scale: float = scale_option,
+    mean: str = mean_option,
+    std: str = std_option,
+    channel_order: str = channel_order_option,
+    crop_fraction: float = crop_fraction_option,
+    labels: Path = labels_option,
+    skip_bad_images: bool = skip_bad_images_option,
     provider: str = typer.Option("cpu", "--provider"),
     runtime: str = typer.Option("onnxruntime", "--runtime", help="onnxruntime, openvino, openvino:bf16 or litert."),
     tflite: Path = typer.Option(None, "--tflite", help="LiteRT's .tflite. Default: the .tflite beside the .onnx."),
@@ -24,12 +36,10 @@ def eval_command(
     force: bool = typer.Option(False, "--force"),
     as_json: bool = typer.Option(False, "--print-json", help="Print the result as JSON instead of tables."),
 ) -> None:
-    """Top-1 accuracy, per-class accuracy and confusion matrix of each model on the test split."""
-    from rich.progress import BarColumn, Progress, TextColumn
-
-    from cnnkit.datasets import load_dataset
+    """Top-1 and top-5 accuracy, per-class accuracy and confusion matrix of each model on labelled images."""
     from cnnkit.evaluate import EvalConfig, evaluate_models
     from cnnkit.io import check_writable, write_json_atomic
+    from cnnkit.onnx_info import describe_onnx
     from cnnkit.sessions import SessionConfig
 
     if json_out is not None:
@@ -42,20 +52,18 @@ def eval_command(
 
         raise CnnkitError(f"eval runs one runtime at a time, got --runtime {runtime}", hint="cnnkit bench --recommend evaluates several")
     config = EvalConfig(tuple(models), dataset, data_dir, SessionConfig(provider=provider, allow_fallback=allow_fallback),
-                        batch_size, limit, runtime=runtimes[0], tflite=tflite)
-    from cnnkit.onnx_info import describe_onnx
-
+                        batch_size, limit, preprocess_choice(preprocess, scale, mean, std, channel_order, crop_fraction),
+                        skip_bad_images, labels, runtime=runtimes[0], tflite=tflite)
     for m in config.models:  # a bad model file fails before any data is loaded
         describe_onnx(m)
-    data = load_dataset(config.dataset, config.data_dir, require_train=False)
-    if data.notice:
-        notice(data.notice)
-    with Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
-                  console=err_console, transient=True) as bar:
-        task = bar.add_task("eval", total=None)
-        result = evaluate_models(config, data, lambda what, done, total: bar.update(task, description=what, completed=done, total=total))
+    with image_progress() as (bar, task):
+        result = evaluate_models(config, progress=lambda what, done, total: bar.update(task, description=what, completed=done, total=total),
+                                 notify=notice)
     if json_out is not None:
         write_json_atomic(json_out, result.to_dict(), force=force)
+    if result.skipped_images["count"]:
+        notice(f"skipped {result.skipped_images['count']} unreadable image(s) (--skip-bad-images), e.g. "
+               f"{result.skipped_images['examples'][0]}")
     if as_json:
         print_json(result.to_dict())
         return
@@ -70,15 +78,26 @@ def render_eval(result, confusion: bool = False) -> None:  # noqa: ANN001 (EvalR
     from cnnkit.sessions import provider_label
 
     d = result.dataset
-    console.print(f"dataset {d['name']} ({d['source']}): {d['evaluated_samples']:,} test images")
+    rate = f", {result.images_per_s:,.0f} images/s" if result.images_per_s else ""
+    skipped = f", {result.skipped_images['count']} skipped as unreadable" if result.skipped_images["count"] else ""
+    console.print(f"dataset {d['name']} ({d['source']}): {d['evaluated_samples']:,} test images{skipped}{rate}")
+    from cnnkit.data.preprocess import PreprocessRecord
+
+    for m in result.models:
+        if m.preprocess:
+            console.print(f"{Path(m.model).name}: preprocessing {PreprocessRecord.from_dict(m.preprocess).describe()}")
     table = Table(title_justify="left")
-    for col in ("model", "precision", "size", "provider", "accuracy", "Δ vs first", "agrees with first"):
+    for col in ("model", "precision", "size", "provider", "top-1", "top-5", "Δ vs first", "agrees with first"):
         table.add_column(col, justify="left" if col in ("model", "precision", "provider") else "right", no_wrap=True)
     base = result.models[0].accuracy
     for m in result.models:
+        top5 = "-" if m.top5_accuracy is None else f"{100 * m.top5_accuracy:.2f} %"
         table.add_row(Path(m.model).name, m.precision, f"{m.size_bytes / 1024:,.0f} KiB", provider_label(m.provider), f"{100 * m.accuracy:.2f} %",
-                      f"{100 * (m.accuracy - base):+.2f} pp", f"{100 * m.agreement_with_first:.2f} %")
+                      top5, f"{100 * (m.accuracy - base):+.2f} pp", f"{100 * m.agreement_with_first:.2f} %")
     console.print(table)
+    if len(result.class_names) > 20:
+        console.print(f"({len(result.class_names)} classes: per-class accuracy and confusion matrices are in --json)")
+        return
     per = Table(title="per-class accuracy", title_justify="left")
     per.add_column("model", no_wrap=True)
     for name in result.class_names:

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import sys
+from collections.abc import Iterator
 from typing import Any
 
 from rich.console import Console
@@ -25,3 +27,20 @@ def notice(message: str) -> None:
 
 def shape_text(shape: tuple[int, ...] | list[int]) -> str:
     return "×".join(str(d) for d in shape)
+
+
+@contextlib.contextmanager
+def image_progress(description: str = "images") -> Iterator[tuple[Any, Any]]:
+    """A progress bar on stderr with done/total and images per second: ``with image_progress() as (bar, task)``."""
+    from rich.progress import BarColumn, Progress, ProgressColumn, TextColumn, TimeElapsedColumn
+    from rich.text import Text
+
+    class _Count(ProgressColumn):
+        def render(self, task: Any) -> Text:
+            rate = f"  {task.speed:,.0f} images/s" if task.speed else ""
+            total = f"/{task.total:,.0f}" if task.total else ""
+            return Text(f"{task.completed:,.0f}{total}{rate}")
+
+    with Progress(TextColumn("{task.description}"), BarColumn(), _Count(), TimeElapsedColumn(),
+                  console=err_console, transient=True) as bar:
+        yield bar, bar.add_task(description, total=None)
