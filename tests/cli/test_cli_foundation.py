@@ -73,7 +73,7 @@ def test_usage_error_exits_2() -> None:
         (("summary", "missing.keras"), ("missing.keras not found",)),
         (("train", "--spec", "nope"), ("unknown spec",)),
         (("train", "--dataset", "cifar"), ("unknown dataset 'cifar'",)),
-        (("train", "--dataset", "mnist"), ("cannot load mnist", "--data-dir")),
+        (("train", "--dataset", "fashion_mnist"), ("cannot load fashion_mnist", "--data-dir")),
         (("train", "--epochs", "0"), ("--epochs must be positive, got 0",)),
         (("train", "--batch-size", "-3"), ("--batch-size must be positive, got -3",)),
         (("train", "--data-dir", "/nonexistent/dir"), ("/nonexistent/dir does not exist",)),
