@@ -1,16 +1,29 @@
 """Keras 3 ``.keras`` -> ONNX, through tf2onnx.
 
-Route: ``tf2onnx.convert.from_function`` on a ``tf.function`` of ``model(x, training=False)`` with an
+First route: ``tf2onnx.convert.from_function`` on a ``tf.function`` of ``model(x, training=False)`` with an
 explicit, named ``tf.TensorSpec``. (``tf2onnx.convert.from_keras`` fails on Keras 3 Sequential models with
-``KeyError: 'keras_tensor_N'`` on TensorFlow 2.21 / Keras 3.15 / tf2onnx 1.17.) The route and the versions
-that made a model are written into its ``metadata_props``.
+``KeyError: 'keras_tensor_N'`` on TensorFlow 2.21 / Keras 3.15 / tf2onnx 1.17.) Where that route fails or its
+graph is wrong, Keras' own ``model.export(format="onnx")`` is tried. A route's graph is kept only when it has
+exactly one image input and the expected output, passes the ONNX checker, and matches Keras on a few inputs
+within parity's tolerance. The route, its check and the versions that made a model are written into its
+``metadata_props``.
+
+Two things Keras 3 models need on the way (both handled here, for either route):
+* Keras' TensorFlow backend runs grouped and depthwise-as-grouped convolutions (ConvNeXt) inside
+  ``tf.function(jit_compile=True)``, since TensorFlow has no CPU kernel for them; tf2onnx cannot convert
+  that XLA call. While tracing, they are plain ``Conv2D`` ops, which tf2onnx turns into ``Conv`` with ``group``.
+* Tensors a layer computed eagerly (``Normalization``'s mean and variance, EfficientNet) are captured by the
+  traced function, and tf2onnx makes every captured tensor a graph input. Those stray inputs become
+  constants (or go, where nothing reads them).
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import re
+from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -21,7 +34,11 @@ from cnnkit.envinfo import package_versions
 from cnnkit.errors import ExportError
 from cnnkit.io import atomic_path, check_writable, sha256_file
 
+log = logging.getLogger(__name__)
+
 ROUTE = "tf2onnx.convert.from_function(tf.function(model(x, training=False)), named tf.TensorSpec)"
+KERAS_ROUTE = 'keras.Model.export(format="onnx")'
+ROUTE_CHECK_SAMPLES = 4  # seeded random images each route's graph is run on, against Keras
 DEFAULT_OPSET = 17
 BATCH_DIM = "batch"
 # Keras layers whose parameters tf2onnx folds into neighbours, so ONNX counts fewer.
@@ -136,8 +153,12 @@ def _check_io(keras_model: Any, path: Path) -> None:
 
 
 def export_onnx(config: ExportConfig) -> ExportResult:
-    """Convert ``config.model_path`` to ONNX at ``config.output_path``, checked, with metadata. Atomic."""
-    from cnnkit._deps import capture_native_stderr, require_tensorflow, require_tf2onnx
+    """Convert ``config.model_path`` to ONNX at ``config.output_path``, checked, with metadata. Atomic.
+
+    Routes are tried in order (tf2onnx on a traced function, then Keras' ``model.export``); the first whose
+    graph passes every check is kept. When none does, the error lists each route's failure.
+    """
+    from cnnkit._deps import require_tensorflow, require_tf2onnx
     from cnnkit.build import load_keras_model
 
     out = Path(config.output_path)
@@ -147,47 +168,32 @@ def export_onnx(config: ExportConfig) -> ExportResult:
     model_path = Path(config.model_path)
     keras_model = load_keras_model(model_path)
     _check_io(keras_model, model_path)
-
-    tf = require_tensorflow()
-    tf2onnx = require_tf2onnx()
+    require_tensorflow()
+    require_tf2onnx()
     import onnx
 
     logging.getLogger("tf2onnx").setLevel(logging.ERROR)
-    in_shape = (None, *(int(d) for d in keras_model.inputs[0].shape[1:]))
-    tf_dtype = tf.uint8 if config.input_dtype is InputDtype.UINT8 else tf.float32
-    spec = tf.TensorSpec(in_shape, tf_dtype, name=config.input_name)
-
-    @tf.function(input_signature=[spec])
-    def serve(x: Any) -> dict[str, Any]:
-        if config.input_dtype is InputDtype.UINT8:
-            x = tf.cast(x, tf.float32)  # raw pixels in, the model's own Rescaling does the rest
-        return {config.output_name: keras_model(x, training=False)}
-
     versions = package_versions()
-    unsupported = _UnsupportedOps()
-    tf2onnx_log = logging.getLogger("tf2onnx")
-    tf2onnx_log.addHandler(unsupported)
-    try:
-        with capture_native_stderr(replay_on_error=False) as log:
-            model_proto, _ = tf2onnx.convert.from_function(
-                serve, input_signature=[spec], opset=config.opset, custom_op_handlers=_CUSTOM_OP_HANDLERS
-            )
-    except Exception as exc:  # noqa: BLE001 (tf2onnx raises many kinds)
-        raise ExportError(f"{model_path}: tf2onnx could not convert it: {_conversion_failure(exc, log.text)}") from None
-    finally:
-        tf2onnx_log.removeHandler(unsupported)
-    if unsupported.ops:
-        raise ExportError(
-            f"{model_path}: tf2onnx {versions.get('tf2onnx')} cannot convert {unsupported.describe()}",
-            hint="replace that layer or activation with a supported one, or try another --opset",
-        )
+    attempts: list[str] = []
+    chosen = None
+    for route, convert in ((ROUTE, _convert_with_tf2onnx), (KERAS_ROUTE, _convert_with_keras_export)):
+        try:
+            model_proto = convert(keras_model, config, versions)
+            simplified = _finish_graph(model_proto, keras_model, config)
+            check = _check_against_keras(model_proto, keras_model, config)
+        except ExportError as exc:
+            attempts.append(f"{_route_label(route)}: {exc.one_line()}")
+            log.info("export route %s failed: %s", route, exc.one_line())
+            continue
+        chosen = (route, model_proto, simplified, check)
+        break
+    if chosen is None:
+        messages = {a.split(": ", 1)[1] for a in attempts}
+        if len(messages) == 1:  # the same failure on every route: say it once
+            raise ExportError(f"{model_path}: {messages.pop()} (routes tried: tf2onnx, Keras' model.export)")
+        raise ExportError(f"{model_path}: no conversion route works: " + "; ".join(attempts))
+    route, model_proto, simplified, check = chosen
 
-    _set_dynamic_batch(model_proto)
-    simplified = "off"
-    if config.simplify:
-        from cnnkit.simplify import simplify_graph
-
-        simplified = simplify_graph(model_proto).describe()
     record = _training_record(model_path)
     dataset = record.get("dataset", {}).get("name", "unknown")
     class_names = _class_names(dataset, int(keras_model.outputs[0].shape[-1]))
@@ -203,7 +209,9 @@ def export_onnx(config: ExportConfig) -> ExportResult:
         "input_value_range": json.dumps(_value_range(record)),
         "preprocessing": json.dumps(_preprocessing(keras_model)),
         **_preprocess_record(config, record, keras_model),
-        "conversion_route": ROUTE,
+        "conversion_route": route,
+        "conversion_check": json.dumps(check),
+        **({"conversion_routes_failed": json.dumps(attempts)} if attempts else {}),
         "graph_simplification": simplified,
         "opset": str(config.opset),
         **{f"{name}_version": str(versions.get(name)) for name in ("tensorflow", "keras", "tf2onnx", "onnx")},
@@ -211,18 +219,12 @@ def export_onnx(config: ExportConfig) -> ExportResult:
     onnx.helper.set_model_props(model_proto, metadata)
     model_proto.doc_string = f"{metadata['spec']} exported by cnnkit {cnnkit.__version__} from {model_path.name}"
 
-    try:
-        onnx.checker.check_model(model_proto, full_check=True)
-        onnx.shape_inference.infer_shapes(model_proto, check_type=True, strict_mode=True)
-    except Exception as exc:  # noqa: BLE001
-        raise ExportError(f"{model_path}: the exported graph fails the ONNX checker: {' '.join(str(exc).split())[:300]}") from None
-
     keras_params = int(keras_model.count_params())
     onnx_params = onnx_param_count(model_proto)
     note = "equal"
     if keras_params != onnx_params:
         folded = sorted({_FOLDED_LAYERS[type(layer).__name__] + f" ({type(layer).__name__})"
-                         for layer in keras_model.layers if type(layer).__name__ in _FOLDED_LAYERS})
+                         for layer in _all_layers(keras_model) if type(layer).__name__ in _FOLDED_LAYERS})
         # tf2onnx's optimizer drops an Add of an all-zero bias (an untrained or bias-free model).
         zeros = sum(int(w.size) for w in keras_model.get_weights() if w.size and not w.any())
         if 0 < keras_params - onnx_params <= zeros:
@@ -250,12 +252,245 @@ def export_onnx(config: ExportConfig) -> ExportResult:
     )
 
 
+def _route_label(route: str) -> str:
+    return "tf2onnx" if route == ROUTE else "keras model.export"
+
+
+def _all_layers(model: Any) -> list[Any]:
+    """Every layer, nested models' layers included (a user's head on a keras.applications base)."""
+    out = []
+    for layer in model.layers:
+        out.append(layer)
+        if hasattr(layer, "layers"):
+            out += _all_layers(layer)
+    return out
+
+
+def _input_spec(keras_model: Any, config: ExportConfig) -> Any:
+    import tensorflow as tf
+
+    in_shape = (None, *(int(d) for d in keras_model.inputs[0].shape[1:]))
+    tf_dtype = tf.uint8 if config.input_dtype is InputDtype.UINT8 else tf.float32
+    return tf.TensorSpec(in_shape, tf_dtype, name=config.input_name)
+
+
+def _convert_with_tf2onnx(keras_model: Any, config: ExportConfig, versions: dict[str, Any]) -> Any:
+    """tf2onnx on a traced ``tf.function``; captured tensors folded into constants."""
+    import tensorflow as tf
+    import tf2onnx
+
+    from cnnkit._deps import capture_native_stderr
+
+    spec = _input_spec(keras_model, config)
+
+    @tf.function(input_signature=[spec])
+    def serve(x: Any) -> dict[str, Any]:
+        if config.input_dtype is InputDtype.UINT8:
+            x = tf.cast(x, tf.float32)  # raw pixels in, the model's own Rescaling does the rest
+        return {config.output_name: keras_model(x, training=False)}
+
+    with _grouped_conv_without_xla(), _UnsupportedOps.collect(versions) as unsupported:
+        try:
+            with capture_native_stderr(replay_on_error=False) as log_text:
+                concrete = serve.get_concrete_function()
+                model_proto, _ = tf2onnx.convert.from_function(
+                    serve, input_signature=[spec], opset=config.opset, custom_op_handlers=_CUSTOM_OP_HANDLERS
+                )
+        except Exception as exc:  # noqa: BLE001 (tf2onnx raises many kinds)
+            raise ExportError(f"tf2onnx could not convert it: {_conversion_failure(exc, log_text.text)}") from None
+    unsupported.raise_if_any()
+    _fold_captured_inputs(model_proto, concrete, n_inputs=1)
+    return model_proto
+
+
+def _convert_with_keras_export(keras_model: Any, config: ExportConfig, versions: dict[str, Any]) -> Any:
+    """Keras' own ``model.export(format="onnx")`` (tf2onnx inside, on Keras' export archive)."""
+    import tempfile
+
+    import onnx
+
+    from cnnkit._deps import capture_native_stderr
+
+    if config.input_dtype is not InputDtype.FLOAT32:
+        raise ExportError("Keras' route exports float32 inputs only")
+    spec = _input_spec(keras_model, config)
+    with tempfile.TemporaryDirectory(prefix="cnnkit-export-") as tmp:
+        path = Path(tmp) / "model.onnx"
+        with _grouped_conv_without_xla(), _UnsupportedOps.collect(versions) as unsupported:
+            try:
+                with capture_native_stderr(replay_on_error=False) as log_text:
+                    keras_model.export(str(path), format="onnx", verbose=False, input_signature=[spec],
+                                       opset_version=config.opset)
+            except Exception as exc:  # noqa: BLE001
+                raise ExportError(f"model.export failed: {_conversion_failure(exc, log_text.text)}") from None
+        unsupported.raise_if_any()
+        model_proto = onnx.load(str(path))
+    graph = model_proto.graph
+    if len(graph.output) == 1 and graph.output[0].name != config.output_name:
+        _rename_tensor(model_proto, graph.output[0].name, config.output_name)
+    return model_proto
+
+
+def _finish_graph(model_proto: Any, keras_model: Any, config: ExportConfig) -> str:
+    """Dynamic batch, I/O and checker checks, simplification; returns what simplification did."""
+    import onnx
+
+    _drop_unread_inputs(model_proto, config.input_name)
+    _check_onnx_io(model_proto, keras_model, config)
+    _set_dynamic_batch(model_proto)
+    simplified = "off"
+    if config.simplify:
+        from cnnkit.simplify import simplify_graph
+
+        simplified = simplify_graph(model_proto).describe()
+    try:
+        onnx.checker.check_model(model_proto, full_check=True)
+        onnx.shape_inference.infer_shapes(model_proto, check_type=True, strict_mode=True)
+    except Exception as exc:  # noqa: BLE001
+        raise ExportError(f"the exported graph fails the ONNX checker: {' '.join(str(exc).split())[:300]}") from None
+    return simplified
+
+
+def _check_onnx_io(model_proto: Any, keras_model: Any, config: ExportConfig) -> None:
+    """The ONNX graph itself has one image input and the one expected output (not only the Keras model)."""
+    graph = model_proto.graph
+    for kind, values, name, tensor in (("input", graph.input, config.input_name, keras_model.inputs[0]),
+                                       ("output", graph.output, config.output_name, keras_model.outputs[0])):
+        found = [(v.name, _dims(v)) for v in values]
+        want = tuple(int(d) for d in tensor.shape[1:])
+        if len(found) != 1 or found[0][0] != name or tuple(found[0][1][1:]) != want:
+            listed = ", ".join(f"{n} {list(d)}" for n, d in found) or "none"
+            raise ExportError(f"the ONNX graph should have one {kind} {name} [batch, {', '.join(map(str, want))}], "
+                              f"it has {len(found)}: {listed}")
+
+
+def _check_against_keras(model_proto: Any, keras_model: Any, config: ExportConfig) -> dict[str, Any]:
+    """Run the graph on a few seeded random images and compare with Keras at parity's tolerance."""
+    import numpy as np
+
+    from cnnkit.parity import KERAS_ONNX_ATOL, KERAS_ONNX_RTOL
+    from cnnkit.runners import OnnxRuntimeRunner
+
+    shape = tuple(int(d) for d in keras_model.inputs[0].shape[1:])
+    x = np.random.default_rng(0).integers(0, 256, (ROUTE_CHECK_SAMPLES, *shape)).astype(np.float32)
+    try:
+        runner = OnnxRuntimeRunner(model_proto.SerializeToString(), label="exported graph")
+        got = runner.infer({runner.input_name: x})[config.output_name].astype(np.float64)
+    except Exception as exc:  # noqa: BLE001 (ONNX Runtime rejects a broken graph in many ways)
+        raise ExportError(f"ONNX Runtime cannot run the exported graph: {' '.join(str(exc).split())[:300]}") from None
+    want = np.asarray(keras_model(x, training=False), dtype=np.float64)
+    diff = np.abs(got - want)
+    excess = float(np.max(diff - KERAS_ONNX_RTOL * np.abs(want)))
+    check = {"samples": ROUTE_CHECK_SAMPLES, "max_abs_diff": float(diff.max()), "atol": KERAS_ONNX_ATOL,
+             "rtol": KERAS_ONNX_RTOL}
+    if not np.isfinite(diff).all() or excess > KERAS_ONNX_ATOL:
+        raise ExportError(f"its outputs differ from Keras by up to {diff.max():.3g} on {ROUTE_CHECK_SAMPLES} random "
+                          f"images (allowed {KERAS_ONNX_ATOL:g} + {KERAS_ONNX_RTOL:g}*|Keras|)")
+    return check
+
+
+def _fold_captured_inputs(model_proto: Any, concrete: Any, n_inputs: int) -> None:
+    """Turn graph inputs that tf2onnx made of captured tensors into initializers; drop those nothing reads.
+
+    A concrete function's inputs are its signature's, then one placeholder per captured tensor, in the order
+    of ``captured_inputs``. Variables are frozen by tf2onnx; an eagerly computed tensor (``Normalization``'s
+    broadcast mean and variance) stays a placeholder, and tf2onnx lists it as a graph input.
+    """
+    from onnx import numpy_helper
+
+    captured = {}
+    for placeholder, value in zip(concrete.inputs[n_inputs:], concrete.captured_inputs, strict=False):
+        if placeholder.dtype.name != "resource":
+            captured[placeholder.name] = value
+    read = {name for node in model_proto.graph.node for name in node.input}
+    for inp in list(model_proto.graph.input):
+        if inp.name not in captured:
+            continue
+        if inp.name in read:
+            model_proto.graph.initializer.append(numpy_helper.from_array(captured[inp.name].numpy(), inp.name))
+        model_proto.graph.input.remove(inp)
+
+
+def _drop_unread_inputs(model_proto: Any, image_input: str) -> None:
+    """Remove graph inputs besides the image that no node reads (captured constants that TensorFlow's
+    optimiser already folded in: both routes leave Normalization's statistics behind as such inputs)."""
+    read = {name for node in model_proto.graph.node for name in node.input}
+    for inp in list(model_proto.graph.input):
+        if inp.name != image_input and inp.name not in read:
+            model_proto.graph.input.remove(inp)
+
+
+@contextlib.contextmanager
+def _grouped_conv_without_xla() -> Iterator[None]:
+    """While tracing, grouped convolutions are plain ``Conv2D`` ops instead of Keras' XLA-compiled call.
+
+    Keras' TensorFlow backend wraps a convolution whose kernel has fewer input channels than the input (a
+    grouped or channel-wise convolution, ConvNeXt's) in ``tf.function(jit_compile=True)``, because TensorFlow
+    has no CPU kernel for it. tf2onnx cannot convert that call (``StatefulPartitionedCall``). Tracing runs no
+    kernel, and tf2onnx turns the plain op into ``Conv`` with ``group``.
+    """
+    try:
+        from keras.src.backend import standardize_data_format
+        from keras.src.backend.tensorflow import nn as tf_nn
+    except ImportError:  # another Keras layout: leave it alone
+        yield
+        return
+    original = tf_nn.conv
+
+    def conv(inputs: Any, kernel: Any, strides: Any = 1, padding: str = "valid", data_format: Any = None,
+             dilation_rate: Any = 1) -> Any:
+        fmt = standardize_data_format(data_format)
+        channels = inputs.shape[-1] if fmt == "channels_last" else inputs.shape[1]
+        if channels == kernel.shape[-2] or len(inputs.shape) != 4:
+            return original(inputs, kernel, strides, padding, data_format, dilation_rate)
+        import tensorflow as tf
+
+        return tf.nn.convolution(inputs, kernel, strides, padding.upper(),
+                                 data_format=tf_nn._convert_data_format(fmt, 4), dilations=dilation_rate)
+
+    tf_nn.conv = conv
+    try:
+        yield
+    finally:
+        tf_nn.conv = original
+
+
+def _rename_tensor(model_proto: Any, old: str, new: str) -> None:
+    for node in model_proto.graph.node:
+        for seq in (node.input, node.output):
+            for k, name in enumerate(seq):
+                if name == old:
+                    seq[k] = new
+    for vi in list(model_proto.graph.output) + list(model_proto.graph.value_info):
+        if vi.name == old:
+            vi.name = new
+
+
 class _UnsupportedOps(logging.Handler):
     """Collects what tf2onnx reports as unsupported (it logs them and carries on, leaving a broken graph)."""
 
-    def __init__(self) -> None:
+    def __init__(self, versions: dict[str, Any] | None = None) -> None:
         super().__init__(level=logging.ERROR)
         self.ops: list[tuple[str, str]] = []  # (node name, op type)
+        self.versions = versions or {}
+
+    @classmethod
+    @contextlib.contextmanager
+    def collect(cls, versions: dict[str, Any]) -> Iterator[_UnsupportedOps]:
+        handler = cls(versions)
+        tf2onnx_log = logging.getLogger("tf2onnx")
+        tf2onnx_log.addHandler(handler)
+        try:
+            yield handler
+        finally:
+            tf2onnx_log.removeHandler(handler)
+
+    def raise_if_any(self) -> None:
+        if self.ops:
+            raise ExportError(
+                f"tf2onnx {self.versions.get('tf2onnx')} cannot convert {self.describe()}",
+                hint="replace that layer or activation with a supported one, or try another --opset",
+            )
 
     def emit(self, record: logging.LogRecord) -> None:
         m = re.search(r"Tensorflow op \[([^:\]]+): (\w+)\] is not supported", record.getMessage())

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import typer
@@ -56,7 +57,11 @@ def export_command(
     verdict = "equal" if result.params_match else result.params_note
     console.print(f"parameters: Keras {result.keras_params:,}, ONNX {result.onnx_params:,} ({verdict})")
     console.print(f"graph simplification: {result.simplification}")
-    console.print("checks: onnx.checker (full) and strict shape inference passed")
+    check = json.loads(m["conversion_check"])
+    console.print(f"checks: one input and one output, onnx.checker (full), strict shape inference; ONNX Runtime vs "
+                  f"Keras on {check['samples']} random images: max |diff| {check['max_abs_diff']:.3g}")
+    for failed in json.loads(m.get("conversion_routes_failed", "[]")):
+        console.print(f"route not kept: {failed}")
     console.print(f"route: {m['conversion_route']}; tensorflow {m['tensorflow_version']}, keras {m['keras_version']}, "
                   f"tf2onnx {m['tf2onnx_version']}, onnx {m['onnx_version']}")
 
