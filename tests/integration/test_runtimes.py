@@ -111,3 +111,24 @@ def test_missing_runtime_is_one_line_with_the_install_command(exported_model: Pa
         assert r.returncode == 1, r.stderr[-1500:]
         lines = r.stderr.strip().splitlines()
         assert len(lines) == 1 and f"runtime {runtime} is not installed" in lines[0] and extra in lines[0], r.stderr
+
+
+def test_parity_and_eval_on_other_runtimes(trained_model: Path, exported_model: Path, tflite_model: Path, tmp_path: Path) -> None:
+    # LiteRT and OpenVINO fp32 meet Keras's fp32 gate; bf16 is gated on decisions, and says so.
+    for runtime in ("litert", "openvino"):
+        r = _cnnkit("parity", str(trained_model), str(exported_model), "--runtime", runtime, "--dataset", "digits", "--samples", "30")
+        assert r.returncode == 0, (runtime, r.stdout[-1500:], r.stderr[-1500:])
+        assert "PARITY PASS" in r.stdout and "1e-05" in r.stdout
+    out = tmp_path / "p.json"
+    r = _cnnkit("parity", str(trained_model), str(exported_model), "--runtime", "openvino:bf16", "--dataset", "digits",
+                "--samples", "30", "--json", str(out))
+    data = json.loads(out.read_text())
+    assert data["provider"]["runtime"] == "openvino" and data["provider"]["precision"] in ("bf16", "fp32")
+    assert data["tolerance"]["atol"] is None and "bf16" in data["tolerance"]["reason"]
+    out = tmp_path / "e.json"
+    r = _cnnkit("eval", str(exported_model), "--runtime", "litert", "--dataset", "digits", "--json", str(out))
+    assert r.returncode == 0, r.stderr[-1500:]
+    m = json.loads(out.read_text())["models"][0]
+    assert m["runtime"] == "litert" and m["provider"]["active"] == "LiteRT XNNPACK" and m["accuracy"] > 0.5
+    r = _cnnkit("eval", str(exported_model), "--runtime", "onnxruntime,litert", "--dataset", "digits")
+    assert r.returncode == 1 and "eval runs one runtime at a time" in r.stderr

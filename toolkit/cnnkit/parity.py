@@ -20,6 +20,7 @@ from cnnkit.datasets import Dataset, load_dataset
 from cnnkit.envinfo import environment
 from cnnkit.errors import CnnkitError, ParityError
 from cnnkit.runners import KerasRunner, OnnxRuntimeRunner, run_batched
+from cnnkit.runtimes import DEFAULT_RUNTIME, RuntimeChoice, create_runner
 from cnnkit.sessions import SessionConfig
 
 log = logging.getLogger(__name__)
@@ -34,6 +35,8 @@ KERAS_ONNX_REASON = (
     "1e-5 keeps ~8x headroom and still catches one weight changed by 0.05 (that moved them by >1e-3)"
 )
 ONNX_ONNX_MIN_AGREEMENT, ONNX_ONNX_MAX_ACC_DROP = 0.99, 0.5
+BF16_REASON = ("the candidate computes in bf16 (8-bit mantissa): elementwise fp32 tolerances do not apply, so it is "
+               "gated on top-1 agreement and accuracy, as a quantised model is")
 ONNX_ONNX_REASON = (
     "a quantized or float16 variant is not expected to match float32 to 1e-5; the gate is on decisions: "
     "top-1 agreement and accuracy on labelled images"
@@ -69,6 +72,8 @@ class ParityConfig:
     session: SessionConfig = field(default_factory=SessionConfig)
     seed: int = 0
     layers: bool = False  # per-layer table even on a pass
+    runtime: RuntimeChoice = DEFAULT_RUNTIME  # what runs the candidate: onnxruntime, openvino[:bf16], litert (its .tflite)
+    tflite: Path | None = None  # LiteRT's model; default: the .tflite beside the candidate
 
     def __post_init__(self) -> None:
         if not self.batch_sizes or any(b <= 0 for b in self.batch_sizes):
@@ -87,7 +92,9 @@ class ParityConfig:
         return Path(self.reference).suffix == ".keras"
 
     def tolerance(self) -> Tolerance:
-        if self.keras_reference:
+        # A bf16 candidate (OpenVINO's bf16 hint) is not the fp32 computation: it is gated like a quantised model.
+        reduced = self.runtime.precision == "bf16"
+        if self.keras_reference and not reduced:
             return Tolerance(
                 atol=KERAS_ONNX_ATOL if self.atol is None else self.atol,
                 rtol=KERAS_ONNX_RTOL if self.rtol is None else self.rtol,
@@ -100,7 +107,8 @@ class ParityConfig:
             rtol=0.0 if self.rtol is None else self.rtol,
             min_top1_agreement=ONNX_ONNX_MIN_AGREEMENT if self.min_agreement is None else self.min_agreement,
             max_accuracy_drop_pp=ONNX_ONNX_MAX_ACC_DROP if self.max_accuracy_drop is None else self.max_accuracy_drop,
-            reason=ONNX_ONNX_REASON if self.atol is None and self.min_agreement is None else "set by the user",
+            reason=("set by the user" if self.atol is not None or self.min_agreement is not None
+                    else BF16_REASON if reduced else ONNX_ONNX_REASON),
         )
 
 
@@ -403,7 +411,7 @@ def _first_divergence(rows: list[LayerDiff], layer_rtol: float) -> tuple[str | N
 def check_parity(config: ParityConfig, dataset: Dataset | None = None) -> ParityResult:
     """Run both models on the same inputs at every batch size and compare; localise a Keras/ONNX failure."""
     tol = config.tolerance()
-    candidate = OnnxRuntimeRunner(config.candidate, config.session)
+    candidate = create_runner(config.runtime, config.candidate, config.session, config.tflite)
     if config.keras_reference:
         reference: Any = KerasRunner.from_file(config.reference, input_name=candidate.input_name,
                                                output_names=candidate.output_names)
@@ -435,14 +443,16 @@ def check_parity(config: ParityConfig, dataset: Dataset | None = None) -> Parity
 
     rows: list[LayerDiff] = []
     first = why = None
-    if mode == "keras-onnx" and (not passed or config.layers):
+    on_ort = isinstance(candidate, OnnxRuntimeRunner)
+    if mode == "keras-onnx" and (not passed or config.layers) and on_ort:  # the layer table runs the .onnx in ORT
         worst = sorted({d.worst_index for d in diffs if d.worst_index >= 0})[:8] or [0]
         rows, first, why = localize_divergence(reference, Path(config.candidate), inputs.x[worst], config.session)
     return ParityResult(
         schema=SCHEMA, passed=passed, reference=str(config.reference), candidate=str(config.candidate), mode=mode,
         tolerance=tol, batch_sizes=tuple(config.batch_sizes),
         inputs={"counts": inputs.counts(), "dataset": inputs.dataset, "seed": config.seed, "total": len(inputs.x)},
-        provider=candidate.session_info.to_dict(), outputs=tuple(diffs), failures=failures, layers=tuple(rows),
+        provider=(candidate.session_info.to_dict() if on_ort else candidate.provider | {"precision": candidate.precision})
+        | {"runtime": config.runtime.runtime}, outputs=tuple(diffs), failures=failures, layers=tuple(rows),
         first_divergent_layer=first, divergence=why, environment=environment(),
     )
 

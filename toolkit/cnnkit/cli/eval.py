@@ -44,16 +44,11 @@ def eval_command(
 
     if json_out is not None:
         check_writable(json_out, force)
-    from cnnkit.runtimes import parse_runtimes
+    from cnnkit.runtimes import parse_one_runtime
 
-    runtimes = parse_runtimes(runtime)
-    if len(runtimes) != 1:
-        from cnnkit.errors import CnnkitError
-
-        raise CnnkitError(f"eval runs one runtime at a time, got --runtime {runtime}", hint="cnnkit bench --recommend evaluates several")
     config = EvalConfig(tuple(models), dataset, data_dir, SessionConfig(provider=provider, allow_fallback=allow_fallback),
                         batch_size, limit, preprocess_choice(preprocess, scale, mean, std, channel_order, crop_fraction),
-                        skip_bad_images, labels, runtime=runtimes[0], tflite=tflite)
+                        skip_bad_images, labels, runtime=parse_one_runtime(runtime, "eval"), tflite=tflite)
     for m in config.models:  # a bad model file fails before any data is loaded
         describe_onnx(m)
     with image_progress() as (bar, task):

@@ -23,6 +23,9 @@ def parity_command(
     max_accuracy_drop: float = typer.Option(None, "--max-accuracy-drop", help="Accuracy drop allowed, in points. Default: 0.5 for ONNX vs ONNX."),
     provider: str = typer.Option("cpu", "--provider", help="cpu, cuda, tensorrt, or any provider this onnxruntime lists."),
     allow_fallback: bool = typer.Option(False, "--allow-fallback", help="Run on the CPU if the provider does not load, and say so."),
+    runtime: str = typer.Option("onnxruntime", "--runtime", help="What runs the candidate: onnxruntime, openvino, openvino:bf16, "
+                                "or litert (the .tflite beside it, or --tflite)."),
+    tflite: Path = typer.Option(None, "--tflite", help="LiteRT's .tflite. Default: beside the candidate .onnx."),
     layers: bool = typer.Option(False, "--layers", help="Show the per-layer table even on a pass."),
     seed: int = typer.Option(0, "--seed", help="Seed for the random inputs."),
     json_out: Path = typer.Option(None, "--json", help="Write the full result (every figure, tolerances, inputs, provider, versions) here."),
@@ -31,6 +34,7 @@ def parity_command(
     """Run both models on the same inputs at several batch sizes and compare every output."""
     from cnnkit.io import check_writable, write_json_atomic
     from cnnkit.parity import ParityConfig, check_parity
+    from cnnkit.runtimes import parse_one_runtime
     from cnnkit.sessions import SessionConfig
 
     if json_out is not None:
@@ -39,7 +43,7 @@ def parity_command(
         reference=reference, candidate=candidate, dataset=dataset, data_dir=data_dir, samples=samples,
         batch_sizes=parse_batch_sizes(batch_sizes), atol=atol, rtol=rtol, min_agreement=min_agreement,
         max_accuracy_drop=max_accuracy_drop, session=SessionConfig(provider=provider, allow_fallback=allow_fallback),
-        seed=seed, layers=layers,
+        seed=seed, layers=layers, runtime=parse_one_runtime(runtime, "parity"), tflite=tflite,
     )
     for path in (reference, candidate):
         if not path.is_file():
@@ -68,7 +72,8 @@ def render_parity(result) -> None:  # noqa: ANN001 (ParityResult; imported lazil
         gates.append(f"accuracy drop <= {tol.max_accuracy_drop_pp:g} pp")
     prov = result.provider
     fallback = f" FALLBACK from {prov['requested']}: {prov['fallback_reason']}" if prov.get("fallback") else ""
-    console.print(f"{result.mode}: {result.reference} vs {result.candidate}, on {prov['active']}{fallback}")
+    precision = f" ({prov['precision']})" if prov.get("precision") else ""
+    console.print(f"{result.mode}: {result.reference} vs {result.candidate}, on {prov['active']}{precision}{fallback}")
     counts = ", ".join(f"{n} {k}" for k, n in result.inputs["counts"].items())
     console.print(f"inputs: {counts} (dataset {result.inputs['dataset'].get('name')}, seed {result.inputs['seed']})")
     console.print(f"gate: {'; '.join(gates)} — {tol.reason}")

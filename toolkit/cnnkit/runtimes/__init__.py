@@ -66,6 +66,15 @@ def parse_runtimes(text: str) -> tuple[RuntimeChoice, ...]:
     return tuple(dict.fromkeys(out))
 
 
+def parse_one_runtime(text: str, command: str) -> RuntimeChoice:
+    """One ``--runtime`` item, for a command that runs one runtime at a time."""
+    runtimes = parse_runtimes(text)
+    if len(runtimes) != 1:
+        raise CnnkitError(f"{command} runs one runtime at a time, got --runtime {text}",
+                          hint=f"run {command} once per runtime, or compare them with cnnkit bench --recommend")
+    return runtimes[0]
+
+
 def require_runtime(name: str) -> Any:
     """Import the runtime's Python module, or fail in one line saying what to install."""
     import importlib
