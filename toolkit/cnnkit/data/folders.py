@@ -22,6 +22,7 @@ import numpy as np
 from cnnkit.errors import DatasetError
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp")
+DECODE_THREADS = 4  # Pillow decodes and resizes without the GIL
 SKIP_HINT = "pass --skip-bad-images to go on without such files (the result counts them)"
 
 
@@ -92,26 +93,39 @@ class ImageFolder:
     def batches(self, record: Any, batch_size: int, skipped: SkippedImages | None = None
                 ) -> Iterator[tuple[np.ndarray, np.ndarray]]:
         """``(images, labels)`` batches: uint8 ``(n, H, W, C)`` fitted to the record. A bad image raises
-        :class:`BadImageError` unless ``skipped`` collects it."""
-        h, w = record.size
-        for start in range(0, len(self.files), batch_size):
-            stop = min(start + batch_size, len(self.files))
-            x = np.empty((stop - start, h, w, record.channels), np.uint8)
-            keep = []
-            for j, i in enumerate(range(start, stop)):
-                try:
-                    x[j] = self.read(i, record)
-                    keep.append(j)
-                except BadImageError as exc:
-                    if skipped is None:
-                        raise
-                    skipped.add(exc)
-            if not keep:
-                continue
-            y = self.labels[start:stop]
-            if len(keep) < stop - start:
-                x, y = x[keep], y[keep]
-            yield x, y
+        :class:`BadImageError` unless ``skipped`` collects it. Pillow decodes on a few threads (it releases
+        the GIL), one batch ahead of the consumer."""
+        from concurrent.futures import ThreadPoolExecutor
+
+        def read_one(i: int) -> np.ndarray | BadImageError:
+            try:
+                return self.read(i, record)
+            except BadImageError as exc:
+                return exc
+
+        def decode(start: int) -> list[np.ndarray | BadImageError]:
+            return list(pool.map(read_one, range(start, min(start + batch_size, len(self.files)))))
+
+        workers = max(1, min(DECODE_THREADS, os.cpu_count() or 1))
+        with ThreadPoolExecutor(workers + 1) as pool, ThreadPoolExecutor(1) as ahead:
+            starts = list(range(0, len(self.files), batch_size))
+            pending = ahead.submit(decode, starts[0]) if starts else None
+            for k, start in enumerate(starts):
+                decoded = pending.result()  # type: ignore[union-attr]
+                pending = ahead.submit(decode, starts[k + 1]) if k + 1 < len(starts) else None
+                keep = [j for j, d in enumerate(decoded) if not isinstance(d, BadImageError)]
+                for d in decoded:
+                    if isinstance(d, BadImageError):
+                        if skipped is None:
+                            if pending is not None:
+                                pending.cancel()
+                            raise d
+                        skipped.add(d)
+                if not keep:
+                    continue
+                x = np.stack([decoded[j] for j in keep])
+                y = self.labels[start : start + len(decoded)][keep]
+                yield x, y
 
 
 def open_image(path: Path) -> Any:
