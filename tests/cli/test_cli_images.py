@@ -133,3 +133,52 @@ def test_eval_of_50000_images_streams_in_bounded_memory(tmp_path: Path) -> None:
     assert data["models"][0]["samples"] == 50_000
     print(f"peak RSS: {peak:.0f} MiB for 50,000 images, {base:.0f} MiB for 500; {data['images_per_s']:.0f} images/s")
     assert peak - base < 1024
+
+
+def _mnist_model(tmp_path: Path) -> Path:
+    """A 28x28x1 NHWC classifier that says, as cnnkit's exports do, its dataset, classes and preprocessing."""
+    from cnnkit.data.preprocess import PRESETS
+
+    record = PRESETS["unit"].bind(28, 28, 1, "NHWC", "float32")
+    names = ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine"]
+    return tiny_classifier(tmp_path / "mnist.onnx", layout="NHWC", size=(28, 28), channels=1,
+                           metadata={"dataset": "mnist", "class_names": json.dumps(names), "preprocess": record.to_json()})
+
+
+def test_predict_top_k_with_names_and_an_inversion_warning(tmp_path: Path) -> None:
+    import onnxruntime as ort
+    from PIL import Image, ImageOps
+
+    pixels, labels = write_digit_folder(tmp_path / "digits", n=3, labelled=False)
+    files = sorted((tmp_path / "digits").iterdir())
+    ImageOps.invert(Image.open(files[0])).save(tmp_path / "inverted.png")
+    Image.open(files[1]).resize((56, 56)).convert("RGB").save(tmp_path / "big-rgb.png")
+    model = _mnist_model(tmp_path)
+    result = run("predict", model, files[0], tmp_path / "inverted.png", tmp_path / "big-rgb.png", "--top-k", "3", "--json")
+    assert result.exit_code == 0, result.output
+    data = json.loads(result.stdout)
+    first, inverted, big = data["predictions"]
+    want = ort.InferenceSession(str(model)).run(None, {"images": pixels[:1, ..., None].astype(np.float32) / 255})[0][0]
+    assert [c["index"] for c in first["top"]] == list(np.argsort(-want)[:3])
+    assert first["top"][0]["probability"] == pytest.approx(float(want.max()), rel=1e-5)
+    assert first["top"][0]["name"] == ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine"][first["top"][0]["index"]]
+    assert not first["warnings"] and not big["warnings"]  # a 56x56 RGB copy is fitted to 28x28 grey
+    assert len(inverted["warnings"]) == 1 and "looks inverted against mnist" in inverted["warnings"][0]
+    assert "looks inverted" in result.stderr and str(tmp_path / "inverted.png") in result.stderr
+    assert data["reference"]["dataset"] == "mnist" and data["reference"]["border_mean"] < 10
+    assert data["output"]["kind"] == "probabilities" and data["preprocess"]["name"] == "unit"
+    text = run("predict", model, files[0])
+    assert text.exit_code == 0 and "1. " in text.stdout and "%" in text.stdout and "classes from the model's class names" in text.stdout
+
+
+def test_predict_bad_inputs_are_one_line(tmp_path: Path) -> None:
+    model = _mnist_model(tmp_path)
+    assert_user_error(run("predict", model, tmp_path / "none.png"), "image", "none.png not found")
+    (tmp_path / "bad.png").write_bytes(b"not a png")
+    assert_user_error(run("predict", model, tmp_path / "bad.png"), "bad.png cannot be read")
+    write_digit_folder(tmp_path / "d", n=1, labelled=False)
+    img = next((tmp_path / "d").iterdir())
+    (tmp_path / "labels.txt").write_text("a\nb\n")
+    assert_user_error(run("predict", model, img, "--labels", tmp_path / "labels.txt"), "10 outputs but 2 class names")
+    assert_user_error(run("predict", model, img, "--top-k", "0"), "--top-k must be positive")
+    assert_user_error(run("predict", model, img, "--preprocess", "unit", "--channel-order", "rgba"), "--channel-order")

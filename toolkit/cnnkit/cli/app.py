@@ -83,7 +83,7 @@ def _root(
 def _register() -> None:
     # Command modules import only Typer and light cnnkit modules at import time.
     from cnnkit.cli import (
-        bench, compare, doctor, eval, export, featuremaps, parity, pipeline, quantize, report, summary, train,
+        bench, compare, doctor, eval, export, featuremaps, parity, pipeline, predict, quantize, report, summary, train,
     )
 
     app.command("pipeline")(pipeline.pipeline_command)
@@ -93,6 +93,7 @@ def _register() -> None:
     app.command("parity")(parity.parity_command)
     app.command("bench")(bench.bench_command)
     app.command("eval")(eval.eval_command)
+    app.command("predict")(predict.predict_command)
     app.command("doctor")(doctor.doctor_command)
     app.command("quantize")(quantize.quantize_command)
     app.command("compare")(compare.compare_command)
