@@ -150,7 +150,7 @@ def render_bench(result) -> None:  # noqa: ANN001 (BenchResult, imported lazily)
                       + "; another set replaces the given one only when the samples confirm it is faster):")
         on_gpu = result.config["session"]["provider"] not in ("cpu", "CPUExecutionProvider")
         for c in result.cases:
-            pick = result.chosen_trial(c.model, c.batch_size)
+            pick = result.chosen_trial(c.model, c.batch_size) if c.runtime == "onnxruntime" else None
             if pick is None:
                 continue
             if pick.ratio_to_base is None:
@@ -171,14 +171,14 @@ def render_recommendation(advice) -> None:  # noqa: ANN001 (Recommendation, impo
                   f"{advice.max_accuracy_drop_pp:g} points below the default:")
     for a in advice.accuracy:
         verdict = "ok" if a.admissible else "[red]over budget[/]"
-        console.print(f"  {Path(a.model).name} on {a.runtime}, {a.precision}: {100 * a.accuracy:.2f} % ({-a.drop_pp:+.2f} pp) {verdict}")
+        console.print(f"  {Path(a.model).name} on {a.runtime}, {a.precision}: {100 * a.accuracy:.2f} % ({0.0 - a.drop_pp + 0.0:+.2f} pp) {verdict}")
     table = Table(title=f"recommendation ({advice.rounds} interleaved rounds; a lead counts only where the rounds confirm it)",
                   title_justify="left")
     for col in ("model", "batch", "deploy", "p50 ms", "default p50", "confirmed"):
         table.add_column(col, justify="right" if col in ("batch", "p50 ms", "default p50") else "left", no_wrap=col != "deploy")
     for r in advice.batches:
         table.add_row(Path(r.model).name, str(r.batch_size), r.recommended, f"{r.p50_ms:.4g}", f"{r.default_p50_ms:.4g}",
-                      "yes" if r.confirmed else "no confirmed lead: default")
+                      "yes" if r.confirmed else "default is fastest" if r.fastest == r.default else "no confirmed lead: default")
     console.print(table)
     for r in advice.batches:
         console.print(f"batch {r.batch_size}: {r.note}")
