@@ -94,6 +94,22 @@ def test_plugin_provider_without_device_is_a_clear_error() -> None:
     assert info.fallback and info.active == "CPUExecutionProvider" and "no device" in info.fallback_reason
 
 
+def test_bench_with_a_plugin_provider_that_has_no_device_is_one_line(tmp_path: Path) -> None:
+    pytest.importorskip("onnxruntime_ep_openvino")
+    import subprocess
+    import sys
+
+    from cnnkit.runtimes.plugins import plugin_statuses
+
+    if any(p.devices for p in plugin_statuses() if p.distribution == "onnxruntime-ep-openvino"):
+        pytest.skip("the OpenVINO plugin exposes a device on this machine")
+    model = _conv_model(tmp_path / "tiny.onnx")
+    r = subprocess.run([sys.executable, "-m", "cnnkit", "bench", str(model), "--provider", "openvino", "--batch-sizes", "1",
+                        "--min-time", "0", "--min-iterations", "3"], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 1 and len(r.stderr.strip().splitlines()) == 1, r.stderr
+    assert "exposes no device on this machine" in r.stderr and "--runtime openvino" in r.stderr
+
+
 def test_doctor_lists_plugins() -> None:
     from cnnkit.doctor import run_doctor
 
