@@ -44,26 +44,14 @@ def optimized_ops(model: Path, work: Path) -> dict[str, int]:
 
 
 def profile(model: Path, batch: int, runs: int = 30) -> tuple[float, list[tuple[str, float]]]:
-    so = ort.SessionOptions()
-    so.enable_profiling = True
-    so.profile_file_prefix = str(model.parent / f"{model.stem}.profile")  # in the temporary folder, not the cwd
-    so.log_severity_level = 3
-    s = ort.InferenceSession(str(model), so, providers=["CPUExecutionProvider"])
-    inp = s.get_inputs()[0]
+    """ms per profiled run and the top operator types' kernel ms per run (cnnkit's profiler reading)."""
+    from cnnkit.profiling import profile_model
+    from cnnkit.sessions import SessionConfig
+
+    inp = ort.InferenceSession(str(model), providers=["CPUExecutionProvider"]).get_inputs()[0]
     x = np.random.default_rng(0).integers(0, 256, (batch, *inp.shape[1:])).astype(np.float32)
-    for _ in range(5):
-        s.run(None, {inp.name: x})
-    t0 = time.perf_counter()
-    for _ in range(runs):
-        s.run(None, {inp.name: x})
-    per_run = (time.perf_counter() - t0) / runs * 1e3
-    events = json.load(open(s.end_profiling()))
-    per_op: dict[str, list[int]] = collections.defaultdict(list)
-    for e in events:
-        if e.get("cat") == "Node" and e["name"].endswith("_kernel_time"):
-            per_op[e["args"]["op_name"]].append(e["dur"])
-    total = {op: sum(d) / (runs + 5) / 1e3 for op, d in per_op.items()}
-    return per_run, sorted(total.items(), key=lambda kv: -kv[1])[:8]
+    prof = profile_model(model, SessionConfig(), x, inp.name, runs=runs, warmup=5)
+    return prof.run_ms, [(t.op_type, t.us / 1e3) for t in prof.by_type[:8]]
 
 
 def _gemm_model(kind: str, n: int) -> bytes:

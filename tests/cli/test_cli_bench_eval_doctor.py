@@ -1,6 +1,7 @@
 """bench, eval and doctor through the CLI: tables, JSON, one-line errors."""
 
 import json
+import re
 from pathlib import Path
 
 import onnxruntime as ort
@@ -57,6 +58,10 @@ def test_eval_side_by_side(exported_model: Path, tmp_path: Path) -> None:
         (("--threads", "-1"), ("--threads must be >= 0",)),
         (("--inter-op-threads", "-2"), ("--inter-op-threads must be >= 0, got -2",)),
         (("--min-iterations", "0"), ("--min-iterations must be positive",)),
+        (("--concurrency", "1,two"), ("--concurrency: 'two' is not a number",)),
+        (("--concurrency", "0"), ("--concurrency: requests in flight must be positive, got 0",)),
+        (("--profile", "--profile-runs", "0"), ("--profile-runs must be positive, got 0",)),
+        (("--cold-start", "--cold-start-runs", "0"), ("--cold-start-runs must be positive, got 0",)),
     ],
 )
 def test_bench_bad_options(exported_model: Path, args, fragments) -> None:
@@ -110,3 +115,30 @@ def test_doctor_exit_1_for_an_unusable_provider() -> None:
     if CUDA_LOADS or "CUDAExecutionProvider" not in ort.get_available_providers():
         pytest.skip("needs CUDA listed but not loadable")
     assert_user_error(run("doctor", "--provider", "cuda"), "CUDAExecutionProvider is not usable here")
+
+
+def test_bench_profile_memory_cold_start_concurrency(tmp_path: Path) -> None:
+    """Every measurement beside latency through the CLI, on a real session over a small graph; 80 columns."""
+    from tests.unit.test_bench_measurements import image_model
+
+    model = image_model(tmp_path / "tiny.onnx")
+    out = tmp_path / "bench.json"
+    result = run("bench", model, "--batch-sizes", "1,8", "--min-time", "0.02", "--min-iterations", "5", "--warmup", "1",
+                 "--profile", "--profile-runs", "2", "--memory", "--cold-start", "--cold-start-runs", "2",
+                 "--concurrency", "1,2", "--no-arena", "--json", out)
+    assert result.exit_code == 0, result.output
+    for text in ("Operator profile", "by type: Conv", "Memory", "arena", "Cold start", "Throughput under load",
+                 "in flight", "fp32 on CPU"):
+        assert text in result.stdout, text
+    rows = [line for line in result.stdout.splitlines()
+            if line.startswith(("model ", "node ", "tiny.onnx  ", "batch ")) or re.match(r"\s+[18]\s+\d", line)]
+    assert len(rows) == 3 + 2 + 5 + 2 + 5  # headers and rows: latency, profile (2 headers), memory, cold start, load
+    assert max(len(line) for line in rows) <= 80  # readable in an 80-column terminal
+    data = json.loads(out.read_text())
+    assert data["config"]["session"]["cpu_mem_arena"] is False
+    assert [m["cpu_mem_arena"] for m in data["memory"]] == [False, True]
+    assert [p["batch_size"] for p in data["profiles"]] == [1, 8] and all(p["by_type"] for p in data["profiles"])
+    assert {(p["batch_size"], p["streams"]) for p in data["concurrency"]} == {(1, 1), (1, 2), (8, 1), (8, 2)}
+    assert data["cold_start"][0]["processes"] == 2
+    wide = run("bench", model, "--batch-sizes", "1", "--min-time", "0", "--min-iterations", "3", "--wide")
+    assert wide.exit_code == 0 and "mean ± sd ms" in wide.stdout

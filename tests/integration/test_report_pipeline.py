@@ -22,8 +22,9 @@ def results(exported_model: Path, trained_model: Path, tmp_path_factory) -> list
     from cnnkit.parity import ParityConfig, check_parity
 
     d = tmp_path_factory.mktemp("results")
-    write_json_atomic(d / "bench.json", run_benchmark(BenchConfig(models=(exported_model,), batch_sizes=(1, 4),
-                                                                  min_time_s=0.0, min_iterations=5, warmup=1)).to_dict())
+    write_json_atomic(d / "bench.json", run_benchmark(BenchConfig(
+        models=(exported_model,), batch_sizes=(1, 4), min_time_s=0.0, min_iterations=5, warmup=1, profile=True,
+        profile_runs=2, memory=True, memory_runs=2, cold_starts=2, concurrency=(1, 2))).to_dict())
     write_json_atomic(d / "eval.json", evaluate_models(EvalConfig((exported_model,), dataset="digits")).to_dict())
     write_json_atomic(d / "parity.json", check_parity(ParityConfig(trained_model, exported_model, dataset="digits",
                                                                    samples=50)).to_dict())
@@ -37,12 +38,18 @@ def test_report_from_a_run_folder(results: list[Path], tmp_path: Path) -> None:
     out = tmp_path / "rep"
     written = write_report(results, out)
     assert set(written["files"]) == {"report.md", "report.html", "results.csv", "latency.png", "throughput.png",
-                                     "accuracy_vs_size.png"}
+                                     "accuracy_vs_size.png", "training_curves.png", "concurrency.png"}
     md = (out / "report.md").read_text()
-    for section in ("## Environment", "## Model", "## Parity (keras-onnx): PASS", "## Accuracy", "## Latency and throughput"):
-        assert section in md
+    for section in ("## Environment", "## Model", "## Parity (keras-onnx): PASS", "## Accuracy",
+                    "## Benchmark settings (bench.json)", "- run date: ", "- session.cpu_mem_arena: True",
+                    "- concurrency: 1, 2", "## Latency and throughput", "## Operator profile", "### model.onnx, batch 4",
+                    "## Memory", "## Cold start", "## Throughput vs concurrency", "## Training curves (plot)",
+                    "## Accuracy vs model size (plot)", "## Throughput vs concurrency (plot)"):
+        assert section in md, section
+    assert "| model.onnx | on | 4 |" in md and "| model.onnx | off | 4 |" in md  # memory, arena on and off
+    assert "| Conv | " in md  # the seed CNN's time goes to its convolutions
     page = (out / "report.html").read_text()
-    assert page.count('src="data:image/png;base64,') == 3
+    assert page.count('src="data:image/png;base64,') == 5
     assert "http://" not in page and "https://" not in page  # self-contained
     rows = list(csv.DictReader((out / "results.csv").open()))
     assert {r["kind"] for r in rows} == {"latency", "accuracy"} and len(rows) == 3
@@ -90,7 +97,8 @@ def test_html_report_in_a_real_browser(results: list[Path], tmp_path: Path) -> N
         capture_output=True, text=True, timeout=120,
     )
     assert proc.returncode == 0, proc.stderr[-2000:]
-    assert 'data-plots="3"' in proc.stdout and 'data-plots-loaded="3"' in proc.stdout
+    assert 'data-plots="5"' in proc.stdout and 'data-plots-loaded="5"' in proc.stdout
+    assert "<h2>Operator profile</h2>" in proc.stdout and "<h2>Memory</h2>" in proc.stdout
     console_errors = [line for line in proc.stderr.splitlines() if "CONSOLE" in line or "Uncaught" in line]
     assert console_errors == []
 

@@ -22,11 +22,15 @@ from typing import Any
 
 import numpy as np
 
+from cnnkit.bench_extra import extra_steps, extras_from_dict, measure_extras
 from cnnkit.choices import CudnnConvAlgoSearch, ExecutionMode, GraphOptimization
+from cnnkit.concurrency import ConcurrencyPoint
 from cnnkit.envinfo import cpu_info, environment, gpu_info
 from cnnkit.errors import CnnkitError
+from cnnkit.memory import ColdStartResult, MemoryResult
 from cnnkit.onnx_info import OnnxModelInfo, describe_onnx
 from cnnkit.runtimes import DEFAULT_RUNTIME, RuntimeChoice, runtime_versions
+from cnnkit.profiling import OperatorProfile
 from cnnkit.sessions import SessionConfig, SessionInfo, create_session
 
 SCHEMA = "cnnkit.bench/1"
@@ -50,6 +54,13 @@ class BenchConfig:
     runtimes: tuple[RuntimeChoice, ...] = (DEFAULT_RUNTIME,)  # every model on each, interleaved
     tflite: Path | None = None  # LiteRT's model; default: the .tflite beside each .onnx
     rounds: int = 5  # interleaved rounds when more than one model x runtime is measured
+    # Beside latency (see cnnkit.bench_extra); all off by default.
+    profile: bool = False  # ONNX Runtime's operator profile per model and batch size, on a separate session
+    profile_runs: int = 10
+    memory: bool = False  # RSS in fresh processes, arena on and off
+    memory_runs: int = 5  # runs per batch size in the memory process
+    cold_starts: int = 0  # fresh processes timing session creation and first inference (median reported)
+    concurrency: tuple[int, ...] = ()  # requests in flight, e.g. (1, 2)
 
     def __post_init__(self) -> None:
         if not self.models:
@@ -67,6 +78,13 @@ class BenchConfig:
         if self.tflite is not None and len(self.models) > 1:
             raise CnnkitError("--tflite names one model's .tflite, but several models were given",
                               hint="put each model's .tflite beside its .onnx (same name) instead")
+        for flag, value in (("--profile-runs", self.profile_runs), ("--memory-runs", self.memory_runs)):
+            if value <= 0:
+                raise CnnkitError(f"{flag} must be positive, got {value}")
+        if self.cold_starts < 0:
+            raise CnnkitError(f"--cold-starts must be >= 0, got {self.cold_starts}")
+        if any(n <= 0 for n in self.concurrency):
+            raise CnnkitError(f"--concurrency must be positive integers, got {list(self.concurrency)}")
 
     def entries(self) -> list[tuple[Path, RuntimeChoice]]:
         """What is measured: every model on every runtime, in the order given."""
@@ -153,6 +171,11 @@ class BenchResult:
     environment: dict[str, Any]
     cases: tuple[BenchCase, ...]
     trials: tuple[TuneTrial, ...] = ()
+    # Measured apart from the latency runs (absent from results written before they existed).
+    profiles: tuple[OperatorProfile, ...] = ()
+    memory: tuple[MemoryResult, ...] = ()
+    cold_start: tuple[ColdStartResult, ...] = ()
+    concurrency: tuple[ConcurrencyPoint, ...] = ()
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -172,7 +195,9 @@ class BenchResult:
             for c in data["cases"]
         )
         trials = tuple(TuneTrial(**t) for t in data.get("trials", ()))
-        return cls(data["schema"], data["created"], data["config"], data["environment"], cases, trials)
+        extra = extras_from_dict(data)
+        return cls(data["schema"], data["created"], data["config"], data["environment"], cases, trials,
+                   extra.profiles, extra.memory, extra.cold_start, extra.concurrency)
 
     @classmethod
     def load(cls, path: str | Path) -> BenchResult:
@@ -455,7 +480,7 @@ def run_benchmark(config: BenchConfig, progress: ProgressCallback | None = None,
             plans.append([])
     rounds = config.rounds if len(entries) > 1 else 1
     total = len(config.batch_sizes) * (sum(len(plan) * (1 + TUNE_ROUNDS) for plan in plans)
-                                       + len(entries) * (rounds + 1))
+                                       + len(entries) * (rounds + 1)) + extra_steps(config)
     done = 0
 
     def step(what: str) -> None:
@@ -506,6 +531,7 @@ def run_benchmark(config: BenchConfig, progress: ProgressCallback | None = None,
         prepared.clear()  # release this batch size's sessions (and their thread pools) before the next
     measured.sort(key=lambda item: (item[0], item[1].batch_size))  # entry by entry, as given
     cases = [case for _, case in measured]
+    extra = measure_extras(config, [described[m] for m in config.models], step)  # apart from the timed runs
     if progress:
         progress("done", total, total)
     return BenchResult(
@@ -518,10 +544,14 @@ def run_benchmark(config: BenchConfig, progress: ProgressCallback | None = None,
             "interleaved_rounds": rounds, "runtimes": [r.label for r in config.runtimes],
             "tflite": str(config.tflite) if config.tflite else None,
             "tune_time_s": config.tune_time_s, "seed": config.seed, "clock": "time.perf_counter_ns",
+            "profile": config.profile, "profile_runs": config.profile_runs, "memory": config.memory,
+            "memory_runs": config.memory_runs, "cold_starts": config.cold_starts,
+            "concurrency": list(config.concurrency),
         },
         environment=environment() | {"gpu": gpu_info(), "runtimes": runtime_versions()},
         cases=tuple(cases),
         trials=tuple(trials),
+        profiles=extra.profiles, memory=extra.memory, cold_start=extra.cold_start, concurrency=extra.concurrency,
     )
 
 

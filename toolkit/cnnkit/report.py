@@ -21,7 +21,22 @@ from typing import Any
 
 from cnnkit.errors import CnnkitError
 from cnnkit.io import check_output_dir
-from cnnkit.sessions import provider_label
+from cnnkit.report_bench import (
+    accuracy_plot,
+    accuracy_points,
+    batch_ticks,
+    case_label,
+    cold_start_section,
+    concurrency_plot,
+    concurrency_section,
+    latency_section,
+    md_table,
+    memory_section,
+    profile_section,
+    runtime_section,
+    settings_section,
+    training_plot,
+)
 
 SCHEMAS = ("cnnkit.train/1", "cnnkit.parity/1", "cnnkit.eval/1", "cnnkit.bench/1", "cnnkit.quantize/1",
            "cnnkit.quantize-auto/1")
@@ -92,16 +107,24 @@ def _bench_series(inputs: ReportInputs) -> dict[str, list[dict[str, Any]]]:
     series: dict[str, list[dict[str, Any]]] = {}
     for _, data in inputs.of("cnnkit.bench/1"):
         for c in data["cases"]:
-            label = f"{Path(c['model']).name} ({c['precision']}, {provider_label(c['provider'])})"
-            series.setdefault(label, []).append(c)
+            series.setdefault(case_label(c), []).append(c)
     for cases in series.values():
         cases.sort(key=lambda c: c["batch_size"])
     return series
 
 
+PLOT_TITLES = {"training_curves.png": "Training curves", "latency.png": "Latency vs batch size",
+               "throughput.png": "Throughput vs batch size", "concurrency.png": "Throughput vs concurrency",
+               "accuracy_vs_size.png": "Accuracy vs model size"}
+
+
 def make_plots(inputs: ReportInputs) -> dict[str, bytes]:
     plots: dict[str, bytes] = {}
+    draw_training = training_plot(inputs.of("cnnkit.train/1"))
+    if draw_training is not None:
+        plots["training_curves.png"] = _plot_png(draw_training)
     series = _bench_series(inputs)
+    sizes = sorted({c["batch_size"] for cases in series.values() for c in cases})
     if series:
         def latency(ax: Any) -> None:
             for label, cases in series.items():
@@ -114,26 +137,25 @@ def make_plots(inputs: ReportInputs) -> dict[str, bytes]:
             ax.set(xscale="log", yscale="log", xlabel="batch size",
                    ylabel="latency, ms (line p50; bands to p90 and p99)",
                    title="Latency vs batch size")
+            batch_ticks(ax, sizes)
             ax.legend(fontsize=7)
 
         def throughput(ax: Any) -> None:
             for label, cases in series.items():
                 ax.plot([c["batch_size"] for c in cases], [c["stats"]["images_per_s"] for c in cases], marker="o", label=label)
             ax.set(xscale="log", xlabel="batch size", ylabel="images/s (batch / p50)", title="Throughput vs batch size")
+            batch_ticks(ax, sizes)
             ax.legend(fontsize=7)
 
         plots["latency.png"] = _plot_png(latency)
         plots["throughput.png"] = _plot_png(throughput)
-    evals = [m for _, data in inputs.of("cnnkit.eval/1") for m in data["models"]]
-    if evals:
-        def accuracy(ax: Any) -> None:
-            for m in evals:
-                ax.scatter(m["size_bytes"] / 1024, 100 * m["accuracy"], s=40)
-                ax.annotate(f"{Path(m['model']).name} ({m['precision']})", (m["size_bytes"] / 1024, 100 * m["accuracy"]),
-                            fontsize=7, xytext=(4, 4), textcoords="offset points")
-            ax.set(xlabel="model size, KiB", ylabel="top-1 accuracy, %", title="Accuracy vs model size")
-
-        plots["accuracy_vs_size.png"] = _plot_png(accuracy)
+    benches = inputs.of("cnnkit.bench/1")
+    draw_concurrency = concurrency_plot(benches)
+    if draw_concurrency is not None:
+        plots["concurrency.png"] = _plot_png(draw_concurrency)
+    draw_accuracy = accuracy_plot(accuracy_points(inputs.of("cnnkit.eval/1"), inputs.of("cnnkit.quantize-auto/1")))
+    if draw_accuracy is not None:
+        plots["accuracy_vs_size.png"] = _plot_png(draw_accuracy)
     return plots
 
 
@@ -157,12 +179,6 @@ def csv_rows(inputs: ReportInputs) -> list[dict[str, Any]]:
                          "batch_size": "", "p50_ms": "", "p90_ms": "", "p99_ms": "", "mean_ms": "", "std_ms": "",
                          "images_per_s": "", "samples": m["samples"], "accuracy": m["accuracy"]})
     return rows
-
-
-def _md_table(header: list[str], rows: list[list[str]]) -> str:
-    out = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    out += ["| " + " | ".join(r) + " |" for r in rows]
-    return "\n".join(out)
 
 
 def markdown(inputs: ReportInputs, plots: dict[str, bytes], title: str) -> str:
@@ -189,7 +205,7 @@ def markdown(inputs: ReportInputs, plots: dict[str, bytes], title: str) -> str:
                   f"`{Path(p['reference']).name}` vs `{Path(p['candidate']).name}` on {p['provider']['active']}; "
                   f"tolerance atol {tol['atol']}, rtol {tol['rtol']}, top-1 agreement >= {tol['min_top1_agreement']} "
                   f"({tol['reason']})", "",
-                  _md_table(["output", "batch", "max abs diff", "mean abs diff", "top-1 agreement", "verdict"],
+                  md_table(["output", "batch", "max abs diff", "mean abs diff", "top-1 agreement", "verdict"],
                             [[o["output"], str(o["batch_size"]), f"{o['max_abs']:.3g}", f"{o['mean_abs']:.3g}",
                               f"{o['top1_agreement']:.4f}", "pass" if o["passed"] else "FAIL"] for o in p["outputs"]]), ""]
         if p.get("divergence"):
@@ -198,13 +214,13 @@ def markdown(inputs: ReportInputs, plots: dict[str, bytes], title: str) -> str:
     for _, e in evals:
         base = e["models"][0]["accuracy"]
         parts += ["## Accuracy", "", f"{e['dataset']['evaluated_samples']:,} test images of {e['dataset']['name']}", "",
-                  _md_table(["model", "precision", "size KiB", "accuracy", "Δ vs first", "agreement with first"],
+                  md_table(["model", "precision", "size KiB", "accuracy", "Δ vs first", "agreement with first"],
                             [[Path(m["model"]).name, m["precision"], f"{m['size_bytes'] / 1024:,.0f}",
                               f"{100 * m['accuracy']:.2f} %", f"{100 * (m['accuracy'] - base):+.2f} pp",
                               f"{100 * m['agreement_with_first']:.2f} %"] for m in e["models"]]), ""]
     for _, q in inputs.of("cnnkit.quantize-auto/1"):
         parts += ["## Quantization (--auto)", "", q["summary"], "",
-                  _md_table(["variant", "accuracy", "Δ pp", "p50 batch 1 ms", f"p50 batch {q['objective_batch']} ms", "verdict"],
+                  md_table(["variant", "accuracy", "Δ pp", "p50 batch 1 ms", f"p50 batch {q['objective_batch']} ms", "verdict"],
                             [[c["name"], "" if c["accuracy"] is None else f"{100 * c['accuracy']:.2f} %",
                               "" if c["drop_pp"] is None else f"{c['drop_pp']:+.2f}",
                               f"{c['latency_ms'].get('1', c['latency_ms'].get(1, float('nan'))):.4f}" if c["latency_ms"] else "",
@@ -214,18 +230,12 @@ def markdown(inputs: ReportInputs, plots: dict[str, bytes], title: str) -> str:
         parts += [f"## Quantized variant `{Path(q['output']).name}`", "",
                   f"{q['settings']}: accuracy {100 * q['accuracy']:.2f} % vs FP32 {100 * q['fp32_accuracy']:.2f} % "
                   f"({q['drop_pp']:+.2f} pp, budget {q['budget_pp']} pp); {q['size_ratio']:.2f}x smaller", ""]
-    series = _bench_series(inputs)
-    if series:
-        rows = [[label, str(c["batch_size"]), f"{c['stats']['p50_ms']:.4g}", f"{c['stats']['p90_ms']:.4g}",
-                 f"{c['stats']['p99_ms']:.4g}", f"{c['stats']['images_per_s']:,.0f}", str(c["stats"]["count"])]
-                for label, cases in series.items() for c in cases]
-        parts += ["## Latency and throughput", "",
-                  _md_table(["model (precision, provider)", "batch", "p50 ms", "p90 ms", "p99 ms", "images/s", "samples"], rows), ""]
-        precisions = {c["precision"] for cases in series.values() for c in cases}
-        if len(precisions) > 1:
-            parts += [f"Note: these models differ in precision ({', '.join(sorted(precisions))}).", ""]
+    benches = inputs.of("cnnkit.bench/1")
+    for section in (settings_section, latency_section, runtime_section, profile_section, memory_section,
+                    cold_start_section, concurrency_section):
+        parts += section(benches)
     for name in plots:
-        parts += [f"![{name}]({name})", ""]
+        parts += [f"## {PLOT_TITLES.get(name, name)} (plot)", "", f"![{name}]({name})", ""]
     return "\n".join(parts)
 
 
@@ -250,6 +260,8 @@ def html_page(md_text: str, plots: dict[str, bytes], title: str) -> str:
             data = base64.b64encode(plots[name]).decode()
             body.append(f'<figure><img alt="{html.escape(name)}" data-plot="{html.escape(name)}" '
                         f'src="data:image/png;base64,{data}"></figure>')
+        elif line.startswith("### "):
+            body.append(f"<h3>{html.escape(line[4:])}</h3>")
         elif line.startswith("## "):
             body.append(f"<h2>{html.escape(line[3:])}</h2>")
         elif line.startswith("# "):

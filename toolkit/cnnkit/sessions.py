@@ -67,6 +67,7 @@ class SessionConfig:
     cuda_graph: bool = False  # CUDA only; needs every node on the CUDA provider and IO binding
     allow_fallback: bool = False
     log_severity: int = 3  # ONNX Runtime's: 0 verbose .. 4 fatal
+    cpu_mem_arena: bool = True  # ONNX Runtime's CPU memory arena; --no-arena turns it off
 
     def to_dict(self) -> dict[str, Any]:
         return {k: (v.value if hasattr(v, "value") else v) for k, v in asdict(self).items()}
@@ -189,6 +190,7 @@ def session_options(config: SessionConfig) -> Any:
         so.add_session_config_entry("session.intra_op.allow_spinning", flag)
         so.add_session_config_entry("session.inter_op.allow_spinning", flag)
     so.log_severity_level = config.log_severity
+    so.enable_cpu_mem_arena = config.cpu_mem_arena
     return so
 
 
@@ -228,8 +230,12 @@ def _load_failure_reason(log: str, provider: str) -> str:
     return "the provider failed to initialise (run with --debug to see ONNX Runtime's log)"
 
 
-def create_session(model: str | os.PathLike[str] | bytes, config: SessionConfig | None = None) -> tuple[Any, SessionInfo]:
+def create_session(model: str | os.PathLike[str] | bytes, config: SessionConfig | None = None,
+                   profile_prefix: str | None = None) -> tuple[Any, SessionInfo]:
     """Build an ``InferenceSession`` on ``config.provider`` and check that provider really runs it.
+
+    ``profile_prefix``: turn on ONNX Runtime's profiler, writing to files that start with it (see
+    :mod:`cnnkit.profiling`; ``session.end_profiling()`` returns the file).
 
     Raises :class:`ProviderError` when it does not (unless ``allow_fallback``), :class:`ModelFileError`
     for a missing or corrupt model.
@@ -248,6 +254,9 @@ def create_session(model: str | os.PathLike[str] | bytes, config: SessionConfig 
             raise ModelFileError(f"model file {path} not found")
         source, label = str(path), str(path)
     so, chain = session_options(config), _provider_chain(provider, config)
+    if profile_prefix is not None:
+        so.enable_profiling = True
+        so.profile_file_prefix = profile_prefix
     why_not: str | None = None
     if provider not in ort.get_available_providers():  # a plugin provider (onnxruntime-ep-*): by device
         why_not = _add_plugin_device(so, provider)

@@ -7,7 +7,7 @@ from pathlib import Path
 import typer
 
 from cnnkit.choices import CudnnConvAlgoSearch, ExecutionMode, GraphOptimization
-from cnnkit.cli.options import parse_batch_sizes
+from cnnkit.cli.options import parse_batch_sizes, parse_concurrency
 from cnnkit.cli.render import console, err_console
 
 
@@ -43,6 +43,17 @@ def bench_command(
     tune: bool = typer.Option(False, "--tune", help="Search the session options per batch size and keep the fastest."),
     allow_fallback: bool = typer.Option(False, "--allow-fallback", help="Run on the CPU if the provider does not load, and say so."),
     device_id: int = typer.Option(0, "--device-id", help="CUDA device."),
+    arena: bool = typer.Option(True, "--arena/--no-arena", help="ONNX Runtime's CPU memory arena (on by default)."),
+    profile: bool = typer.Option(False, "--profile", help="ONNX Runtime's operator profile per model and batch size, "
+                                 "on a separate untimed session."),
+    profile_runs: int = typer.Option(10, "--profile-runs", help="Profiled runs per model and batch size."),
+    memory: bool = typer.Option(False, "--memory", help="RSS before/after session creation and peak during runs, "
+                                "in fresh processes, arena on and off."),
+    cold_start: bool = typer.Option(False, "--cold-start", help="Session creation and first inference in fresh processes."),
+    cold_start_runs: int = typer.Option(5, "--cold-start-runs", help="Fresh processes for --cold-start (median reported)."),
+    concurrency: str = typer.Option(None, "--concurrency", help="Requests in flight on one session, e.g. 2 or 1,2,4, "
+                                    "or 'sweep' (1 up to the cores): images/s and latency under that load."),
+    wide: bool = typer.Option(False, "--wide", help="All latency columns (mean, sd, min, precision, provider)."),
     json_out: Path = typer.Option(None, "--json", help="Write the full result, raw samples included, here."),
     force: bool = typer.Option(False, "--force", help="Overwrite an existing --json file."),
 ) -> None:
@@ -50,6 +61,7 @@ def bench_command(
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
     from cnnkit.bench import BenchConfig, run_benchmark
+    from cnnkit.envinfo import cpu_info
     from cnnkit.errors import CnnkitError
     from cnnkit.io import check_writable, write_json_atomic
     from cnnkit.runtimes import parse_runtimes
@@ -65,6 +77,8 @@ def bench_command(
     for flag, value in (("--threads", threads), ("--inter-op-threads", inter_op_threads)):
         if value < 0:
             raise CnnkitError(f"{flag} must be >= 0, got {value}")
+    if cold_start and cold_start_runs <= 0:
+        raise CnnkitError(f"--cold-start-runs must be positive, got {cold_start_runs}")
     if json_out is not None:
         check_writable(json_out, force)
     config = BenchConfig(
@@ -72,9 +86,11 @@ def bench_command(
         session=SessionConfig(provider=provider, intra_op_threads=threads, inter_op_threads=inter_op_threads,
                               graph_optimization=graph_optimization, execution_mode=execution_mode, allow_spinning=spinning,
                               device_id=device_id, cudnn_conv_algo_search=cudnn_conv_algo_search, cuda_graph=cuda_graph,
-                              allow_fallback=allow_fallback),
+                              allow_fallback=allow_fallback, cpu_mem_arena=arena),
         warmup=warmup, min_time_s=min_time, min_iterations=min_iterations, include_copies=include_copies, tune=tune,
         runtimes=runtimes, tflite=tflite, **({"rounds": 10} if recommend else {}),
+        profile=profile, profile_runs=profile_runs, memory=memory, cold_starts=cold_start_runs if cold_start else 0,
+        concurrency=parse_concurrency(concurrency, cpu_info()["usable_cores"] or 1) if concurrency is not None else (),
     )
     accuracy = None
     if recommend:  # evaluated first: a dataset problem fails before minutes of timing
@@ -99,18 +115,16 @@ def bench_command(
         advice = recommend_deployment(result, accuracy[1], max_accuracy_drop, accuracy[0], config.seed)
     if json_out is not None:
         write_json_atomic(json_out, result.to_dict() | ({"recommendation": advice.to_dict()} if advice else {}), force=force)
-    render_bench(result)
+    render_bench(result, wide)
     if advice is not None:
         render_recommendation(advice)
     if json_out is not None:
         console.print(f"wrote {json_out}")
 
 
-def render_bench(result) -> None:  # noqa: ANN001 (BenchResult, imported lazily)
-    from rich.table import Table
-
+def render_bench(result, wide: bool = False) -> None:  # noqa: ANN001 (BenchResult, imported lazily)
     from cnnkit.bench import session_flags
-    from cnnkit.sessions import provider_label
+    from cnnkit.cli.bench_render import latency_table, render_extras
 
     env = result.environment
     cpu = env["cpu"]
@@ -124,19 +138,7 @@ def render_bench(result) -> None:  # noqa: ANN001 (BenchResult, imported lazily)
     if len(precisions) > 1:
         console.print(f"[yellow]note:[/] the rows differ in precision ({', '.join(sorted(precisions))}): they are not the same "
                       "computation; compare speed only with the accuracy of each (cnnkit bench --recommend)")
-    several = len({c.runtime for c in result.cases}) > 1
-    table = Table(title_justify="left")
-    cols = ("model", "precision", "provider", "batch", "p50 ms", "p90 ms", "p99 ms", "mean ± sd ms", "min ms", "images/s", "runs")
-    for col in cols:
-        table.add_column(col, justify="left" if col in ("model", "precision", "provider") else "right", no_wrap=True)
-    for c in result.cases:
-        s = c.stats
-        label = provider_label(c.provider)
-        table.add_row(Path(c.model).name, c.precision, f"ORT {label}" if several and c.runtime == "onnxruntime" else label,
-                      str(c.batch_size), f"{s.p50_ms:.4g}", f"{s.p90_ms:.4g}",
-                      f"{s.p99_ms:.4g}", f"{s.mean_ms:.4g} ± {s.std_ms:.2g}", f"{s.min_ms:.4g}", f"{s.images_per_s:,.0f}",
-                      f"{s.count:,}")
-    console.print(table)
+    latency_table(result, wide)
     first = {}
     for c in result.cases:
         first.setdefault(c.model, c)
@@ -161,6 +163,7 @@ def render_bench(result) -> None:  # noqa: ANN001 (BenchResult, imported lazily)
                 vs = f"{1 - pick.ratio_to_base:.0%} faster than the options given"
             console.print(f"  {Path(c.model).name} batch {c.batch_size}: {session_flags(pick.options, on_gpu)} "
                           f"({vs}) -> p50 {c.stats.p50_ms:.4g} ms")
+    render_extras(result, wide)
 
 
 def render_recommendation(advice) -> None:  # noqa: ANN001 (Recommendation, imported lazily)

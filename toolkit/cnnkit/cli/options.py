@@ -9,21 +9,34 @@ import typer
 from cnnkit.errors import CnnkitError
 
 
-def parse_batch_sizes(text: str) -> tuple[int, ...]:
-    """``"1,7,64"`` -> ``(1, 7, 64)``; anything else is a user error naming the bad item."""
-    sizes = []
+def parse_positive_ints(text: str, option: str, what: str, example: str) -> tuple[int, ...]:
+    """``"1,7,64"`` -> ``(1, 7, 64)``; anything else is a user error naming ``option`` and the bad item."""
+    values = []
     for item in text.split(","):
         item = item.strip()
         try:
             value = int(item)
         except ValueError:
-            raise CnnkitError(f"--batch-sizes: '{item}' is not a number", hint="e.g. --batch-sizes 1,8,64") from None
+            raise CnnkitError(f"{option}: '{item}' is not a number", hint=f"e.g. {example}") from None
         if value <= 0:
-            raise CnnkitError(f"--batch-sizes: batch size must be positive, got {value}", hint="e.g. --batch-sizes 1,8,64")
-        sizes.append(value)
-    if not sizes:
-        raise CnnkitError("--batch-sizes: no batch size given", hint="e.g. --batch-sizes 1,8,64")
-    return tuple(sizes)
+            raise CnnkitError(f"{option}: {what} must be positive, got {value}", hint=f"e.g. {example}")
+        values.append(value)
+    if not values:
+        raise CnnkitError(f"{option}: no {what} given", hint=f"e.g. {example}")
+    return tuple(values)
+
+
+def parse_batch_sizes(text: str) -> tuple[int, ...]:
+    """``"1,7,64"`` -> ``(1, 7, 64)``; anything else is a user error naming the bad item."""
+    return parse_positive_ints(text, "--batch-sizes", "batch size", "--batch-sizes 1,8,64")
+
+
+def parse_concurrency(text: str, cores: int) -> tuple[int, ...]:
+    """``"1,2,4"`` -> (1, 2, 4); ``"sweep"`` -> 1, 2, ... up to ``cores``."""
+    if text.strip().lower() in ("sweep", "cores", "max"):
+        return tuple(range(1, max(1, cores) + 1))
+    levels = parse_positive_ints(text, "--concurrency", "requests in flight", "--concurrency 1,2 or --concurrency sweep")
+    return tuple(dict.fromkeys(levels))
 
 
 # --- preprocessing and images: the same options in every command that feeds images ----------------------
