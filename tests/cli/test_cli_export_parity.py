@@ -89,7 +89,7 @@ def test_parity_missing_and_corrupt_onnx(trained_model: Path, tmp_path: Path) ->
     assert_user_error(run("parity", trained_model, tmp_path / "none.onnx"), "none.onnx not found")
     bad = tmp_path / "bad.onnx"
     bad.write_bytes(b"junk")
-    assert_user_error(run("parity", trained_model, bad, "--dataset", "digits"), "cannot load", "bad.onnx")
+    assert_user_error(run("parity", trained_model, bad, "--dataset", "digits"), "cannot read", "bad.onnx as ONNX")
 
 
 def test_parity_cuda_without_cuda(trained_model: Path, exported_model: Path) -> None:

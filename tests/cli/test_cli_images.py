@@ -182,3 +182,16 @@ def test_predict_bad_inputs_are_one_line(tmp_path: Path) -> None:
     assert_user_error(run("predict", model, img, "--labels", tmp_path / "labels.txt"), "10 outputs but 2 class names")
     assert_user_error(run("predict", model, img, "--top-k", "0"), "--top-k must be positive")
     assert_user_error(run("predict", model, img, "--preprocess", "unit", "--channel-order", "rgba"), "--channel-order")
+
+
+def test_parity_on_an_unlabelled_image_folder(tmp_path: Path) -> None:
+    """ONNX vs ONNX on real digits (unlabelled JPEG-free PNG folder), NHWC reference against an NCHW candidate."""
+    write_digit_folder(tmp_path / "imgs", n=12, size=32, rgb=True, labelled=False)
+    nchw = tiny_classifier(tmp_path / "nchw.onnx", layout="NCHW")
+    nhwc = tiny_classifier(tmp_path / "nhwc.onnx", layout="NHWC")  # same seeded weights, other layout
+    result = run("parity", nhwc, nchw, "--data-dir", tmp_path / "imgs", "--preprocess", "unit", "--batch-sizes", "1,5",
+                 "--json", tmp_path / "p.json")
+    assert result.exit_code == 0, result.output
+    data = json.loads((tmp_path / "p.json").read_text())
+    assert data["passed"] and data["inputs"]["counts"]["dataset"] == 12 and not data["inputs"]["dataset"]["labelled"]
+    assert data["inputs"]["preprocess"]["layout"] == "NCHW" and data["outputs"][0]["max_abs"] < 1e-5

@@ -8,6 +8,7 @@ import onnx
 import pytest
 from onnx import helper, numpy_helper
 
+from cnnkit.data.preprocess import PreprocessChoice
 from cnnkit.errors import ParityError
 from cnnkit.parity import SCHEMA, ParityConfig, ParityResult, check_parity
 
@@ -114,7 +115,7 @@ def test_input_fed_with_wrong_layout_is_located(trained_model: Path, exported_mo
     assert {r.layer: r.layout for r in result.layers}["rescale"] == "folded"
 
 
-def test_nchw_export_is_refused_with_a_layout_hint(trained_model: Path, tmp_path: Path) -> None:
+def test_nchw_export_is_fed_nchw_through_its_record(trained_model: Path, tmp_path: Path) -> None:
     from cnnkit._deps import require_tensorflow, require_tf2onnx
     from cnnkit.build import load_keras_model
 
@@ -124,9 +125,9 @@ def test_nchw_export_is_refused_with_a_layout_hint(trained_model: Path, tmp_path
     fn = tf.function(lambda x: {"probabilities": model(x, training=False)}, input_signature=[spec])
     proto, _ = tf2onnx.convert.from_function(fn, input_signature=[spec], opset=17, inputs_as_nchw=["images"])
     onnx.save(proto, str(tmp_path / "nchw.onnx"))
-    with pytest.raises(ParityError, match="input shapes differ") as info:
-        check_parity(_config(trained_model, tmp_path / "nchw.onnx"))
-    assert "NCHW" in info.value.one_line()
+    result = check_parity(_config(trained_model, tmp_path / "nchw.onnx", preprocess=PreprocessChoice(preset="raw")))
+    assert result.passed and result.inputs["preprocess"]["layout"] == "NCHW"  # Keras NHWC, the candidate NCHW
+    assert result.outputs[0].max_abs < 1e-4
 
 
 def test_onnx_vs_onnx_gates_on_decisions(exported_model: Path, tmp_path: Path) -> None:
@@ -143,17 +144,15 @@ def test_onnx_vs_onnx_gates_on_decisions(exported_model: Path, tmp_path: Path) -
     assert strict.passed
 
 
-def test_dataset_that_does_not_fit(trained_model: Path, exported_model: Path, tmp_path: Path) -> None:
-    rng = np.random.default_rng(0)
-    f = tmp_path / "wide.npz"
-    np.savez(f, x_train=rng.integers(0, 255, (4, 28, 28), dtype=np.uint8), y_train=np.zeros(4),
-             x_test=rng.integers(0, 255, (4, 28, 28), dtype=np.uint8), y_test=np.zeros(4))
+def test_dataset_that_does_not_fit_is_resized(trained_model: Path, exported_model: Path) -> None:
     from cnnkit.datasets import Dataset, DatasetName
 
-    odd = Dataset(DatasetName.MNIST, "test", np.zeros((2, 32, 32, 1), np.uint8), np.zeros(2, np.int64),
-                  np.zeros((2, 32, 32, 1), np.uint8), np.zeros(2, np.int64), tuple("0123456789"))
-    with pytest.raises(ParityError, match=r"shape \(32, 32, 1\)"):
-        check_parity(_config(trained_model, exported_model), dataset=odd)
+    rng = np.random.default_rng(0)
+    odd = Dataset(DatasetName.MNIST, "test", np.zeros((2, 32, 32, 3), np.uint8), np.zeros(2, np.int64),
+                  rng.integers(0, 256, (5, 32, 32, 3), dtype=np.uint8), np.zeros(5, np.int64), tuple("0123456789"))
+    result = check_parity(_config(trained_model, exported_model), dataset=odd)
+    assert result.passed and result.inputs["counts"]["dataset"] == 5
+    assert result.inputs["preprocess"]["size"] == [28, 28] and result.inputs["preprocess"]["channel_order"] == "grayscale"
 
 
 @pytest.mark.shared_data

@@ -16,7 +16,10 @@ from typing import Any
 
 import numpy as np
 
-from cnnkit.datasets import Dataset, load_dataset
+from cnnkit.data.folders import SkippedImages
+from cnnkit.data.preprocess import PreprocessChoice, PreprocessRecord, record_for_model, resolve_record
+from cnnkit.data.sources import ImageSource, model_class_names, open_images
+from cnnkit.datasets import Dataset
 from cnnkit.envinfo import environment
 from cnnkit.errors import CnnkitError, ParityError
 from cnnkit.runners import KerasRunner, OnnxRuntimeRunner, run_batched
@@ -61,8 +64,8 @@ class ParityConfig:
 
     reference: Path
     candidate: Path
-    dataset: str | None = None  # None: MNIST else digits, skipped if its images do not fit; "none": no dataset
-    data_dir: Path | None = None
+    dataset: str | None = None  # None: the default dataset (unlabelled unless the model names it); "none": no dataset
+    data_dir: Path | None = None  # dataset files, or a folder of images (class subfolders: labelled)
     samples: int = 200
     batch_sizes: tuple[int, ...] = DEFAULT_BATCH_SIZES
     atol: float | None = None  # None: the default for the pair
@@ -74,6 +77,9 @@ class ParityConfig:
     layers: bool = False  # per-layer table even on a pass
     runtime: RuntimeChoice = DEFAULT_RUNTIME  # what runs the candidate: onnxruntime, openvino[:bf16], litert (its .tflite)
     tflite: Path | None = None  # LiteRT's model; default: the .tflite beside the candidate
+    preprocess: PreprocessChoice | None = None  # None: the candidate's own record (its metadata), else raw pixels
+    skip_bad_images: bool = False
+    labels_file: Path | None = None
 
     def __post_init__(self) -> None:
         if not self.batch_sizes or any(b <= 0 for b in self.batch_sizes):
@@ -114,12 +120,19 @@ class ParityConfig:
 
 @dataclass(frozen=True)
 class InputSet:
-    """The parity inputs: float32 arrays of pixel values 0..255, with where each sample came from."""
+    """The parity inputs: uint8 pixels ``(N, H, W, C)`` at the models' size, with where each sample came from.
+    Each model gets them through its own preprocessing record (:meth:`feed`)."""
 
-    x: np.ndarray
+    pixels: np.ndarray
     labels: np.ndarray  # -1 where unlabelled
     kinds: tuple[str, ...]  # per sample: "dataset", "random", "zeros", "full-255", "noise"
     dataset: dict[str, Any]
+
+    def feed(self, record: PreprocessRecord, index: Any = slice(None)) -> np.ndarray:
+        return record.normalize(self.pixels[index])
+
+    def __len__(self) -> int:
+        return len(self.pixels)
 
     def counts(self) -> dict[str, int]:
         out: dict[str, int] = {}
@@ -206,34 +219,33 @@ class ParityResult:
 # --- inputs ----------------------------------------------------------------------------------------
 
 
-def make_inputs(dataset: Dataset | None, image_shape: tuple[int, ...], samples: int, seed: int) -> InputSet:
-    """Real test images (up to ``samples``), 16 seeded random images, 2 all-zero, 2 all-255, 8 noisy."""
+def make_inputs(source: ImageSource | None, record: PreprocessRecord, samples: int, seed: int,
+                labelled: bool = True, skipped: SkippedImages | None = None) -> InputSet:
+    """Real images (up to ``samples``, fitted to the model's size by ``record``), 16 seeded random images,
+    2 all-zero, 2 all-255, 8 noisy copies of real images (or of mid-grey)."""
     rng = np.random.default_rng(seed)
+    h, w = record.size
+    shape = (h, w, record.channels)
     parts, labels, kinds = [], [], []
-    if dataset is not None:
-        if dataset.image_shape != tuple(image_shape):
-            raise ParityError(
-                f"dataset {dataset.name.value} has images of shape {dataset.image_shape}, the model takes {tuple(image_shape)}",
-                hint="choose a dataset that fits the model (--dataset)",
-            )
-        n = min(samples, len(dataset.x_test))
-        parts.append(dataset.x_test[:n].astype(np.float32))
-        labels.append(dataset.y_test[:n])
-        kinds += ["dataset"] * n
-    shape = tuple(image_shape)
-    random = rng.integers(0, 256, (16, *shape)).astype(np.float32)
-    zeros, full = np.zeros((2, *shape), np.float32), np.full((2, *shape), 255.0, np.float32)
-    base = parts[0][:8] if parts and len(parts[0]) else np.full((8, *shape), 128.0, np.float32)
-    noise = np.clip(np.rint(base + rng.normal(0, 40, base.shape)), 0, 255).astype(np.float32)
+    if source is not None:
+        x, y = source.head(samples).load(record, skipped)
+        parts.append(x)
+        labels.append(y if labelled else np.full(len(x), -1))
+        kinds += ["dataset"] * len(x)
+    random = rng.integers(0, 256, (16, *shape)).astype(np.uint8)
+    zeros, full = np.zeros((2, *shape), np.uint8), np.full((2, *shape), 255, np.uint8)
+    base = parts[0][:8].astype(np.float64) if parts and len(parts[0]) else np.full((8, *shape), 128.0)
+    noise = np.clip(np.rint(base + rng.normal(0, 40, base.shape)), 0, 255).astype(np.uint8)
     for kind, arr in (("random", random), ("zeros", zeros), ("full-255", full), ("noise", noise)):
         parts.append(arr)
         labels.append(np.full(len(arr), -1))
         kinds += [kind] * len(arr)
+    described = source.describe() | {"labelled": labelled} if source is not None else {"name": None}
     return InputSet(
-        x=np.ascontiguousarray(np.concatenate(parts)),
+        pixels=np.ascontiguousarray(np.concatenate(parts)),
         labels=np.concatenate(labels).astype(np.int64),
         kinds=tuple(kinds),
-        dataset=dataset.describe() if dataset is not None else {"name": None},
+        dataset=described,
     )
 
 
@@ -326,8 +338,10 @@ def _compare_one(name: str, ref: np.ndarray, cand: np.ndarray, tol: Tolerance, b
 
 
 def localize_divergence(keras_runner: Any, onnx_path: Path, x: np.ndarray, session: SessionConfig,
-                        layer_rtol: float = LAYER_RTOL) -> tuple[list[LayerDiff], str | None, str | None]:
-    """Compare each Keras layer's output with its ONNX tensor on ``x``; name the first layer that diverges.
+                        layer_rtol: float = LAYER_RTOL, x_onnx: np.ndarray | None = None,
+                        ) -> tuple[list[LayerDiff], str | None, str | None]:
+    """Compare each Keras layer's output with its ONNX tensor on ``x`` (``x_onnx``: the same images as the ONNX
+    model takes them, when its layout or dtype differs); name the first layer that diverges.
 
     Returns the per-layer table, the first divergent layer (or None) and a one-line explanation.
     """
@@ -340,7 +354,7 @@ def localize_divergence(keras_runner: Any, onnx_path: Path, x: np.ndarray, sessi
     refs = map_layers_to_tensors(model, [layer.name for layer in layers])
     folded = _folded_layers(model)
     runner = OnnxRuntimeRunner(with_extra_outputs(model, [r.tensor for r in refs.values()]), session, label="onnx-layers")
-    x_feed = x.astype(runner.input_dtype)
+    x_feed = (x if x_onnx is None else x_onnx).astype(runner.input_dtype)
     onnx_values = dict(zip(runner.output_names, runner.session.run(None, {runner.input_name: x_feed}), strict=True))
     keras_values = keras_runner.infer_layers(x)
 
@@ -408,36 +422,55 @@ def _first_divergence(rows: list[LayerDiff], layer_rtol: float) -> tuple[str | N
 # --- the check ---------------------------------------------------------------------------------------
 
 
-def check_parity(config: ParityConfig, dataset: Dataset | None = None) -> ParityResult:
-    """Run both models on the same inputs at every batch size and compare; localise a Keras/ONNX failure."""
+def check_parity(config: ParityConfig, dataset: Dataset | ImageSource | None = None) -> ParityResult:
+    """Run both models on the same images, each through its preprocessing record, at every batch size and
+    compare; localise a Keras/ONNX failure."""
+    from cnnkit.onnx_info import describe_onnx
+
     tol = config.tolerance()
+    cand_info = describe_onnx(config.candidate)
+    cand_record, note = record_for_model(cand_info, config.preprocess)
     candidate = create_runner(config.runtime, config.candidate, config.session, config.tflite)
     if config.keras_reference:
         reference: Any = KerasRunner.from_file(config.reference, input_name=candidate.input_name,
                                                output_names=candidate.output_names)
-        ref_shape = tuple(int(d) for d in reference.model.inputs[0].shape[1:])
+        kshape = tuple(reference.model.inputs[0].shape[1:])
+        if len(kshape) != 3 or any(d is None for d in kshape):
+            raise ParityError(f"{config.reference}: input shape {kshape} is not a fixed-size image (height, width, channels)")
+        # Keras takes NHWC float32: the candidate's record, laid out for Keras.
+        ref_record = resolve_record(config.preprocess, cand_info.metadata)[0].bind(
+            int(kshape[0]), int(kshape[1]), int(kshape[2]), "NHWC", "float32")
         mode = "keras-onnx"
     else:
         if Path(config.reference).suffix != ".onnx":
             raise ParityError(f"{config.reference}: the reference must be a .keras or .onnx file")
         reference = OnnxRuntimeRunner(config.reference, config.session)
-        ref_shape = tuple(reference.input_shape[1:])
+        ref_record = record_for_model(describe_onnx(config.reference), config.preprocess)[0]
         mode = "onnx-onnx"
-    cand_shape = tuple(candidate.input_shape[1:])
-    if _static(ref_shape) != _static(cand_shape):
-        hint = "the candidate looks NCHW, the reference NHWC: export without inputs_as_nchw" if (
-            len(cand_shape) == 3 and tuple(_static(cand_shape)) == (ref_shape[2], ref_shape[0], ref_shape[1])) else None
-        raise ParityError(f"input shapes differ: reference takes {ref_shape}, candidate {cand_shape}", hint=hint)
+    ref_geo = (*ref_record.size, ref_record.channels)
+    cand_geo = (*cand_record.size, cand_record.channels)
+    if ref_geo != cand_geo:
+        raise ParityError(f"input shapes differ: reference takes {'x'.join(map(str, ref_geo))} images, candidate "
+                          f"{'x'.join(map(str, cand_geo))} ({cand_record.layout})")
+    labelled = True
     if dataset is None and config.dataset != "none":
-        dataset = load_dataset(config.dataset, config.data_dir, require_train=False)
-        if config.dataset is None and config.data_dir is None and dataset.image_shape != ref_shape:
-            log.info("default dataset %s does not fit input %s; random and edge-case inputs only", dataset.name.value, ref_shape)
-            dataset = None
-    inputs = make_inputs(dataset, ref_shape, config.samples, config.seed)
-    ref_out = run_batched(reference, inputs.x, 64)
+        names, names_from = model_class_names(cand_info.metadata, config.labels_file)
+        dataset = open_images(config.dataset, config.data_dir, "test", names, names_from,
+                              strict_names=config.labels_file is not None)
+        # A default dataset the model was not trained on still gives real images, but its labels mean nothing here.
+        from cnnkit.datasets import default_data_dir
+
+        chosen = config.dataset is not None or config.data_dir is not None or default_data_dir() is not None
+        labelled = dataset.labelled and (chosen or cand_info.metadata.get("dataset") == dataset.name)
+    source = ImageSource.from_dataset(dataset) if isinstance(dataset, Dataset) else dataset
+    skipped = SkippedImages() if config.skip_bad_images else None
+    inputs = make_inputs(source, cand_record, config.samples, config.seed, labelled and source is not None
+                         and source.labelled, skipped)
+    ref_out = run_batched(reference, inputs.feed(ref_record), 64)
+    cand_x = inputs.feed(cand_record)
     diffs: list[OutputDiff] = []
     for b in config.batch_sizes:
-        diffs += compare_outputs(ref_out, run_batched(candidate, inputs.x, b), tol, b, inputs)
+        diffs += compare_outputs(ref_out, run_batched(candidate, cand_x, b), tol, b, inputs)
     failures = tuple(f for d in diffs for f in d.failures)
     passed = not failures
 
@@ -446,16 +479,15 @@ def check_parity(config: ParityConfig, dataset: Dataset | None = None) -> Parity
     on_ort = isinstance(candidate, OnnxRuntimeRunner)
     if mode == "keras-onnx" and (not passed or config.layers) and on_ort:  # the layer table runs the .onnx in ORT
         worst = sorted({d.worst_index for d in diffs if d.worst_index >= 0})[:8] or [0]
-        rows, first, why = localize_divergence(reference, Path(config.candidate), inputs.x[worst], config.session)
+        rows, first, why = localize_divergence(reference, Path(config.candidate), inputs.feed(ref_record, worst),
+                                               config.session, x_onnx=inputs.feed(cand_record, worst))
     return ParityResult(
         schema=SCHEMA, passed=passed, reference=str(config.reference), candidate=str(config.candidate), mode=mode,
         tolerance=tol, batch_sizes=tuple(config.batch_sizes),
-        inputs={"counts": inputs.counts(), "dataset": inputs.dataset, "seed": config.seed, "total": len(inputs.x)},
+        inputs={"counts": inputs.counts(), "dataset": inputs.dataset, "seed": config.seed, "total": len(inputs),
+                "preprocess": cand_record.to_dict(), "preprocess_note": note,
+                "skipped_images": skipped.to_dict() if skipped else {"count": 0, "examples": []}},
         provider=(candidate.session_info.to_dict() if on_ort else candidate.provider | {"precision": candidate.precision})
         | {"runtime": config.runtime.runtime}, outputs=tuple(diffs), failures=failures, layers=tuple(rows),
         first_divergent_layer=first, divergence=why, environment=environment(),
     )
-
-
-def _static(shape: tuple[Any, ...]) -> tuple[Any, ...]:
-    return tuple(d if isinstance(d, int) else None for d in shape)

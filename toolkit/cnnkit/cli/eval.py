@@ -3,27 +3,21 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import typer
 
-from cnnkit.cli.options import (
-    channel_order_option, crop_fraction_option, labels_option, mean_option, preprocess_option, preprocess_choice,
-    scale_option, skip_bad_images_option, std_option,
-)
+from cnnkit.cli.options import labels_option, skip_bad_images_option, with_preprocess_options
 from cnnkit.cli.render import console, image_progress, notice, print_json
 
 
+@with_preprocess_options
 def eval_command(
     models: list[Path] = typer.Argument(..., help="One or more .onnx models (e.g. FP32, INT8 and FP16 variants)."),
     dataset: str = typer.Option(None, "--dataset", help="mnist, fashion_mnist or digits. Default: MNIST where it can be had, else digits."),
     data_dir: Path = typer.Option(None, "--data-dir", envvar="CNNKIT_DATA_DIR", help="Dataset files, or a folder of class subfolders of JPEG/PNG images."),
-    preprocess: str = preprocess_option,
-    scale: float = scale_option,
-    mean: str = mean_option,
-    std: str = std_option,
-    channel_order: str = channel_order_option,
-    crop_fraction: float = crop_fraction_option,
     labels: Path = labels_option,
+    preprocessing: Any = None,  # the shared preprocessing options, parsed (with_preprocess_options)
     skip_bad_images: bool = skip_bad_images_option,
     provider: str = typer.Option("cpu", "--provider"),
     runtime: str = typer.Option("onnxruntime", "--runtime", help="onnxruntime, openvino, openvino:bf16 or litert."),
@@ -47,7 +41,7 @@ def eval_command(
     from cnnkit.runtimes import parse_one_runtime
 
     config = EvalConfig(tuple(models), dataset, data_dir, SessionConfig(provider=provider, allow_fallback=allow_fallback),
-                        batch_size, limit, preprocess_choice(preprocess, scale, mean, std, channel_order, crop_fraction),
+                        batch_size, limit, preprocessing,
                         skip_bad_images, labels, runtime=parse_one_runtime(runtime, "eval"), tflite=tflite)
     for m in config.models:  # a bad model file fails before any data is loaded
         describe_onnx(m)

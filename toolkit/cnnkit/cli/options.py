@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import functools
+import inspect
+from collections.abc import Callable
 from typing import Any
 
 import typer
@@ -82,3 +85,27 @@ def preprocess_choice(preprocess: str | None = None, scale: float | None = None,
         mean=parse_floats(mean, "--mean"), std=parse_floats(std, "--std"),
         channel_order=channel_order.lower() if channel_order else None, crop_fraction=crop_fraction,
     )
+
+
+_PREPROCESS_PARAMS = (
+    ("preprocess", str, preprocess_option), ("scale", float, scale_option), ("mean", str, mean_option),
+    ("std", str, std_option), ("channel_order", str, channel_order_option), ("crop_fraction", float, crop_fraction_option),
+)
+
+
+def with_preprocess_options(command: Callable[..., Any]) -> Callable[..., Any]:
+    """Give a command the shared preprocessing options (--preprocess, --scale, --mean, --std, --channel-order,
+    --crop-fraction); it receives them parsed, as one ``preprocessing`` argument (a ``PreprocessChoice``)."""
+    signature = inspect.signature(command, eval_str=True)
+    own = [p for name, p in signature.parameters.items() if name != "preprocessing"]
+    added = [inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=option, annotation=kind)
+             for name, kind, option in _PREPROCESS_PARAMS]
+
+    @functools.wraps(command)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        values = {name: kwargs.pop(name, None) for name, _, _ in _PREPROCESS_PARAMS}
+        return command(*args, preprocessing=preprocess_choice(**values), **kwargs)
+
+    positional = [p.replace(kind=inspect.Parameter.KEYWORD_ONLY) if p.default is not p.empty else p for p in own]
+    wrapper.__signature__ = signature.replace(parameters=positional + added)  # type: ignore[attr-defined]
+    return wrapper

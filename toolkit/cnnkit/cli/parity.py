@@ -3,18 +3,23 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import typer
 
-from cnnkit.cli.options import parse_batch_sizes
-from cnnkit.cli.render import console, err_console
+from cnnkit.cli.options import labels_option, parse_batch_sizes, skip_bad_images_option, with_preprocess_options
+from cnnkit.cli.render import console, err_console, notice
 
 
+@with_preprocess_options
 def parity_command(
     reference: Path = typer.Argument(..., help="The reference: a .keras model, or an .onnx model (e.g. FP32)."),
     candidate: Path = typer.Argument(..., help="The .onnx model to check against it."),
     dataset: str = typer.Option(None, "--dataset", help="Labelled images to use. Default: MNIST where it can be had, else digits."),
-    data_dir: Path = typer.Option(None, "--data-dir", envvar="CNNKIT_DATA_DIR"),
+    data_dir: Path = typer.Option(None, "--data-dir", envvar="CNNKIT_DATA_DIR", help="Dataset files, or a folder of JPEG/PNG images (class subfolders: labelled)."),
+    labels: Path = labels_option,
+    preprocessing: Any = None,  # the shared preprocessing options, parsed (with_preprocess_options)
+    skip_bad_images: bool = skip_bad_images_option,
     samples: int = typer.Option(200, "--samples", help="Dataset images to use (plus 28 random and edge-case inputs)."),
     batch_sizes: str = typer.Option("1,7,64", "--batch-sizes", help="Comma-separated; keep an odd one."),
     atol: float = typer.Option(None, "--atol", help="Absolute tolerance. Default: 1e-5 for Keras vs ONNX; not gated for ONNX vs ONNX."),
@@ -44,6 +49,8 @@ def parity_command(
         batch_sizes=parse_batch_sizes(batch_sizes), atol=atol, rtol=rtol, min_agreement=min_agreement,
         max_accuracy_drop=max_accuracy_drop, session=SessionConfig(provider=provider, allow_fallback=allow_fallback),
         seed=seed, layers=layers, runtime=parse_one_runtime(runtime, "parity"), tflite=tflite,
+        preprocess=preprocessing,
+        skip_bad_images=skip_bad_images, labels_file=labels,
     )
     for path in (reference, candidate):
         if not path.is_file():
@@ -51,6 +58,8 @@ def parity_command(
 
             raise ModelFileError(f"model file {path} not found")
     result = check_parity(config)
+    if result.inputs.get("preprocess_note"):
+        notice(result.inputs["preprocess_note"])
     if json_out is not None:
         write_json_atomic(json_out, result.to_dict(), force=force)
     render_parity(result)
@@ -75,7 +84,12 @@ def render_parity(result) -> None:  # noqa: ANN001 (ParityResult; imported lazil
     precision = f" ({prov['precision']})" if prov.get("precision") else ""
     console.print(f"{result.mode}: {result.reference} vs {result.candidate}, on {prov['active']}{precision}{fallback}")
     counts = ", ".join(f"{n} {k}" for k, n in result.inputs["counts"].items())
-    console.print(f"inputs: {counts} (dataset {result.inputs['dataset'].get('name')}, seed {result.inputs['seed']})")
+    labelled = "" if result.inputs["dataset"].get("labelled", True) else ", its labels unused: not the model's dataset"
+    console.print(f"inputs: {counts} (dataset {result.inputs['dataset'].get('name')}{labelled}, seed {result.inputs['seed']})")
+    if result.inputs.get("preprocess"):
+        from cnnkit.data.preprocess import PreprocessRecord
+
+        console.print(f"preprocessing: {PreprocessRecord.from_dict(result.inputs['preprocess']).describe()}")
     console.print(f"gate: {'; '.join(gates)} — {tol.reason}")
     table = Table(title_justify="left")
     for col in ("output", "batch", "max |diff|", "mean |diff|", "max rel", "min atol", "top-1 agree", "worst", "verdict"):

@@ -3,27 +3,21 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import typer
 
-from cnnkit.cli.options import (
-    channel_order_option, crop_fraction_option, labels_option, mean_option, preprocess_choice, preprocess_option,
-    scale_option, std_option,
-)
+from cnnkit.cli.options import labels_option, with_preprocess_options
 from cnnkit.cli.render import console, err_console, notice, print_json
 
 
+@with_preprocess_options
 def predict_command(
     model: Path = typer.Argument(..., help="The .onnx image classifier."),
     images: list[Path] = typer.Argument(..., help="One or more image files (JPEG, PNG, ...), any size."),
     top_k: int = typer.Option(5, "--top-k", "-k", help="How many classes to show per image."),
-    preprocess: str = preprocess_option,
-    scale: float = scale_option,
-    mean: str = mean_option,
-    std: str = std_option,
-    channel_order: str = channel_order_option,
-    crop_fraction: float = crop_fraction_option,
     labels: Path = labels_option,
+    preprocessing: Any = None,  # the shared preprocessing options, parsed (with_preprocess_options)
     provider: str = typer.Option("cpu", "--provider"),
     as_json: bool = typer.Option(False, "--json", help="Print the result as JSON."),
 ) -> None:
@@ -32,7 +26,7 @@ def predict_command(
     from cnnkit.sessions import SessionConfig
 
     config = PredictConfig(model, tuple(images), top_k,
-                           preprocess_choice(preprocess, scale, mean, std, channel_order, crop_fraction), labels,
+                           preprocessing, labels,
                            SessionConfig(provider=provider))
     result = predict_images(config)
     for line in result.notes:
