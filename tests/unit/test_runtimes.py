@@ -118,7 +118,7 @@ def test_doctor_lists_plugins() -> None:
     for plugin in report.plugins:
         assert plugin.distribution.startswith("onnxruntime-ep-")
         for ep in plugin.ep_names:
-            status = next(p for p in report.providers if p.name == ep)
+            status = next(p for p in report.plugin_providers if p.name == ep)
             assert status.loads == any(d.ep_name == ep for d in plugin.devices) or plugin.error
 
 

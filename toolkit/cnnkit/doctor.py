@@ -36,13 +36,14 @@ class DoctorReport:
     cpu: dict[str, Any]
     python: str = field(default_factory=lambda: sys.version.split()[0])
     plugins: tuple[Any, ...] = ()  # PluginStatus of each installed onnxruntime-ep-* package
+    plugin_providers: tuple[ProviderStatus, ...] = ()  # the providers those plugins add, and whether they run here
     runtimes: dict[str, str | None] = field(default_factory=dict)  # runtime -> installed version (None: not installed)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
     def usable(self, provider: str) -> bool:
-        return any(p.name == provider and p.loads for p in self.providers)
+        return any(p.name == provider and p.loads for p in self.providers + self.plugin_providers)
 
 
 def find_gpu_libraries() -> dict[str, list[str]]:
@@ -74,6 +75,7 @@ def run_doctor() -> DoctorReport:
         listed: tuple[str, ...] = ()
         statuses: tuple[ProviderStatus, ...] = ()
         plugins: tuple[Any, ...] = ()
+        added: list[ProviderStatus] = []
     else:
         import onnxruntime as ort
 
@@ -86,24 +88,25 @@ def run_doctor() -> DoctorReport:
             else:
                 out.append(ProviderStatus(name, True))
         plugins = tuple(plugin_statuses())
+        added = []
         for plugin in plugins:
             for ep in plugin.ep_names:
                 if ep in listed:
                     continue
                 if plugin.error:
-                    out.append(ProviderStatus(ep, False, f"the {plugin.distribution} plugin does not register: {plugin.error}"))
+                    added.append(ProviderStatus(ep, False, f"the {plugin.distribution} plugin does not register: {plugin.error}"))
                 elif not any(d.ep_name == ep for d in plugin.devices):
-                    out.append(ProviderStatus(ep, False, f"the {plugin.distribution} plugin registers but exposes no "
+                    added.append(ProviderStatus(ep, False, f"the {plugin.distribution} plugin registers but exposes no "
                                                          f"device on this machine ({cpu_info()['model']})"))
                 else:
                     got = probe_provider(ep)
-                    out.append(ProviderStatus(ep, not isinstance(got, ProviderError),
+                    added.append(ProviderStatus(ep, not isinstance(got, ProviderError),
                                               got.reason if isinstance(got, ProviderError) else None))
         statuses = tuple(out)
     return DoctorReport(
         packages=versions, problems=tuple(problems), providers_listed=listed, providers=statuses,
         gpu_libraries=find_gpu_libraries(), gpus=gpu_info(), cpu=cpu_info(),
-        plugins=plugins, runtimes=runtime_versions(),
+        plugins=plugins, plugin_providers=tuple(added), runtimes=runtime_versions(),
     )
 
 

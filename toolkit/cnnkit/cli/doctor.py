@@ -22,7 +22,7 @@ def doctor_command(
     else:
         render_doctor(report)
     if checked and not checked[1]:
-        reason = next((p.reason for p in report.providers if p.name == checked[0]), "not listed")
+        reason = next((p.reason for p in report.providers + report.plugin_providers if p.name == checked[0]), "not listed")
         raise CnnkitError(f"{checked[0]} is not usable here: {reason}")
 
 
@@ -41,10 +41,13 @@ def render_doctor(report) -> None:  # noqa: ANN001 (DoctorReport, imported lazil
     if report.plugins:
         console.print("plugin execution providers (onnxruntime-ep-* packages -> the devices each exposes here):")
         for plugin in report.plugins:
+            runs = [p for p in report.plugin_providers if p.name in plugin.ep_names]
             if plugin.error:
                 what = f"[red]does not register[/]: {plugin.error}"
             elif plugin.devices:
-                what = "devices: " + "; ".join(d.describe() for d in plugin.devices)
+                what = "devices: " + "; ".join(d.describe() for d in plugin.devices) + "".join(
+                    f"; {p.name} [green]runs a session[/]" if p.loads else f"; {p.name} [red]does not run[/]: {p.reason}"
+                    for p in runs)
             else:
                 what = f"[yellow]exposes no device on this machine ({report.cpu['model']})[/]"
             console.print(f"  {plugin.distribution} {plugin.version} ({', '.join(plugin.ep_names) or '?'}): {what}")
