@@ -44,6 +44,7 @@ def test_litert_runner_matches_onnxruntime(exported_model: Path, tflite_model: P
     want = OnnxRuntimeRunner(exported_model).infer({"images": x})["probabilities"]
     runner = create_runner(RuntimeChoice("litert"), exported_model)
     assert runner.provider["active"] == "LiteRT XNNPACK" and runner.input_name == "images"
+    assert len(runner.provider["options"]["tflite_sha256"]) == 64  # the bench row names the file it timed
     for batch in (7, 1, 3):  # the batch dimension is resized on demand
         got = runner.infer({"images": x[:batch]})["probabilities"]
         np.testing.assert_allclose(got, want[:batch], atol=1e-5)

@@ -26,6 +26,7 @@ class LiteRtRunner:
                  threads: int = 0, label: str | None = None) -> None:
         from cnnkit._deps import capture_native_stderr
         from cnnkit.envinfo import cpu_info
+        from cnnkit.io import sha256_file
         from cnnkit.runtimes import require_runtime, runtime_versions
 
         litert = require_runtime("litert")
@@ -70,7 +71,8 @@ class LiteRtRunner:
         self.provider = {
             "requested": "litert XNNPACK", "providers": ["XNNPACK"] if xnnpack else ["builtin"],
             "active": "LiteRT XNNPACK" if xnnpack else "LiteRT builtin", "fallback": False, "fallback_reason": None,
-            "options": {"num_threads": self.threads, "tflite": str(path), "ai_edge_litert": runtime_versions()["litert"]},
+            "options": {"num_threads": self.threads, "tflite": str(path), "tflite_sha256": sha256_file(path),
+                        "ai_edge_litert": runtime_versions()["litert"]},
         }
         self._batch = int(self._input["shape"][0])
 
