@@ -47,3 +47,13 @@ def test_tune_on_cuda_tries_conv_search_and_cuda_graphs(exported_model: Path) ->
     # A CUDA graph needs every node on the CUDA provider; where ONNX Runtime refuses, the trial says why.
     assert all((t.p50_ms is None) == bool(t.error) for t in result.trials)
     assert result.chosen_trial(str(exported_model), 4) is not None and result.cases[0].tuned
+
+
+def test_memory_child_reads_gpu_memory_on_cuda(tmp_path: Path) -> None:
+    from cnnkit.memory import measure_in_child
+    from tests.unit.test_bench_measurements import image_model
+
+    model = image_model(tmp_path / "tiny.onnx")
+    m = measure_in_child(model, SessionConfig(provider="cuda").to_dict(), (28, 28, 1), "float32", "images", (1, 8), 1, runs=2)
+    assert m.provider == "CUDAExecutionProvider"
+    assert m.gpu_mb is not None and m.gpu_mb > 0  # the CUDA context and the arena are held by the child

@@ -164,6 +164,10 @@ def test_pipeline_runs_reuses_and_redoes(tmp_path: Path) -> None:
                  "bench.json", "pipeline.json"):
         assert (out / name).is_file(), name
     assert (tmp_path / "report" / "report.html").is_file()
+    md = (tmp_path / "report" / "report.md").read_text()
+    accuracy = md.split("## Accuracy vs size")[1].split("\n## ")[0]
+    assert "quantize --auto, chosen" in accuracy or "quantize --auto candidate" in accuracy  # every candidate
+    assert accuracy.count("\n| ") >= 1 + len(json.loads((out / "quantize.json").read_text())["candidates"]) - 1
     # Nothing changed: every stage is reused.
     _, events = _pipeline(out)
     assert [e for _, e in events] == ["reused"] * len(STAGES)

@@ -2,8 +2,8 @@
 
 The profiler adds work to every kernel, so its runs never feed latency statistics: :func:`profile_model`
 builds its own session with profiling on, runs warm-up and profiled runs, and reads the profile file
-ONNX Runtime writes (into a temporary folder, deleted afterwards). Figures are kernel times, in
-microseconds per run, averaged over the profiled runs; shares are of the summed kernel time.
+ONNX Runtime writes (into a temporary folder, deleted afterwards). Figures are kernel times in
+microseconds, each node's median over the profiled runs; shares are of their sum.
 """
 
 from __future__ import annotations
@@ -72,8 +72,9 @@ def parse_profile(events: list[dict[str, Any]], last_runs: int | None = None,
     """Kernel time per run from ONNX Runtime's profile events (the JSON list of its profile file).
 
     Only kernels inside the last ``last_runs`` ``model_run`` events count (None: every run), so warm-up
-    runs in the same session are left out. Returns (kernel µs per run, top ``top`` nodes, every op type),
-    each sorted by time, longest first.
+    runs in the same session are left out. Each node's time is its median over those runs (µs); an op
+    type's is the sum of its nodes'. Returns (summed kernel µs per run, top ``top`` nodes, every op
+    type), each sorted by time, longest first.
     """
     runs = sorted((e["ts"], e["ts"] + e["dur"]) for e in events
                   if e.get("cat") == "Session" and e.get("name") == "model_run")
@@ -83,7 +84,8 @@ def parse_profile(events: list[dict[str, Any]], last_runs: int | None = None,
         raise CnnkitError("the ONNX Runtime profile holds no model run", hint="profile at least one run")
     starts = np.array([r[0] for r in runs])
     ends = np.array([r[1] for r in runs])
-    per_node: dict[str, float] = defaultdict(float)
+    n = len(runs)
+    per_node: dict[str, np.ndarray] = {}  # node -> its kernel time in each counted run
     node_type: dict[str, str] = {}
     for e in events:
         if e.get("cat") != "Node" or not str(e.get("name", "")).endswith("_kernel_time"):
@@ -92,12 +94,13 @@ def parse_profile(events: list[dict[str, Any]], last_runs: int | None = None,
         if i < 0 or e["ts"] > ends[i]:
             continue  # a kernel of a run that is not counted
         node = e["name"].removesuffix("_kernel_time")
-        per_node[node] += e["dur"]
+        per_node.setdefault(node, np.zeros(n))[i] += e["dur"]
         node_type[node] = e.get("args", {}).get("op_name", "?")
-    n = len(runs)
-    total = sum(per_node.values()) / n
+    # The median run of each node: a run preempted by other work on a shared machine does not inflate it.
+    medians = {node: float(np.median(times)) for node, times in per_node.items()}
+    total = sum(medians.values())
     share = (lambda us: us / total) if total > 0 else (lambda us: 0.0)
-    nodes = sorted(((node, us / n) for node, us in per_node.items()), key=lambda kv: -kv[1])
+    nodes = sorted(medians.items(), key=lambda kv: -kv[1])
     per_type: dict[str, list[float]] = defaultdict(list)
     for node, us in nodes:
         per_type[node_type[node]].append(us)

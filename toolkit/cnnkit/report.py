@@ -24,6 +24,7 @@ from cnnkit.io import check_output_dir
 from cnnkit.report_bench import (
     accuracy_plot,
     accuracy_points,
+    accuracy_section,
     batch_ticks,
     case_label,
     cold_start_section,
@@ -118,6 +119,10 @@ PLOT_TITLES = {"training_curves.png": "Training curves", "latency.png": "Latency
                "accuracy_vs_size.png": "Accuracy vs model size"}
 
 
+def _accuracy_points(inputs: ReportInputs) -> list[dict[str, Any]]:
+    return accuracy_points(inputs.of("cnnkit.eval/1"), inputs.of("cnnkit.quantize-auto/1"))
+
+
 def make_plots(inputs: ReportInputs) -> dict[str, bytes]:
     plots: dict[str, bytes] = {}
     draw_training = training_plot(inputs.of("cnnkit.train/1"))
@@ -153,7 +158,7 @@ def make_plots(inputs: ReportInputs) -> dict[str, bytes]:
     draw_concurrency = concurrency_plot(benches)
     if draw_concurrency is not None:
         plots["concurrency.png"] = _plot_png(draw_concurrency)
-    draw_accuracy = accuracy_plot(accuracy_points(inputs.of("cnnkit.eval/1"), inputs.of("cnnkit.quantize-auto/1")))
+    draw_accuracy = accuracy_plot(_accuracy_points(inputs))
     if draw_accuracy is not None:
         plots["accuracy_vs_size.png"] = _plot_png(draw_accuracy)
     return plots
@@ -230,6 +235,7 @@ def markdown(inputs: ReportInputs, plots: dict[str, bytes], title: str) -> str:
         parts += [f"## Quantized variant `{Path(q['output']).name}`", "",
                   f"{q['settings']}: accuracy {100 * q['accuracy']:.2f} % vs FP32 {100 * q['fp32_accuracy']:.2f} % "
                   f"({q['drop_pp']:+.2f} pp, budget {q['budget_pp']} pp); {q['size_ratio']:.2f}x smaller", ""]
+    parts += accuracy_section(_accuracy_points(inputs))
     benches = inputs.of("cnnkit.bench/1")
     for section in (settings_section, latency_section, runtime_section, profile_section, memory_section,
                     cold_start_section, concurrency_section):

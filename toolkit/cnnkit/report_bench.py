@@ -110,7 +110,7 @@ def profile_section(benches: list[Result], top: int = 5) -> list[str]:
         return []
     parts = ["## Operator profile", "",
              "ONNX Runtime's profiler on a separate session (its runs are not in the latency figures); kernel time "
-             "per run, averaged over the profiled runs.", ""]
+             "per run: each node's median over the profiled runs, an op type's the sum of its nodes'.", ""]
     for p in profiles:
         parts += [f"### {_name(p['model'])}, batch {p['batch_size']}", "",
                   f"{p['kernel_us']:,.0f} µs of kernels per run over {p['runs']} profiled runs on {p['provider']}.", "",
@@ -252,6 +252,16 @@ def accuracy_points(evals: list[Result], autos: list[Result]) -> list[dict[str, 
             points.append({"label": f"{c['name']}{' (chosen)' if chosen else ''}", "size_kib": c["size_bytes"] / 1024,
                            "accuracy": c["accuracy"], "kind": "chosen" if chosen else "candidate"})
     return points
+
+
+def accuracy_section(points: list[dict[str, Any]]) -> list[str]:
+    """Every evaluated model and quantize --auto candidate, smallest first."""
+    if not points:
+        return []
+    kinds = {"eval": "evaluated", "candidate": "quantize --auto candidate", "chosen": "quantize --auto, chosen"}
+    rows = [[p["label"], f"{p['size_kib']:,.1f}", f"{100 * p['accuracy']:.2f} %", kinds[p["kind"]]]
+            for p in sorted(points, key=lambda p: (p["size_kib"], p["label"]))]
+    return ["## Accuracy vs size", "", md_table(["model", "size KiB", "accuracy", "from"], rows), ""]
 
 
 def accuracy_plot(points: list[dict[str, Any]]) -> Any | None:

@@ -83,7 +83,8 @@ def latency_table(result: Any, wide: bool) -> None:
 def profile_tables(result: Any, wide: bool, top: int = 5) -> None:
     if not result.profiles:
         return
-    console.print("\n[bold]Operator profile[/] (ONNX Runtime's profiler on a separate session; kernel µs per run; "
+    console.print("\n[bold]Operator profile[/] (ONNX Runtime's profiler on a separate session; kernel µs per run, "
+                  "each node's median; "
                   "not part of the latency figures)")
     for p in result.profiles:
         types = ", ".join(f"{t.op_type} {t.share:.0%} ({t.us:,.0f} µs)" for t in p.by_type[: (99 if wide else 4)])
