@@ -37,6 +37,7 @@ class TfliteExportResult:
     input_shape: tuple[Any, ...]
     output_shape: tuple[Any, ...]
     max_abs_diff: float  # against Keras on the check inputs
+    outputs_vary: bool  # False: every check input gave Keras the same output, so the check proves little
     route: str
     versions: dict[str, str | None]
 
@@ -96,7 +97,8 @@ def export_tflite(config: TfliteExportConfig) -> TfliteExportResult:
     versions = package_versions()
     return TfliteExportResult(
         output_path=str(out), size_bytes=len(data), input_shape=("batch", *image),
-        output_shape=("batch", *keras_model.outputs[0].shape[1:]), max_abs_diff=diff, route=ROUTE,
+        output_shape=("batch", *keras_model.outputs[0].shape[1:]), max_abs_diff=diff,
+        outputs_vary=bool(np.ptp(want, axis=0).max() > 1e-6), route=ROUTE,
         versions={"tensorflow": versions.get("tensorflow"), "keras": versions.get("keras"),
                   "ai_edge_litert": runtime_versions()["litert"]},
     )

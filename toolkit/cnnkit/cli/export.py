@@ -8,7 +8,7 @@ from pathlib import Path
 import typer
 
 from cnnkit.choices import ExportFormat, InputDtype
-from cnnkit.cli.render import console, print_json, shape_text
+from cnnkit.cli.render import console, notice, print_json, shape_text
 
 
 def export_command(
@@ -77,5 +77,8 @@ def _export_tflite(model: Path, output: Path, force: bool, as_json: bool) -> Non
     console.print(f"input  {shape_text(result.input_shape)} (NHWC, raw pixels, as the Keras model); "
                   f"output {shape_text(result.output_shape)}")
     console.print(f"check: LiteRT vs Keras on 16 inputs, max abs diff {result.max_abs_diff:.3g}")
+    if not result.outputs_vary:
+        notice("Keras gives the same output for every check input (uncalibrated BatchNorm statistics in a random-weight "
+               "model?): the check proves little; calibrate or train the model, then export again")
     v = result.versions
     console.print(f"route: {result.route}; tensorflow {v['tensorflow']}, keras {v['keras']}, ai-edge-litert {v['ai_edge_litert']}")
