@@ -160,3 +160,19 @@ def test_recommend_confirms_a_lead_only_when_every_round_agrees() -> None:
     rec = recommend(_result([ort, lucky]), [acc[0], acc[2]], 0.1, {}).batches[0]
     assert rec.fastest == "litert" and rec.recommended == "onnxruntime" and not rec.confirmed
     assert rec.note.startswith("no confirmed lead")
+
+
+def test_report_shows_the_recommendation() -> None:
+    from cnnkit.recommend import CandidateAccuracy, recommend
+    from cnnkit.report_bench import recommendation_section
+
+    ort = _case("onnxruntime", "fp32", [1.0] * 10)
+    lucky = _case("litert", "fp32", [0.3, 0.3, 0.3, 0.3, 0.3, 2, 2, 2, 2, 0.3])
+    acc = [CandidateAccuracy("m.onnx", "onnxruntime", "fp32", 0.9, 0.0, True),
+           CandidateAccuracy("m.onnx", "litert", "fp32", 0.85, 5.0, False)]
+    rec = recommend(_result([ort, lucky]), acc, 0.1, {"name": "digits", "evaluated_samples": 360})
+    text = "\n".join(recommendation_section([(Path("b.json"), {"recommendation": rec.to_dict()})]))
+    assert "## Recommended deployment" in text and "| m.onnx | litert | fp32 | 85.00 % | -5.00 pp | no (over budget) |" in text
+    assert "| m.onnx | 1 | onnxruntime | 1 | 1 | default is fastest |" in text
+    assert "`cnnkit bench m.onnx --runtime onnxruntime --batch-sizes 1 --threads 0" in text
+    assert recommendation_section([(Path("b.json"), {"cases": []})]) == []

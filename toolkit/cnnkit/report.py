@@ -34,6 +34,7 @@ from cnnkit.report_bench import (
     md_table,
     memory_section,
     profile_section,
+    recommendation_section,
     runtime_section,
     settings_section,
     training_plot,
@@ -237,7 +238,7 @@ def markdown(inputs: ReportInputs, plots: dict[str, bytes], title: str) -> str:
                   f"({q['drop_pp']:+.2f} pp, budget {q['budget_pp']} pp); {q['size_ratio']:.2f}x smaller", ""]
     parts += accuracy_section(_accuracy_points(inputs))
     benches = inputs.of("cnnkit.bench/1")
-    for section in (settings_section, latency_section, runtime_section, profile_section, memory_section,
+    for section in (settings_section, latency_section, runtime_section, recommendation_section, profile_section, memory_section,
                     cold_start_section, concurrency_section):
         parts += section(benches)
     for name in plots:

@@ -104,6 +104,30 @@ def runtime_section(benches: list[Result]) -> list[str]:
     return parts if len(parts) > 4 else []
 
 
+def recommendation_section(benches: list[Result]) -> list[str]:
+    """What ``cnnkit bench --recommend`` named per batch size, with its accuracy evidence and the command."""
+    recs = [d["recommendation"] for _, d in benches if d.get("recommendation")]
+    if not recs:
+        return []
+    parts = ["## Recommended deployment", "",
+             "The fastest runtime x precision per batch size whose accuracy stays within the budget, where the "
+             "interleaved rounds confirm its lead over the default (ONNX Runtime); otherwise the default.", ""]
+    for rec in recs:
+        parts += [f"Accuracy on {rec['dataset'].get('name')} ({rec['dataset'].get('evaluated_samples', '?')} test images), "
+                  f"budget {rec['max_accuracy_drop_pp']:g} points:", "",
+                  md_table(["model", "runtime", "precision", "accuracy", "vs default", "admitted"],
+                           [[_name(a["model"]), a["runtime"], a["precision"], f"{100 * a['accuracy']:.2f} %",
+                             f"{0.0 - a['drop_pp'] + 0.0:+.2f} pp", "yes" if a["admissible"] else "no (over budget)"]
+                            for a in rec["accuracy"]]), "",
+                  md_table(["model", "batch", "deploy", "p50 ms", "default p50 ms", "lead"],
+                           [[_name(b["model"]), str(b["batch_size"]), b["recommended"], f"{b['p50_ms']:.4g}",
+                             f"{b['default_p50_ms']:.4g}", "confirmed" if b["confirmed"] else "default is fastest"
+                             if b["fastest"] == b["default"] else f"not confirmed ({b['fastest']} had the lowest median)"]
+                            for b in rec["batches"]]), ""]
+        parts += [f"- batch {b['batch_size']}: `{b['command']}`" for b in rec["batches"]] + [""]
+    return parts
+
+
 def profile_section(benches: list[Result], top: int = 5) -> list[str]:
     profiles = [p for _, d in benches for p in d.get("profiles", [])]
     if not profiles:
