@@ -160,6 +160,10 @@ def test_recommend_confirms_a_lead_only_when_every_round_agrees() -> None:
     rec = recommend(_result([ort, lucky]), [acc[0], acc[2]], 0.1, {}).batches[0]
     assert rec.fastest == "litert" and rec.recommended == "onnxruntime" and not rec.confirmed
     assert rec.note.startswith("no confirmed lead")
+    # A steady lead is recommended even where a lucky one has the lower median.
+    rec = recommend(_result([ort, steady, lucky]), acc, 0.1, {}).batches[0]
+    assert rec.fastest == "litert" and rec.recommended == "openvino:bf16" and rec.confirmed
+    assert "litert had the lowest median but the rounds do not confirm its lead" in rec.note
 
 
 def test_report_shows_the_recommendation() -> None:
