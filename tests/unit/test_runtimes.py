@@ -180,3 +180,13 @@ def test_report_shows_the_recommendation() -> None:
     assert "| m.onnx | 1 | onnxruntime | 1 | 1 | default is fastest |" in text
     assert "`cnnkit bench m.onnx --runtime onnxruntime --batch-sizes 1 --threads 0" in text
     assert recommendation_section([(Path("b.json"), {"cases": []})]) == []
+
+
+def test_export_tflite_refuses_an_onnx_only_option(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    r = subprocess.run([sys.executable, "-m", "cnnkit", "export", str(tmp_path / "m.keras"), "--format", "tflite",
+                        "-o", str(tmp_path / "m.tflite"), "--input-dtype", "uint8"], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 1 and "--input-dtype uint8 applies to ONNX exports only" in r.stderr, r.stderr
+    assert not (tmp_path / "m.tflite").exists()
