@@ -355,7 +355,7 @@ def localize_divergence(keras_runner: Any, onnx_path: Path, x: np.ndarray, sessi
     folded = _folded_layers(model)
     runner = OnnxRuntimeRunner(with_extra_outputs(model, [r.tensor for r in refs.values()]), session, label="onnx-layers")
     x_feed = (x if x_onnx is None else x_onnx).astype(runner.input_dtype)
-    onnx_values = dict(zip(runner.output_names, runner.session.run(None, {runner.input_name: x_feed}), strict=True))
+    onnx_values = runner.infer({runner.input_name: x_feed})  # a fixed-batch model runs a batch at a time
     keras_values = keras_runner.infer_layers(x)
 
     rows: list[LayerDiff] = []
@@ -468,8 +468,9 @@ def check_parity(config: ParityConfig, dataset: Dataset | ImageSource | None = N
                          and source.labelled, skipped)
     ref_out = run_batched(reference, inputs.feed(ref_record), 64)
     cand_x = inputs.feed(cand_record)
+    batch_sizes, batch_note = _accepted_batch_sizes(config.batch_sizes, candidate.label, cand_info.input, reference)
     diffs: list[OutputDiff] = []
-    for b in config.batch_sizes:
+    for b in batch_sizes:
         diffs += compare_outputs(ref_out, run_batched(candidate, cand_x, b), tol, b, inputs)
     failures = tuple(f for d in diffs for f in d.failures)
     passed = not failures
@@ -483,11 +484,39 @@ def check_parity(config: ParityConfig, dataset: Dataset | ImageSource | None = N
                                                config.session, x_onnx=inputs.feed(cand_record, worst))
     return ParityResult(
         schema=SCHEMA, passed=passed, reference=str(config.reference), candidate=str(config.candidate), mode=mode,
-        tolerance=tol, batch_sizes=tuple(config.batch_sizes),
+        tolerance=tol, batch_sizes=tuple(batch_sizes),
         inputs={"counts": inputs.counts(), "dataset": inputs.dataset, "seed": config.seed, "total": len(inputs),
                 "preprocess": cand_record.to_dict(), "preprocess_note": note,
-                "skipped_images": skipped.to_dict() if skipped else {"count": 0, "examples": []}},
+                "skipped_images": skipped.to_dict() if skipped else {"count": 0, "examples": []},
+                "candidate_input": cand_info.input.to_dict() if cand_info.input is not None else None}
+        | ({"batch_note": batch_note} if batch_note else {}),
         provider=(candidate.session_info.to_dict() if on_ort else candidate.provider | {"precision": candidate.precision})
         | {"runtime": config.runtime.runtime}, outputs=tuple(diffs), failures=failures, layers=tuple(rows),
         first_divergent_layer=first, divergence=why, environment=environment(),
     )
+
+
+def _accepted_batch_sizes(wanted: tuple[int, ...], label: str, candidate: Any,
+                          reference: Any) -> tuple[tuple[int, ...], str | None]:
+    """The candidate's batch sizes: a fixed-batch candidate runs at its own batch only (and the note says so).
+
+    ``candidate``: its :class:`~cnnkit.onnx_info.ImageInput`. Either runner takes any number of images (ONNX
+    Runtime runs a fixed-batch model a batch at a time), so only the candidate's own batch is what a batch
+    size in the result means.
+    """
+    notes = []
+    sizes = tuple(wanted)
+    if candidate is not None and candidate.batch is not None:
+        b = candidate.batch
+        skipped = [w for w in wanted if w != b]
+        sizes = (b,)
+        notes.append(f"{label} has a fixed batch of {b}: compared at batch {b} only"
+                     + (f" (skipped {', '.join(map(str, skipped))})" if skipped else ""))
+    ref_image = getattr(reference, "image", None)
+    if ref_image is not None and ref_image.batch is not None:
+        notes.append(f"the reference {reference.label} has a fixed batch of {ref_image.batch} and runs "
+                     f"{ref_image.batch} image(s) at a time")
+    note = "; ".join(notes) or None
+    if note:
+        log.info(note)
+    return sizes, note

@@ -173,7 +173,21 @@ def calibration_images(dataset: Dataset, info: OnnxModelInfo, n: int) -> np.ndar
             hint="choose the dataset the model was trained on (--dataset)",
         )
     x = dataset.x_train[:n]
-    return x.astype(np.uint8 if info.input_dtype == "uint8" else np.float32)
+    if info.input is None:
+        return x.astype(np.float32)
+    if info.input.batch is not None and len(x) >= info.input.batch:
+        x = x[: len(x) - len(x) % info.input.batch]  # whole batches only: the model takes no other size
+    return info.input.to_model(x)
+
+
+def _model_batch(model: Path) -> int:
+    """Calibration batch size: the model's fixed batch, else 32."""
+    from cnnkit.onnx_info import image_input, load_onnx
+
+    try:
+        return image_input(load_onnx(model), str(model)).batch or 32
+    except CnnkitError:
+        return 32
 
 
 def _ort_quant() -> Any:
@@ -238,7 +252,7 @@ def _build_variant(source: Path, out: Path, config: QuantizeConfig, calib: np.nd
             return
         assert calib is not None
         q.quantize_static(
-            str(source), str(out), _ImageReader(input_name, calib),
+            str(source), str(out), _ImageReader(input_name, calib, _model_batch(source)),
             quant_format=q.QuantFormat.QDQ if config.format is QuantFormat.QDQ else q.QuantFormat.QOperator,
             activation_type=q.QuantType.QUInt8 if config.activation_type is ActivationType.UINT8 else q.QuantType.QInt8,
             weight_type=q.QuantType.QInt8, per_channel=config.per_channel,
@@ -278,12 +292,13 @@ def rank_nodes_by_error(float_model: Path, variant: Path, config: QuantizeConfig
             qdq = work / "qdq-twin.onnx"
             build_variant(float_model, qdq, dataclasses.replace(config, format=QuantFormat.QDQ), calib, input_name, excluded)
         aug_float, aug_qdq = work / "aug-float.onnx", work / "aug-qdq.onnx"
-        sample = calib[:64]
+        batch = _model_batch(float_model)
+        sample = calib[: max(batch, 64 - 64 % batch)]
         with _quiet():
             dbg.modify_model_output_intermediate_tensors(str(float_model), str(aug_float))
             dbg.modify_model_output_intermediate_tensors(str(qdq), str(aug_qdq))
-            float_acts = dbg.collect_activations(str(aug_float), _ImageReader(input_name, sample))
-            qdq_acts = dbg.collect_activations(str(aug_qdq), _ImageReader(input_name, sample))
+            float_acts = dbg.collect_activations(str(aug_float), _ImageReader(input_name, sample, batch))
+            qdq_acts = dbg.collect_activations(str(aug_qdq), _ImageReader(input_name, sample, batch))
             errors = dbg.compute_activation_error(dbg.create_activation_matching(qdq_acts, float_acts))
         sqnr = {t: float(e["xmodel_err"]) for t, e in errors.items() if "xmodel_err" in e}
         producers = {o: n for n in model.graph.node for o in n.output}
@@ -430,8 +445,9 @@ def quantize_model(config: QuantizeConfig, dataset: Dataset | None = None,
 
         parity = check_parity(ParityConfig(Path(config.model), candidate, samples=200, session=config.session),
                               dataset=dataset)
-        say("timing the variant against FP32 (batch 1 and 64, interleaved)")
-        speed = _measure_speed(Path(config.model), candidate, config.session) if config.measure_speed else {}
+        speed_batches = _speed_batches(info, (1, 64))
+        say(f"timing the variant against FP32 (batch {' and '.join(map(str, speed_batches))}, interleaved)")
+        speed = _measure_speed(Path(config.model), candidate, config.session, speed_batches) if config.measure_speed else {}
         model = onnx.load(str(candidate))
         meta = {p.key: p.value for p in model.metadata_props}
         meta |= {
@@ -457,6 +473,11 @@ def quantize_model(config: QuantizeConfig, dataset: Dataset | None = None,
         environment=environment(),
         speed=speed,
     )
+
+
+def _speed_batches(info: OnnxModelInfo, wanted: tuple[int, ...]) -> tuple[int, ...]:
+    """``wanted``, or the model's own batch where it is fixed (it takes no other)."""
+    return (info.input.batch,) if info.input is not None and info.input.batch is not None else wanted
 
 
 def _measure_speed(fp32: Path, variant: Path, session: SessionConfig, batch_sizes: tuple[int, ...] = (1, 64)) -> dict[str, Any]:
@@ -546,6 +567,7 @@ def auto_quantize(base: QuantizeConfig, batch_sizes: tuple[int, int] = (1, 64), 
     if dataset is None:
         dataset = load_dataset(base.dataset, base.data_dir, require_train=True)
     say = progress or (lambda _m: None)
+    batch_sizes = _speed_batches(info, batch_sizes)
     objective = batch_sizes[-1]
     with tempfile.TemporaryDirectory(prefix="cnnkit-auto-") as tmp:
         work = Path(tmp)

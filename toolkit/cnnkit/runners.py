@@ -24,24 +24,37 @@ class Runner(Protocol):
 
 
 class OnnxRuntimeRunner:
-    """An ONNX Runtime session on a checked provider (see :func:`cnnkit.sessions.create_session`)."""
+    """An ONNX Runtime session on a checked provider (see :func:`cnnkit.sessions.create_session`).
+
+    ``infer`` takes the model's own input (its layout and dtype; :class:`ImageRunner` adapts cnnkit's images).
+    A model with a fixed batch is run in chunks of that batch (the last one padded, the padding's outputs
+    dropped), so any number of inputs works. ``image``: the model's image input, None for a non-image model.
+    """
 
     def __init__(self, model: str | os.PathLike[str] | bytes, config: SessionConfig | None = None, label: str | None = None):
-        self.session, self.info = create_session(model, config)
+        from cnnkit.errors import ModelFileError
+        from cnnkit.onnx_info import ImageInput, image_input, load_onnx
+
         self.label = label or (Path(model).name if not isinstance(model, bytes) else "onnx")
+        self.session, self.info = create_session(model, config)  # first: its errors name what ONNX Runtime refuses
         inputs = self.session.get_inputs()
         if len(inputs) != 1:
-            from cnnkit.errors import ModelFileError
-
-            raise ModelFileError(f"{self.label}: cnnkit runs models with one input; this one has {len(inputs)}")
+            raise ModelFileError(f"{self.label}: cnnkit runs models with one input; this one has {len(inputs)}: "
+                                 f"{', '.join(f'{i.name} {i.shape}' for i in inputs)}")
         self.input_name: str = inputs[0].name
         self.input_shape: tuple[Any, ...] = tuple(inputs[0].shape)
         self.input_type: str = inputs[0].type  # e.g. "tensor(float)", "tensor(uint8)"
         self.output_names: tuple[str, ...] = tuple(o.name for o in self.session.get_outputs())
+        self.image: ImageInput | None = None
+        if len(self.input_shape) == 4:
+            proto = _load_proto(model) if isinstance(model, bytes) else load_onnx(model)
+            self.image = image_input(proto, self.label) if proto is not None else None
 
     @property
     def input_dtype(self) -> np.dtype:
-        return np.dtype(np.uint8) if self.input_type == "tensor(uint8)" else np.dtype(np.float32)
+        """The dtype the model's input takes."""
+        return np.dtype({"tensor(uint8)": np.uint8, "tensor(int8)": np.int8, "tensor(float16)": np.float16,
+                         "tensor(double)": np.float64}.get(self.input_type, np.float32))
 
     @property
     def session_info(self) -> SessionInfo:
@@ -51,8 +64,43 @@ class OnnxRuntimeRunner:
         x = feeds[self.input_name]
         if x.dtype != self.input_dtype:
             x = x.astype(self.input_dtype)
-        outs = self.session.run(None, {self.input_name: x})
-        return dict(zip(self.output_names, outs, strict=True))
+        fixed = self.image.batch if self.image is not None else None
+        if fixed is None or len(x) == fixed:
+            return dict(zip(self.output_names, self.session.run(None, {self.input_name: x}), strict=True))
+        parts: dict[str, list[np.ndarray]] = {}
+        for start in range(0, len(x), fixed):
+            chunk = x[start : start + fixed]
+            n = len(chunk)
+            if n < fixed:
+                chunk = np.concatenate([chunk, np.repeat(chunk[-1:], fixed - n, axis=0)])
+            for name, value in zip(self.output_names, self.session.run(None, {self.input_name: chunk}), strict=True):
+                parts.setdefault(name, []).append(value[:n] if np.ndim(value) and len(value) == fixed else value)
+        return {name: np.concatenate(values) if all(np.ndim(v) for v in values) else values[-1]
+                for name, values in parts.items()}
+
+
+class ImageRunner:
+    """Any runner that speaks an ONNX model's input, fed cnnkit's images: ``(N, H, W, C)`` pixel values 0..255,
+    converted to the model's layout and dtype by :meth:`cnnkit.onnx_info.ImageInput.to_model`."""
+
+    def __init__(self, runner: Any, image: Any):
+        self.runner = runner
+        self.image = image
+        self.label: str = runner.label
+        self.input_name: str = runner.input_name
+        self.output_names: tuple[str, ...] = runner.output_names
+
+    def infer(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        return self.runner.infer({self.input_name: self.image.to_model(feeds[self.input_name])})
+
+
+def _load_proto(model: bytes) -> Any:
+    import onnx
+
+    try:
+        return onnx.load_from_string(model)
+    except Exception:  # noqa: BLE001 (create_session reports an unreadable model)
+        return None
 
 
 class KerasRunner:

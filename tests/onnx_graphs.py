@@ -1,0 +1,84 @@
+"""Tiny ONNX image classifiers built with ``onnx.helper``: any layout, batch and input dtype, as other exporters write."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+_ONNX_TYPES = {"float32": 1, "uint8": 2, "int8": 3, "float16": 10}
+
+
+def tiny_classifier(path: Path, layout: str = "NCHW", batch: int | str = 1, dtype: str = "float32", hw: int = 8,
+                    channels: int = 3, classes: int = 5, seed: int = 0, reshape_batch: bool = False,
+                    ir_version: int = 9) -> Path:
+    """input -> (Cast) -> *1/255 -> (Transpose NHWC->NCHW) -> Conv 3x3 -> Relu -> Conv 3x3 stride 2 -> Relu
+    -> Flatten (or a Reshape to a constant [batch, -1]) -> Gemm -> Softmax.
+
+    Seeded random weights; the outputs depend on the input. ``batch``: an int fixes it, a string names it.
+    """
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(seed)
+    dims = [batch, channels, hw, hw] if layout == "NCHW" else [batch, hw, hw, channels]
+    x = helper.make_tensor_value_info("image", _ONNX_TYPES[dtype], dims)
+    y = helper.make_tensor_value_info("probs", TensorProto.FLOAT, [batch, classes])
+    inits = [
+        numpy_helper.from_array(np.array(1 / 255, np.float32), "scale"),
+        numpy_helper.from_array(rng.normal(0, 0.5, (8, channels, 3, 3)).astype(np.float32), "w1"),
+        numpy_helper.from_array(rng.normal(0, 0.1, 8).astype(np.float32), "b1"),
+        numpy_helper.from_array(rng.normal(0, 0.5, (8, 8, 3, 3)).astype(np.float32), "w2"),
+        numpy_helper.from_array(rng.normal(0, 0.05, (8 * ((hw + 1) // 2) ** 2, classes)).astype(np.float32), "wd"),
+        numpy_helper.from_array(rng.normal(0, 0.1, classes).astype(np.float32), "bd"),
+    ]
+    nodes = []
+    t = "image"
+    if dtype != "float32":
+        nodes.append(helper.make_node("Cast", [t], ["x_f"], to=TensorProto.FLOAT, name="cast"))
+        t = "x_f"
+    nodes.append(helper.make_node("Mul", [t, "scale"], ["x_s"], name="rescale"))
+    t = "x_s"
+    if layout == "NHWC":
+        nodes.append(helper.make_node("Transpose", [t], ["x_t"], perm=[0, 3, 1, 2], name="to_nchw"))
+        t = "x_t"
+    nodes += [
+        helper.make_node("Conv", [t, "w1", "b1"], ["c1"], kernel_shape=[3, 3], pads=[1, 1, 1, 1], name="conv1"),
+        helper.make_node("Relu", ["c1"], ["r1"], name="relu1"),
+        helper.make_node("Conv", ["r1", "w2"], ["c2"], kernel_shape=[3, 3], strides=[2, 2], pads=[1, 1, 1, 1], name="conv2"),
+        helper.make_node("Relu", ["c2"], ["r2"], name="relu2"),
+    ]
+    if reshape_batch:
+        inits.append(numpy_helper.from_array(np.array([batch if isinstance(batch, int) else 1, -1], np.int64), "flat_shape"))
+        nodes.append(helper.make_node("Reshape", ["r2", "flat_shape"], ["flat"], name="flatten"))
+    else:
+        nodes.append(helper.make_node("Flatten", ["r2"], ["flat"], name="flatten"))
+    nodes += [
+        helper.make_node("Gemm", ["flat", "wd", "bd"], ["logits"], name="dense"),
+        helper.make_node("Softmax", ["logits"], ["probs"], axis=1, name="softmax"),
+    ]
+    graph = helper.make_graph(nodes, "tiny", [x], [y], inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=ir_version,
+                              producer_name="onnx.helper")
+    path.write_bytes(model.SerializeToString())
+    return path
+
+
+def reference_probs(path: Path, images_nhwc: np.ndarray) -> np.ndarray:
+    """What ONNX Runtime says for ``images_nhwc`` (pixels 0..255), fed by hand one image at a time."""
+    import onnx
+    import onnxruntime as ort
+
+    model = onnx.load(str(path))
+    inp = model.graph.input[0]
+    dims = [d.dim_value if d.HasField("dim_value") else None for d in inp.type.tensor_type.shape.dim]
+    dtype = {1: np.float32, 2: np.uint8, 3: np.int8, 10: np.float16}[inp.type.tensor_type.elem_type]
+    sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    nchw = dims[1] in (1, 3) and dims[3] not in (1, 3)
+    out = []
+    for img in images_nhwc:
+        x = img.transpose(2, 0, 1) if nchw else img
+        x = x.astype(np.float32) - 128 if dtype is np.int8 else x
+        b = dims[0] or 1
+        feed = np.repeat(x[None], b, axis=0).astype(dtype)
+        out.append(sess.run(None, {inp.name: feed})[0][0])
+    return np.stack(out)
