@@ -9,14 +9,26 @@ import typer
 from cnnkit.cli.render import console, print_json, shape_text
 
 if TYPE_CHECKING:
+    from cnnkit.onnx_summary import OnnxSummary
     from cnnkit.summary import ModelSummary
 
 
 def summary_command(
-    target: str = typer.Argument(..., help="A spec preset (mnist-cnn), a spec .toml file, or a .keras model."),
+    target: str = typer.Argument(..., help="A spec preset (mnist-cnn), a spec .toml file, a .keras or an .onnx model."),
     as_json: bool = typer.Option(False, "--json", help="Print the summary as JSON."),
 ) -> None:
-    """Per layer: output shape, parameter count and receptive field (size, stride and share of the input)."""
+    """Per layer: output shape, parameter count and receptive field (size, stride and share of the input);
+    for an .onnx model: inputs and outputs with layout and dtype, opset, producer, parameters and MACs per layer,
+    and an operator histogram."""
+    if target.lower().endswith(".onnx"):
+        from cnnkit.onnx_summary import summarize_onnx
+
+        onnx_result = summarize_onnx(target)
+        if as_json:
+            print_json(onnx_result.to_dict())
+        else:
+            render_onnx_summary(onnx_result)
+        return
     if target.endswith(".keras"):
         from cnnkit.build import load_keras_model
         from cnnkit.summary import summarize_keras
@@ -49,3 +61,44 @@ def render_summary(result: ModelSummary) -> None:
         table.add_row(row.name, shape_text(row.output_shape), f"{row.params:,}", rf, stride, share)
     console.print(table)
     console.print(f"total parameters: {result.total_params:,}   (input: {h * w:,} pixels)")
+
+
+def _count(n: int | None) -> str:
+    if n is None:
+        return "?"
+    for unit, size in (("G", 1e9), ("M", 1e6), ("k", 1e3)):
+        if n >= size:
+            return f"{n / size:.3g}{unit}"
+    return str(n)
+
+
+def render_onnx_summary(result: OnnxSummary) -> None:
+    from rich.table import Table
+
+    from cnnkit.onnx_summary import MAC_OPS
+
+    console.print(f"{result.model}: {result.size_bytes:,} bytes, IR {result.ir_version}, opset {result.opset}, "
+                  f"producer {result.producer}, precision {result.precision}")
+    for kind, tensors in (("input", result.inputs), ("output", result.outputs)):
+        for t in tensors:
+            layout = f", {t.layout}" if t.layout else ""
+            console.print(f"{kind:6} {t.name}: {t.dtype} {shape_text(t.shape) or 'scalar'}{layout}")
+    img = result.image_input
+    if img is not None:
+        batch = f"fixed batch {img['batch']}" if img["batch"] is not None else "dynamic batch"
+        console.print(f"image: {img['height']}×{img['width']}×{img['channels']} (H×W×C), {batch}, {img['pixel_encoding']}")
+    else:
+        console.print(f"[yellow]not an image model for cnnkit:[/] {result.image_error}")
+    table = Table(title_justify="left")
+    batch = img["batch"] if img is not None and img["batch"] is not None else 1
+    for col in ("layer", "op", f"output (batch {batch})", "params", "MACs per image", "share"):
+        table.add_column(col, justify="left" if col in ("layer", "op") else "right", overflow="fold")
+    for layer in result.layers:
+        share = "" if not layer.macs or not result.total_macs else f"{100 * layer.macs / result.total_macs:.1f} %"
+        table.add_row(layer.name, layer.op, shape_text(layer.output_shape) if layer.output_shape else "?",
+                      f"{layer.params:,}", _count(layer.macs) if layer.op in MAC_OPS else "-", share)
+    console.print(table)
+    unknown = f" ({result.unknown_macs} layer(s) with unknown shapes not counted)" if result.unknown_macs else ""
+    console.print(f"total: {result.total_params:,} parameters, {_count(result.total_macs)} MACs per image "
+                  f"({result.total_macs:,}){unknown}; {result.nodes:,} nodes")
+    console.print("ops: " + ", ".join(f"{op} {n}" for op, n in result.op_histogram.items()))
