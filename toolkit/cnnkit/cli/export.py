@@ -12,7 +12,7 @@ from cnnkit.cli.render import console, notice, print_json, shape_text
 
 
 def export_command(
-    model: Path = typer.Argument(..., help="The Keras 3 .keras model file."),
+    model: Path = typer.Argument(..., help="The Keras 3 .keras model file (an .onnx file with --make-batch-dynamic)."),
     output: Path = typer.Option(..., "-o", "--output", help="Where to write the .onnx (or .tflite) file."),
     fmt: ExportFormat = typer.Option(ExportFormat.ONNX, "--format", case_sensitive=False,
                                      help="onnx, or tflite: a .tflite for LiteRT (--runtime litert)."),
@@ -25,8 +25,22 @@ def export_command(
     preprocess: str = typer.Option(None, "--preprocess", help="The preprocessing preset recorded in the metadata "
                                    "(raw, unit, tf, torch, caffe). Default: from the spec's value range (raw 0..255)."),
     as_json: bool = typer.Option(False, "--json", help="Print the result as JSON."),
+    make_batch_dynamic: bool = typer.Option(False, "--make-batch-dynamic",
+                                            help="Rewrite a fixed-batch .onnx so it takes any batch, checked by running it at two batch sizes."),
 ) -> None:
     """Export a Keras model to ONNX (NHWC, dynamic batch), checked by onnx.checker and shape inference."""
+    if make_batch_dynamic:
+        from cnnkit.onnx_batch import make_batch_dynamic as rewrite
+
+        done = rewrite(model, output, force)
+        if as_json:
+            print_json(done.to_dict())
+            return
+        reshapes = f"; Reshape targets made batch-agnostic: {', '.join(done.reshapes_rewritten)}" if done.reshapes_rewritten else ""
+        console.print(f"wrote {done.output}: batch {done.old_batch} -> dynamic{reshapes}; ran at batch "
+                      f"{' and '.join(map(str, done.checked_batches))}, outputs equal the original's per image "
+                      f"(max |diff| {done.max_abs_diff:.3g})")
+        return
     if fmt is ExportFormat.TFLITE:
         if input_dtype is not InputDtype.FLOAT32:
             from cnnkit.errors import CnnkitError
