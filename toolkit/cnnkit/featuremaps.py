@@ -1,4 +1,11 @@
-"""The activation maps of every convolution layer for one input, read from the ONNX model's own tensors."""
+"""The activation maps of convolution layers for one input, read from the ONNX model's own tensors.
+
+Bounded by default, so that a big model (MobileNetV2 has 52 convolutions, up to 960 channels) takes seconds:
+at most ``DEFAULT_MAX_LAYERS`` layers, spread evenly from the first convolution to the last, and in each at
+most ``DEFAULT_MAX_CHANNELS`` channels, the most varied ones (highest spatial standard deviation); the
+result and the output say what was left out. Each grid is one image (one ``imshow``), not a subplot per
+channel. ONNX convolutions are NCHW whatever the model's input layout, so every map is read as (C, H, W).
+"""
 
 from __future__ import annotations
 
@@ -14,6 +21,8 @@ from cnnkit.errors import CnnkitError
 from cnnkit.io import atomic_path, check_output_dir, write_json_atomic
 from cnnkit.onnx_info import describe_onnx
 
+DEFAULT_MAX_LAYERS = 16
+DEFAULT_MAX_CHANNELS = 32
 _ACTIVATIONS = {"Relu", "LeakyRelu", "Elu", "Selu", "Sigmoid", "Tanh", "Clip", "HardSwish", "Gelu", "Softplus"}
 
 
@@ -23,6 +32,7 @@ class FeatureMapLayer:
     tensor: str
     shape: tuple[int, ...]  # (channels, height, width)
     png: str
+    channels_shown: tuple[int, ...] = ()  # which channels the grid shows, in grid order
 
 
 @dataclass(frozen=True)
@@ -31,6 +41,20 @@ class FeatureMapsResult:
     source: str  # what the input was
     predicted: int
     layers: tuple[FeatureMapLayer, ...]
+    conv_layers_total: int = 0  # convolution layers in the model (``layers`` may be a subset)
+    max_layers: int | None = None  # the bounds used; None: all
+    max_channels: int | None = None
+
+    @property
+    def selection_note(self) -> str | None:
+        """What was left out, in words (None: every layer and channel is shown)."""
+        parts = []
+        if len(self.layers) < self.conv_layers_total:
+            parts.append(f"{len(self.layers)} of {self.conv_layers_total} convolution layers (evenly spread)")
+        cut = [x for x in self.layers if len(x.channels_shown) < x.shape[0]]
+        if cut:
+            parts.append(f"at most {self.max_channels} channels per layer, the most varied ({len(cut)} layer(s) cut)")
+        return "; ".join(parts) + " (--max-layers 0 --max-channels 0 for all)" if parts else None
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -62,7 +86,9 @@ def load_png(path: Path, shape: tuple[int, ...]) -> np.ndarray:
 
 def _layer_name(node_name: str) -> str:
     parts = node_name.split("/")
-    name = parts[1] if len(parts) > 2 else node_name
+    if node_name.startswith("/") and len(parts) > 2:  # PyTorch: /features/features.0/Conv
+        return parts[-2]
+    name = parts[1] if len(parts) > 2 else node_name  # tf2onnx: model/conv1/Conv2D
     return re.sub(r"_\d+$", "", name)
 
 
@@ -84,8 +110,34 @@ def conv_activation_tensors(model: Any) -> list[tuple[str, str]]:
     return out
 
 
-def save_feature_maps(model_path: Path, image: np.ndarray, out_dir: Path, source: str, force: bool = False) -> FeatureMapsResult:
-    """Run ``image`` (H, W, C raw pixels) through the model and save one PNG grid per convolution layer."""
+def spread(n: int, k: int | None) -> list[int]:
+    """``k`` indices out of ``range(n)``, evenly spread, first and last included (all when ``k`` is None or >= n)."""
+    if k is None or k >= n:
+        return list(range(n))
+    if k <= 1:
+        return [n - 1] if k == 1 else []
+    return sorted({round(i * (n - 1) / (k - 1)) for i in range(k)})
+
+
+def mosaic(fmap: np.ndarray, channels: list[int], pad: int = 1) -> np.ndarray:
+    """Tile ``fmap[channels]`` (each (H, W), scaled to 0..1 on its own) into one near-square image; NaN between."""
+    h, w = fmap.shape[1:]
+    cols = math.ceil(math.sqrt(len(channels)))
+    rows = math.ceil(len(channels) / cols)
+    out = np.full((rows * (h + pad) - pad, cols * (w + pad) - pad), np.nan, np.float32)
+    for k, c in enumerate(channels):
+        m = fmap[c].astype(np.float32)
+        lo, hi = float(np.nanmin(m)), float(np.nanmax(m))
+        m = (m - lo) / (hi - lo) if hi > lo else np.zeros_like(m)
+        r, q = divmod(k, cols)
+        out[r * (h + pad) : r * (h + pad) + h, q * (w + pad) : q * (w + pad) + w] = m
+    return out
+
+
+def save_feature_maps(model_path: Path, image: np.ndarray, out_dir: Path, source: str, force: bool = False,
+                      max_layers: int | None = DEFAULT_MAX_LAYERS, max_channels: int | None = DEFAULT_MAX_CHANNELS) -> FeatureMapsResult:
+    """Run ``image`` ((H, W, C) raw pixels, whatever the model's layout) through the model and save one PNG grid
+    per convolution layer shown. ``max_layers``/``max_channels``: the bounds (None: all)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -95,38 +147,50 @@ def save_feature_maps(model_path: Path, image: np.ndarray, out_dir: Path, source
     from cnnkit.onnx_graph import with_extra_outputs
     from cnnkit.runners import OnnxRuntimeRunner
 
+    for flag, value in (("--max-layers", max_layers), ("--max-channels", max_channels)):
+        if value is not None and value < 0:
+            raise CnnkitError(f"{flag} must be >= 0 (0: all), got {value}")
     info = describe_onnx(model_path)
     if tuple(image.shape) != info.image_shape:
-        raise CnnkitError(f"the input is {image.shape}, {model_path} takes {info.image_shape}")
+        raise CnnkitError(f"the input is {tuple(image.shape)} (H, W, C), {model_path} takes {info.image_shape}")
     out_dir = Path(out_dir)
     check_output_dir(out_dir, force)
     model = onnx.load(str(model_path))
     targets = conv_activation_tensors(model)
     if not targets:
         raise CnnkitError(f"{model_path} has no convolution layers")
-    runner = OnnxRuntimeRunner(with_extra_outputs(model, [t for _, t in targets]), label=model_path.name)
+    chosen = [targets[i] for i in spread(len(targets), max_layers)]
+    runner = OnnxRuntimeRunner(with_extra_outputs(model, [t for _, t in chosen]), label=model_path.name)
     values = runner.infer({runner.input_name: image[None]})
     out_dir.mkdir(parents=True, exist_ok=True)
     layers = []
-    for i, (layer, tensor) in enumerate(targets, 1):
+    for i, (layer, tensor) in enumerate(chosen, 1):
         fmap = values[tensor][0]  # ONNX convolutions are NCHW: (C, H, W)
+        if fmap.ndim != 3:
+            continue  # a 1-D or 3-D convolution: no 2-D maps to draw
         channels = fmap.shape[0]
-        cols = math.ceil(math.sqrt(channels))
-        rows = math.ceil(channels / cols)
-        fig, axes = plt.subplots(rows, cols, figsize=(cols * 1.1, rows * 1.1 + 0.5), squeeze=False)
-        for k, ax in enumerate(axes.flat):
-            ax.axis("off")
-            if k < channels:
-                ax.imshow(fmap[k], cmap="viridis")
-        fig.suptitle(f"{layer}: {channels} maps of {fmap.shape[1]}x{fmap.shape[2]}", fontsize=10)
+        if max_channels is not None and channels > max_channels:
+            spread_ = fmap.reshape(channels, -1).astype(np.float64).std(axis=1)
+            shown = sorted(int(c) for c in np.argsort(-spread_, kind="stable")[:max_channels])
+        else:
+            shown = list(range(channels))
+        grid = mosaic(fmap, shown)
+        fig = plt.figure(figsize=(max(3.0, grid.shape[1] / 40), max(3.0, grid.shape[0] / 40) + 0.5), dpi=80)
+        ax = fig.add_axes((0.02, 0.02, 0.96, 0.86))
+        ax.axis("off")
+        ax.imshow(grid, cmap="viridis", interpolation="nearest")
+        what = f"{len(shown)} of {channels} maps" if len(shown) < channels else f"{channels} maps"
+        fig.suptitle(f"{layer}: {what} of {fmap.shape[1]}x{fmap.shape[2]}", fontsize=9)
         name = f"{i:02d}-{re.sub(r'[^A-Za-z0-9_.-]', '_', layer)}.png"
         with atomic_path(out_dir / name, force=True) as tmp:
             fig.savefig(tmp, dpi=80)
         plt.close(fig)
-        layers.append(FeatureMapLayer(layer, tensor, tuple(int(d) for d in fmap.shape), name))
+        layers.append(FeatureMapLayer(layer, tensor, tuple(int(d) for d in fmap.shape), name, tuple(shown)))
     probs = values[runner.output_names[0]]
-    result = FeatureMapsResult(str(model_path), source, int(np.argmax(probs)), tuple(layers))
-    write_json_atomic(out_dir / "featuremaps.json", result.to_dict(), force=True)
+    result = FeatureMapsResult(str(model_path), source, int(np.argmax(probs)), tuple(layers), len(targets),
+                               max_layers, max_channels)
+    write_json_atomic(out_dir / "featuremaps.json", result.to_dict() | {"selection": result.selection_note},
+                      force=True)
     return result
 
 

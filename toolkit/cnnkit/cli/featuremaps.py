@@ -17,8 +17,11 @@ def featuremaps_command(
     data_dir: Path = typer.Option(None, "--data-dir", envvar="CNNKIT_DATA_DIR"),
     index: int = typer.Option(None, "--index", help="Which test image (with --dataset or the default dataset)."),
     force: bool = typer.Option(False, "--force", help="Write into a non-empty folder."),
+    max_layers: int = typer.Option(16, "--max-layers", help="Convolution layers to draw, evenly spread; 0: all."),
+    max_channels: int = typer.Option(32, "--max-channels", help="Channels per layer, the most varied; 0: all."),
 ) -> None:
-    """Save the activation maps of every convolution layer for one input, as PNG grids with layer name and shape."""
+    """Save the activation maps of convolution layers for one input, as PNG grids with layer name and shape
+    (bounded by default: at most 16 layers and 32 channels each, said in the output)."""
     from cnnkit.errors import CnnkitError
     from cnnkit.featuremaps import feature_maps_from_dataset, load_png, save_feature_maps
     from cnnkit.onnx_info import describe_onnx
@@ -30,7 +33,11 @@ def featuremaps_command(
         x, source = load_png(image, info.image_shape), str(image)
     else:
         x, source = feature_maps_from_dataset(model, dataset, data_dir, index)
-    result = save_feature_maps(model, x, output, source, force)
+    result = save_feature_maps(model, x, output, source, force, max_layers=max_layers or None,
+                               max_channels=max_channels or None)
     console.print(f"{source}: predicted class {result.predicted}")
     for layer in result.layers:
-        console.print(f"  {layer.layer}: {'x'.join(map(str, layer.shape))} -> {output / layer.png}")
+        cut = f" ({len(layer.channels_shown)} shown)" if len(layer.channels_shown) < layer.shape[0] else ""
+        console.print(f"  {layer.layer}: {'x'.join(map(str, layer.shape))}{cut} -> {output / layer.png}")
+    if result.selection_note:
+        console.print(f"shown: {result.selection_note}")
