@@ -35,18 +35,21 @@ from cnnkit.sessions import SessionConfig, SessionInfo, create_session
 
 SCHEMA = "cnnkit.bench/1"
 DEFAULT_BATCH_SIZES = (1, 8, 32, 64, 128, 256)
+DEFAULT_WARMUP, DEFAULT_MIN_TIME_S, DEFAULT_MIN_ITERATIONS = 10, 1.0, 50
 
 
 @dataclass(frozen=True)
 class BenchConfig:
-    """Defaults: CPU, batch sizes 1..256, 10 warm-up runs per shape, >= 50 runs and >= 1 s per shape."""
+    """Defaults: CPU; batch sizes, warm-up runs, minimum runs and time per shape fitted to the model's MACs
+    (:func:`fit_defaults`; for a small model: batches 1..256, 10 warm-up runs, >= 50 runs and >= 1 s per shape).
+    A value given explicitly is kept as given."""
 
     models: tuple[Path, ...]
-    batch_sizes: tuple[int, ...] = DEFAULT_BATCH_SIZES
+    batch_sizes: tuple[int, ...] | None = None  # None: fitted to the model
     session: SessionConfig = field(default_factory=SessionConfig)
-    warmup: int = 10
-    min_time_s: float = 1.0
-    min_iterations: int = 50
+    warmup: int | None = None
+    min_time_s: float | None = None
+    min_iterations: int | None = None
     include_copies: bool = False
     tune: bool = False
     tune_time_s: float = 0.3  # per trial while tuning; the winner is then measured with min_time_s
@@ -65,13 +68,13 @@ class BenchConfig:
     def __post_init__(self) -> None:
         if not self.models:
             raise CnnkitError("no model given", hint="cnnkit bench MODEL.onnx [MORE.onnx ...]")
-        if not self.batch_sizes or any(b <= 0 for b in self.batch_sizes):
+        if self.batch_sizes is not None and (not self.batch_sizes or any(b <= 0 for b in self.batch_sizes)):
             raise CnnkitError(f"--batch-sizes must be positive integers, got {list(self.batch_sizes)}")
-        if self.warmup < 0:
+        if self.warmup is not None and self.warmup < 0:
             raise CnnkitError(f"--warmup must be >= 0, got {self.warmup}")
-        if self.min_iterations <= 0:
+        if self.min_iterations is not None and self.min_iterations <= 0:
             raise CnnkitError(f"--min-iterations must be positive, got {self.min_iterations}")
-        if not (self.min_time_s >= 0 and math.isfinite(self.min_time_s)):
+        if self.min_time_s is not None and not (self.min_time_s >= 0 and math.isfinite(self.min_time_s)):
             raise CnnkitError(f"--min-time must be a non-negative number of seconds, got {self.min_time_s}")
         if not self.runtimes:
             raise CnnkitError("no runtime given", hint="--runtime onnxruntime,openvino,litert")
@@ -164,6 +167,16 @@ class TuneTrial:
 
 
 @dataclass(frozen=True)
+class SkippedCase:
+    """A batch size a model was not measured at, and why (a fixed-batch model takes no other)."""
+
+    model: str
+    batch_size: int
+    reason: str
+    hint: str | None = None
+
+
+@dataclass(frozen=True)
 class BenchResult:
     schema: str
     created: str
@@ -176,6 +189,7 @@ class BenchResult:
     memory: tuple[MemoryResult, ...] = ()
     cold_start: tuple[ColdStartResult, ...] = ()
     concurrency: tuple[ConcurrencyPoint, ...] = ()
+    skipped: tuple[SkippedCase, ...] = ()
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -196,8 +210,9 @@ class BenchResult:
         )
         trials = tuple(TuneTrial(**t) for t in data.get("trials", ()))
         extra = extras_from_dict(data)
+        skipped = tuple(SkippedCase(**s) for s in data.get("skipped", ()))
         return cls(data["schema"], data["created"], data["config"], data["environment"], cases, trials,
-                   extra.profiles, extra.memory, extra.cold_start, extra.concurrency)
+                   extra.profiles, extra.memory, extra.cold_start, extra.concurrency, skipped)
 
     @classmethod
     def load(cls, path: str | Path) -> BenchResult:
@@ -253,10 +268,100 @@ def time_slice(run: Callable[[], Any], min_iterations: int, min_time_s: float, w
 
 
 def make_input(info: OnnxModelInfo, batch_size: int, seed: int) -> np.ndarray:
-    """A seeded batch of pixel values 0..255 in the model's input dtype."""
+    """A seeded batch of pixel values 0..255 in the model's input layout and dtype."""
     rng = np.random.default_rng(seed + batch_size)
-    x = rng.integers(0, 256, (batch_size, *info.image_shape))
-    return x.astype(np.dtype(info.input_dtype) if info.input_dtype in ("uint8", "float16") else np.float32)
+    x = rng.integers(0, 256, (batch_size, *info.image_shape)).astype(np.float32)
+    return info.input.to_model(x) if info.input is not None else x
+
+
+# --- defaults fitted to the model --------------------------------------------------------------------
+
+# Per-core multiply-accumulate rate assumed for fp32 on a CPU, to guess a model's time before measuring it.
+# Measured here (AMD EPYC Zen 4, 2 cores shared with other jobs, load average ~8, onnxruntime 1.31.1):
+# ResNet50 (3.86 GMACs per image) ran 8.3 GMAC/s at batch 1 and 7.9 at batch 8, ~4 per core. A quiet
+# machine is faster; a guess on the slow side keeps the sweep short where it matters.
+ASSUMED_MACS_PER_CORE_S = 4e9
+MAX_INFERENCE_S = 4.0  # a batch size whose one inference is guessed longer is left out
+SWEEP_BUDGET_S = 120.0  # guessed seconds of warm-up and timed runs over all batch sizes, at most
+
+
+@dataclass(frozen=True)
+class FittedDefaults:
+    """What ``cnnkit bench`` chose for options not given, from the heaviest model's MACs."""
+
+    macs_per_image: int
+    cores: int
+    guessed_ms_per_image: float
+    batch_sizes: tuple[int, ...]
+    warmup: int
+    min_iterations: int
+    min_time_s: float
+    reason: str
+    applied: tuple[str, ...] = ()  # the options that were not given and took these values
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self) | {"guessed_sweep_s": self.guessed_sweep_s()}
+
+    def guessed_sweep_s(self) -> float:
+        """The guessed length of warm-up and timed runs over all batch sizes (sessions left out)."""
+        t1 = self.guessed_ms_per_image / 1e3
+        return sum(self.warmup * b * t1 + max(self.min_iterations * b * t1, self.min_time_s) for b in self.batch_sizes)
+
+
+def fit_defaults(macs_per_image: int, cores: int) -> FittedDefaults:
+    """Batch sizes and runs per batch size that keep a sweep to a couple of minutes for a heavy model.
+
+    One image is guessed to take ``macs / (cores x ASSUMED_MACS_PER_CORE_S)``. Batch sizes whose inference is
+    guessed over ``MAX_INFERENCE_S`` are left out (batch 1 always stays). If the usual 10 warm-up and 50 timed
+    runs per batch size would take more than ``SWEEP_BUDGET_S`` in all, warm-up drops to 3 runs and the timed
+    runs to what fits the budget (never under 10). A light model keeps the usual defaults: batches 1..256,
+    10 warm-up runs, >= 50 runs and >= 1 s per batch size.
+    """
+    cores = max(1, cores)
+    t1 = macs_per_image / (cores * ASSUMED_MACS_PER_CORE_S) if macs_per_image > 0 else 0.0
+    batches = tuple(b for b in DEFAULT_BATCH_SIZES if b == 1 or b * t1 <= MAX_INFERENCE_S)
+    usual = FittedDefaults(int(macs_per_image), cores, 1e3 * t1, batches, DEFAULT_WARMUP, DEFAULT_MIN_ITERATIONS,
+                           DEFAULT_MIN_TIME_S, "")
+    heavy = usual.guessed_sweep_s() > SWEEP_BUDGET_S
+    fitted = usual
+    if heavy:
+        per_run = sum(b * t1 for b in batches)  # one run at every batch size
+        runs = int(min(DEFAULT_MIN_ITERATIONS, max(10, SWEEP_BUDGET_S / per_run - 3)))
+        fitted = dataclasses.replace(usual, warmup=3, min_iterations=runs)
+    if macs_per_image <= 0:
+        reason = "MACs unknown: the usual defaults"
+    elif not heavy and batches == DEFAULT_BATCH_SIZES:
+        reason = f"{_macs_text(macs_per_image)} per image: light enough for the usual defaults"
+    else:
+        reason = (f"{_macs_text(macs_per_image)} per image, guessed {1e3 * t1:.3g} ms per image on {cores} core(s) "
+                  f"at {ASSUMED_MACS_PER_CORE_S / 1e9:g} GMAC/s per core: batch sizes up to ~{MAX_INFERENCE_S:g} s per "
+                  f"inference" + (f", runs cut to a guessed sweep of ~{fitted.guessed_sweep_s():.0f} s" if heavy else ""))
+    return dataclasses.replace(fitted, reason=reason)
+
+
+def _macs_text(macs: int) -> str:
+    return f"{macs / 1e9:.3g} GMACs" if macs >= 1e8 else f"{macs / 1e6:.3g} MMACs"
+
+
+def resolve_defaults(config: BenchConfig) -> tuple[BenchConfig, FittedDefaults | None]:
+    """``config`` with every option left as None fitted to its heaviest model (None: nothing was left open)."""
+    open_fields = [f for f in ("batch_sizes", "warmup", "min_time_s", "min_iterations") if getattr(config, f) is None]
+    if not open_fields:
+        return config, None
+    from cnnkit.onnx_summary import summarize_onnx
+
+    macs = 0
+    for model in config.models:
+        try:
+            macs = max(macs, summarize_onnx(model).total_macs)
+        except CnnkitError:
+            pass  # describe_onnx reports a bad file before anything is measured
+    fitted = fit_defaults(macs, cpu_info()["usable_cores"] or 1)
+    if config.session.provider.lower() not in ("cpu", "cpuexecutionprovider"):
+        fitted = dataclasses.replace(fit_defaults(0, fitted.cores), macs_per_image=macs,
+                                     reason=f"provider {config.session.provider}: the usual defaults (the fit assumes a CPU)")
+    fitted = dataclasses.replace(fitted, applied=tuple(open_fields))
+    return dataclasses.replace(config, **{f: getattr(fitted, f) for f in open_fields}), fitted
 
 
 def _runner(session: Any, info: OnnxModelInfo, x: np.ndarray, sinfo: SessionInfo, config: SessionConfig,
@@ -464,6 +569,8 @@ def run_benchmark(config: BenchConfig, progress: ProgressCallback | None = None,
 
     With several models, each batch size is measured in ``rounds`` alternating rounds (in shuffled order), so
     that drift of a shared machine hits every model alike; the minimum time and count are split over them.
+    Options left as None are fitted to the models (:func:`resolve_defaults`); a fixed-batch model is measured
+    at the batch sizes it takes and the others are recorded in ``skipped``.
     """
     import random
 
@@ -471,6 +578,21 @@ def run_benchmark(config: BenchConfig, progress: ProgressCallback | None = None,
     described = {m: describe_onnx(m) for m in config.models}  # fail on a bad file before measuring anything
     infos = [described[m] for m, _ in entries]
     _check_runtimes(config)
+    given_batches = config.batch_sizes is not None
+    config, fitted = resolve_defaults(config)
+    assert config.batch_sizes is not None and config.warmup is not None
+    assert config.min_time_s is not None and config.min_iterations is not None
+    batch_sizes = list(config.batch_sizes)
+    if not given_batches:  # a fixed-batch model is measured at its own batch, whatever the fit chose
+        batch_sizes = sorted(set(batch_sizes) | {i.input.batch for i in described.values() if i.input and i.input.batch})
+        config = dataclasses.replace(config, batch_sizes=tuple(batch_sizes))
+    skipped = [SkippedCase(str(m), b, *_batch_refusal(m, info, b))
+               for b in batch_sizes for m, info in described.items()
+               if info.input is not None and not info.input.accepts_batch(b)]
+    refused = {(s.model, s.batch_size) for s in skipped}
+    if all((str(m), b) in refused for m in config.models for b in batch_sizes):
+        first = skipped[0]
+        raise CnnkitError(f"nothing to measure: {first.reason}", hint=first.hint)
     plans: list[list[SessionConfig]] = []
     for model, choice in entries:
         if config.tune and choice.runtime == "onnxruntime":
@@ -478,9 +600,16 @@ def run_benchmark(config: BenchConfig, progress: ProgressCallback | None = None,
             plans.append(tune_candidates(config.session, probe.active))
         else:
             plans.append([])
-    rounds = config.rounds if len(entries) > 1 else 1
-    total = len(config.batch_sizes) * (sum(len(plan) * (1 + TUNE_ROUNDS) for plan in plans)
-                                       + len(entries) * (rounds + 1)) + extra_steps(config)
+
+    def runs_at(b: int) -> list[int]:
+        """The entries measured at batch size ``b``."""
+        return [i for i, (m, _) in enumerate(entries) if (str(m), b) not in refused]
+
+    def rounds_at(b: int) -> int:
+        return config.rounds if len(runs_at(b)) > 1 else 1
+
+    total = sum(sum(len(plans[i]) * (1 + TUNE_ROUNDS) for i in runs_at(b)) + len(runs_at(b)) * (rounds_at(b) + 1)
+                for b in batch_sizes) + extra_steps(config)
     done = 0
 
     def step(what: str) -> None:
@@ -492,18 +621,21 @@ def run_benchmark(config: BenchConfig, progress: ProgressCallback | None = None,
     measured: list[tuple[int, BenchCase]] = []  # (entry index, case)
     trials: list[TuneTrial] = []
     rng = random.Random(config.seed)
-    for b in config.batch_sizes:
+    for b in batch_sizes:
+        here = runs_at(b)
+        rounds_b = rounds_at(b)
         chosen: list[SessionConfig] = []
-        for (model, _), info, plan in zip(entries, infos, plans, strict=True):
-            if not plan:
+        for i in here:
+            if not plans[i]:
                 chosen.append(config.session)
                 continue
-            options, tried = _tune_batch(model, info, b, plan, config, rng, step)
+            options, tried = _tune_batch(entries[i][0], infos[i], b, plans[i], config, rng, step)
             trials += tried
             chosen.append(options)
         # One session per model, created and first-run timed, warmed up; then the alternating rounds.
         prepared = []
-        for (model, choice), info, session_config in zip(entries, infos, chosen, strict=True):
+        for i, session_config in zip(here, chosen, strict=True):
+            (model, choice), info = entries[i], infos[i]
             step(f"{_entry_name(model, choice)} batch {b}: session")
             if choice.runtime == "onnxruntime":
                 prepared.append(_prepare(model, info, b, session_config, config) | {"precision": info.precision})
@@ -512,21 +644,23 @@ def run_benchmark(config: BenchConfig, progress: ProgressCallback | None = None,
         samples: list[list[int]] = [[] for _ in prepared]
         round_p50: list[list[float]] = [[] for _ in prepared]
         order = list(range(len(prepared)))
-        for _ in range(rounds):
+        for _ in range(rounds_b):
             rng.shuffle(order)
-            for i in order:
-                step(f"{_entry_name(*entries[i])} batch {b}")
-                got = time_slice(prepared[i]["run"], max(1, -(-config.min_iterations // rounds)), config.min_time_s / rounds)
-                samples[i] += got
-                round_p50[i].append(float(np.median(got)) / 1e6)
-        for i, ((model, choice), info, prep, got) in enumerate(zip(entries, infos, prepared, samples, strict=True)):
+            for k in order:
+                step(f"{_entry_name(*entries[here[k]])} batch {b}")
+                got = time_slice(prepared[k]["run"], max(1, -(-config.min_iterations // rounds_b)),
+                                 config.min_time_s / rounds_b)
+                samples[k] += got
+                round_p50[k].append(float(np.median(got)) / 1e6)
+        for k, (i, prep, got) in enumerate(zip(here, prepared, samples, strict=True)):
+            (model, choice), info = entries[i], infos[i]
             provider = prep["info"] if isinstance(prep["info"], dict) else prep["info"].to_dict()
             measured.append((i, BenchCase(
                 model=str(model), model_sha256=info.sha256, precision=prep["precision"], batch_size=b,
                 provider=provider, stats=LatencyStats.from_samples(got, b), samples_ns=tuple(got),
                 warmup=config.warmup, session_create_ms=prep["created_ms"], first_inference_ms=prep["first_ms"],
                 peak_rss_mb=_peak_rss_mb(), io_binding=prep["bound"], include_copies=config.include_copies,
-                tuned=bool(plans[i]), runtime=choice.runtime, round_p50_ms=tuple(round_p50[i]),
+                tuned=bool(plans[i]), runtime=choice.runtime, round_p50_ms=tuple(round_p50[k]),
             )))
         prepared.clear()  # release this batch size's sessions (and their thread pools) before the next
     measured.sort(key=lambda item: (item[0], item[1].batch_size))  # entry by entry, as given
@@ -538,10 +672,11 @@ def run_benchmark(config: BenchConfig, progress: ProgressCallback | None = None,
         schema=SCHEMA,
         created=datetime.now(timezone.utc).isoformat(timespec="seconds"),
         config={
-            "models": [str(m) for m in config.models], "batch_sizes": list(config.batch_sizes),
+            "models": [str(m) for m in config.models], "batch_sizes": batch_sizes,
+            "fitted_defaults": fitted.to_dict() if fitted is not None else None,
             "session": config.session.to_dict(), "warmup": config.warmup, "min_time_s": config.min_time_s,
             "min_iterations": config.min_iterations, "include_copies": config.include_copies, "tune": config.tune,
-            "interleaved_rounds": rounds, "runtimes": [r.label for r in config.runtimes],
+            "interleaved_rounds": config.rounds if len(entries) > 1 else 1, "runtimes": [r.label for r in config.runtimes],
             "tflite": str(config.tflite) if config.tflite else None,
             "tune_time_s": config.tune_time_s, "seed": config.seed, "clock": "time.perf_counter_ns",
             "profile": config.profile, "profile_runs": config.profile_runs, "memory": config.memory,
@@ -552,6 +687,7 @@ def run_benchmark(config: BenchConfig, progress: ProgressCallback | None = None,
         cases=tuple(cases),
         trials=tuple(trials),
         profiles=extra.profiles, memory=extra.memory, cold_start=extra.cold_start, concurrency=extra.concurrency,
+        skipped=tuple(skipped),
     )
 
 
@@ -568,6 +704,17 @@ def _check_runtimes(config: BenchConfig) -> None:
         if choice.runtime == "litert":
             for model in config.models:
                 tflite_path(model, config.tflite)
+
+
+def _batch_refusal(model: Path, info: OnnxModelInfo, batch_size: int) -> tuple[str, str | None]:
+    """Why ``model`` is not measured at ``batch_size``, and how to make it take any batch."""
+    from cnnkit.onnx_info import MAKE_DYNAMIC_HINT
+
+    assert info.input is not None and info.input.batch is not None
+    return (f"{Path(model).name} takes a fixed batch of {info.input.batch} (input {info.input.name} "
+            f"{list(info.input.shape)}), not {batch_size}",
+            f"to measure other batch sizes, make the batch dynamic where the graph allows it: "
+            f"{MAKE_DYNAMIC_HINT.format(model=model)}")
 
 
 @dataclass(frozen=True)

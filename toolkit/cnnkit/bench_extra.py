@@ -58,8 +58,10 @@ def measure_extras(config: BenchConfig, infos: list[OnnxModelInfo], step: Callab
     cores = cpu_info()["usable_cores"] or 1
     for model, info in zip(config.models, infos, strict=True):
         name = Path(model).name
+        # A fixed-batch model takes its own batch only (the others are in the result's ``skipped``).
+        batches = [b for b in config.batch_sizes if info.input is None or info.input.accepts_batch(b)]
         if config.profile:
-            for b in config.batch_sizes:
+            for b in batches:
                 step(f"{name} batch {b}: operator profile")
                 profiles.append(profile_model(model, config.session, make_input(info, b, config.seed), info.input_name,
                                               runs=config.profile_runs))
@@ -69,21 +71,26 @@ def measure_extras(config: BenchConfig, infos: list[OnnxModelInfo], step: Callab
             for i in range(_children(config, arena)):
                 step(f"{name}: fresh process {i + 1} (arena {'on' if arena else 'off'})")
                 kids.append(measure_in_child(
-                    model, session, info.image_shape, make_input(info, 1, config.seed).dtype.name, info.input_name,
-                    config.batch_sizes if config.memory else (), min(config.batch_sizes), config.memory_runs, config.seed))
+                    model, session, _sample_shape(info), make_input(info, batches[0], config.seed).dtype.name,
+                    info.input_name, batches if config.memory else (), min(batches), config.memory_runs, config.seed))
             if not kids:
                 continue
             if config.memory:
                 memory.append(summarize_memory(str(model), kids, config.memory_runs))
             if arena == config.session.cpu_mem_arena and config.cold_starts:
                 cold.append(summarize_cold_start(str(model), kids))
-        for b in config.batch_sizes:
+        for b in batches:
             x = make_input(info, b, config.seed)
             for n in config.concurrency:
                 step(f"{name} batch {b}: {n} in flight")
                 points.append(measure_concurrency(model, config.session, x, info.input_name, n, cores,
                                                   min_time_s=config.min_time_s, min_requests=config.min_iterations))
     return ExtraMeasurements(tuple(profiles), tuple(memory), tuple(cold), tuple(points))
+
+
+def _sample_shape(info: OnnxModelInfo) -> tuple[int, ...]:
+    """One input sample in the model's own layout (the child process feeds the session directly)."""
+    return tuple(info.input.model_shape(1)[1:]) if info.input is not None else tuple(info.image_shape)
 
 
 def extras_from_dict(data: dict[str, Any]) -> ExtraMeasurements:

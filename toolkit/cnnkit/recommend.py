@@ -124,6 +124,8 @@ def recommend(result: BenchResult, accuracy: list[CandidateAccuracy], max_drop_p
     for model in result.config["models"]:
         for b in result.config["batch_sizes"]:
             cases = [c for c in result.cases if c.model == model and c.batch_size == b]
+            if not cases:
+                continue  # a batch size this (fixed-batch) model does not take: listed in result.skipped
             default = next((c for c in cases if c.runtime == "onnxruntime"), None)
             if default is None:
                 raise CnnkitError("--recommend needs ONNX Runtime among the runtimes (it is the default to beat)",

@@ -24,10 +24,12 @@ def bench_command(
                                             "against the default, in points."),
     dataset: str = typer.Option(None, "--dataset", help="--recommend: the labelled data to evaluate on. Default: the model's."),
     data_dir: Path = typer.Option(None, "--data-dir", envvar="CNNKIT_DATA_DIR"),
-    batch_sizes: str = typer.Option("1,8,32,64,128,256", "--batch-sizes"),
-    warmup: int = typer.Option(10, "--warmup", help="Warm-up runs per input shape."),
-    min_time: float = typer.Option(1.0, "--min-time", help="Seconds of timed runs per shape, at least."),
-    min_iterations: int = typer.Option(50, "--min-iterations", help="Timed runs per shape, at least."),
+    batch_sizes: str = typer.Option(None, "--batch-sizes", show_default=False,
+                                    help="Comma-separated. Default: fitted to the model's MACs (1,8,32,64,128,256 for a small model); a fixed-batch model adds its own."),
+    warmup: int = typer.Option(None, "--warmup", show_default=False, help="Warm-up runs per input shape. Default: 10, fewer for a heavy model."),
+    min_time: float = typer.Option(None, "--min-time", show_default=False, help="Seconds of timed runs per shape, at least. Default: 1."),
+    min_iterations: int = typer.Option(None, "--min-iterations", show_default=False,
+                                       help="Timed runs per shape, at least. Default: 50, fewer for a heavy model."),
     threads: int = typer.Option(0, "--threads", help="Intra-op threads; 0: ONNX Runtime's default."),
     inter_op_threads: int = typer.Option(0, "--inter-op-threads", help="Inter-op threads (parallel execution mode); 0: default."),
     graph_optimization: GraphOptimization = typer.Option(GraphOptimization.ALL, "--graph-optimization",
@@ -82,7 +84,7 @@ def bench_command(
     if json_out is not None:
         check_writable(json_out, force)
     config = BenchConfig(
-        models=tuple(models), batch_sizes=parse_batch_sizes(batch_sizes),
+        models=tuple(models), batch_sizes=parse_batch_sizes(batch_sizes) if batch_sizes is not None else None,
         session=SessionConfig(provider=provider, intra_op_threads=threads, inter_op_threads=inter_op_threads,
                               graph_optimization=graph_optimization, execution_mode=execution_mode, allow_spinning=spinning,
                               device_id=device_id, cudnn_conv_algo_search=cudnn_conv_algo_search, cuda_graph=cuda_graph,
@@ -134,6 +136,20 @@ def render_bench(result, wide: bool = False) -> None:  # noqa: ANN001 (BenchResu
     fallbacks = {c.provider["fallback_reason"] for c in result.cases if c.provider.get("fallback")}
     for reason in fallbacks:
         console.print(f"[bold red]FALLBACK:[/] {result.config['session']['provider']} did not load ({reason}); these figures are from the CPU")
+    fitted = result.config.get("fitted_defaults")
+    if fitted and fitted.get("applied"):
+        chosen = {"batch_sizes": f"batch sizes {','.join(map(str, fitted['batch_sizes']))}",
+                  "warmup": f"{fitted['warmup']} warm-up runs", "min_iterations": f">= {fitted['min_iterations']} runs",
+                  "min_time_s": f">= {fitted['min_time_s']:g} s"}
+        console.print(f"chosen for the model: {', '.join(chosen[f] for f in fitted['applied'])} per shape "
+                      f"({fitted['reason']}); give the options to override")
+    by_model: dict[str, list] = {}
+    for skip in result.skipped:
+        by_model.setdefault(skip.model, []).append(skip)
+    for model, skips in by_model.items():
+        reason = skips[0].reason.rsplit(", not ", 1)[0]
+        console.print(f"[yellow]skipped:[/] {Path(model).name} at batch {', '.join(str(s.batch_size) for s in skips)}: "
+                      f"{reason} (hint: {skips[0].hint})")
     precisions = {c.precision for c in result.cases}
     if len(precisions) > 1:
         console.print(f"[yellow]note:[/] the rows differ in precision ({', '.join(sorted(precisions))}): they are not the same "
