@@ -1,0 +1,124 @@
+"""Every command on ONNX classifiers as other exporters write them (NCHW, fixed batch, float16/uint8/int8
+inputs), built with onnx.helper: exit 0 with figures a direct onnxruntime check confirms, or a one-line exit 1."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from tests.cli.test_cli_foundation import assert_user_error, run
+from tests.onnx_graphs import reference_probs, tiny_classifier
+
+# 28x28x1 so that the bundled digits dataset (and MNIST) fits them.
+VARIANTS = [("NCHW", 1, "float32"), ("NCHW", 4, "float16"), ("NHWC", 2, "uint8"), ("NCHW", "N", "int8")]
+
+
+def _model(tmp_path: Path, layout, batch, dtype) -> Path:
+    return tiny_classifier(tmp_path / f"{layout}-{batch}-{dtype}.onnx", layout, batch, dtype, hw=28, channels=1, classes=10)
+
+
+@pytest.mark.parametrize(("layout", "batch", "dtype"), VARIANTS, ids=lambda v: str(v))
+def test_every_command_on_an_onnx_classifier(tmp_path: Path, layout, batch, dtype) -> None:
+    from cnnkit.datasets import load_dataset
+
+    model = _model(tmp_path, layout, batch, dtype)
+    fixed = batch if isinstance(batch, int) else None
+    digits = load_dataset("digits", None, require_train=False)
+    want = reference_probs(model, digits.x_test.astype(np.float32)).argmax(axis=1)
+
+    # summary: layout, dtype, batch and MACs.
+    r = run("summary", model, "--json")
+    assert r.exit_code == 0, r.output
+    s = json.loads(r.stdout)
+    assert s["image_input"]["layout"] == layout and s["image_input"]["dtype"] == dtype and s["image_input"]["batch"] == fixed
+    assert s["total_macs"] == 28 * 28 * 8 * 9 + 14 * 14 * 8 * 72 + 14 * 14 * 8 * 10
+
+    # bench: measured at the batch sizes the model takes, the others skipped with the reason.
+    r = run("bench", model, "--batch-sizes", "1,2,4", "--warmup", "1", "--min-time", "0", "--min-iterations", "3",
+            "--json", tmp_path / "bench.json")
+    assert r.exit_code == 0, r.output
+    bench = json.loads((tmp_path / "bench.json").read_text())
+    measured = [c["batch_size"] for c in bench["cases"]]
+    assert measured == ([fixed] if fixed else [1, 2, 4])
+    assert [s["batch_size"] for s in bench["skipped"]] == [b for b in (1, 2, 4) if fixed and b != fixed]
+    if fixed:
+        assert "skipped:" in r.stdout and "--make-batch-dynamic" in r.stdout
+
+    # eval: the accuracy onnxruntime gives when fed by hand.
+    r = run("eval", model, "--dataset", "digits", "--json", tmp_path / "eval.json")
+    assert r.exit_code == 0, r.output
+    ev = json.loads((tmp_path / "eval.json").read_text())
+    assert ev["models"][0]["accuracy"] == pytest.approx(float(np.mean(want == digits.y_test)))
+
+    # parity against a float32, dynamic-batch, NHWC twin with the same weights (int8 input means pixel - 128).
+    twin = tiny_classifier(tmp_path / "twin.onnx", "NHWC", "N", "float32", hw=28, channels=1, classes=10)
+    r = run("parity", twin, model, "--dataset", "digits", "--json", tmp_path / "parity.json")
+    p = json.loads((tmp_path / "parity.json").read_text())
+    assert p["batch_sizes"] == ([fixed] if fixed else [1, 7, 64])
+    if dtype == "int8":
+        assert r.exit_code == 1 and not p["passed"]  # fed pixel - 128, a different input: a real FAIL
+    else:
+        assert r.exit_code == 0 and p["passed"], r.output
+
+    # quantize fp16 (and static INT8 for the float32 one), checked and timed at the model's own batch.
+    r = run("quantize", model, "-o", tmp_path / "fp16.onnx", "--mode", "fp16", "--dataset", "digits",
+            "--max-accuracy-drop", "100", "--json", tmp_path / "q.json")
+    assert r.exit_code == 0, r.output
+    q = json.loads((tmp_path / "q.json").read_text())
+    assert list(q["speed"]["fp32_p50_ms"]) == ([str(fixed)] if fixed else ["1", "64"])
+    assert q["top1_agreement"] > 0.9
+
+    # featuremaps: the image read as (H, W, C) = 28x28x1 whatever the layout.
+    from PIL import Image
+
+    Image.fromarray(digits.x_test[0, :, :, 0]).save(tmp_path / "digit.png")
+    r = run("featuremaps", model, "--image", tmp_path / "digit.png", "-o", tmp_path / "maps")
+    assert r.exit_code == 0, r.output
+    fm = json.loads((tmp_path / "maps" / "featuremaps.json").read_text())
+    assert [x["shape"] for x in fm["layers"]] == [[8, 28, 28], [8, 14, 14]]
+    assert fm["predicted"] == int(want[0])
+
+
+def test_static_quantization_of_a_fixed_batch_nchw_model(tmp_path: Path) -> None:
+    model = _model(tmp_path, "NCHW", 1, "float32")
+    r = run("quantize", model, "-o", tmp_path / "int8.onnx", "--dataset", "digits", "--calibration-samples", "20",
+            "--max-accuracy-drop", "100", "--max-attempts", "0", "--json", tmp_path / "q.json")
+    assert r.exit_code == 0, r.output
+    from cnnkit.onnx_info import describe_onnx
+
+    info = describe_onnx(tmp_path / "int8.onnx")
+    assert info.precision == "int8-static" and info.input.batch == 1 and info.layout == "NCHW"
+
+
+def test_bench_refuses_only_batch_sizes_a_fixed_model_cannot_take(tmp_path: Path) -> None:
+    model = _model(tmp_path, "NCHW", 1, "float32")
+    assert_user_error(run("bench", model, "--batch-sizes", "8,16"), "nothing to measure", "fixed batch of 1",
+                      "--make-batch-dynamic")
+    r = run("bench", model, "--warmup", "1", "--min-time", "0", "--min-iterations", "2", "--json", tmp_path / "b.json")
+    assert r.exit_code == 0, r.output
+    b = json.loads((tmp_path / "b.json").read_text())
+    assert [c["batch_size"] for c in b["cases"]] == [1] and len(b["skipped"]) == 5
+    assert b["config"]["fitted_defaults"]["applied"] == ["batch_sizes"] and "chosen for the model" in r.stdout
+
+
+def test_make_batch_dynamic_cli(tmp_path: Path) -> None:
+    model = tiny_classifier(tmp_path / "fixed.onnx", "NCHW", 1, "float32", reshape_batch=True)
+    r = run("export", "--make-batch-dynamic", model, "-o", tmp_path / "dyn.onnx")
+    assert r.exit_code == 0, r.output
+    assert "batch 1 -> dynamic" in r.stdout and "flatten" in r.stdout
+    r = run("bench", tmp_path / "dyn.onnx", "--batch-sizes", "1,3", "--warmup", "0", "--min-time", "0", "--min-iterations", "2")
+    assert r.exit_code == 0 and "skipped" not in r.stdout, r.output
+    assert_user_error(run("export", "--make-batch-dynamic", tmp_path / "dyn.onnx", "-o", tmp_path / "x.onnx"), "already dynamic")
+
+
+def test_onnx_summary_text(tmp_path: Path) -> None:
+    model = _model(tmp_path, "NHWC", "N", "uint8")
+    r = run("summary", model)
+    assert r.exit_code == 0, r.output
+    for fragment in ("opset 17", "producer onnx.helper", "uint8", "NHWC", "dynamic batch", "conv1", "MACs per image",
+                     "ops: "):
+        assert fragment in r.stdout
+    assert_user_error(run("summary", tmp_path / "missing.onnx"), "not found")
