@@ -63,12 +63,14 @@ def test_feeding_converts_layout_and_dtype(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize(("layout", "batch", "dtype"), MODELS)
 def test_runner_takes_any_batch_and_matches_onnxruntime(tmp_path: Path, layout, batch, dtype) -> None:
-    from cnnkit.runners import OnnxRuntimeRunner, run_batched
+    from cnnkit.runners import ImageRunner, OnnxRuntimeRunner, run_batched
 
     path = tiny_classifier(tmp_path / "m.onnx", layout, batch, dtype, hw=10)
     images = np.random.default_rng(1).integers(0, 256, (7, 10, 10, 3)).astype(np.float32)
     runner = OnnxRuntimeRunner(path)
-    got = run_batched(runner, images, 3)["probs"]
+    native = run_batched(runner, runner.image.to_model(images), 3)["probs"]  # the model's own input, any count
+    got = run_batched(ImageRunner(runner, runner.image), images, 3)["probs"]
+    np.testing.assert_array_equal(got, native)
     want = reference_probs(path, images)
     assert got.shape == (7, 5)
     np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)

@@ -161,7 +161,7 @@ def save_feature_maps(model_path: Path, image: np.ndarray, out_dir: Path, source
         raise CnnkitError(f"{model_path} has no convolution layers")
     chosen = [targets[i] for i in spread(len(targets), max_layers)]
     runner = OnnxRuntimeRunner(with_extra_outputs(model, [t for _, t in chosen]), label=model_path.name)
-    values = runner.infer({runner.input_name: image[None]})
+    values = runner.infer({runner.input_name: info.input.to_model(image[None])})
     out_dir.mkdir(parents=True, exist_ok=True)
     layers = []
     for i, (layer, tensor) in enumerate(chosen, 1):

@@ -151,7 +151,7 @@ def _check_runs(src: Path, rewritten: bytes, image: Any) -> float:
     worst = 0.0
     for b in CHECK_BATCHES:
         x = rng.integers(0, 256, (b, *image.hwc)).astype(np.float32)
-        want = original.infer({original.input_name: x})  # run at the original batch, chunk by chunk
+        want = original.infer({original.input_name: image.to_model(x)})  # at the original batch, chunk by chunk
         try:
             got = dict(zip(candidate.output_names,
                            candidate.session.run(None, {candidate.input_name: image.to_model(x)}), strict=True))

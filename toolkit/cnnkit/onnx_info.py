@@ -83,18 +83,25 @@ class ImageInput:
         x = np.asarray(images)
         if x.ndim != 4 or tuple(x.shape[1:]) != self.hwc:
             raise CnnkitError(f"images of shape {tuple(x.shape[1:])} given; input {self.name} takes {self.hwc} (H, W, C)")
-        if self.layout == "NCHW":
-            x = x.transpose(0, 3, 1, 2)
-        if self.dtype == "uint8":
-            x = x if x.dtype == np.uint8 else np.clip(np.rint(x), 0, 255).astype(np.uint8)
-        elif self.dtype == "int8":
-            x = x if x.dtype == np.int8 else np.clip(np.rint(x.astype(np.float32) - 128.0), -128, 127).astype(np.int8)
-        elif x.dtype != np.dtype(self.dtype):
-            x = x.astype(self.dtype)
-        return np.ascontiguousarray(x)
+        return pixels_to_model(x, self.layout, self.dtype)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self) | {"pixel_encoding": self.pixel_encoding}
+
+
+def pixels_to_model(x: np.ndarray, layout: str, dtype: str) -> np.ndarray:
+    """``(N, H, W, C)`` values -> ``layout`` and ``dtype``: uint8 takes rounded pixels clipped to 0..255, int8
+    pixel - 128 clipped to -128..127 (an int8 array is taken as already shifted), floats the values as given."""
+    x = np.asarray(x)
+    if layout == "NCHW":
+        x = x.transpose(0, 3, 1, 2)
+    if dtype == "uint8":
+        x = x if x.dtype == np.uint8 else np.clip(np.rint(x), 0, 255).astype(np.uint8)
+    elif dtype == "int8":
+        x = x if x.dtype == np.int8 else np.clip(np.rint(x.astype(np.float32) - 128.0), -128, 127).astype(np.int8)
+    elif x.dtype != np.dtype(dtype):
+        x = x.astype(dtype)
+    return np.ascontiguousarray(x)
 
 
 @dataclass(frozen=True)

@@ -376,10 +376,12 @@ def _weight_sqnr(node: Any, inits: dict[str, Any], fp16: bool, per_channel: bool
 
 
 def _accuracy(model: Path, x: np.ndarray, y: np.ndarray, session: SessionConfig) -> tuple[float, np.ndarray]:
+    """Top-1 accuracy of ``model`` on images ``x`` ((N, H, W, C) pixels, fed in the model's layout and dtype)."""
     from cnnkit.evaluate import predict
-    from cnnkit.runners import OnnxRuntimeRunner
+    from cnnkit.runners import ImageRunner, OnnxRuntimeRunner
 
-    preds = predict(OnnxRuntimeRunner(model, session), x, 256)
+    runner = OnnxRuntimeRunner(model, session)
+    preds = predict(ImageRunner(runner, runner.image) if runner.image is not None else runner, x, 256)
     return float(np.mean(preds == y)), preds
 
 

@@ -30,7 +30,7 @@ IMAGENET_STD_RGB = (0.229, 0.224, 0.225)
 CAFFE_MEAN_BGR = (103.939, 116.779, 123.68)  # keras.applications' caffe mode, in BGR order
 LAYOUTS = ("NHWC", "NCHW")
 CHANNEL_ORDERS = ("rgb", "bgr", "grayscale")
-DTYPES = ("float32", "float16", "uint8")
+DTYPES = ("float32", "float16", "uint8", "int8")  # int8: pixel - 128 (onnx_info.pixels_to_model)
 
 
 class PreprocessError(CnnkitError):
@@ -54,7 +54,7 @@ class PreprocessRecord:
     size: tuple[int, int] | None = None  # (height, width); None: the model's
     crop_fraction: float | None = None  # None: stretch the whole image to size; f: resize to size/f, centre-crop
     layout: str | None = None  # NHWC | NCHW; None: the model's
-    dtype: str | None = None  # float32 | float16 | uint8; None: the model's
+    dtype: str | None = None  # float32 | float16 | uint8 | int8; None: the model's
     source: str = "preset"  # where the record came from, for results: "model metadata", "--preprocess raw", ...
 
     def __post_init__(self) -> None:
@@ -82,8 +82,8 @@ class PreprocessRecord:
             problems.append(f"layout must be NHWC or NCHW, got {self.layout!r}")
         if self.dtype is not None and self.dtype not in DTYPES:
             problems.append(f"dtype must be one of {', '.join(DTYPES)}, got {self.dtype!r}")
-        if self.dtype == "uint8" and not self.is_identity:
-            problems.append("a uint8 input takes raw pixels: scale 1, mean 0, std 1")
+        if self.dtype in ("uint8", "int8") and not self.is_identity:
+            problems.append(f"a {self.dtype} input takes raw pixels: scale 1, mean 0, std 1")
         if problems:
             raise PreprocessError(f"invalid preprocessing record '{self.name}': {'; '.join(problems)}",
                                   hint="e.g. --preprocess unit, or --scale 0.00392 --mean 0 --std 1")
@@ -182,9 +182,9 @@ class PreprocessRecord:
         if channels == 1:  # one grey channel: the average of per-channel statistics
             mean, std = (float(np.mean(mean)),), (float(np.mean(std)),)
         bound_dtype = dtype if dtype in DTYPES else "float32"
-        if bound_dtype == "uint8" and not self.is_identity:
-            raise PreprocessError(f"the model takes uint8 pixels, preprocessing '{self.name}' scales them",
-                                  hint="a uint8 model takes raw pixels: --preprocess raw")
+        if bound_dtype in ("uint8", "int8") and not self.is_identity:
+            raise PreprocessError(f"the model takes {bound_dtype} pixels, preprocessing '{self.name}' scales them",
+                                  hint=f"a {bound_dtype} model takes raw pixels: --preprocess raw")
         return replace(self, channel_order=order, size=(height, width), layout=layout, dtype=bound_dtype,
                        mean=mean, std=std)
 
@@ -240,10 +240,11 @@ class PreprocessRecord:
 
     def normalize(self, images: np.ndarray) -> np.ndarray:
         """Pixels ``(N, H, W, C)`` at the model's size (uint8 or float 0..255) -> the model's input array."""
+        from cnnkit.onnx_info import pixels_to_model
+
         self._require_bound()
-        if self.dtype == "uint8":
-            x = np.asarray(images)
-            x = x if x.dtype == np.uint8 else np.clip(np.rint(x), 0, 255).astype(np.uint8)
+        if self.dtype in ("uint8", "int8"):
+            x = np.asarray(images)  # raw pixels (int8: shifted by -128 in pixels_to_model)
         else:
             x = np.asarray(images, dtype=np.float32)
             if self.channel_order == "bgr":
@@ -252,10 +253,7 @@ class PreprocessRecord:
                 mean = np.asarray(self.mean, np.float32)
                 std = np.asarray(self.std, np.float32)
                 x = (x * np.float32(self.scale) - mean) / std
-            x = x.astype(self.dtype, copy=False)
-        if self.layout == "NCHW":
-            x = x.transpose(0, 3, 1, 2)
-        return np.ascontiguousarray(x)
+        return pixels_to_model(x, self.layout, self.dtype)
 
     def prepare(self, images: np.ndarray) -> np.ndarray:
         """uint8 images of any size -> the model's input: :meth:`fit_array`, then :meth:`normalize`."""
@@ -406,7 +404,9 @@ def bind_to_model(record: PreprocessRecord, info: Any) -> PreprocessRecord:
 
 def model_image_hwc(info: Any) -> tuple[int, int, int]:
     """(height, width, channels) of a model's image input, whatever its layout."""
-    shape = tuple(info.image_shape)
+    if getattr(info, "input", None) is not None:
+        return info.input.hwc  # onnx_info.ImageInput: the layout rule and the size, in one place
+    shape = tuple(info.input_shape[1:])
     if len(shape) != 3:
         raise PreprocessError(f"{info.path}: input shape {list(info.input_shape)} is not an image tensor")
     if info.layout == "NCHW":
