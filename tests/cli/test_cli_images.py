@@ -195,3 +195,51 @@ def test_parity_on_an_unlabelled_image_folder(tmp_path: Path) -> None:
     data = json.loads((tmp_path / "p.json").read_text())
     assert data["passed"] and data["inputs"]["counts"]["dataset"] == 12 and not data["inputs"]["dataset"]["labelled"]
     assert data["inputs"]["preprocess"]["layout"] == "NCHW" and data["outputs"][0]["max_abs"] < 1e-5
+
+
+def test_static_int8_calibrates_on_an_image_folder(tmp_path: Path) -> None:
+    """Real digits as 32x32 RGB PNGs, a 32x32x3 NCHW model: a seeded calibration sample, the rest measures accuracy."""
+    write_digit_folder(tmp_path / "imgs", n=80, size=32, rgb=True)
+    model = tiny_classifier(tmp_path / "m.onnx")
+    out = tmp_path / "q.onnx"
+    result = run("quantize", model, "-o", out, "--data-dir", tmp_path / "imgs", "--preprocess", "unit",
+                 "--calibration-samples", "30", "--max-accuracy-drop", "5", "--json", tmp_path / "q.json")
+    assert result.exit_code == 0, result.output
+    data = json.loads((tmp_path / "q.json").read_text())
+    d = data["dataset"]
+    assert d["kind"] == "image folder" and d["calibration_samples"] == 30 and d["evaluated_samples"] == 50
+    assert d["metric"] == "accuracy" and d["preprocess"]["name"] == "unit" and d["preprocess"]["layout"] == "NCHW"
+    assert data["settings"]["mode"] == "static" and out.is_file() and data["accuracy"] is not None
+    from cnnkit.onnx_info import describe_onnx
+
+    assert describe_onnx(out).precision == "int8-static"
+    # An unlabelled folder: top-1 agreement with FP32 stands in for accuracy.
+    write_digit_folder(tmp_path / "flat", n=40, size=32, rgb=True, labelled=False)
+    result = run("quantize", model, "-o", tmp_path / "q2.onnx", "--data-dir", tmp_path / "flat", "--preprocess", "unit",
+                 "--calibration-samples", "20", "--max-accuracy-drop", "10", "--json", tmp_path / "q2.json")
+    assert result.exit_code == 0, result.output
+    assert json.loads((tmp_path / "q2.json").read_text())["dataset"]["metric"].startswith("top-1 agreement with FP32")
+
+
+def test_quantize_without_images(tmp_path: Path) -> None:
+    """FP16 needs no dataset (accuracy not checked, said so); static INT8 of a model naming no dataset is refused."""
+    model = tiny_classifier(tmp_path / "m.onnx", size=(64, 64))
+    result = run("quantize", model, "-o", tmp_path / "h.onnx", "--mode", "fp16", "--json", tmp_path / "h.json")
+    assert result.exit_code == 0, result.output
+    data = json.loads((tmp_path / "h.json").read_text())
+    assert data["accuracy"] is None and "accuracy not checked" in result.stdout and data["parity"]["passed"]
+    assert_user_error(run("quantize", model, "-o", tmp_path / "s.onnx"), "static INT8 calibrates on real images",
+                      "--data-dir", progress_ok=True)
+    assert not (tmp_path / "s.onnx").exists()
+
+
+def test_quantize_auto_on_an_image_folder(tmp_path: Path) -> None:
+    write_digit_folder(tmp_path / "imgs", n=40, size=16, rgb=True)
+    model = tiny_classifier(tmp_path / "m.onnx", size=(16, 16))
+    result = run("quantize", model, "-o", tmp_path / "best.onnx", "--auto", "--data-dir", tmp_path / "imgs",
+                 "--preprocess", "unit", "--calibration-samples", "16", "--max-accuracy-drop", "10", "--batch-size", "8",
+                 "--json", tmp_path / "auto.json")
+    assert result.exit_code == 0, result.output
+    data = json.loads((tmp_path / "auto.json").read_text())
+    built = [c for c in data["candidates"] if c["error"] is None and c["name"] != "fp32"]
+    assert any(c["name"].startswith("static") for c in built) and (tmp_path / "best.onnx").is_file()

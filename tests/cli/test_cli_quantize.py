@@ -36,7 +36,7 @@ def test_cannot_meet_exits_1(exported_model: Path, tmp_path: Path) -> None:
     [
         (("--mode", "int4"), None),
         (("--calibration-samples", "0"), ("--calibration-samples must be positive",)),
-        (("--dataset", "mnist"), ("cannot load mnist", "--data-dir")),
+        (("--dataset", "mnist"), ("was trained on digits (its metadata says so), not on --dataset mnist", "--data-dir")),
     ],
 )
 def test_quantize_bad_options(exported_model: Path, tmp_path: Path, args, fragments) -> None:

@@ -1,10 +1,13 @@
 """INT8 and FP16 variants of an FP32 ONNX model, each checked before it is written.
 
 Modes: ``dynamic`` (int8 weights, activations quantized at run time: ConvInteger/MatMulInteger),
-``static`` (int8 weights and activations, calibrated on real images of the *training* split — never random
-data, never the test images — in QDQ or QOperator format) and ``fp16`` (float16 weights and compute, float32
+``static`` (int8 weights and activations, calibrated on real images — a dataset's *training* split, or a
+seeded sample of an image folder kept apart from the images that measure accuracy; never random data — in QDQ
+or QOperator format) and ``fp16`` (float16 weights and compute, float32
 inputs and outputs kept). Every variant's accuracy on the held-out test split is compared with the FP32
-model's; if it loses more than the budget, the nodes with the largest quantization error are kept in float
+model's (on an unlabelled folder: top-1 agreement with FP32 stands in for accuracy; with no images at all, as
+FP16 and dynamic INT8 of a model that names no dataset allow, accuracy is not checked and the result says so);
+if it loses more than the budget, the nodes with the largest quantization error are kept in float
 (``onnxruntime.quantization.qdq_loss_debug`` for static models, weight error otherwise) and it is built again,
 until the budget holds or nothing is left to try.
 """
@@ -26,7 +29,10 @@ import numpy as np
 
 import cnnkit
 from cnnkit.choices import ActivationType, CalibrationMethod, QuantFormat, QuantMode
-from cnnkit.datasets import Dataset, load_dataset
+from cnnkit.data.folders import SkippedImages, is_image_folder
+from cnnkit.data.preprocess import PreprocessChoice, PreprocessRecord, record_for_model
+from cnnkit.data.sources import ImageSource, model_class_names, open_folder
+from cnnkit.datasets import Dataset, DatasetName, default_data_dir, load_dataset
 from cnnkit.envinfo import environment
 from cnnkit.errors import CnnkitError
 from cnnkit.io import atomic_path, check_writable
@@ -63,6 +69,9 @@ class QuantizeConfig:
     session: SessionConfig = field(default_factory=SessionConfig)
     force: bool = False
     measure_speed: bool = True  # time the variant against FP32 and warn if slower (--auto measures on its own)
+    preprocess: PreprocessChoice | None = None  # None: the model's own record (metadata), else raw pixels
+    skip_bad_images: bool = False
+    labels_file: Path | None = None
 
     def __post_init__(self) -> None:
         if self.calibration_samples <= 0:
@@ -89,8 +98,8 @@ class QuantizeConfig:
 @dataclass(frozen=True)
 class Attempt:
     excluded_nodes: tuple[str, ...]
-    accuracy: float
-    drop_pp: float
+    accuracy: float | None  # None: no images to check it on
+    drop_pp: float | None
     within_budget: bool
 
 
@@ -102,11 +111,11 @@ class QuantizeResult:
     output: str
     settings: dict[str, Any]
     budget_pp: float
-    dataset: dict[str, Any]
-    fp32_accuracy: float
-    accuracy: float
-    drop_pp: float
-    top1_agreement: float
+    dataset: dict[str, Any]  # provenance, calibration, the metric and the preprocessing record
+    fp32_accuracy: float | None  # None: accuracy not checked (no images)
+    accuracy: float | None
+    drop_pp: float | None
+    top1_agreement: float | None
     fp32_size_bytes: int
     size_bytes: int
     excluded_nodes: tuple[str, ...]
@@ -160,26 +169,6 @@ class _ImageReader:
         return item
 
 
-def calibration_images(dataset: Dataset, info: OnnxModelInfo, n: int) -> np.ndarray:
-    """The first ``n`` images of the training split, in the model's input dtype."""
-    if len(dataset.x_train) == 0:
-        raise QuantizeError(
-            f"dataset {dataset.name.value} from {dataset.source} has no training images to calibrate on",
-            hint="static quantization calibrates on the training split: give --data-dir with train-* files",
-        )
-    if dataset.image_shape != info.image_shape:
-        raise QuantizeError(
-            f"calibration images have shape {dataset.image_shape}, {Path(info.path).name} takes {info.image_shape}",
-            hint="choose the dataset the model was trained on (--dataset)",
-        )
-    x = dataset.x_train[:n]
-    if info.input is None:
-        return x.astype(np.float32)
-    if info.input.batch is not None and len(x) >= info.input.batch:
-        x = x[: len(x) - len(x) % info.input.batch]  # whole batches only: the model takes no other size
-    return info.input.to_model(x)
-
-
 def _model_batch(model: Path) -> int:
     """Calibration batch size: the model's fixed batch, else 32."""
     from cnnkit.onnx_info import image_input, load_onnx
@@ -188,6 +177,109 @@ def _model_batch(model: Path) -> int:
         return image_input(load_onnx(model), str(model)).batch or 32
     except CnnkitError:
         return 32
+
+
+@dataclass(frozen=True, eq=False)
+class QuantData:
+    """The images quantization uses, fitted by the model's preprocessing record: calibration images (model-ready,
+    in memory) and the images that measure accuracy (streamed); either may be absent."""
+
+    record: PreprocessRecord
+    calibration: np.ndarray | None
+    evaluation: ImageSource | None
+    provenance: dict[str, Any]
+    notes: tuple[str, ...] = ()
+    skipped: SkippedImages | None = None
+
+    @property
+    def labelled(self) -> bool:
+        return self.evaluation is not None and self.evaluation.labelled
+
+    @property
+    def metric(self) -> str:
+        if self.evaluation is None:
+            return "none (no images: accuracy not checked)"
+        return "accuracy" if self.labelled else "top-1 agreement with FP32 (unlabelled images)"
+
+
+def _model_dataset(info: OnnxModelInfo) -> str | None:
+    name = info.metadata.get("dataset")
+    return name if name in {d.value for d in DatasetName} else None
+
+
+def prepare_quant_data(config: QuantizeConfig, info: OnnxModelInfo, dataset: Dataset | QuantData | None = None
+                       ) -> QuantData:
+    """Calibration and evaluation images for ``config``: an image folder (``--data-dir``), the dataset given, or
+    the one the model's metadata names — a ``--dataset`` that differs from it is an error, never a silent swap."""
+    if isinstance(dataset, QuantData):
+        return dataset
+    record, note = record_for_model(info, config.preprocess)
+    notes = [note] if note else []
+    static = config.mode is QuantMode.STATIC
+    model = Path(config.model).name
+    where = Path(config.data_dir) if config.data_dir is not None else default_data_dir()
+    if isinstance(dataset, Dataset):
+        calib_src, eval_src = ImageSource.from_dataset(dataset, "train"), ImageSource.from_dataset(dataset, "test")
+        how = "the dataset's training split"
+    elif where is not None and is_image_folder(where):
+        if config.dataset is not None:
+            raise QuantizeError(f"--dataset {config.dataset} and --data-dir {where} (a folder of images) disagree",
+                                hint="give one of them: an image folder needs no --dataset")
+        names, names_from = model_class_names(info.metadata, config.labels_file)
+        folder = ImageSource.from_folder(open_folder(where, names, names_from, config.labels_file is not None))
+        n = len(folder)
+        k = min(config.calibration_samples, n)
+        order = np.random.default_rng(0).permutation(n)
+        calib_src = folder.subset(np.sort(order[:k]))
+        if n > k:
+            eval_src = folder.subset(np.sort(order[k:]))
+            how = f"{k:,} images of {where} drawn with seed 0; the other {n - k:,} measure accuracy"
+        else:
+            eval_src = folder
+            how = f"all {n:,} images of {where}"
+            notes.append(f"{where} holds {n:,} images, not more than --calibration-samples {config.calibration_samples}: "
+                         f"accuracy is measured on the calibration images themselves")
+    else:
+        meta = _model_dataset(info)
+        if config.dataset is not None and meta is not None and config.dataset != meta:
+            raise QuantizeError(
+                f"{model} was trained on {meta} (its metadata says so), not on --dataset {config.dataset}",
+                hint=f"calibrate on {meta} (--dataset {meta}), or on a folder of the model's own images (--data-dir DIR)")
+        name = config.dataset or (meta if where is None or meta != DatasetName.DIGITS.value else None)
+        if name is None and where is None:
+            if static:
+                raise QuantizeError(
+                    f"static INT8 calibrates on real images, and {model} names no dataset it was trained on",
+                    hint="pass --data-dir DIR with a folder of the model's images (class subfolders also check "
+                         "accuracy), or --dataset; or use --mode fp16 or dynamic, which need none")
+            notes.append(f"{model} names no dataset and none was given: {config.mode.value} variant built without "
+                         f"an accuracy check (pass --data-dir DIR with labelled images to check it)")
+            return QuantData(record, None, None, {"name": None, "calibration": None}, tuple(notes))
+        ds = load_dataset(name, config.data_dir, require_train=static)
+        if ds.notice:
+            notes.append(ds.notice)
+        calib_src, eval_src = ImageSource.from_dataset(ds, "train"), ImageSource.from_dataset(ds, "test")
+        how = "the dataset's training split"
+    skipped = SkippedImages() if config.skip_bad_images else None
+    calib = None
+    if static:
+        if len(calib_src) == 0:
+            raise QuantizeError(
+                f"{calib_src.provenance.get('name')} from {calib_src.provenance.get('source')} has no training images "
+                f"to calibrate on",
+                hint="static quantization calibrates on the training split: give --data-dir with train-* files, or a "
+                     "folder of images")
+        pixels, _ = calib_src.head(config.calibration_samples).load(record, skipped)
+        if len(pixels) == 0:
+            raise QuantizeError(f"no readable calibration image in {calib_src.provenance.get('source')}")
+        batch = info.input.batch if info.input is not None else None
+        if batch is not None and len(pixels) >= batch:
+            pixels = pixels[: len(pixels) - len(pixels) % batch]  # whole batches only: the model takes no other size
+        calib = record.normalize(pixels)
+    eval_src = eval_src.head(config.eval_samples)
+    provenance = eval_src.describe() | {"calibration": how if static else None,
+                                        "calibration_samples": 0 if calib is None else int(len(calib))}
+    return QuantData(record, calib, eval_src, provenance, tuple(notes), skipped)
 
 
 def _ort_quant() -> Any:
@@ -375,17 +467,31 @@ def _weight_sqnr(node: Any, inits: dict[str, Any], fp16: bool, per_channel: bool
 # --- the whole job --------------------------------------------------------------------------------
 
 
-def _accuracy(model: Path, x: np.ndarray, y: np.ndarray, session: SessionConfig) -> tuple[float, np.ndarray]:
-    """Top-1 accuracy of ``model`` on images ``x`` ((N, H, W, C) pixels, fed in the model's layout and dtype)."""
-    from cnnkit.evaluate import predict
-    from cnnkit.runners import ImageRunner, OnnxRuntimeRunner
+def _predictions(model: Path, data: QuantData, session: SessionConfig) -> tuple[np.ndarray, np.ndarray]:
+    """Top-1 predictions of ``model`` over the evaluation images (streamed), and their labels (-1: unlabelled)."""
+    from cnnkit.runners import OnnxRuntimeRunner
 
+    assert data.evaluation is not None
     runner = OnnxRuntimeRunner(model, session)
-    preds = predict(ImageRunner(runner, runner.image) if runner.image is not None else runner, x, 256)
-    return float(np.mean(preds == y)), preds
+    preds, labels = [], []
+    for pixels, y in data.evaluation.batches(data.record, 256, data.skipped):
+        out = runner.infer({runner.input_name: data.record.normalize(pixels)})
+        preds.append(np.argmax(next(iter(out.values())).reshape(len(pixels), -1), axis=1))
+        labels.append(y)
+    if not preds:
+        raise QuantizeError(f"no readable image in {data.evaluation.provenance.get('source')} to measure accuracy on")
+    return np.concatenate(preds), np.concatenate(labels)
 
 
-def quantize_model(config: QuantizeConfig, dataset: Dataset | None = None,
+def _score(preds: np.ndarray, labels: np.ndarray, fp32_preds: np.ndarray | None) -> float:
+    """Accuracy on labelled images; top-1 agreement with FP32 on unlabelled ones."""
+    if (labels >= 0).all():
+        return float(np.mean(preds == labels))
+    assert fp32_preds is not None
+    return float(np.mean(preds == fp32_preds))
+
+
+def quantize_model(config: QuantizeConfig, dataset: Dataset | QuantData | None = None,
                    progress: Callable[[str], None] | None = None) -> QuantizeResult:
     """Build the variant, check it against the FP32 model, keep worst nodes in float until the budget holds,
     then write it atomically. Raises :class:`QuantizeError` when the budget cannot be met (nothing written)."""
@@ -397,16 +503,21 @@ def quantize_model(config: QuantizeConfig, dataset: Dataset | None = None,
     if info.precision != "fp32":
         raise QuantizeError(f"{config.model} is already quantized ({info.precision})",
                             hint="quantize the FP32 model it came from")
-    if dataset is None:
-        dataset = load_dataset(config.dataset, config.data_dir, require_train=config.mode is QuantMode.STATIC)
-    if dataset.image_shape != info.image_shape:
-        raise QuantizeError(f"dataset {dataset.name.value} has images of shape {dataset.image_shape}, "
-                            f"{Path(config.model).name} takes {info.image_shape}", hint="choose another --dataset")
-    calib = calibration_images(dataset, info, config.calibration_samples) if config.mode is QuantMode.STATIC else None
-    x_test, y_test = dataset.x_test[: config.eval_samples], dataset.y_test[: config.eval_samples]
+    data = prepare_quant_data(config, info, dataset)
+    calib = data.calibration
+    if config.mode is QuantMode.STATIC and calib is None:
+        raise QuantizeError(f"static INT8 of {Path(config.model).name} needs calibration images",
+                            hint="pass --data-dir DIR with a folder of the model's images, or --dataset")
     say = progress or (lambda _m: None)
+    for line in data.notes:
+        say(line)
 
-    fp32_acc, fp32_preds = _accuracy(Path(config.model), x_test, y_test, config.session)
+    checked = data.evaluation is not None
+    fp32_preds = y_eval = None
+    fp32_acc: float | None = None
+    if checked:
+        fp32_preds, y_eval = _predictions(Path(config.model), data, config.session)
+        fp32_acc = _score(fp32_preds, y_eval, fp32_preds)
     with tempfile.TemporaryDirectory(prefix="cnnkit-quantize-") as tmp:
         work = Path(tmp)
         source = Path(config.model)
@@ -419,11 +530,15 @@ def quantize_model(config: QuantizeConfig, dataset: Dataset | None = None,
             candidate = work / f"variant-{attempt}.onnx"
             say(f"building {config.mode.value} variant" + (f", {len(excluded)} node(s) kept in float" if excluded else ""))
             build_variant(source, candidate, config, calib, info.input_name, excluded)
-            acc, preds = _accuracy(candidate, x_test, y_test, config.session)
+            if not checked:
+                attempts.append(Attempt(tuple(excluded), None, None, True))
+                break
+            preds, _ = _predictions(candidate, data, config.session)
+            acc = _score(preds, y_eval, fp32_preds)
             drop = 100 * (fp32_acc - acc)
             ok = drop <= config.max_accuracy_drop
             attempts.append(Attempt(tuple(excluded), acc, drop, ok))
-            say(f"accuracy {100 * acc:.2f} % vs FP32 {100 * fp32_acc:.2f} %: drop {drop:+.2f} pp "
+            say(f"{data.metric.split(' (')[0]} {100 * acc:.2f} % vs FP32 {100 * fp32_acc:.2f} %: drop {drop:+.2f} pp "
                 f"({'within' if ok else 'over'} the {config.max_accuracy_drop:g} pp budget)")
             if ok:
                 break
@@ -445,8 +560,9 @@ def quantize_model(config: QuantizeConfig, dataset: Dataset | None = None,
             )
         from cnnkit.parity import ParityConfig, check_parity
 
-        parity = check_parity(ParityConfig(Path(config.model), candidate, samples=200, session=config.session),
-                              dataset=dataset)
+        parity = check_parity(ParityConfig(Path(config.model), candidate, samples=200, session=config.session,
+                                           preprocess=config.preprocess, dataset=None if checked else "none"),
+                              dataset=data.evaluation)
         speed_batches = _speed_batches(info, (1, 64))
         say(f"timing the variant against FP32 (batch {' and '.join(map(str, speed_batches))}, interleaved)")
         speed = _measure_speed(Path(config.model), candidate, config.session, speed_batches) if config.measure_speed else {}
@@ -465,9 +581,11 @@ def quantize_model(config: QuantizeConfig, dataset: Dataset | None = None,
     return QuantizeResult(
         schema=SCHEMA, source=str(config.model), source_sha256=info.sha256, output=str(out),
         settings=config.settings(), budget_pp=config.max_accuracy_drop,
-        dataset=dataset.describe() | {"evaluated_samples": int(len(y_test)), "calibration": "training split"},
+        dataset=data.provenance | {"evaluated_samples": 0 if y_eval is None else int(len(y_eval)), "metric": data.metric,
+                                   "preprocess": data.record.to_dict(), "notes": list(data.notes),
+                                   "skipped_images": data.skipped.to_dict() if data.skipped else {"count": 0, "examples": []}},
         fp32_accuracy=fp32_acc, accuracy=final.accuracy, drop_pp=final.drop_pp,
-        top1_agreement=float(np.mean(preds == fp32_preds)), fp32_size_bytes=info.size_bytes,
+        top1_agreement=None if fp32_preds is None else float(np.mean(preds == fp32_preds)), fp32_size_bytes=info.size_bytes,
         size_bytes=out.stat().st_size, excluded_nodes=tuple(excluded), attempts=tuple(attempts),
         parity={"passed": parity.passed, "max_abs": p_out.max_abs, "mean_abs": p_out.mean_abs,
                 "top1_agreement": p_out.top1_agreement, "failures": list(parity.failures),
@@ -552,7 +670,7 @@ def auto_candidates(base: QuantizeConfig, provider_active: str, isa: list[str]) 
 
 
 def auto_quantize(base: QuantizeConfig, batch_sizes: tuple[int, int] = (1, 64), min_time_s: float = 0.5,
-                  progress: Callable[[str], None] | None = None, dataset: Dataset | None = None) -> AutoResult:
+                  progress: Callable[[str], None] | None = None, dataset: Dataset | QuantData | None = None) -> AutoResult:
     """Build every candidate, evaluate and benchmark it with the FP32 model, save the fastest within budget."""
     import shutil
 
@@ -566,8 +684,12 @@ def auto_quantize(base: QuantizeConfig, batch_sizes: tuple[int, int] = (1, 64), 
     if info.precision != "fp32":
         raise QuantizeError(f"{base.model} is already quantized ({info.precision})", hint="quantize the FP32 model")
     _, sinfo = create_session(base.model, base.session)
-    if dataset is None:
-        dataset = load_dataset(base.dataset, base.data_dir, require_train=True)
+    try:  # the images once, for every candidate: with calibration images where there are any
+        data = prepare_quant_data(dataclasses.replace(base, mode=QuantMode.STATIC), info, dataset)
+    except QuantizeError as exc:
+        if "names no dataset" not in exc.message:
+            raise
+        data = prepare_quant_data(dataclasses.replace(base, mode=QuantMode.FP16), info, dataset)
     say = progress or (lambda _m: None)
     batch_sizes = _speed_batches(info, batch_sizes)
     objective = batch_sizes[-1]
@@ -579,7 +701,7 @@ def auto_quantize(base: QuantizeConfig, batch_sizes: tuple[int, int] = (1, 64), 
             cfg = dataclasses.replace(cfg, output=work / f"{name}.onnx", force=True, max_attempts=min(base.max_attempts, 3),
                                       measure_speed=False)
             try:
-                built.append((name, cfg, quantize_model(cfg, dataset), None))
+                built.append((name, cfg, quantize_model(cfg, data), None))
             except CnnkitError as exc:
                 built.append((name, cfg, None, exc.one_line()))
         models = [Path(base.model)] + [Path(cfg.output) for _, cfg, res, _ in built if res is not None]

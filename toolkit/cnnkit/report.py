@@ -234,8 +234,9 @@ def markdown(inputs: ReportInputs, plots: dict[str, bytes], title: str) -> str:
                               c["verdict"]] for c in q["candidates"]]), ""]
     for _, q in inputs.of("cnnkit.quantize/1"):
         parts += [f"## Quantized variant `{Path(q['output']).name}`", "",
-                  f"{q['settings']}: accuracy {100 * q['accuracy']:.2f} % vs FP32 {100 * q['fp32_accuracy']:.2f} % "
-                  f"({q['drop_pp']:+.2f} pp, budget {q['budget_pp']} pp); {q['size_ratio']:.2f}x smaller", ""]
+                  (f"{q['settings']}: accuracy {100 * q['accuracy']:.2f} % vs FP32 {100 * q['fp32_accuracy']:.2f} % "
+                   f"({q['drop_pp']:+.2f} pp, budget {q['budget_pp']} pp); " if q.get("accuracy") is not None else
+                   f"{q['settings']}: accuracy not checked (no images); ") + f"{q['size_ratio']:.2f}x smaller", ""]
     parts += accuracy_section(_accuracy_points(inputs))
     benches = inputs.of("cnnkit.bench/1")
     for section in (settings_section, latency_section, runtime_section, recommendation_section, profile_section, memory_section,

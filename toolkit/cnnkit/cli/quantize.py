@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import typer
 
 from cnnkit.choices import ActivationType, CalibrationMethod, QuantFormat, QuantMode
+from cnnkit.cli.options import labels_option, skip_bad_images_option, with_preprocess_options
 from cnnkit.cli.render import console, err_console
 
 
+@with_preprocess_options
 def quantize_command(
     model: Path = typer.Argument(..., help="The FP32 .onnx model."),
     output: Path = typer.Option(..., "-o", "--output", help="Where to write the variant."),
@@ -18,9 +21,11 @@ def quantize_command(
     activation_type: ActivationType = typer.Option(ActivationType.UINT8, "--activation-type"),
     calibration_method: CalibrationMethod = typer.Option(CalibrationMethod.MINMAX, "--calibration-method"),
     per_channel: bool = typer.Option(False, "--per-channel", help="Per-channel weight scales."),
-    calibration_samples: int = typer.Option(256, "--calibration-samples", help="Training images to calibrate on."),
-    dataset: str = typer.Option(None, "--dataset"),
-    data_dir: Path = typer.Option(None, "--data-dir", envvar="CNNKIT_DATA_DIR"),
+    calibration_samples: int = typer.Option(256, "--calibration-samples", help="Images to calibrate on (training split, or a seeded sample of an image folder)."),
+    dataset: str = typer.Option(None, "--dataset", help="Default: the dataset the model's metadata names (another one is an error)."),
+    data_dir: Path = typer.Option(None, "--data-dir", envvar="CNNKIT_DATA_DIR", help="Dataset files, or a folder of the model's JPEG/PNG images (class subfolders: accuracy is checked; unlabelled: agreement with FP32)."),
+    labels: Path = labels_option,
+    skip_bad_images: bool = skip_bad_images_option,
     max_accuracy_drop: float = typer.Option(0.1, "--max-accuracy-drop", help="Accuracy budget in percentage points on the test split."),
     max_attempts: int = typer.Option(8, "--max-attempts", help="Rebuilds with the worst nodes kept in float."),
     eval_samples: int = typer.Option(None, "--eval-samples", help="Evaluate on the first N test images (default: all)."),
@@ -29,6 +34,7 @@ def quantize_command(
     provider: str = typer.Option("cpu", "--provider"),
     json_out: Path = typer.Option(None, "--json", help="Write the result here."),
     force: bool = typer.Option(False, "--force", help="Overwrite existing output files."),
+    preprocessing: Any = None,  # the shared preprocessing options, parsed (with_preprocess_options)
 ) -> None:
     """Quantize an FP32 model: dynamic or static INT8 (QDQ or QOperator), or FP16 with float32 I/O."""
     from cnnkit.errors import CnnkitError
@@ -44,7 +50,8 @@ def quantize_command(
         model=model, output=output, mode=mode, format=format, activation_type=activation_type,
         calibration_method=calibration_method, per_channel=per_channel, calibration_samples=calibration_samples,
         dataset=dataset, data_dir=data_dir, max_accuracy_drop=max_accuracy_drop, max_attempts=max_attempts,
-        eval_samples=eval_samples, session=SessionConfig(provider=provider), force=force,
+        eval_samples=eval_samples, session=SessionConfig(provider=provider), force=force, preprocess=preprocessing,
+        skip_bad_images=skip_bad_images, labels_file=labels,
     )
 
     def say(message: str) -> None:
@@ -63,9 +70,19 @@ def quantize_command(
 
 def render_quantize(r) -> None:  # noqa: ANN001 (QuantizeResult)
     console.print(f"wrote {r.output}: {', '.join(f'{k}={v}' for k, v in r.settings.items())}")
-    console.print(f"accuracy {100 * r.accuracy:.2f} % vs FP32 {100 * r.fp32_accuracy:.2f} % "
-                  f"({r.drop_pp:+.2f} pp drop, budget {r.budget_pp:g} pp) on {r.dataset['evaluated_samples']:,} "
-                  f"held-out {r.dataset['name']} images; top-1 agreement {100 * r.top1_agreement:.2f} %")
+    if r.accuracy is None:
+        console.print(f"accuracy not checked: {r.dataset.get('metric')}")
+    else:
+        what = r.dataset.get("metric", "accuracy").split(" (")[0]
+        console.print(f"{what} {100 * r.accuracy:.2f} % vs FP32 {100 * r.fp32_accuracy:.2f} % "
+                      f"({r.drop_pp:+.2f} pp drop, budget {r.budget_pp:g} pp) on {r.dataset['evaluated_samples']:,} "
+                      f"held-out {r.dataset['name']} images; top-1 agreement {100 * r.top1_agreement:.2f} %")
+    if r.dataset.get("calibration"):
+        console.print(f"calibrated on {r.dataset['calibration']}")
+    if r.dataset.get("preprocess"):
+        from cnnkit.data.preprocess import PreprocessRecord
+
+        console.print(f"preprocessing: {PreprocessRecord.from_dict(r.dataset['preprocess']).describe()}")
     console.print(f"size {r.size_bytes:,} bytes vs FP32 {r.fp32_size_bytes:,} ({r.size_ratio:.2f}x smaller)")
     p = r.parity
     console.print(f"parity vs FP32 (ONNX vs ONNX): max |diff| {p['max_abs']:.3g}, mean {p['mean_abs']:.3g}, "
@@ -92,7 +109,8 @@ def render_auto(r) -> None:  # noqa: ANN001 (AutoResult)
             t.add_row(c.name, "", "", "", "", "", "", "", c.verdict)
             continue
         t.add_row(c.name, f"{c.size_bytes / 1024:,.0f}", f"{100 * c.accuracy:.2f} %" if c.accuracy is not None else "",
-                  f"{c.drop_pp:+.2f}", f"{100 * c.top1_agreement:.1f} %", f"{c.latency_ms[1]:.4f}", f"{c.latency_ms[b]:.3f}",
+                  "" if c.drop_pp is None else f"{c.drop_pp:+.2f}",
+                  "" if c.top1_agreement is None else f"{100 * c.top1_agreement:.1f} %", f"{c.latency_ms[1]:.4f}", f"{c.latency_ms[b]:.3f}",
                   f"{c.images_per_s[b]:,.0f}", c.verdict)
     console.print(t)
     console.print(f"[bold]{r.summary}[/]; wrote {r.output}")
