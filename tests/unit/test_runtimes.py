@@ -190,3 +190,25 @@ def test_export_tflite_refuses_an_onnx_only_option(tmp_path: Path) -> None:
                         "-o", str(tmp_path / "m.tflite"), "--input-dtype", "uint8"], capture_output=True, text=True, timeout=120)
     assert r.returncode == 1 and "--input-dtype uint8 applies to ONNX exports only" in r.stderr, r.stderr
     assert not (tmp_path / "m.tflite").exists()
+
+
+def test_provider_options_reach_the_provider_or_are_refused(tmp_path: Path) -> None:
+    import json
+    import subprocess
+    import sys
+
+    from cnnkit.cli.options import parse_provider_options
+    from cnnkit.sessions import ProviderError, SessionConfig, create_session, probe_model_bytes
+
+    assert parse_provider_options(["device_type=CPU", " precision = FP32 "]) == (("device_type", "CPU"), ("precision", "FP32"))
+    with pytest.raises(CnnkitError, match="'device_type' is not KEY=VALUE"):
+        parse_provider_options(["device_type"])
+    config = SessionConfig(provider="cuda", provider_options=(("arena_extend_strategy", "kSameAsRequested"),))
+    assert SessionConfig.from_dict(json.loads(json.dumps(config.to_dict()))) == config
+    # ONNX Runtime would ignore options given to its CPU provider: cnnkit refuses them instead.
+    with pytest.raises(ProviderError, match="the CPU provider takes no provider options, got use_arena"):
+        create_session(probe_model_bytes(), SessionConfig(provider_options=(("use_arena", "0"),)))
+    model = _conv_model(tmp_path / "tiny.onnx")
+    r = subprocess.run([sys.executable, "-m", "cnnkit", "bench", str(model), "--provider-option", "use_arena=0",
+                        "--batch-sizes", "1", "--min-time", "0", "--min-iterations", "3"], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 1 and "takes no provider options" in r.stderr and len(r.stderr.strip().splitlines()) == 1

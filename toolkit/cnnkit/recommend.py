@@ -178,6 +178,8 @@ def reproduce_command(result: BenchResult, case: BenchCase) -> str:
         on_gpu = session["provider"].lower() in ("cuda", "tensorrt", "trt", "cudaexecutionprovider", "tensorrtexecutionprovider")
         if session["provider"] not in ("cpu", "CPUExecutionProvider"):
             args += ["--provider", session["provider"]]
+        for key, value in session.get("provider_options", ()):
+            args += ["--provider-option", f"{key}={value}"]
         return shlex.join(args) + " " + session_flags(options, on_gpu)
     if session.get("intra_op_threads"):
         args += ["--threads", str(session["intra_op_threads"])]

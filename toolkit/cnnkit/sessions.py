@@ -68,6 +68,7 @@ class SessionConfig:
     allow_fallback: bool = False
     log_severity: int = 3  # ONNX Runtime's: 0 verbose .. 4 fatal
     cpu_mem_arena: bool = True  # ONNX Runtime's CPU memory arena; --no-arena turns it off
+    provider_options: tuple[tuple[str, str], ...] = ()  # --provider-option KEY=VALUE: an accelerator's or plugin's own
 
     def to_dict(self) -> dict[str, Any]:
         return {k: (v.value if hasattr(v, "value") else v) for k, v in asdict(self).items()}
@@ -78,6 +79,8 @@ class SessionConfig:
         enums = {"graph_optimization": GraphOptimization, "execution_mode": ExecutionMode,
                  "cudnn_conv_algo_search": CudnnConvAlgoSearch}
         known = {f for f in cls.__dataclass_fields__}
+        data = data | ({"provider_options": tuple(tuple(p) for p in data["provider_options"])}
+                       if "provider_options" in data else {})
         return cls(**{k: (enums[k](v) if k in enums else v) for k, v in data.items() if k in known})
 
 
@@ -144,7 +147,7 @@ def _plugin_provider(name: str, wanted: str) -> str | None:
     return None
 
 
-def _add_plugin_device(so: Any, provider: str) -> str | None:
+def _add_plugin_device(so: Any, provider: str, options: dict[str, str]) -> str | None:
     """Put the plugin provider's first device (CPU first) on ``so``; return why not when it exposes none."""
     from cnnkit.envinfo import cpu_info
     from cnnkit.runtimes.plugins import find_plugin, plugin_devices
@@ -154,7 +157,7 @@ def _add_plugin_device(so: Any, provider: str) -> str | None:
         plugin = find_plugin(provider)
         source = f"the {plugin.distribution} {plugin.version} plugin" if plugin else "its plugin"
         return f"{source} registers {provider} but it exposes no device on this machine ({cpu_info()['model']})"
-    so.add_provider_for_devices([devices[0]], {})
+    so.add_provider_for_devices([devices[0]], options)
     return None
 
 
@@ -206,6 +209,7 @@ def _provider_chain(provider: str, config: SessionConfig) -> list[Any]:
         }
     elif provider == "TensorrtExecutionProvider":
         options = {"device_id": config.device_id}
+    options.update(dict(config.provider_options))
     # The CPU provider stays last so that ops the accelerator lacks still run (that is not a fallback).
     return [(provider, options), "CPUExecutionProvider"]
 
@@ -253,13 +257,17 @@ def create_session(model: str | os.PathLike[str] | bytes, config: SessionConfig 
         if not path.is_file():
             raise ModelFileError(f"model file {path} not found")
         source, label = str(path), str(path)
+    if provider == "CPUExecutionProvider" and config.provider_options:
+        # ONNX Runtime ignores them silently; an option that does nothing must not pass as one that does.
+        raise ProviderError(f"the CPU provider takes no provider options, got {', '.join(k for k, _ in config.provider_options)}",
+                            hint="its settings are session options: --threads, --inter-op-threads, --spinning, --no-arena")
     so, chain = session_options(config), _provider_chain(provider, config)
     if profile_prefix is not None:
         so.enable_profiling = True
         so.profile_file_prefix = profile_prefix
     why_not: str | None = None
     if provider not in ort.get_available_providers():  # a plugin provider (onnxruntime-ep-*): by device
-        why_not = _add_plugin_device(so, provider)
+        why_not = _add_plugin_device(so, provider, dict(config.provider_options))
         if why_not is not None and not config.allow_fallback:
             raise ProviderError(f"{provider} cannot run here: {why_not}", reason=why_not,
                                 hint="cnnkit doctor lists plugins and their devices; use --provider cpu"

@@ -7,7 +7,7 @@ from pathlib import Path
 import typer
 
 from cnnkit.choices import CudnnConvAlgoSearch, ExecutionMode, GraphOptimization
-from cnnkit.cli.options import parse_batch_sizes, parse_concurrency
+from cnnkit.cli.options import parse_batch_sizes, parse_provider_options, parse_concurrency
 from cnnkit.cli.render import console, err_console
 
 
@@ -15,6 +15,8 @@ def bench_command(
     models: list[Path] = typer.Argument(..., help="One or more .onnx models."),
     provider: str = typer.Option("cpu", "--provider", help="cpu, cuda, tensorrt, any provider this onnxruntime lists, or one "
                                  "from an installed onnxruntime-ep-* plugin (e.g. openvino)."),
+    provider_option: list[str] = typer.Option(None, "--provider-option", help="KEY=VALUE passed to the provider (an "
+                                              "accelerator or an onnxruntime-ep-* plugin); repeatable."),
     runtime: str = typer.Option("onnxruntime", "--runtime", help="Comma-separated: onnxruntime, openvino, openvino:bf16, litert; "
                                 "several are measured interleaved in the same rounds."),
     tflite: Path = typer.Option(None, "--tflite", help="LiteRT's .tflite (cnnkit export --format tflite). Default: beside the .onnx."),
@@ -85,7 +87,7 @@ def bench_command(
         check_writable(json_out, force)
     config = BenchConfig(
         models=tuple(models), batch_sizes=parse_batch_sizes(batch_sizes) if batch_sizes is not None else None,
-        session=SessionConfig(provider=provider, intra_op_threads=threads, inter_op_threads=inter_op_threads,
+        session=SessionConfig(provider=provider, provider_options=parse_provider_options(provider_option), intra_op_threads=threads, inter_op_threads=inter_op_threads,
                               graph_optimization=graph_optimization, execution_mode=execution_mode, allow_spinning=spinning,
                               device_id=device_id, cudnn_conv_algo_search=cudnn_conv_algo_search, cuda_graph=cuda_graph,
                               allow_fallback=allow_fallback, cpu_mem_arena=arena),

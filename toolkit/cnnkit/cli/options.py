@@ -12,6 +12,17 @@ import typer
 from cnnkit.errors import CnnkitError
 
 
+def parse_provider_options(items: list[str] | None) -> tuple[tuple[str, str], ...]:
+    """``["device_type=CPU", "precision=FP32"]`` -> pairs; an item without ``=`` is a user error naming it."""
+    pairs = []
+    for item in items or ():
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise CnnkitError(f"--provider-option: '{item}' is not KEY=VALUE", hint="e.g. --provider-option device_type=CPU")
+        pairs.append((key.strip(), value.strip()))
+    return tuple(pairs)
+
+
 def parse_positive_ints(text: str, option: str, what: str, example: str) -> tuple[int, ...]:
     """``"1,7,64"`` -> ``(1, 7, 64)``; anything else is a user error naming ``option`` and the bad item."""
     values = []
