@@ -56,6 +56,8 @@ def litert_call(case: dict, x: np.ndarray) -> Callable[[], object]:
     opts = case["provider"]["options"]
     interp = Interpreter(model_path=opts["tflite"], num_threads=int(opts["num_threads"]))
     inp = interp.get_input_details()[0]
+    if x.ndim == 4 and tuple(x.shape[1:]) != tuple(inp["shape"][1:]):
+        x = np.ascontiguousarray(x.transpose(0, 2, 3, 1))  # an NCHW .onnx; the .tflite from Keras is NHWC
     interp.resize_tensor_input(inp["index"], list(x.shape))
     interp.allocate_tensors()
     out = interp.get_output_details()[0]["index"]
