@@ -243,3 +243,14 @@ def test_quantize_auto_on_an_image_folder(tmp_path: Path) -> None:
     data = json.loads((tmp_path / "auto.json").read_text())
     built = [c for c in data["candidates"] if c["error"] is None and c["name"] != "fp32"]
     assert any(c["name"].startswith("static") for c in built) and (tmp_path / "best.onnx").is_file()
+
+
+def test_featuremaps_from_an_image_folder(tmp_path: Path) -> None:
+    write_digit_folder(tmp_path / "digits", n=10)
+    model = tiny_classifier(tmp_path / "m.onnx", size=(48, 48))
+    result = run("featuremaps", model, "--data-dir", tmp_path / "digits", "--index", "3", "--preprocess", "unit",
+                 "-o", tmp_path / "maps")
+    assert result.exit_code == 0, result.output
+    data = json.loads((tmp_path / "maps" / "featuremaps.json").read_text())
+    assert "(label " in data["source"] and data["source"].endswith(")") and data["preprocess"]["name"] == "unit"
+    assert data["layers"][0]["shape"] == [16, 48, 48]  # 28x28 grey digit fitted to the 48x48x3 model

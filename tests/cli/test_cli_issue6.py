@@ -49,9 +49,13 @@ def test_featuremaps_cli(exported_model: Path, tmp_path: Path) -> None:
     r = run("featuremaps", exported_model, "--dataset", "digits", "--index", "0", "-o", tmp_path / "m")
     assert r.exit_code == 0, r.output
     assert "conv1: 32x26x26" in r.stdout and (tmp_path / "m" / "01-conv1.png").is_file()
-    Image.new("L", (20, 20)).save(tmp_path / "small.png")
-    assert_user_error(run("featuremaps", exported_model, "--image", tmp_path / "small.png", "-o", tmp_path / "n"),
-                      "is 20x20 pixels; the model takes 28x28")
+    Image.new("RGB", (20, 20), (200, 10, 10)).save(tmp_path / "small.png")  # resized and made grey by the record
+    r = run("featuremaps", exported_model, "--image", tmp_path / "small.png", "-o", tmp_path / "s")
+    assert r.exit_code == 0, r.output
+    assert json.loads((tmp_path / "s" / "featuremaps.json").read_text())["preprocess"]["size"] == [28, 28]
+    (tmp_path / "junk.png").write_text("no image")
+    assert_user_error(run("featuremaps", exported_model, "--image", tmp_path / "junk.png", "-o", tmp_path / "n"),
+                      "junk.png cannot be read")
     assert_user_error(run("featuremaps", exported_model, "-o", tmp_path / "n"), "give exactly one input")
     assert not (tmp_path / "n").exists()
 

@@ -106,13 +106,16 @@ def test_html_report_in_a_real_browser(results: list[Path], tmp_path: Path) -> N
 def test_featuremaps_from_png_and_dataset(exported_model: Path, tmp_path: Path) -> None:
     from PIL import Image
 
+    from cnnkit.data.preprocess import record_for_model
     from cnnkit.datasets import load_dataset
-    from cnnkit.featuremaps import feature_maps_from_dataset, load_png, save_feature_maps
+    from cnnkit.featuremaps import feature_maps_from_dataset, load_image, save_feature_maps
+    from cnnkit.onnx_info import describe_onnx
 
+    record = record_for_model(describe_onnx(exported_model))[0]
     digit = load_dataset("digits").x_test[0][..., 0]
     Image.fromarray(digit, mode="L").save(tmp_path / "digit.png")
-    x = load_png(tmp_path / "digit.png", (28, 28, 1))
-    assert x.shape == (28, 28, 1) and np.array_equal(x[..., 0], digit.astype(np.float32))
+    x = load_image(tmp_path / "digit.png", record)
+    assert x.shape == (28, 28, 1) and np.array_equal(x[..., 0], digit)
     result = save_feature_maps(exported_model, x, tmp_path / "maps", "digit.png")
     assert [(layer.layer, layer.shape) for layer in result.layers] == [
         ("conv1", (32, 26, 26)), ("conv2", (64, 11, 11)), ("conv3", (64, 3, 3))]
@@ -121,27 +124,27 @@ def test_featuremaps_from_png_and_dataset(exported_model: Path, tmp_path: Path) 
     assert json.loads((tmp_path / "maps" / "featuremaps.json").read_text())["predicted"] == result.predicted
     with pytest.raises(CnnkitError, match="not empty"):
         save_feature_maps(exported_model, x, tmp_path / "maps", "again")
-    x2, source = feature_maps_from_dataset(exported_model, "digits", None, 5)
+    x2, source = feature_maps_from_dataset(exported_model, "digits", None, 5, record)
     assert x2.shape == (28, 28, 1) and "digits test image 5" in source
     with pytest.raises(CnnkitError, match="out of range"):
-        feature_maps_from_dataset(exported_model, "digits", None, 10_000)
+        feature_maps_from_dataset(exported_model, "digits", None, 10_000, record)
 
 
-@pytest.mark.parametrize(
-    ("size", "mode", "message"),
-    [((32, 32), "L", "is 32x32 pixels; the model takes 28x28"), ((28, 28), "RGB", "is a RGB image")],
-)
-def test_featuremaps_bad_images(tmp_path: Path, size, mode, message) -> None:
+def test_featuremaps_images_of_any_size_and_bad_files(tmp_path: Path) -> None:
     from PIL import Image
 
-    from cnnkit.featuremaps import load_png
+    from cnnkit.data.preprocess import PRESETS
+    from cnnkit.featuremaps import load_image
 
-    Image.new(mode, size).save(tmp_path / "bad.png")
-    with pytest.raises(CnnkitError, match=message):
-        load_png(tmp_path / "bad.png", (28, 28, 1))
+    record = PRESETS["raw"].bind(28, 28, 1, "NHWC", "float32")
+    Image.new("RGB", (32, 40), (255, 255, 255)).save(tmp_path / "big.png")
+    x = load_image(tmp_path / "big.png", record)
+    assert x.shape == (28, 28, 1) and x.min() == 255  # resized and made grey by the record
     (tmp_path / "text.png").write_text("no image")
-    with pytest.raises(CnnkitError, match="not an image"):
-        load_png(tmp_path / "text.png", (28, 28, 1))
+    with pytest.raises(CnnkitError, match="text.png cannot be read: not an image"):
+        load_image(tmp_path / "text.png", record)
+    with pytest.raises(CnnkitError, match="not found"):
+        load_image(tmp_path / "none.png", record)
 
 
 def _pipeline(out: Path, **kw):

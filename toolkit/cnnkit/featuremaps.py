@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import math
 import re
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -44,6 +44,7 @@ class FeatureMapsResult:
     conv_layers_total: int = 0  # convolution layers in the model (``layers`` may be a subset)
     max_layers: int | None = None  # the bounds used; None: all
     max_channels: int | None = None
+    preprocess: dict[str, Any] = field(default_factory=dict)  # the record the image went through
 
     @property
     def selection_note(self) -> str | None:
@@ -60,28 +61,16 @@ class FeatureMapsResult:
         return asdict(self)
 
 
-def load_png(path: Path, shape: tuple[int, ...]) -> np.ndarray:
-    """A PNG as raw pixels ``(H, W, C)``; its size and mode must match the model's input."""
-    from PIL import Image, UnidentifiedImageError
+def load_image(path: Path, record: Any) -> np.ndarray:
+    """An image file of any size and mode as the model's pixels ``(H, W, C)`` uint8, fitted by the (bound) record."""
+    from cnnkit.data.folders import BadImageError, open_image
 
-    h, w, c = shape
+    if not Path(path).is_file():
+        raise CnnkitError(f"image {path} not found" if not Path(path).exists() else f"{path} is not a file")
     try:
-        with Image.open(path) as img:
-            img.load()
-            mode, size = img.mode, img.size
-            want = {1: "L", 3: "RGB"}.get(c)
-            if mode != want:
-                raise CnnkitError(f"{path} is a {mode} image; the model takes {c}-channel images ({want})",
-                                  hint=f"convert it first, e.g. PIL's Image.convert('{want}')")
-            if size != (w, h):
-                raise CnnkitError(f"{path} is {size[0]}x{size[1]} pixels; the model takes {w}x{h}",
-                                  hint=f"resize it to {w}x{h} first")
-            arr = np.asarray(img, dtype=np.float32)
-    except FileNotFoundError:
-        raise CnnkitError(f"image {path} not found") from None
-    except UnidentifiedImageError:
-        raise CnnkitError(f"{path} is not an image PIL can read") from None
-    return arr.reshape(h, w, c)
+        return record.fit_image(open_image(Path(path)))
+    except BadImageError as exc:
+        raise CnnkitError(exc.message, hint="is it a complete JPEG or PNG file?") from None
 
 
 def _layer_name(node_name: str) -> str:
@@ -135,9 +124,11 @@ def mosaic(fmap: np.ndarray, channels: list[int], pad: int = 1) -> np.ndarray:
 
 
 def save_feature_maps(model_path: Path, image: np.ndarray, out_dir: Path, source: str, force: bool = False,
-                      max_layers: int | None = DEFAULT_MAX_LAYERS, max_channels: int | None = DEFAULT_MAX_CHANNELS) -> FeatureMapsResult:
+                      max_layers: int | None = DEFAULT_MAX_LAYERS, max_channels: int | None = DEFAULT_MAX_CHANNELS,
+                      record: Any = None) -> FeatureMapsResult:
     """Run ``image`` ((H, W, C) raw pixels, whatever the model's layout) through the model and save one PNG grid
-    per convolution layer shown. ``max_layers``/``max_channels``: the bounds (None: all)."""
+    per convolution layer shown. ``max_layers``/``max_channels``: the bounds (None: all). ``record``: the bound
+    preprocessing record (default: the model's own, else raw pixels)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -151,8 +142,13 @@ def save_feature_maps(model_path: Path, image: np.ndarray, out_dir: Path, source
         if value is not None and value < 0:
             raise CnnkitError(f"{flag} must be >= 0 (0: all), got {value}")
     info = describe_onnx(model_path)
-    if tuple(image.shape) != info.image_shape:
-        raise CnnkitError(f"the input is {tuple(image.shape)} (H, W, C), {model_path} takes {info.image_shape}")
+    if record is None:
+        from cnnkit.data.preprocess import record_for_model
+
+        record = record_for_model(info, None)[0]
+    if tuple(image.shape) != (*record.size, record.channels):
+        raise CnnkitError(f"the input is {tuple(image.shape)} (H, W, C), {model_path} takes "
+                          f"{(*record.size, record.channels)}")
     out_dir = Path(out_dir)
     check_output_dir(out_dir, force)
     model = onnx.load(str(model_path))
@@ -161,7 +157,7 @@ def save_feature_maps(model_path: Path, image: np.ndarray, out_dir: Path, source
         raise CnnkitError(f"{model_path} has no convolution layers")
     chosen = [targets[i] for i in spread(len(targets), max_layers)]
     runner = OnnxRuntimeRunner(with_extra_outputs(model, [t for _, t in chosen]), label=model_path.name)
-    values = runner.infer({runner.input_name: info.input.to_model(image[None])})
+    values = runner.infer({runner.input_name: record.normalize(image[None])})
     out_dir.mkdir(parents=True, exist_ok=True)
     layers = []
     for i, (layer, tensor) in enumerate(chosen, 1):
@@ -188,16 +184,29 @@ def save_feature_maps(model_path: Path, image: np.ndarray, out_dir: Path, source
         layers.append(FeatureMapLayer(layer, tensor, tuple(int(d) for d in fmap.shape), name, tuple(shown)))
     probs = values[runner.output_names[0]]
     result = FeatureMapsResult(str(model_path), source, int(np.argmax(probs)), tuple(layers), len(targets),
-                               max_layers, max_channels)
+                               max_layers, max_channels, record.to_dict())
     write_json_atomic(out_dir / "featuremaps.json", result.to_dict() | {"selection": result.selection_note},
                       force=True)
     return result
 
 
-def feature_maps_from_dataset(model_path: Path, dataset: str | None, data_dir: Path | None, index: int) -> tuple[np.ndarray, str]:
-    from cnnkit.datasets import load_dataset
+def feature_maps_from_dataset(model_path: Path, dataset: str | None, data_dir: Path | None, index: int,
+                              record: Any) -> tuple[np.ndarray, str]:
+    """Test image ``index`` of a dataset, or image ``index`` (sorted) of an image folder, fitted by ``record``."""
+    from cnnkit.data.sources import open_images
 
-    ds = load_dataset(dataset, data_dir, require_train=False)
-    if not 0 <= index < len(ds.x_test):
-        raise CnnkitError(f"--index {index} is out of range: {ds.name.value} has {len(ds.x_test)} test images")
-    return ds.x_test[index].astype(np.float32), f"{ds.name.value} test image {index} (label {int(ds.y_test[index])})"
+    source = open_images(dataset, data_dir, "test")
+    if not 0 <= index < len(source):
+        raise CnnkitError(f"--index {index} is out of range: {source.provenance.get('source')} has {len(source)} images")
+    if source.folder is not None:
+        label = int(source.labels[index])
+        name = source.folder.root / source.folder.files[index]
+        what = f"{name}" + (f" (label {source.class_names[label]})" if label >= 0 else "")
+        from cnnkit.data.folders import BadImageError
+
+        try:
+            return source.folder.read(index, record), what
+        except BadImageError as exc:
+            raise CnnkitError(exc.message, hint="choose another --index") from None
+    pixels, labels = source.subset([index]).load(record)
+    return pixels[0], f"{source.name} test image {index} (label {int(labels[0])})"

@@ -3,38 +3,46 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import typer
 
-from cnnkit.cli.render import console
+from cnnkit.cli.options import with_preprocess_options
+from cnnkit.cli.render import console, notice
 
 
+@with_preprocess_options
 def featuremaps_command(
     model: Path = typer.Argument(..., help="The .onnx model."),
     output: Path = typer.Option(..., "-o", "--output", help="Folder for the PNG grids."),
-    image: Path = typer.Option(None, "--image", help="A PNG of the model's input size and mode (L or RGB)."),
+    image: Path = typer.Option(None, "--image", help="An image file (JPEG, PNG, ...), any size: fitted by the preprocessing record."),
     dataset: str = typer.Option(None, "--dataset", help="Take a test image from this dataset instead."),
     data_dir: Path = typer.Option(None, "--data-dir", envvar="CNNKIT_DATA_DIR"),
-    index: int = typer.Option(None, "--index", help="Which test image (with --dataset or the default dataset)."),
+    index: int = typer.Option(None, "--index", help="Which test image (with --dataset, the default dataset, or an image folder as --data-dir)."),
     force: bool = typer.Option(False, "--force", help="Write into a non-empty folder."),
     max_layers: int = typer.Option(16, "--max-layers", help="Convolution layers to draw, evenly spread; 0: all."),
     max_channels: int = typer.Option(32, "--max-channels", help="Channels per layer, the most varied; 0: all."),
+    preprocessing: Any = None,  # the shared preprocessing options, parsed (with_preprocess_options)
 ) -> None:
     """Save the activation maps of convolution layers for one input, as PNG grids with layer name and shape
     (bounded by default: at most 16 layers and 32 channels each, said in the output)."""
     from cnnkit.errors import CnnkitError
-    from cnnkit.featuremaps import feature_maps_from_dataset, load_png, save_feature_maps
+    from cnnkit.data.preprocess import record_for_model
+    from cnnkit.featuremaps import feature_maps_from_dataset, load_image, save_feature_maps
     from cnnkit.onnx_info import describe_onnx
 
     if (image is None) == (index is None):
         raise CnnkitError("give exactly one input: --image PNG, or --index N (with --dataset)")
     info = describe_onnx(model)
+    record, note = record_for_model(info, preprocessing)
+    if note:
+        notice(note)
     if image is not None:
-        x, source = load_png(image, info.image_shape), str(image)
+        x, source = load_image(image, record), str(image)
     else:
-        x, source = feature_maps_from_dataset(model, dataset, data_dir, index)
+        x, source = feature_maps_from_dataset(model, dataset, data_dir, index, record)
     result = save_feature_maps(model, x, output, source, force, max_layers=max_layers or None,
-                               max_channels=max_channels or None)
+                               max_channels=max_channels or None, record=record)
     console.print(f"{source}: predicted class {result.predicted}")
     for layer in result.layers:
         cut = f" ({len(layer.channels_shown)} shown)" if len(layer.channels_shown) < layer.shape[0] else ""
