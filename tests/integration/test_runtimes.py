@@ -131,5 +131,6 @@ def test_parity_and_eval_on_other_runtimes(trained_model: Path, exported_model: 
     assert r.returncode == 0, r.stderr[-1500:]
     m = json.loads(out.read_text())["models"][0]
     assert m["runtime"] == "litert" and m["provider"]["active"] == "LiteRT XNNPACK" and m["accuracy"] > 0.5
+    assert m["size_bytes"] == tflite_model.stat().st_size
     r = _cnnkit("eval", str(exported_model), "--runtime", "onnxruntime,litert", "--dataset", "digits")
     assert r.returncode == 1 and "eval runs one runtime at a time" in r.stderr

@@ -209,7 +209,7 @@ def evaluate_models(config: EvalConfig, dataset: Dataset | ImageSource | None = 
         on_ort = isinstance(t.runner, OnnxRuntimeRunner)
         results.append(ModelEval(
             model=str(t.model), sha256=t.info.sha256, precision=t.info.precision if on_ort else t.runner.precision,
-            size_bytes=t.info.size_bytes, provider=t.runner.session_info.to_dict() if on_ort else t.runner.provider,
+            size_bytes=getattr(t.runner, "size_bytes", t.info.size_bytes), provider=t.runner.session_info.to_dict() if on_ort else t.runner.provider,
             samples=int(len(y)), accuracy=float(np.mean(preds == y)), runtime=config.runtime.runtime,
             per_class_accuracy=per_class,
             confusion=tuple(tuple(int(v) for v in row) for row in cm) if n_classes <= MAX_CONFUSION_CLASSES else (),

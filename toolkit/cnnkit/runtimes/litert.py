@@ -32,6 +32,7 @@ class LiteRtRunner:
         litert = require_runtime("litert")
         path = Path(tflite)
         self.label = label or path.name
+        self.size_bytes = path.stat().st_size  # the file it runs, not the .onnx
         self.threads = int(threads) or (cpu_info()["usable_cores"] or 1)
         try:
             with capture_native_stderr(replay_on_error=False) as log:
