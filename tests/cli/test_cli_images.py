@@ -254,3 +254,17 @@ def test_featuremaps_from_an_image_folder(tmp_path: Path) -> None:
     data = json.loads((tmp_path / "maps" / "featuremaps.json").read_text())
     assert "(label " in data["source"] and data["source"].endswith(")") and data["preprocess"]["name"] == "unit"
     assert data["layers"][0]["shape"] == [16, 48, 48]  # 28x28 grey digit fitted to the 48x48x3 model
+
+
+def test_bench_inputs_go_through_the_record(tmp_path: Path) -> None:
+    from cnnkit.bench import make_input
+    from cnnkit.data.preprocess import PRESETS
+    from cnnkit.onnx_info import describe_onnx
+
+    record = PRESETS["tf"].bind(32, 32, 3, "NCHW", "float32")
+    model = tiny_classifier(tmp_path / "m.onnx", metadata={"preprocess": record.to_json()})
+    x = make_input(describe_onnx(model), 4, 0)
+    assert x.shape == (4, 3, 32, 32) and -1 <= x.min() < -0.9 and 0.9 < x.max() <= 1  # [-1, 1], as the model takes
+    result = run("bench", model, "--batch-sizes", "1", "--min-time", "0", "--min-iterations", "3", "--json", tmp_path / "b.json")
+    assert result.exit_code == 0, result.output
+    assert json.loads((tmp_path / "b.json").read_text())["config"]["preprocess"][str(model)]["name"] == "tf"

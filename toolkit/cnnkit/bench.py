@@ -268,10 +268,21 @@ def time_slice(run: Callable[[], Any], min_iterations: int, min_time_s: float, w
 
 
 def make_input(info: OnnxModelInfo, batch_size: int, seed: int) -> np.ndarray:
-    """A seeded batch of pixel values 0..255 in the model's input layout and dtype."""
+    """A seeded batch of random pixels 0..255 through the model's preprocessing record (its metadata's, else raw
+    pixels): the values, layout and dtype the model is fed in use."""
     rng = np.random.default_rng(seed + batch_size)
-    x = rng.integers(0, 256, (batch_size, *info.image_shape)).astype(np.float32)
-    return info.input.to_model(x) if info.input is not None else x
+    if info.input is None:
+        return rng.integers(0, 256, (batch_size, *info.image_shape)).astype(np.float32)
+    record = input_record(info)
+    h, w = record.size
+    return record.normalize(rng.integers(0, 256, (batch_size, h, w, record.channels)).astype(np.uint8))
+
+
+def input_record(info: OnnxModelInfo) -> Any:
+    """The bound preprocessing record bench feeds ``info``'s model through."""
+    from cnnkit.data.preprocess import record_for_model
+
+    return record_for_model(info)[0]
 
 
 # --- defaults fitted to the model --------------------------------------------------------------------
@@ -682,6 +693,7 @@ def run_benchmark(config: BenchConfig, progress: ProgressCallback | None = None,
             "profile": config.profile, "profile_runs": config.profile_runs, "memory": config.memory,
             "memory_runs": config.memory_runs, "cold_starts": config.cold_starts,
             "concurrency": list(config.concurrency),
+            "preprocess": {str(m): input_record(i).to_dict() for m, i in described.items() if i.input is not None},
         },
         environment=environment() | {"gpu": gpu_info(), "runtimes": runtime_versions()},
         cases=tuple(cases),
