@@ -87,16 +87,18 @@ def candidate_runtimes(runtimes: tuple[RuntimeChoice, ...]) -> tuple[RuntimeChoi
 def evaluate_candidates(config: BenchConfig, dataset_name: str | None, data_dir: Path | None, max_drop_pp: float,
                         limit: int | None = None) -> tuple[dict[str, Any], list[CandidateAccuracy]]:
     """Top-1 accuracy of every model on every runtime and precision of ``config``, on the model's dataset."""
-    from cnnkit.datasets import load_dataset
+    from cnnkit.data.sources import model_class_names, open_images
     from cnnkit.evaluate import EvalConfig, evaluate_models
     from cnnkit.onnx_info import describe_onnx
 
     out: list[CandidateAccuracy] = []
     described: dict[str, Any] = {}
     for model in config.models:
-        name = dataset_name or _model_dataset(describe_onnx(model).metadata)
-        data = load_dataset(name, data_dir, require_train=False)
-        described = data.describe()
+        metadata = describe_onnx(model).metadata
+        # --data-dir (IDX files or an image folder) names the data itself; else the dataset the model was trained on.
+        name = dataset_name or (_model_dataset(metadata) if data_dir is None else None)
+        names, names_from = model_class_names(metadata)
+        data = open_images(name, data_dir, "test", names, names_from)
         base = None
         for choice in config.runtimes:
             ev = evaluate_models(EvalConfig((Path(model),), session=config.session, limit=limit, runtime=choice,
@@ -106,7 +108,7 @@ def evaluate_candidates(config: BenchConfig, dataset_name: str | None, data_dir:
             label = choice.runtime if ev.precision in ("fp32", "model") or choice.runtime == "onnxruntime" \
                 else f"{choice.runtime}:{ev.precision}"
             out.append(CandidateAccuracy(str(model), label, ev.precision, ev.accuracy, drop, drop <= max_drop_pp))
-        described = described | {"evaluated_samples": ev.samples}
+        described = data.describe() | {"evaluated_samples": ev.samples}
     return described, out
 
 
