@@ -174,13 +174,15 @@ def export_onnx(config: ExportConfig) -> ExportResult:
 
     logging.getLogger("tf2onnx").setLevel(logging.ERROR)
     versions = package_versions()
+    record = _training_record(model_path)
+    feed = _preprocess_record(config, record, keras_model)
     attempts: list[str] = []
     chosen = None
     for route, convert in ((ROUTE, _convert_with_tf2onnx), (KERAS_ROUTE, _convert_with_keras_export)):
         try:
             model_proto = convert(keras_model, config, versions)
             simplified = _finish_graph(model_proto, keras_model, config)
-            check = _check_against_keras(model_proto, keras_model, config)
+            check = _check_against_keras(model_proto, keras_model, config, feed)
         except ExportError as exc:
             attempts.append(f"{_route_label(route)}: {exc.one_line()}")
             log.info("export route %s failed: %s", route, exc.one_line())
@@ -194,7 +196,6 @@ def export_onnx(config: ExportConfig) -> ExportResult:
         raise ExportError(f"{model_path}: no conversion route works: " + "; ".join(attempts))
     route, model_proto, simplified, check = chosen
 
-    record = _training_record(model_path)
     dataset = record.get("dataset", {}).get("name", "unknown")
     class_names = _class_names(dataset, int(keras_model.outputs[0].shape[-1]))
     metadata = {
@@ -208,7 +209,7 @@ def export_onnx(config: ExportConfig) -> ExportResult:
         "input_dtype": config.input_dtype.value,
         "input_value_range": json.dumps(_value_range(record)),
         "preprocessing": json.dumps(_preprocessing(keras_model)),
-        **_preprocess_record(config, record, keras_model),
+        **feed,
         "conversion_route": route,
         "conversion_check": json.dumps(check),
         **({"conversion_routes_failed": json.dumps(attempts)} if attempts else {}),
@@ -337,6 +338,7 @@ def _finish_graph(model_proto: Any, keras_model: Any, config: ExportConfig) -> s
 
     _drop_unread_inputs(model_proto, config.input_name)
     _check_onnx_io(model_proto, keras_model, config)
+    _name_fused_nodes(model_proto)
     _set_dynamic_batch(model_proto)
     simplified = "off"
     if config.simplify:
@@ -364,8 +366,10 @@ def _check_onnx_io(model_proto: Any, keras_model: Any, config: ExportConfig) -> 
                               f"it has {len(found)}: {listed}")
 
 
-def _check_against_keras(model_proto: Any, keras_model: Any, config: ExportConfig) -> dict[str, Any]:
-    """Run the graph on a few seeded random images and compare with Keras at parity's tolerance."""
+def _check_against_keras(model_proto: Any, keras_model: Any, config: ExportConfig, feed: dict[str, str]
+                         ) -> dict[str, Any]:
+    """Run the graph on a few seeded random images, fed as its preprocessing record says, and compare with
+    Keras at parity's tolerance."""
     import numpy as np
 
     from cnnkit.parity import KERAS_ONNX_ATOL, KERAS_ONNX_RTOL
@@ -373,6 +377,10 @@ def _check_against_keras(model_proto: Any, keras_model: Any, config: ExportConfi
 
     shape = tuple(int(d) for d in keras_model.inputs[0].shape[1:])
     x = np.random.default_rng(0).integers(0, 256, (ROUTE_CHECK_SAMPLES, *shape)).astype(np.float32)
+    if feed:
+        from cnnkit.data.preprocess import METADATA_KEY, PreprocessRecord
+
+        x = PreprocessRecord.from_json(feed[METADATA_KEY]).normalize(x).astype(np.float32)
     try:
         runner = OnnxRuntimeRunner(model_proto.SerializeToString(), label="exported graph")
         got = runner.infer({runner.input_name: x})[config.output_name].astype(np.float64)
@@ -409,6 +417,48 @@ def _fold_captured_inputs(model_proto: Any, concrete: Any, n_inputs: int) -> Non
         if inp.name in read:
             model_proto.graph.initializer.append(numpy_helper.from_array(captured[inp.name].numpy(), inp.name))
         model_proto.graph.input.remove(inp)
+
+
+_WEIGHTED_OPS = {"Conv", "ConvTranspose", "Gemm", "MatMul"}
+
+
+def _name_fused_nodes(model_proto: Any) -> None:
+    """Name each convolution or matrix product after the Keras layer whose weights it holds.
+
+    tf2onnx folds a BatchNormalization into the convolution before it and names the result after the
+    BatchNormalization (``model/bn_Conv1_1/batchnorm/mul_1``), or gives it a generated name (``Conv__22``)
+    where it also absorbed a transpose. The node becomes ``model/<its scope>/<conv layer>+<bn layer>/Conv``:
+    the convolution's Keras name, and still the scope whose output it computes (parity maps layers by scope).
+    """
+    used = {node.name for node in model_proto.graph.node}
+    for node in model_proto.graph.node:
+        if node.op_type not in _WEIGHTED_OPS or len(node.input) < 2:
+            continue
+        weight_scope = _layer_scope(node.input[1])
+        if weight_scope is None:
+            continue
+        node_scope = _layer_scope(node.name + "/op")
+        if node_scope == weight_scope:
+            continue
+        out_scope = node_scope or (_layer_scope(node.input[2]) if len(node.input) > 2 else None) or weight_scope
+        label = _layer_name(weight_scope) + (f"+{_layer_name(out_scope)}" if out_scope != weight_scope else "")
+        name = base = f"{node.input[1].split('/')[0]}/{out_scope}/{label}/{node.op_type}"
+        k = 1
+        while name in used:
+            k += 1
+            name = f"{base}_{k}"
+        used.add(name)
+        node.name = name
+
+
+def _layer_scope(tensor_or_node: str) -> str | None:
+    """``layer_1`` in ``model_1/layer_1/op:0`` (the Keras layer's TensorFlow scope); None without one."""
+    parts = tensor_or_node.split("/")
+    return parts[1] if len(parts) >= 3 else None
+
+
+def _layer_name(scope: str) -> str:
+    return re.sub(r"_\d+$", "", scope)
 
 
 def _drop_unread_inputs(model_proto: Any, image_input: str) -> None:

@@ -27,6 +27,7 @@ class TensorRef:
     layer: str
     tensor: str
     layout: str  # "NHWC", "NCHW" or "unknown"
+    alternatives: tuple[str, ...] = ()  # the scope's other leaving tensors, latest first (when the shape says no)
 
 
 def _scope_parts(node_name: str) -> list[str]:
@@ -77,7 +78,8 @@ def map_layers_to_tensors(model: Any, layer_names: list[str]) -> dict[str, Tenso
             if out in graph_outputs or (consumers.get(out, set()) - members)
         ]
         if leaving:
-            result[layer] = TensorRef(layer, leaving[-1], tensor_layout(model, leaving[-1], producers))
+            result[layer] = TensorRef(layer, leaving[-1], tensor_layout(model, leaving[-1], producers),
+                                      tuple(dict.fromkeys(reversed(leaving[:-1]))))
     return result
 
 

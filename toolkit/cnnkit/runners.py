@@ -129,16 +129,18 @@ class KerasRunner:
     def layers(self) -> list[Any]:
         return [layer for layer in self.model.layers if type(layer).__name__ != "InputLayer"]
 
-    def infer_layers(self, x: np.ndarray) -> dict[str, np.ndarray]:
-        """Every layer's output for ``x``, by layer name."""
-        if self._layer_model is None:
+    def infer_layers(self, x: np.ndarray, layers: list[Any] | None = None) -> dict[str, np.ndarray]:
+        """The outputs of ``layers`` (default: every layer) for ``x``, by layer name."""
+        layers = self.layers() if layers is None else layers
+        names = tuple(layer.name for layer in layers)
+        if self._layer_model is None or self._layer_model[0] != names:
             from cnnkit._deps import require_keras
 
             keras = require_keras()
-            layers = self.layers()
-            self._layer_model = keras.Model(self.model.inputs, [layer.output for layer in layers])
-        outs = self._layer_model([np.asarray(x, dtype=np.float32)], training=False)
-        return {layer.name: np.asarray(out) for layer, out in zip(self.layers(), outs, strict=True)}
+            self._layer_model = (names, keras.Model(self.model.inputs, [layer.output for layer in layers]))
+        outs = self._layer_model[1]([np.asarray(x, dtype=np.float32)], training=False)
+        outs = outs if isinstance(outs, list | tuple) else [outs]
+        return {name: np.asarray(out) for name, out in zip(names, outs, strict=True)}
 
 
 def run_batched(runner: Runner, x: np.ndarray, batch_size: int) -> dict[str, np.ndarray]:

@@ -127,10 +127,6 @@ def walk_layers(
             else:
                 oc = c
             shape = (oh, ow, oc)
-            if rf is not None and jump is not None:
-                keh, kew = dh * (kh - 1) + 1, dw * (kw - 1) + 1
-                rf = (rf[0] + (keh - 1) * jump[0], rf[1] + (kew - 1) * jump[1])
-                jump = (jump[0] * sh, jump[1] * sw)
         elif layer.kind == "batch_norm":
             params = 4 * shape[-1]
         elif layer.kind in ("flatten", "global_pool", "dense"):
@@ -143,12 +139,40 @@ def walk_layers(
                     raise SpecError(f"{spec_source}: dense layer {layer.name} needs a flat input, got {shape}")
                 params = shape[0] * layer.units + layer.units * (1 if layer.use_bias else 0)
                 shape = (layer.units,)
-            # Every unit after flattening or global pooling depends on the whole image.
-            rf, jump = (h_in, w_in), None
-        elif layer.kind == "other":
-            rf, jump = None, None
+        rf, jump = receptive_field_step(layer, rf, jump, (h_in, w_in))
         rows.append(LayerRow(layer.name, layer.kind, shape, params, rf, jump, (h_in, w_in)))
     return rows
+
+
+Field = tuple[tuple[int, int] | None, tuple[int, int] | None]  # (receptive field, jump), as in LayerRow
+
+
+def receptive_field_step(layer: LayerDesc, rf: tuple[int, int] | None, jump: tuple[int, int] | None,
+                         image_hw: tuple[int, int]) -> Field:
+    """The receptive field and jump after ``layer``, given those of its input (None: not known)."""
+    if layer.kind in _SPATIAL:
+        if rf is None or jump is None:
+            return rf, jump
+        (kh, kw), (sh, sw), (dh, dw) = layer.kernel, layer.strides, layer.dilation
+        keh, kew = dh * (kh - 1) + 1, dw * (kw - 1) + 1
+        return (rf[0] + (keh - 1) * jump[0], rf[1] + (kew - 1) * jump[1]), (jump[0] * sh, jump[1] * sw)
+    if layer.kind in ("flatten", "global_pool", "dense"):
+        # Every unit after flattening or global pooling depends on the whole image.
+        return image_hw, None
+    if layer.kind == "other":
+        # An unknown layer: known only when its input already saw the whole image (so does any function of it).
+        return (rf, None) if rf is not None and jump is None else (None, None)
+    return rf, jump
+
+
+def merge_fields(fields: list[Field]) -> Field:
+    """Where paths join (Add, Concatenate, Multiply): a unit sees what any of its inputs saw, so the largest
+    field on any path; the jump of the spatial inputs (an input that saw the whole image has none)."""
+    if not fields or any(rf is None for rf, _ in fields):
+        return None, None
+    rf = (max(f[0][0] for f in fields), max(f[0][1] for f in fields))  # type: ignore[index]
+    jumps = [j for _, j in fields if j is not None]
+    return rf, ((max(j[0] for j in jumps), max(j[1] for j in jumps)) if jumps else None)
 
 
 # --- from a spec ---------------------------------------------------------------------------------
@@ -195,11 +219,26 @@ def _pair(v: Any) -> tuple[int, int]:
     return (v[0], v[1]) if len(v) >= 2 else (v[0], 1)
 
 
+# Layers whose units see exactly what their inputs' units at the same position saw (element- or channel-wise,
+# merges of several inputs, padding and cropping that only add or drop border units).
+_PASSTHROUGH = {
+    "Rescaling", "Normalization", "Dropout", "SpatialDropout2D", "GaussianNoise", "GaussianDropout", "Activation",
+    "ReLU", "LeakyReLU", "ELU", "PReLU", "Softmax", "InputLayer", "LayerNormalization", "UnitNormalization",
+    "Add", "Subtract", "Multiply", "Average", "Maximum", "Minimum", "Concatenate", "ZeroPadding2D", "Cropping2D",
+    "Identity", "LayerScale", "StochasticDepth",
+}
+
+
 def keras_layer_desc(layer: Any) -> LayerDesc:
     """Map a Keras layer to the walker's vocabulary; unknown layers become ``other``."""
     cls = type(layer).__name__
-    cfg = layer.get_config()
     name = layer.name
+    if cls in _PASSTHROUGH:
+        return LayerDesc(name, "passthrough")
+    try:
+        cfg = layer.get_config()
+    except (NotImplementedError, TypeError, AttributeError):  # a bare op or a custom layer without a config
+        return LayerDesc(name, "other")
 
     def conv(kind: str, units: int) -> LayerDesc:
         return LayerDesc(
@@ -223,31 +262,76 @@ def keras_layer_desc(layer: Any) -> LayerDesc:
     if cls == "Flatten":
         return LayerDesc(name, "flatten")
     if cls == "Dense":
+        if _output_rank(layer) == 4:  # applied at every position (ConvNeXt's pointwise convolutions): a 1x1 conv
+            return LayerDesc(name, "passthrough")
         return LayerDesc(name, "dense", cfg["units"], use_bias=cfg.get("use_bias", True))
     if cls == "BatchNormalization":
         return LayerDesc(name, "batch_norm")
-    if cls in ("Rescaling", "Normalization", "Dropout", "Activation", "ReLU", "Softmax", "InputLayer"):
+    if cls in _PASSTHROUGH:
         return LayerDesc(name, "passthrough")
     return LayerDesc(name, "other")
 
 
+def _output_rank(layer: Any) -> int | None:
+    try:
+        return len(layer.output.shape)
+    except (AttributeError, ValueError, RuntimeError):
+        return None
+
+
 def summarize_keras(model: Any) -> ModelSummary:
-    """Summarise a built Keras model; shapes and parameter counts come from Keras, not the walker."""
+    """Summarise a built Keras model; shapes and parameter counts come from Keras, not the walker.
+
+    Receptive fields: a Sequential model is walked as a chain; a functional one along its graph, taking the
+    largest field over the paths into each layer (nested models are followed inside).
+    """
     input_shape = tuple(int(d) for d in model.inputs[0].shape[1:])
     layers = [layer for layer in model.layers if type(layer).__name__ != "InputLayer"]
     descs = [keras_layer_desc(layer) for layer in layers]
-    walked: list[LayerRow | None] = [None] * len(layers)
-    # A linear walk is only right for a chain of layers; branching graphs get no receptive field.
+    fields: dict[str, Field] = {}
     if type(model).__name__ == "Sequential" and len(input_shape) == 3:
         try:
-            walked = list(walk_layers(descs, input_shape, model.name))
+            fields = {r.name: (r.receptive_field, r.jump) for r in walk_layers(descs, input_shape, model.name)}
         except SpecError:
             pass
+    elif len(input_shape) == 3:
+        fields = _graph_fields(model, ((1, 1), (1, 1)), (input_shape[0], input_shape[1]))
     rows = []
-    for layer, desc, w in zip(layers, descs, walked, strict=True):
+    for layer, desc in zip(layers, descs, strict=True):
         shape = tuple(int(d) for d in layer.output.shape[1:])
         hw = (input_shape[0], input_shape[1]) if len(input_shape) >= 2 else (1, 1)
-        rf = w.receptive_field if w is not None else None
-        jump = w.jump if w is not None else None
+        rf, jump = fields.get(layer.name, (None, None))
         rows.append(LayerRow(layer.name, desc.kind, shape, int(layer.count_params()), rf, jump, hw))
     return ModelSummary(model.name, input_shape, tuple(rows))
+
+
+def _graph_fields(model: Any, start: Field, image_hw: tuple[int, int]) -> dict[str, Field]:
+    """Receptive field and jump of every layer of a functional model whose input units have ``start``."""
+    inputs = [t._keras_history.operation for t in model.inputs]
+    operations = list(getattr(model, "operations", model.layers))  # layers and bare ops (x + y), in graph order
+    members = {id(op) for op in [*operations, *inputs]}
+    fields: dict[str, Field] = {op.name: start for op in inputs}
+    for layer in operations:
+        if type(layer).__name__ == "InputLayer":
+            fields[layer.name] = start
+            continue
+        parents = _parents(layer, members)
+        if parents is None or any(p.name not in fields for p in parents):
+            fields[layer.name] = (None, None)  # a layer called more than once, or a graph cnnkit cannot follow
+            continue
+        incoming = merge_fields([fields[p.name] for p in parents]) if parents else start
+        if hasattr(layer, "layers") and hasattr(layer, "inputs"):  # a nested model: follow it inside
+            inner = _graph_fields(layer, incoming, image_hw)
+            fields[layer.name] = inner.get(layer.outputs[0]._keras_history.operation.name, (None, None))
+            continue
+        fields[layer.name] = receptive_field_step(keras_layer_desc(layer), *incoming, image_hw)
+    return fields
+
+
+def _parents(layer: Any, members: set[int]) -> list[Any] | None:
+    """The layers feeding ``layer`` in this model (None: it is called more than once here)."""
+    nodes = [node for node in getattr(layer, "_inbound_nodes", [])
+             if all(id(t._keras_history.operation) in members for t in node.input_tensors)]
+    if len(nodes) != 1:
+        return None
+    return [t._keras_history.operation for t in nodes[0].input_tensors]

@@ -92,6 +92,8 @@ def render_parity(result) -> None:  # noqa: ANN001 (ParityResult; imported lazil
         console.print(f"preprocessing: {PreprocessRecord.from_dict(result.inputs['preprocess']).describe()}")
     if result.inputs.get("batch_note"):
         console.print(f"note: {result.inputs['batch_note']}")
+    if result.inputs.get("output_spread") is not None:
+        console.print(f"reference outputs vary across inputs by up to {result.inputs['output_spread']:.3g}")
     console.print(f"gate: {'; '.join(gates)} — {tol.reason}")
     table = Table(title_justify="left")
     for col in ("output", "batch", "max |diff|", "mean |diff|", "max rel", "min atol", "top-1 agree", "worst", "verdict"):
