@@ -62,6 +62,8 @@ def test_eval_side_by_side(exported_model: Path, tmp_path: Path) -> None:
         (("--concurrency", "0"), ("--concurrency: requests in flight must be positive, got 0",)),
         (("--profile", "--profile-runs", "0"), ("--profile-runs must be positive, got 0",)),
         (("--cold-start", "--cold-start-runs", "0"), ("--cold-start-runs must be positive, got 0",)),
+        (("--profile", "--memory", "--runtime", "openvino"),
+         ("--profile, --memory measure ONNX Runtime, which is not among the runtimes given", "--runtime onnxruntime,openvino")),
     ],
 )
 def test_bench_bad_options(exported_model: Path, args, fragments) -> None:
@@ -131,7 +133,7 @@ def test_bench_profile_memory_cold_start_concurrency(tmp_path: Path) -> None:
                  "in flight", "fp32 on CPU"):
         assert text in result.stdout, text
     rows = [line for line in result.stdout.splitlines()
-            if line.startswith(("model ", "node ", "tiny.onnx  ", "batch ")) or re.match(r"\s+[18]\s+\d", line)]
+            if line.startswith(("model ", "node ", "tiny.onnx  ", "batch  ")) or re.match(r"\s+[18]\s+\d", line)]
     assert len(rows) == 3 + 2 + 5 + 2 + 5  # headers and rows: latency, profile (2 headers), memory, cold start, load
     assert max(len(line) for line in rows) <= 80  # readable in an 80-column terminal
     data = json.loads(out.read_text())

@@ -88,6 +88,11 @@ class BenchConfig:
             raise CnnkitError(f"--cold-starts must be >= 0, got {self.cold_starts}")
         if any(n <= 0 for n in self.concurrency):
             raise CnnkitError(f"--concurrency must be positive integers, got {list(self.concurrency)}")
+        asked = [flag for flag, on in (("--profile", self.profile), ("--memory", self.memory),
+                                       ("--cold-start", self.cold_starts > 0), ("--concurrency", bool(self.concurrency))) if on]
+        if asked and not any(r.runtime == "onnxruntime" for r in self.runtimes):
+            raise CnnkitError(f"{', '.join(asked)} measure ONNX Runtime, which is not among the runtimes given",
+                              hint="add it: --runtime onnxruntime," + ",".join(r.label for r in self.runtimes))
 
     def entries(self) -> list[tuple[Path, RuntimeChoice]]:
         """What is measured: every model on every runtime, in the order given."""

@@ -159,7 +159,7 @@ def memory_section(benches: list[Result]) -> list[str]:
                          f"{peak:,.1f}", "" if m.get("gpu_mb") is None else f"{m['gpu_mb']:,.0f}", str(m["processes"])])
     methods = ", ".join(sorted({m["peak_method"] for m in mems}))
     return ["## Memory", "",
-            "Measured in fresh processes, so nothing else is counted: resident memory (RSS, MiB) before and after "
+            "ONNX Runtime, measured in fresh processes, so nothing else is counted: resident memory (RSS, MiB) before and after "
             f"session creation and the peak during {mems[0]['runs_per_batch']} runs at each batch size "
             f"({methods}); medians over the processes; ONNX Runtime's CPU memory arena on and off.", "",
             md_table(["model", "arena", "batch", "RSS before", "session adds", "peak", "GPU MiB", "processes"], rows), ""]
@@ -192,7 +192,7 @@ def concurrency_section(benches: list[Result]) -> list[str]:
              f"{p['images_per_s']:,.0f}", f"{p['p50_ms']:.4g}", f"{p['p90_ms']:.4g}", f"{p['p99_ms']:.4g}", str(p["requests"])]
             for p in points]
     parts = ["## Throughput vs concurrency", "",
-             "N requests kept in flight on one session (threads; intra-op threads per session so that N x threads "
+             "N requests kept in flight on one ONNX Runtime session (threads; intra-op threads per session so that N x threads "
              "stays within the cores; default: ONNX Runtime's, one per physical core); images/s is images completed "
              "over wall time.", "",
              md_table(["model", "batch", "in flight", "intra-op threads", "images/s", "p50 ms", "p90 ms", "p99 ms", "requests"],

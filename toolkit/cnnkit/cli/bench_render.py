@@ -101,7 +101,7 @@ def profile_tables(result: Any, wide: bool, top: int = 5) -> None:
 def memory_table(result: Any) -> None:
     if not result.memory:
         return
-    console.print("\n[bold]Memory[/] (MiB, in a fresh process per setting: RSS before and after session creation, "
+    console.print("\n[bold]Memory[/], ONNX Runtime (MiB, in a fresh process per setting: RSS before and after session creation, "
                   "peak during the runs at each batch size)")
     table = _table("model", "arena", "batch", "before", "session", "peak", "GPU", left=2)
     for m in result.memory:
@@ -118,7 +118,7 @@ def memory_table(result: Any) -> None:
 def cold_start_table(result: Any) -> None:
     if not result.cold_start:
         return
-    console.print("\n[bold]Cold start[/] (ms; median over fresh processes) beside the warm figures of this run")
+    console.print("\n[bold]Cold start[/], ONNX Runtime (ms; median over fresh processes) beside the warm figures of this run")
     table = _table("model", "procs", "import", "session", "1st run", "in-run session", "warm p50")
     for c in result.cold_start:
         cases = [x for x in result.cases if x.model == c.model and getattr(x, "runtime", "onnxruntime") == "onnxruntime"]
@@ -136,8 +136,8 @@ def concurrency_table(result: Any) -> None:
 
     if not result.concurrency:
         return
-    console.print("\n[bold]Throughput under load[/] (N requests in flight on one session; images/s: images done over "
-                  "wall time, where the latency table's is batch / p50; latency in ms)")
+    console.print("\n[bold]Throughput under load[/], ONNX Runtime (N requests in flight on one session; "
+                  "images/s: done over wall time; latency in ms)")
     table = _table("model", "batch", "in flight", "threads", "images/s", "p50", "p99")
     groups: dict[tuple[str, int], list[Any]] = {}
     for p in result.concurrency:
