@@ -40,7 +40,7 @@ def predict_command(
     from cnnkit.data.preprocess import PreprocessRecord
 
     console.print(f"{Path(result.model).name}: preprocessing {PreprocessRecord.from_dict(result.preprocess).describe()}; "
-                  f"classes from {result.class_names_from}; output {result.output['name']} ({result.output['kind']})")
+                  f"classes from {result.class_names_from}; output {result.output['name']}: {result.output['kind']}")
     for p in result.predictions:
         console.print(f"{p.image}:")
         for rank, c in enumerate(p.top, 1):
