@@ -90,3 +90,13 @@ def require_onnxruntime() -> ModuleType:
         "onnxruntime",
         "install ONNX Runtime: pip install onnxruntime-gpu (Linux x86_64) or pip install onnxruntime",
     )
+
+
+RAY_HINT = 'install Ray: pip install "cnnkit[ray]"'
+
+
+def require_ray() -> ModuleType:
+    """Ray (with Ray Data), for ``--engine ray``; missing, a one-line error naming the install command."""
+    ray = _require("ray", RAY_HINT)
+    _require("ray.data", RAY_HINT)
+    return ray

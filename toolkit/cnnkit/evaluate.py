@@ -81,6 +81,7 @@ class EvalResult:
     environment: dict[str, Any]
     skipped_images: dict[str, Any] = field(default_factory=lambda: {"count": 0, "examples": []})
     images_per_s: float | None = None  # images evaluated per second of wall time (decoding, preprocessing, every model)
+    engine: dict[str, Any] | None = None  # distributed eval only: engine, nodes, workers, batch size, images/s, wall time
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -95,13 +96,23 @@ class EvalResult:
             for m in data["models"]
         )
         return cls(data["schema"], data["dataset"], tuple(data["class_names"]), models, data["environment"],
-                   data.get("skipped_images", {"count": 0, "examples": []}), data.get("images_per_s"))
+                   data.get("skipped_images", {"count": 0, "examples": []}), data.get("images_per_s"),
+                   data.get("engine"))
 
 
 def confusion_matrix(y_true: np.ndarray, y_pred: np.ndarray, n_classes: int) -> np.ndarray:
     m = np.zeros((n_classes, n_classes), dtype=np.int64)
     np.add.at(m, (y_true, y_pred), 1)
     return m
+
+
+def top1_and_top5(scores: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Each image's top-1 class, and whether its label is among its 5 best scores (all False with 5 classes or
+    fewer, where top-5 says nothing)."""
+    if scores.shape[1] <= 5:
+        return np.argmax(scores, axis=1), np.zeros(len(scores), bool)
+    top5 = np.argpartition(-scores, 5, axis=1)[:, :5]
+    return np.argmax(scores, axis=1), np.any(top5 == y[:, None], axis=1)
 
 
 def predict(runner: OnnxRuntimeRunner, x: np.ndarray, batch_size: int,
@@ -135,28 +146,9 @@ def evaluate_models(config: EvalConfig, dataset: Dataset | ImageSource | None = 
     """Evaluate every model on the same test images, streamed in batches; each model gets its own record."""
     infos = [describe_onnx(m) for m in config.models]
     say = notify or (lambda _m: None)
-    tallies = []
-    for model, info in zip(config.models, infos, strict=True):
-        record, note = record_for_model(info, config.preprocess)
-        if note:
-            say(f"{Path(model).name}: {note}")
-        tallies.append(_Tally(Path(model), info, record, create_runner(config.runtime, model, config.session, config.tflite)))
-    if isinstance(dataset, ImageSource):
-        source = dataset
-    elif dataset is not None:
-        source = ImageSource.from_dataset(dataset, "test")
-    else:
-        names, names_from = model_class_names(infos[0].metadata, config.labels_file)
-        source = open_images(config.dataset, config.data_dir, "test", names, names_from,
-                             strict_names=config.labels_file is not None)
-    if source.notice:
-        say(source.notice)
-    if not source.labelled:
-        raise DatasetError(f"{source.provenance.get('source')} holds unlabelled images; eval needs labels",
-                           hint="put the images in one subfolder per class (the folder name is the class)")
-    source = source.head(config.limit)
-    if len(source) == 0:
-        raise DatasetError(f"{source.provenance.get('source')}: no test images to evaluate")
+    tallies = [_Tally(Path(model), info, record, create_runner(config.runtime, model, config.session, config.tflite))
+               for model, info, record in zip(config.models, infos, model_records(config, infos, say), strict=True)]
+    source = open_eval_source(config, infos, dataset, say)
     skipped = SkippedImages() if config.skip_bad_images else None
     labels: list[np.ndarray] = []
     total, done = len(source), 0
@@ -174,10 +166,9 @@ def evaluate_models(config: EvalConfig, dataset: Dataset | ImageSource | None = 
                 out = t.runner.infer({t.runner.input_name: t.record.normalize(pixels)})
                 scores = next(iter(out.values())).reshape(len(pixels), -1)
                 t.n_outputs = scores.shape[1]
-                t.preds.append(np.argmax(scores, axis=1))
-                if scores.shape[1] > 5:
-                    top5 = np.argpartition(-scores, 5, axis=1)[:, :5]
-                    t.top5_hits += int(np.sum(np.any(top5 == y[:, None], axis=1)))
+                preds, top5 = top1_and_top5(scores, y)
+                t.preds.append(preds)
+                t.top5_hits += int(np.sum(top5))
             done += len(pixels)
             if progress:
                 progress(f"eval {names}", done, total * len(groups))
@@ -188,17 +179,84 @@ def evaluate_models(config: EvalConfig, dataset: Dataset | ImageSource | None = 
     if len(y) == 0:
         raise DatasetError(f"{source.provenance.get('source')}: every image was skipped as unreadable")
 
+    on_ort = [isinstance(t.runner, OnnxRuntimeRunner) for t in tallies]
+    results, class_names = summarise_predictions(
+        [ModelPredictions(t.model, t.info, t.record, np.concatenate(t.preds), t.top5_hits, t.n_outputs,
+                          t.info.precision if ort else t.runner.precision,
+                          t.runner.session_info.to_dict() if ort else t.runner.provider, config.runtime.runtime,
+                          getattr(t.runner, "size_bytes", t.info.size_bytes))
+         for t, ort in zip(tallies, on_ort, strict=True)], y, source)
+    described = source.describe() | {"evaluated_samples": int(len(y)), "split": source.provenance.get("split", "test")}
+    return EvalResult(SCHEMA, described, tuple(class_names), tuple(results), environment(),
+                      skipped.to_dict() if skipped else {"count": 0, "examples": []},
+                      len(y) / seconds if seconds > 0 else None)
+
+
+def model_records(config: EvalConfig, infos: list[Any], say: Callable[[str], None]) -> list[Any]:
+    """Each model's bound preprocessing record (its metadata's, else the options'), saying where it came from."""
+    records = []
+    for model, info in zip(config.models, infos, strict=True):
+        record, note = record_for_model(info, config.preprocess)
+        if note:
+            say(f"{Path(model).name}: {note}")
+        records.append(record)
+    return records
+
+
+def open_eval_source(config: EvalConfig, infos: list[Any], dataset: Dataset | ImageSource | None = None,
+                     say: Callable[[str], None] = lambda _m: None) -> ImageSource:
+    """The labelled test images eval runs on (``--limit`` applied): ``dataset`` when given, else the image
+    folder or dataset the config names, labelled by the first model's class names where it has them."""
+    if isinstance(dataset, ImageSource):
+        source = dataset
+    elif dataset is not None:
+        source = ImageSource.from_dataset(dataset, "test")
+    else:
+        names, names_from = model_class_names(infos[0].metadata, config.labels_file)
+        source = open_images(config.dataset, config.data_dir, "test", names, names_from,
+                             strict_names=config.labels_file is not None)
+    if source.notice:
+        say(source.notice)
+    if not source.labelled:
+        raise DatasetError(f"{source.provenance.get('source')} holds unlabelled images; eval needs labels",
+                           hint="put the images in one subfolder per class (the folder name is the class)")
+    source = source.head(config.limit)
+    if len(source) == 0:
+        raise DatasetError(f"{source.provenance.get('source')}: no test images to evaluate")
+    return source
+
+
+@dataclass(frozen=True)
+class ModelPredictions:
+    """One model's top-1 predictions over every image (in the source's order), and what ran it."""
+
+    model: Path
+    info: Any  # OnnxModelInfo
+    record: Any  # the bound PreprocessRecord
+    preds: np.ndarray
+    top5_hits: int
+    n_outputs: int
+    precision: str
+    provider: dict[str, Any]
+    runtime: str
+    size_bytes: int  # of what the runtime ran (a LiteRT .tflite is not the .onnx)
+
+
+def summarise_predictions(models: list[ModelPredictions], y: np.ndarray, source: ImageSource
+                          ) -> tuple[list[ModelEval], tuple[str, ...]]:
+    """Accuracy, top-5, per-class accuracy, confusion and agreement with the first model, from the predictions
+    (local and distributed eval both end here), and the class names the result carries."""
     results: list[ModelEval] = []
     first_preds: np.ndarray | None = None
     class_names = source.class_names
-    for t in tallies:
-        preds = np.concatenate(t.preds)
+    for t in models:
+        preds = t.preds
         n_classes = max(len(class_names), t.n_outputs)
         if int(y.max(initial=0)) >= t.n_outputs:
             raise CnnkitError(f"{t.model}: has {t.n_outputs} outputs, the images are labelled with "
                               f"{len(class_names)} classes ({source.name})",
                               hint="evaluate on images of the model's classes, or pass --labels FILE")
-        if len(class_names) < n_classes and t is tallies[0]:
+        if len(class_names) < n_classes and t is models[0]:
             model_names, _ = model_class_names(t.info.metadata)
             class_names = model_names if model_names and len(model_names) == n_classes else (
                 tuple(class_names) + tuple(str(i) for i in range(len(class_names), n_classes)))
@@ -206,18 +264,14 @@ def evaluate_models(config: EvalConfig, dataset: Dataset | ImageSource | None = 
         support = cm.sum(axis=1)
         per_class = tuple(float(cm[i, i] / support[i]) if support[i] else None for i in range(n_classes))
         first_preds = preds if first_preds is None else first_preds
-        on_ort = isinstance(t.runner, OnnxRuntimeRunner)
         results.append(ModelEval(
-            model=str(t.model), sha256=t.info.sha256, precision=t.info.precision if on_ort else t.runner.precision,
-            size_bytes=getattr(t.runner, "size_bytes", t.info.size_bytes), provider=t.runner.session_info.to_dict() if on_ort else t.runner.provider,
-            samples=int(len(y)), accuracy=float(np.mean(preds == y)), runtime=config.runtime.runtime,
+            model=str(t.model), sha256=t.info.sha256, precision=t.precision,
+            size_bytes=t.size_bytes, provider=t.provider,
+            samples=int(len(y)), accuracy=float(np.mean(preds == y)), runtime=t.runtime,
             per_class_accuracy=per_class,
             confusion=tuple(tuple(int(v) for v in row) for row in cm) if n_classes <= MAX_CONFUSION_CLASSES else (),
             agreement_with_first=float(np.mean(preds == first_preds)),
             top5_accuracy=t.top5_hits / len(y) if t.n_outputs > 5 else None,
             preprocess=t.record.to_dict(),
         ))
-    described = source.describe() | {"evaluated_samples": int(len(y)), "split": source.provenance.get("split", "test")}
-    return EvalResult(SCHEMA, described, tuple(class_names), tuple(results), environment(),
-                      skipped.to_dict() if skipped else {"count": 0, "examples": []},
-                      len(y) / seconds if seconds > 0 else None)
+    return results, tuple(class_names)

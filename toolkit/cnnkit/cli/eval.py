@@ -7,7 +7,7 @@ from typing import Any
 
 import typer
 
-from cnnkit.cli.options import labels_option, skip_bad_images_option, with_preprocess_options
+from cnnkit.cli.options import address_option, engine_option, labels_option, skip_bad_images_option, with_preprocess_options
 from cnnkit.cli.render import console, image_progress, notice, print_json
 
 
@@ -29,6 +29,9 @@ def eval_command(
     json_out: Path = typer.Option(None, "--json", help="Write the full result here."),
     force: bool = typer.Option(False, "--force"),
     as_json: bool = typer.Option(False, "--print-json", help="Print the result as JSON instead of tables."),
+    engine: str = engine_option,
+    address: str = address_option,
+    workers: int = typer.Option(None, "--workers", help="With --engine ray: workers (one CPU each). Default: the cluster's CPUs."),
 ) -> None:
     """Top-1 and top-5 accuracy, per-class accuracy and confusion matrix of each model on labelled images."""
     from cnnkit.evaluate import EvalConfig, evaluate_models
@@ -45,9 +48,21 @@ def eval_command(
                         skip_bad_images, labels, runtime=parse_one_runtime(runtime, "eval"), tflite=tflite)
     for m in config.models:  # a bad model file fails before any data is loaded
         describe_onnx(m)
+    from cnnkit.distributed.cluster import check_engine
+    from cnnkit.errors import CnnkitError
+
+    if check_engine(engine) == "local" and workers is not None:
+        raise CnnkitError("--workers needs --engine ray", hint="add --engine ray, or drop --workers")
     with image_progress() as (bar, task):
-        result = evaluate_models(config, progress=lambda what, done, total: bar.update(task, description=what, completed=done, total=total),
-                                 notify=notice)
+        def progress(what: str, done: int, total: int) -> None:
+            bar.update(task, description=what, completed=done, total=total)
+
+        if engine == "ray":
+            from cnnkit.distributed.ray_eval import evaluate_on_ray
+
+            result = evaluate_on_ray(config, address, workers, progress=progress, notify=notice)
+        else:
+            result = evaluate_models(config, progress=progress, notify=notice)
     if json_out is not None:
         write_json_atomic(json_out, result.to_dict(), force=force)
     if result.skipped_images["count"]:
@@ -70,6 +85,11 @@ def render_eval(result, confusion: bool = False) -> None:  # noqa: ANN001 (EvalR
     rate = f", {result.images_per_s:,.0f} images/s" if result.images_per_s else ""
     skipped = f", {result.skipped_images['count']} skipped as unreadable" if result.skipped_images["count"] else ""
     console.print(f"dataset {d['name']} ({d['source']}): {d['evaluated_samples']:,} test images{skipped}{rate}")
+    if result.engine:
+        e = result.engine
+        console.print(f"engine ray ({e['address']}): {e['workers']} workers on {e['nodes_used']} of {e['nodes']} node(s), "
+                      f"batch {e['batch_size']}, {e['wall_s']:.1f} s wall (first batch after {e['first_batch_s'] or 0:.1f} s); "
+                      f"{e['images_returned']:,} of {e['images_expected']:,} images came back, each once")
     from cnnkit.data.preprocess import PreprocessRecord
 
     for m in result.models:

@@ -120,3 +120,10 @@ def with_preprocess_options(command: Callable[..., Any]) -> Callable[..., Any]:
     positional = [p.replace(kind=inspect.Parameter.KEYWORD_ONLY) if p.default is not p.empty else p for p in own]
     wrapper.__signature__ = signature.replace(parameters=positional + added)  # type: ignore[attr-defined]
     return wrapper
+
+
+# --- Ray: the same options in every command that can run on a cluster ---------------------------------------
+engine_option = typer.Option("local", "--engine", help="local (this process), or ray: spread over a Ray cluster "
+                             '(pip install "cnnkit[ray]").')
+address_option = typer.Option(None, "--address", envvar="RAY_ADDRESS", help="With --engine ray: the cluster (auto, "
+                              "HOST:PORT or ray://HOST:PORT). Default: a local cluster started for this command.")

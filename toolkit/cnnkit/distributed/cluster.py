@@ -1,0 +1,64 @@
+"""Connecting to a Ray cluster (or starting a local one) for the length of one command."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+from collections.abc import Iterator
+from typing import Any
+
+from cnnkit._deps import capture_native_stderr, require_ray
+from cnnkit.errors import CnnkitError
+
+ENGINES = ("local", "ray")
+
+
+def check_engine(engine: str) -> str:
+    if engine not in ENGINES:
+        raise CnnkitError(f"unknown --engine {engine!r}", hint=f"one of: {', '.join(ENGINES)}")
+    return engine
+
+
+def worker_env() -> dict[str, str]:
+    """The driver's ``CNNKIT_*`` variables (offline mode, debug, fault injection), passed on to Ray workers."""
+    return {k: v for k, v in os.environ.items() if k.startswith("CNNKIT_")}
+
+
+@contextlib.contextmanager
+def ray_cluster(address: str | None) -> Iterator[Any]:
+    """Ray, connected: to the cluster ``address`` names (``auto``, ``HOST:PORT``, ``ray://HOST:PORT``), else to
+    ``$RAY_ADDRESS``, else a local cluster started here and stopped at the end. A connection the caller already
+    holds (``ray.init`` before) is used as it is and left open."""
+    ray = require_ray()
+    if ray.is_initialized():
+        yield ray
+        return
+    # Ray's C++ core logs warnings meant for Ray developers (e.g. about actor constructor arguments) to the
+    # terminal; failures still reach the user as exceptions. The user's own setting wins.
+    os.environ.setdefault("RAY_BACKEND_LOG_LEVEL", "fatal")
+    try:
+        with capture_native_stderr():  # start-up chatter; replayed if the start fails
+            ray.init(address=address, include_dashboard=False, logging_level=logging.ERROR, log_to_driver=False,
+                     configure_logging=True)
+    except (ConnectionError, ValueError, RuntimeError) as exc:
+        where = address or os.environ.get("RAY_ADDRESS") or "a local cluster"
+        reason = " ".join(str(exc).split())[:200]
+        raise CnnkitError(f"cannot connect to Ray at {where}: {reason}",
+                          hint="start one with `ray start --head`, or pass --address auto|HOST:PORT|ray://HOST:PORT"
+                          ) from None
+    try:
+        from ray.data import DataContext
+
+        ctx = DataContext.get_current()
+        ctx.enable_progress_bars = False  # cnnkit draws its own
+        ctx.print_on_execution_start = False
+        for name in ("ray", "ray.data"):
+            logging.getLogger(name).setLevel(logging.ERROR)
+        yield ray
+    finally:
+        ray.shutdown()
+
+
+def alive_nodes(ray: Any) -> list[dict[str, Any]]:
+    return [n for n in ray.nodes() if n.get("Alive")]

@@ -1,0 +1,249 @@
+"""``cnnkit eval --engine ray``: the image folder as a Ray Dataset, decoded and scored on the workers.
+
+The driver lists the folder (paths and labels, as the local eval does), hands Ray Data a table of
+``(index, path)`` rows, and ``map_batches`` runs :class:`EvalWorker` on an actor pool: one ONNX Runtime session
+per model per worker, Pillow decoding and the preprocessing record applied there (the same code the local eval
+uses). Workers send back each image's index, top-1 class and top-5 hit per model; the driver checks that every
+index came back exactly once (a retried batch must not count twice, a lost one is an error), then ends in the
+same summary as the local eval (:func:`cnnkit.evaluate.summarise_predictions`).
+
+Every node must see the folder and the models at the same paths (a shared file system), and have cnnkit.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from cnnkit.errors import CnnkitError, DatasetError
+
+MAX_BLOCKS = 2000  # Ray Data blocks the file list is cut into (at least one batch each)
+KILL_ONCE_ENV = "CNNKIT_RAY_KILL_WORKER_ONCE"  # fault injection for tests: a marker file; the worker that claims it dies
+
+
+class EvalWorker:
+    """One Ray actor: a runner per model, built once; ``__call__`` scores one batch of ``(index, path, label)``."""
+
+    def __init__(self, root: str, models: list[str], records: list[dict[str, Any]], session: dict[str, Any],
+                 runtime: dict[str, str], tflite: str | None) -> None:
+        from cnnkit.data.preprocess import PreprocessRecord
+        from cnnkit.runtimes import RuntimeChoice, create_runner
+        from cnnkit.sessions import SessionConfig
+
+        self.root = Path(root)
+        self.records = [PreprocessRecord.from_dict(r) for r in records]
+        config = SessionConfig.from_dict(session)
+        self.runners = [create_runner(RuntimeChoice(**runtime), m, config, tflite) for m in models]
+        self.meta = json.dumps({"node": _node_id(), "pid": os.getpid(),
+                                "providers": [_provider(r) for r in self.runners],
+                                "precisions": [getattr(r, "precision", None) for r in self.runners],
+                                "sizes": [getattr(r, "size_bytes", None) for r in self.runners]})
+
+    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        from cnnkit.data.folders import BadImageError, ImageFolder
+        from cnnkit.evaluate import top1_and_top5
+
+        _maybe_die()
+        n = len(batch["index"])
+        files = tuple(str(p) for p in batch["path"])
+        folder = ImageFolder(self.root, files, np.asarray(batch["label"], np.int64), (), None)
+        bad = np.full(n, "", dtype=object)
+        out: dict[str, Any] = {"index": np.asarray(batch["index"], np.int64)}
+        n_outputs = []
+        groups: dict[tuple[Any, ...], list[int]] = {}
+        for k, r in enumerate(self.records):  # one decoding per geometry, as the local eval does
+            groups.setdefault((r.size, r.channels, r.crop_fraction), []).append(k)
+        for ks in groups.values():
+            record = self.records[ks[0]]
+            pixels, ok = [], []
+            for i in range(n):
+                try:
+                    pixels.append(folder.read(i, record))
+                    ok.append(i)
+                except BadImageError as exc:
+                    bad[i] = exc.reason
+            x = np.stack(pixels) if pixels else None
+            for k in ks:
+                preds, top5 = np.full(n, -1, np.int64), np.zeros(n, bool)
+                if x is not None:
+                    runner = self.runners[k]
+                    scores = next(iter(runner.infer({runner.input_name: self.records[k].normalize(x)}).values()))
+                    scores = scores.reshape(len(x), -1)
+                    preds[ok], top5[ok] = top1_and_top5(scores, folder.labels[ok])
+                    n_outputs.append((k, scores.shape[1]))
+                out[f"pred_{k}"], out[f"top5_{k}"] = preds, top5
+        out["bad"] = bad
+        meta = np.full(n, "", dtype=object)
+        meta[0] = json.dumps(json.loads(self.meta) | {"n_outputs": dict(n_outputs)})
+        out["meta"] = meta
+        return out
+
+
+def _node_id() -> str:
+    import ray
+
+    return ray.get_runtime_context().get_node_id()
+
+
+def _provider(runner: Any) -> dict[str, Any]:
+    from cnnkit.runners import OnnxRuntimeRunner
+
+    return runner.session_info.to_dict() if isinstance(runner, OnnxRuntimeRunner) else dict(runner.provider)
+
+
+def _maybe_die() -> None:
+    """Fault injection (tests): the first worker to claim the marker file named by the variable exits hard."""
+    marker = os.environ.get(KILL_ONCE_ENV)
+    if not marker:
+        return
+    try:
+        os.rename(marker, f"{marker}.claimed-by-{os.getpid()}")
+    except OSError:
+        return  # absent, or another worker claimed it
+    os._exit(1)
+
+
+def evaluate_on_ray(config: Any, address: str | None = None, workers: int | None = None,
+                    progress: Callable[[str, int, int], None] | None = None,
+                    notify: Callable[[str], None] | None = None) -> Any:
+    """:func:`cnnkit.evaluate.evaluate_models` on a Ray cluster: the same :class:`EvalResult`, plus ``engine``.
+
+    ``config``: an :class:`EvalConfig` whose ``data_dir`` is an image folder. ``workers``: actors in the pool,
+    one CPU each (default: the cluster's CPUs). Each worker's ONNX Runtime uses one thread unless the session
+    config says otherwise.
+    """
+    from dataclasses import replace
+
+    from cnnkit.data.folders import BadImageError, SkippedImages
+    from cnnkit.distributed.cluster import alive_nodes, ray_cluster, worker_env
+    from cnnkit.envinfo import environment
+    from cnnkit.evaluate import SCHEMA, EvalResult, ModelPredictions, model_records, open_eval_source, summarise_predictions
+    from cnnkit.onnx_info import describe_onnx
+
+    from cnnkit._deps import require_ray
+
+    if workers is not None and workers <= 0:
+        raise CnnkitError(f"--workers must be positive, got {workers}")
+    require_ray()  # before any other output
+    say = notify or (lambda _m: None)
+    infos = [describe_onnx(m) for m in config.models]
+    records = model_records(config, infos, say)
+    source = open_eval_source(config, infos, None, say)
+    if source.folder is None:
+        raise DatasetError(f"--engine ray evaluates image folders; {source.name} is a dataset held in memory",
+                           hint="pass --data-dir with a folder of class subfolders of images, or drop --engine")
+    folder = source.folder
+    session = config.session if config.session.intra_op_threads else replace(config.session, intra_op_threads=1)
+    tflite = str(Path(config.tflite).resolve()) if config.tflite else None
+    total = len(folder)
+    with ray_cluster(address) as ray:
+        import pyarrow as pa
+
+        nodes = alive_nodes(ray)
+        cpus = int(ray.cluster_resources().get("CPU", 1))
+        pool = workers or max(1, cpus)
+        rows = max(config.batch_size, math.ceil(total / MAX_BLOCKS))
+        table = pa.table({"index": np.arange(total, dtype=np.int64), "path": list(folder.files),
+                          "label": folder.labels})
+        ds = ray.data.from_arrow([table.slice(s, rows) for s in range(0, total, rows)])
+        scored = ds.map_batches(
+            EvalWorker, batch_size=config.batch_size, batch_format="numpy", num_cpus=1,
+            compute=ray.data.ActorPoolStrategy(size=pool),
+            fn_constructor_kwargs={"root": str(folder.root.resolve()),
+                                   "models": [str(Path(m).resolve()) for m in config.models],
+                                   "records": [r.to_dict() for r in records], "session": session.to_dict(),
+                                   "runtime": config.runtime.to_dict(), "tflite": tflite},
+            runtime_env={"env_vars": worker_env()} if worker_env() else None,
+        )
+        parts: dict[str, list[np.ndarray]] = {}
+        metas: list[dict[str, Any]] = []
+        done = 0
+        first: tuple[float, int] | None = None  # (seconds, images) when the first batch came back
+        started = time.perf_counter()
+        try:
+            for batch in scored.iter_batches(batch_size=None, batch_format="numpy"):
+                if not config.skip_bad_images:
+                    for i, reason in zip(batch["index"], batch["bad"], strict=True):
+                        if reason:
+                            raise BadImageError(folder.root / folder.files[int(i)], str(reason))
+                for key, value in batch.items():
+                    if key != "meta":
+                        parts.setdefault(key, []).append(value)
+                metas += [json.loads(m) for m in batch["meta"] if m]
+                done += len(batch["index"])
+                if first is None:
+                    first = (time.perf_counter() - started, done)
+                if progress:
+                    progress(f"eval on Ray ({pool} workers)", done, total)
+        except ray.exceptions.RayError as exc:
+            raise CnnkitError(f"distributed eval failed: {_one_line(exc)}",
+                              hint="rerun with --debug for the workers' traceback") from exc
+        seconds = time.perf_counter() - started
+    index = np.concatenate(parts["index"]) if parts else np.empty(0, np.int64)
+    _check_every_image_once(index, total, folder)
+    order = np.argsort(index, kind="stable")
+    bad = np.concatenate(parts["bad"])[order]
+    skipped = SkippedImages()
+    for i in np.flatnonzero(bad != ""):
+        skipped.add(BadImageError(folder.root / folder.files[int(i)], str(bad[i])))
+    keep = bad == ""
+    if not keep.any():
+        raise DatasetError(f"{source.provenance.get('source')}: every image was skipped as unreadable")
+    y = folder.labels[keep]
+    n_outputs: dict[int, int] = {}
+    providers: list[list[dict[str, Any]]] = []
+    for m in metas:
+        n_outputs |= {int(k): int(v) for k, v in m["n_outputs"].items()}
+        if m["providers"] not in providers:
+            providers.append(m["providers"])
+    predictions = []
+    for k, (model, info, record) in enumerate(zip(config.models, infos, records, strict=True)):
+        preds = np.concatenate(parts[f"pred_{k}"])[order][keep]
+        hits = int(np.concatenate(parts[f"top5_{k}"])[order][keep].sum())
+        provider = providers[0][k] if len(providers) == 1 else {"workers": [p[k] for p in providers]}
+        precision = info.precision if config.runtime.runtime == "onnxruntime" else str(metas[0]["precisions"][k])
+        predictions.append(ModelPredictions(Path(model), info, record, preds, hits, n_outputs[k], precision,
+                                            provider, config.runtime.runtime, metas[0]["sizes"][k] or info.size_bytes))
+    results, class_names = summarise_predictions(predictions, y, source)
+    n = int(keep.sum())
+    engine = {
+        "engine": "ray", "ray_version": ray.__version__, "address": address or os.environ.get("RAY_ADDRESS") or "local",
+        "nodes": len(nodes), "nodes_used": len({m["node"] for m in metas}), "cluster_cpus": cpus,
+        "workers": pool, "worker_processes_seen": len({(m["node"], m["pid"]) for m in metas}),
+        "batch_size": config.batch_size, "images_expected": total, "images_returned": int(len(index)),
+        "images_per_s": n / seconds if seconds > 0 else None, "wall_s": seconds,
+        # Start-up (actors importing ONNX Runtime, building sessions) is paid once; the rate after it is what
+        # more images would run at.
+        "first_batch_s": first[0] if first else None,
+        "steady_images_per_s": ((len(index) - first[1]) / (seconds - first[0])
+                                if first and seconds > first[0] and len(index) > first[1] else None),
+    }
+    described = source.describe() | {"evaluated_samples": n, "split": "test"}
+    return EvalResult(SCHEMA, described, class_names, tuple(results), environment(),
+                      skipped.to_dict() if config.skip_bad_images else {"count": 0, "examples": []},
+                      n / seconds if seconds > 0 else None, engine)
+
+
+def _check_every_image_once(index: np.ndarray, total: int, folder: Any) -> None:
+    """Every listed image came back exactly once; anything else is an error, never a silent figure."""
+    counts = np.bincount(index, minlength=total) if len(index) else np.zeros(total, np.int64)
+    missing, twice = np.flatnonzero(counts[:total] == 0), np.flatnonzero(counts[:total] > 1)
+    if len(counts) > total or len(missing) or len(twice):
+        example = folder.files[int(missing[0])] if len(missing) else (folder.files[int(twice[0])] if len(twice) else "")
+        raise CnnkitError(
+            f"distributed eval of {folder.root} returned {len(index)} results for {total} images: "
+            f"{len(missing)} missing, {len(twice)} counted more than once" + (f" (e.g. {example})" if example else ""),
+            hint="no figure is reported from an incomplete run; rerun it (a worker may have died past its retries)")
+
+
+def _one_line(exc: BaseException) -> str:
+    cause = getattr(exc, "cause", None) or exc
+    text = " ".join(str(cause).split())
+    return text[:300] or type(cause).__name__
