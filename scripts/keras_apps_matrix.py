@@ -162,7 +162,7 @@ def keras_row(name: str, spec: tuple[dict[str, Any], int, str], folder: Path, fi
     variants = [v for v in ("model.onnx", "model.int8.onnx", "model.fp16.onnx") if (work / v).exists()]
     steps["eval"] = cnnkit(["eval", *variants, "--data-dir", str(folder), "--json", "eval.json", "--force"], work, timeout)
     steps["predict"] = cnnkit(["predict", "model.onnx", str(files[0]), str(files[-1]), "-k", "3"], work, timeout)
-    steps["featuremaps"] = cnnkit(["featuremaps", "model.onnx", "-o", "featuremaps", "--data-dir", str(folder),
+    steps["featuremaps"] = cnnkit(["featuremaps", "model.onnx", "-o", "featuremaps", "--image", str(files[0]),
                                    "--force"], work, timeout)
     steps["summary_keras"] = cnnkit(["summary", "model.keras", "--json"], work, timeout)
     steps["summary_onnx"] = cnnkit(["summary", "model.onnx", "--json"], work, timeout)
@@ -230,7 +230,7 @@ def squeezenet_row(folder: Path, files: list[Path], out: Path, timeout: int) -> 
     steps["eval"] = cnnkit(["eval", *variants, "--data-dir", str(folder), *pre, "--json", "eval.json", "--force"],
                            work, timeout)
     steps["predict"] = cnnkit(["predict", "model.onnx", str(files[0]), *pre, "-k", "3"], work, timeout)
-    steps["featuremaps"] = cnnkit(["featuremaps", "model.onnx", "-o", "featuremaps", "--data-dir", str(folder),
+    steps["featuremaps"] = cnnkit(["featuremaps", "model.onnx", "-o", "featuremaps", "--image", str(files[0]), *pre,
                                    "--force"], work, timeout)
     steps["summary_onnx"] = cnnkit(["summary", "model.onnx", "--json"], work, timeout)
     results = [r for r in ("parity.json", "bench.json", "quantize_static.json", "eval.json") if (work / r).exists()]
