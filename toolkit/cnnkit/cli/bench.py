@@ -7,8 +7,8 @@ from pathlib import Path
 import typer
 
 from cnnkit.choices import CudnnConvAlgoSearch, ExecutionMode, GraphOptimization
-from cnnkit.cli.options import parse_batch_sizes, parse_provider_options, parse_concurrency
-from cnnkit.cli.render import console, err_console
+from cnnkit.cli.options import address_option, engine_option, parse_batch_sizes, parse_provider_options, parse_concurrency
+from cnnkit.cli.render import console, err_console, notice
 
 
 def bench_command(
@@ -60,6 +60,10 @@ def bench_command(
     wide: bool = typer.Option(False, "--wide", help="All latency columns (mean, sd, min, precision, provider)."),
     json_out: Path = typer.Option(None, "--json", help="Write the full result, raw samples included, here."),
     force: bool = typer.Option(False, "--force", help="Overwrite an existing --json file."),
+    engine: str = engine_option,
+    address: str = address_option,
+    nodes: str = typer.Option(None, "--nodes", help="With --engine ray: all, or LABEL=VALUE (node labels, "
+                              "ray start --labels). One benchmark per node, none sharing a node. Default: all."),
 ) -> None:
     """Time every inference on its own after a warm-up per shape; report percentiles and images/s."""
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
@@ -96,6 +100,23 @@ def bench_command(
         profile=profile, profile_runs=profile_runs, memory=memory, cold_starts=cold_start_runs if cold_start else 0,
         concurrency=parse_concurrency(concurrency, cpu_info()["usable_cores"] or 1) if concurrency is not None else (),
     )
+    from cnnkit.distributed.cluster import check_engine
+
+    if check_engine(engine) == "ray":
+        if recommend:
+            raise CnnkitError("--recommend runs on this machine only", hint="drop --engine ray, or --recommend")
+        from cnnkit.distributed.fleet import run_fleet_benchmark
+
+        with err_console.status("benchmarking on the Ray cluster's nodes"):
+            fleet = run_fleet_benchmark(config, nodes or "all", address, notify=notice)
+        if json_out is not None:
+            write_json_atomic(json_out, fleet.to_dict(), force=force)
+        render_fleet(fleet.to_dict())
+        if json_out is not None:
+            console.print(f"wrote {json_out}")
+        return
+    if nodes is not None:
+        raise CnnkitError("--nodes needs --engine ray", hint="add --engine ray, or drop --nodes")
     accuracy = None
     if recommend:  # evaluated first: a dataset problem fails before minutes of timing
         from cnnkit.bench import _check_runtimes
@@ -124,6 +145,14 @@ def bench_command(
         render_recommendation(advice)
     if json_out is not None:
         console.print(f"wrote {json_out}")
+
+
+def render_fleet(fleet: dict) -> None:
+    """One row per device and case; nodes that gave no result are listed with the reason."""
+    from cnnkit.cli.report import render_devices
+    from cnnkit.devices import device_rows
+
+    render_devices(device_rows([(e["device"], e["result"]) for e in fleet["entries"]]), fleet["missing"])
 
 
 def render_bench(result, wide: bool = False) -> None:  # noqa: ANN001 (BenchResult, imported lazily)

@@ -20,3 +20,24 @@ def report_command(
 
     result = write_report(inputs, output, title, force)
     console.print(f"wrote {result['out_dir']}/: {', '.join(result['files'])} (from {len(result['sources'])} result file(s))")
+
+
+def render_devices(rows, missing=()) -> None:  # noqa: ANN001 (DeviceRow list, imported lazily)
+    """The device comparison: p50/p95 latency and images/s per device, the best device per batch size marked."""
+    from rich.table import Table
+
+    from cnnkit.devices import best_device_per_batch
+
+    best = best_device_per_batch(rows)
+    table = Table(title="devices (* the highest throughput at that batch size)", title_justify="left")
+    for col in ("device", "model", "runtime", "batch", "p50 ms", "p95 ms", "images/s"):
+        table.add_column(col, justify="left" if col in ("device", "model", "runtime") else "right", no_wrap=True)
+    for r in rows:
+        star = "*" if best[(r.model, r.runtime, r.precision, r.batch_size)] is r and len(
+            {x.device for x in rows}) > 1 else ""
+        runtime = r.runtime if r.precision in ("fp32", "model") else f"{r.runtime} {r.precision}"
+        table.add_row(r.device, r.model, runtime, str(r.batch_size), f"{r.p50_ms:.3f}",
+                      f"{r.p95_ms:.3f}" + (" noisy" if r.noisy else ""), f"{r.images_per_s:,.0f}{star}")
+    console.print(table)
+    for m in missing:
+        console.print(f"missing: {m['device']} ({m['node_id'][:12]}): {m['reason']}")
