@@ -82,3 +82,34 @@ def reference_probs(path: Path, images_nhwc: np.ndarray) -> np.ndarray:
         feed = np.repeat(x[None], b, axis=0).astype(dtype)
         out.append(sess.run(None, {inp.name: feed})[0][0])
     return np.stack(out)
+
+
+def odd_models(folder: Path) -> dict[str, Path]:
+    """Models cnnkit must refuse in one line or run: not images, several inputs, dynamic H/W, a batch of 0,
+    a 4-D (segmentation-like) output, an NHWC model without convolutions, two outputs."""
+    import onnx
+    from onnx import TensorProto as T
+    from onnx import helper as h
+    from onnx import numpy_helper as nh
+
+    folder.mkdir(parents=True, exist_ok=True)
+    w = nh.from_array(np.ones((4, 1, 3, 3), np.float32), "w")
+    specs = {
+        "conv1d": ([h.make_tensor_value_info("x", T.FLOAT, ["N", 1, 28])], [h.make_node("Conv", ["x", "w1"], ["y"])],
+                   [nh.from_array(np.ones((4, 1, 3), np.float32), "w1")]),
+        "two_inputs": ([h.make_tensor_value_info("a", T.FLOAT, [1, 1, 28, 28]), h.make_tensor_value_info("b", T.FLOAT, [1, 1, 28, 28])],
+                       [h.make_node("Add", ["a", "b"], ["y"])], []),
+        "dynamic_hw": ([h.make_tensor_value_info("x", T.FLOAT, ["N", 1, "H", "W"])], [h.make_node("Conv", ["x", "w"], ["y"])], [w]),
+        "int64_input": ([h.make_tensor_value_info("x", T.INT64, ["N", 28, 28, 1])], [h.make_node("Identity", ["x"], ["y"])], []),
+        "batch_zero": ([h.make_tensor_value_info("x", T.FLOAT, [0, 1, 28, 28])], [h.make_node("Conv", ["x", "w"], ["y"])], [w]),
+        "segmentation": ([h.make_tensor_value_info("x", T.FLOAT, [1, 1, 28, 28])], [h.make_node("Conv", ["x", "w"], ["y"])], [w]),
+        "dense_nhwc": ([h.make_tensor_value_info("x", T.FLOAT, ["N", 28, 28, 1])],
+                       [h.make_node("Flatten", ["x"], ["f"]), h.make_node("MatMul", ["f", "m"], ["y"])],
+                       [nh.from_array(np.linspace(0, 1, 7840, dtype=np.float32).reshape(784, 10), "m")]),
+    }
+    out = {}
+    for name, (inputs, nodes, inits) in specs.items():
+        graph = h.make_graph(nodes, name, inputs, [h.make_tensor_value_info("y", T.FLOAT, None)], inits)
+        onnx.save(h.make_model(graph, opset_imports=[h.make_opsetid("", 17)], ir_version=9), folder / f"{name}.onnx")
+        out[name] = folder / f"{name}.onnx"
+    return out

@@ -122,3 +122,38 @@ def test_onnx_summary_text(tmp_path: Path) -> None:
                      "ops: "):
         assert fragment in r.stdout
     assert_user_error(run("summary", tmp_path / "missing.onnx"), "not found")
+
+
+@pytest.mark.parametrize("name", ["conv1d", "two_inputs", "dynamic_hw", "int64_input", "batch_zero", "segmentation",
+                                  "dense_nhwc"])
+def test_no_model_shape_ends_in_exit_3(tmp_path: Path, name: str) -> None:
+    from PIL import Image
+
+    from tests.onnx_graphs import odd_models
+
+    model = odd_models(tmp_path / "odd")[name]
+    Image.fromarray(np.zeros((28, 28), np.uint8)).save(tmp_path / "d.png")
+    refused = {"conv1d": "not an image tensor", "two_inputs": "this one has 2: a [1, 1, 28, 28] float32, b",
+               "dynamic_hw": "no fixed height and width", "int64_input": "dtype int64", "batch_zero": "batch of 0"}
+    commands = [("bench", model, "--batch-sizes", "1,2", "--warmup", "0", "--min-time", "0", "--min-iterations", "2"),
+                ("eval", model, "--dataset", "digits", "--limit", "20"),
+                ("parity", model, model, "--dataset", "digits", "--samples", "8"),
+                ("featuremaps", model, "--image", tmp_path / "d.png", "-o", tmp_path / "maps", "--force"),
+                ("predict", model, tmp_path / "d.png")]
+    for args in commands:
+        r = run(*args)
+        assert r.exit_code in (0, 1), (args, r.output)
+        if name in refused:
+            assert_user_error(r, refused[name])
+    assert run("summary", model).exit_code == 0  # summary describes what it can, refusals included
+
+
+def test_openvino_runs_a_fixed_batch_model_a_batch_at_a_time(tmp_path: Path) -> None:
+    pytest.importorskip("openvino")
+    model = _model(tmp_path, "NCHW", 4, "float32")
+    r = run("eval", model, "--runtime", "openvino", "--dataset", "digits", "--limit", "30", "--json", tmp_path / "ov.json")
+    assert r.exit_code == 0, r.output
+    r = run("eval", model, "--dataset", "digits", "--limit", "30", "--json", tmp_path / "ort.json")
+    assert r.exit_code == 0, r.output
+    ov, ort_ = (json.loads((tmp_path / f).read_text())["models"][0]["accuracy"] for f in ("ov.json", "ort.json"))
+    assert ov == ort_

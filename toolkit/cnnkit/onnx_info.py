@@ -210,6 +210,9 @@ def image_input(model: Any, label: str) -> ImageInput:
                f"--dim_value 224 {label} fixed.onnx") if params else "fix the image size in the graph first"
         raise ModelFileError(f"{label}: input {inp.name} {list(dims)} ({layout}) has no fixed {' and '.join(dynamic)}; "
                              "cnnkit needs the image size", hint=fix)
+    if dims[0] == 0:
+        raise ModelFileError(f"{label}: input {inp.name} {list(dims)} declares a batch of 0: no image can be fed",
+                             hint="export it again with a dynamic batch (or a positive one)")
     batch = dims[0] if isinstance(dims[0], int) and dims[0] > 0 else None
     return ImageInput(inp.name, dims, dtype, layout, reason, batch, int(h), int(w), int(c))
 

@@ -7,6 +7,7 @@ outputs with the ONNX graph's names, so their dictionaries line up.
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -65,18 +66,27 @@ class OnnxRuntimeRunner:
         if x.dtype != self.input_dtype:
             x = x.astype(self.input_dtype)
         fixed = self.image.batch if self.image is not None else None
-        if fixed is None or len(x) == fixed:
-            return dict(zip(self.output_names, self.session.run(None, {self.input_name: x}), strict=True))
-        parts: dict[str, list[np.ndarray]] = {}
-        for start in range(0, len(x), fixed):
-            chunk = x[start : start + fixed]
-            n = len(chunk)
-            if n < fixed:
-                chunk = np.concatenate([chunk, np.repeat(chunk[-1:], fixed - n, axis=0)])
-            for name, value in zip(self.output_names, self.session.run(None, {self.input_name: chunk}), strict=True):
-                parts.setdefault(name, []).append(value[:n] if np.ndim(value) and len(value) == fixed else value)
-        return {name: np.concatenate(values) if all(np.ndim(v) for v in values) else values[-1]
-                for name, values in parts.items()}
+        return in_fixed_batches(
+            lambda chunk: dict(zip(self.output_names, self.session.run(None, {self.input_name: chunk}), strict=True)),
+            x, fixed)
+
+
+def in_fixed_batches(run: Callable[[np.ndarray], dict[str, np.ndarray]], x: np.ndarray,
+                     fixed: int | None) -> dict[str, np.ndarray]:
+    """``run(x)``, or for a model with a ``fixed`` batch ``run`` on chunks of that size: the last chunk padded
+    with copies of its last input, the padding's outputs dropped, the chunks' outputs concatenated."""
+    if fixed is None or len(x) == fixed:
+        return run(x)
+    parts: dict[str, list[np.ndarray]] = {}
+    for start in range(0, len(x), fixed):
+        chunk = x[start : start + fixed]
+        n = len(chunk)
+        if n < fixed:
+            chunk = np.concatenate([chunk, np.repeat(chunk[-1:], fixed - n, axis=0)])
+        for name, value in run(chunk).items():
+            parts.setdefault(name, []).append(value[:n] if np.ndim(value) and len(value) == fixed else value)
+    return {name: np.concatenate(values) if all(np.ndim(v) for v in values) else values[-1]
+            for name, values in parts.items()}
 
 
 class ImageRunner:

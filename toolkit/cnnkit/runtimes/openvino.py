@@ -75,7 +75,13 @@ class OpenVinoRunner:
         return lambda: request.infer(feeds)
 
     def infer(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        x = np.ascontiguousarray(feeds[self.input_name], dtype=self.input_dtype)
-        out = self.request.infer({0: x})
-        # The request reuses its output buffers: copy before the next call overwrites them.
-        return {name: np.array(out[port]) for name, port in zip(self.output_names, self.compiled.outputs, strict=True)}
+        from cnnkit.runners import in_fixed_batches
+
+        def run(x: np.ndarray) -> dict[str, np.ndarray]:
+            out = self.request.infer({0: np.ascontiguousarray(x)})
+            # The request reuses its output buffers: copy before the next call overwrites them.
+            return {name: np.array(out[port]) for name, port in zip(self.output_names, self.compiled.outputs, strict=True)}
+
+        x = np.asarray(feeds[self.input_name], dtype=self.input_dtype)
+        fixed = self.input_shape[0] if isinstance(self.input_shape[0], int) else None
+        return in_fixed_batches(run, x, fixed)  # a static batch (the model's, or compiled for) takes no other
