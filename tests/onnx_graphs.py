@@ -100,7 +100,7 @@ def odd_models(folder: Path) -> dict[str, Path]:
         "two_inputs": ([h.make_tensor_value_info("a", T.FLOAT, [1, 1, 28, 28]), h.make_tensor_value_info("b", T.FLOAT, [1, 1, 28, 28])],
                        [h.make_node("Add", ["a", "b"], ["y"])], []),
         "dynamic_hw": ([h.make_tensor_value_info("x", T.FLOAT, ["N", 1, "H", "W"])], [h.make_node("Conv", ["x", "w"], ["y"])], [w]),
-        "int64_input": ([h.make_tensor_value_info("x", T.INT64, ["N", 28, 28, 1])], [h.make_node("Identity", ["x"], ["y"])], []),
+        "int64_input": ([h.make_tensor_value_info("x", T.INT64, ["N", 28, 28, 1])], [h.make_node("Cast", ["x"], ["y"], to=T.FLOAT)], []),
         "batch_zero": ([h.make_tensor_value_info("x", T.FLOAT, [0, 1, 28, 28])], [h.make_node("Conv", ["x", "w"], ["y"])], [w]),
         "segmentation": ([h.make_tensor_value_info("x", T.FLOAT, [1, 1, 28, 28])], [h.make_node("Conv", ["x", "w"], ["y"])], [w]),
         "dense_nhwc": ([h.make_tensor_value_info("x", T.FLOAT, ["N", 28, 28, 1])],

@@ -133,7 +133,7 @@ def test_no_model_shape_ends_in_exit_3(tmp_path: Path, name: str) -> None:
 
     model = odd_models(tmp_path / "odd")[name]
     Image.fromarray(np.zeros((28, 28), np.uint8)).save(tmp_path / "d.png")
-    refused = {"conv1d": "not an image tensor", "two_inputs": "this one has 2: a [1, 1, 28, 28] float32, b",
+    refused = {"conv1d": "not an image tensor", "two_inputs": "a [1, 1, 28, 28] float32, b [1, 1, 28, 28] float32",
                "dynamic_hw": "no fixed height and width", "int64_input": "dtype int64", "batch_zero": "batch of 0"}
     commands = [("bench", model, "--batch-sizes", "1,2", "--warmup", "0", "--min-time", "0", "--min-iterations", "2"),
                 ("eval", model, "--dataset", "digits", "--limit", "20"),
@@ -143,8 +143,10 @@ def test_no_model_shape_ends_in_exit_3(tmp_path: Path, name: str) -> None:
     for args in commands:
         r = run(*args)
         assert r.exit_code in (0, 1), (args, r.output)
-        if name in refused:
-            assert_user_error(r, refused[name])
+        if r.exit_code == 1:
+            assert_user_error(r, progress_ok=True)  # a preprocessing note may come first
+        if name in refused and not (args[0] == "parity" and name == "conv1d"):  # parity also runs signal models
+            assert_user_error(r, refused[name], progress_ok=True)
     assert run("summary", model).exit_code == 0  # summary describes what it can, refusals included
 
 

@@ -173,12 +173,17 @@ def _shape_layout(dims: tuple[Any, ...]) -> tuple[str, str] | None:
     return None
 
 
+def describe_inputs(inputs: list[Any]) -> str:
+    """``name [dims] dtype, ...`` for graph inputs, for error messages."""
+    return ", ".join(f"{i.name} {list(_dims(i))} {_DTYPES.get(i.type.tensor_type.elem_type, '?')}" for i in inputs)
+
+
 def image_input(model: Any, label: str) -> ImageInput:
     """The one image input of ``model`` (an ``onnx.ModelProto``); anything else is a one-line error."""
     graph = model.graph
     initializer_names = {i.name for i in graph.initializer}
     inputs = [i for i in graph.input if i.name not in initializer_names]
-    described = ", ".join(f"{i.name} {list(_dims(i))} {_DTYPES.get(i.type.tensor_type.elem_type, '?')}" for i in inputs)
+    described = describe_inputs(inputs)
     if len(inputs) != 1:
         raise ModelFileError(f"{label}: cnnkit runs image classifiers with one input; this one has {len(inputs)}: "
                              f"{described or 'none'}",
@@ -261,7 +266,7 @@ def describe_onnx(path: str | os.PathLike[str], require_image: bool = True) -> O
         inputs = [i for i in graph.input if i.name not in initializer_names]
         if len(inputs) != 1 or not graph.output:
             raise ModelFileError(f"{p}: cnnkit runs models with one input and at least one output; this one has "
-                                 f"{len(inputs)} input(s) ({', '.join(i.name for i in inputs)}) and "
+                                 f"{len(inputs)} input(s) ({describe_inputs(inputs) or 'none'}) and "
                                  f"{len(graph.output)} output(s)")
         name, shape = inputs[0].name, _dims(inputs[0])
         dtype = _DTYPES.get(inputs[0].type.tensor_type.elem_type, str(inputs[0].type.tensor_type.elem_type))
