@@ -9,7 +9,6 @@ import pytest
 from onnx import helper, numpy_helper
 
 from cnnkit.data.preprocess import PreprocessChoice
-from cnnkit.errors import ParityError
 from cnnkit.parity import SCHEMA, ParityConfig, ParityResult, check_parity
 
 pytestmark = pytest.mark.integration

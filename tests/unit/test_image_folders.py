@@ -40,7 +40,9 @@ def test_class_subfolders_label_by_sorted_name_and_decode_losslessly(tmp_path: P
     assert [len(x) for x, _ in batches] == [4, 4, 1]
     x = np.concatenate([b[0] for b in batches])
     np.testing.assert_array_equal(x[0], pixels["cat/000.png"])
-    assert folder.describe()["images_per_class"] == {"cat": 3, "dog": 3, "eel": 3}
+    described = folder.describe()
+    assert described["images_per_class"] == {"cat": 3, "dog": 3, "eel": 3} and len(described["fingerprint"]) == 64
+    assert folder.subset([0, 1]).fingerprint() != folder.fingerprint() == scan_image_folder(tmp_path / "imgs").fingerprint()
 
 
 def test_model_class_names_and_labels_file(tmp_path: Path) -> None:

@@ -84,7 +84,21 @@ class ImageFolder:
             "labels_from": self.labels_from,
             "classes": len(self.class_names),
             "images_per_class": {n: int(c) for n, c in zip(self.class_names, per_class, strict=False) if c},
+            "fingerprint": self.fingerprint(),
         }
+
+    def fingerprint(self) -> str:
+        """SHA-256 over each file's relative path, label and size: which images these are, without reading them."""
+        import hashlib
+
+        digest = hashlib.sha256()
+        for name, label in zip(self.files, self.labels.tolist(), strict=True):
+            try:
+                size = (self.root / name).stat().st_size
+            except OSError:
+                size = -1
+            digest.update(f"{name}\0{label}\0{size}\n".encode())
+        return digest.hexdigest()
 
     def read(self, index: int, record: Any) -> np.ndarray:
         """Image ``index`` decoded and fitted to the (bound) record: uint8 ``(H, W, C)``."""

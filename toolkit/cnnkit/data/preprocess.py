@@ -16,7 +16,7 @@ Fields left ``None`` (size, layout, dtype) are the model's own: :meth:`Preproces
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -351,7 +351,6 @@ class PreprocessChoice:
     std: tuple[float, ...] | None = None
     channel_order: str | None = None  # rgb | bgr
     crop_fraction: float | None = None
-    notes: list[str] = field(default_factory=list, compare=False)
 
     @property
     def given(self) -> bool:

@@ -59,8 +59,7 @@ class ImageSource:
         idx = np.asarray(indices, dtype=np.int64)
         if self.folder is not None:
             folder = self.folder.subset(idx)
-            return ImageSource(self.provenance | {"samples": len(folder)}, self.class_names, folder=folder,
-                               notice=self.notice)
+            return ImageSource(self.provenance | folder.describe(), self.class_names, folder=folder, notice=self.notice)
         return ImageSource(self.provenance | {"samples": int(len(idx))}, self.class_names, self.x[idx], self.y[idx],
                            notice=self.notice)
 
