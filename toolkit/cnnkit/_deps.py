@@ -10,7 +10,7 @@ import tempfile
 from collections.abc import Iterator
 from types import ModuleType
 
-from cnnkit.errors import MissingDependencyError
+from cnnkit.errors import CnnkitError, MissingDependencyError
 
 _TRAIN_HINT = "install the training stack: pip install 'cnnkit[train]'"
 
@@ -33,8 +33,9 @@ def capture_native_stderr(replay_on_error: bool = True) -> Iterator[CapturedText
     """Hold back what native code (TensorFlow's absl logging, ONNX Runtime's logger) writes to fd 2.
 
     TensorFlow logs through absl before its log level is read, so environment variables cannot
-    silence it. The text is kept in the yielded object, and replayed if the block raises, so no real
-    diagnostic is lost. With ``$CNNKIT_DEBUG`` set nothing is held back.
+    silence it. The text is kept in the yielded object. It is replayed only if the block fails with a
+    bug (an exception that is neither a user error nor Ctrl-C/SIGTERM), so a real diagnostic is not lost
+    and a one-line error stays one line. With ``$CNNKIT_DEBUG`` set nothing is held back.
     """
     captured = CapturedText()
     if os.environ.get("CNNKIT_DEBUG", "") not in ("", "0"):
@@ -47,6 +48,8 @@ def capture_native_stderr(replay_on_error: bool = True) -> Iterator[CapturedText
         failed = False
         try:
             yield captured
+        except (CnnkitError, KeyboardInterrupt, SystemExit):
+            raise
         except BaseException:
             failed = True
             raise

@@ -37,6 +37,10 @@ class OutputExistsError(CnnkitError):
     """An output path that exists and would be overwritten without ``--force``."""
 
 
+class OutputError(CnnkitError):
+    """An output that cannot be written: disk full, read-only folder, permission denied, name too long."""
+
+
 class ModelFileError(CnnkitError):
     """A model file (.keras or .onnx) that is missing, unreadable or corrupt."""
 

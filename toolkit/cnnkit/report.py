@@ -12,15 +12,12 @@ import csv
 import html
 import io
 import json
-import os
-import shutil
-import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from cnnkit.errors import CnnkitError
-from cnnkit.io import check_output_dir
+from cnnkit.io import check_output_dir, staged_dir
 from cnnkit.report_bench import (
     accuracy_plot,
     accuracy_points,
@@ -298,10 +295,7 @@ def write_report(paths: list[Path], out_dir: Path, title: str | None = None, for
     title = title or f"cnnkit report: {out_dir.name}"
     plots = make_plots(inputs)
     md_text = markdown(inputs, plots, title)
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    staging = out_dir.with_name(f".{out_dir.name}.staging-{uuid.uuid4().hex[:8]}")
-    staging.mkdir()
-    try:
+    with staged_dir(out_dir, force) as staging:
         for name, data in plots.items():
             (staging / name).write_bytes(data)
         (staging / "report.md").write_text(md_text)
@@ -313,15 +307,5 @@ def write_report(paths: list[Path], out_dir: Path, title: str | None = None, for
             writer = csv.DictWriter(fh, fieldnames=fields)
             writer.writeheader()
             writer.writerows(rows)
-        if out_dir.exists():
-            old = out_dir.with_name(f".{out_dir.name}.old-{uuid.uuid4().hex[:8]}")
-            os.replace(out_dir, old)
-            os.replace(staging, out_dir)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(staging, out_dir)
-    finally:
-        if staging.exists():
-            shutil.rmtree(staging, ignore_errors=True)
     return {"out_dir": str(out_dir), "files": sorted(p.name for p in out_dir.iterdir()),
             "sources": sorted(str(p) for s in inputs.by_schema.values() for p, _ in s)}

@@ -1,12 +1,16 @@
 """The ``cnnkit`` command: one place maps exceptions to exit codes.
 
-Exit codes: 0 success; 1 a user error (one line: what, which value, a hint) or a failed gate;
-2 a usage error (bad option, from Click); 3 a bug in cnnkit (traceback with ``--debug``); 130 Ctrl-C.
+Exit codes: 0 success; 1 a user error (one line: what, which value, a hint) or a failed gate, a file system
+that refuses an output (full, read-only, no permission, name too long) or a closed standard output;
+2 a usage error (bad option, from Click); 3 a bug in cnnkit (traceback with ``--debug``); 130 Ctrl-C;
+143 SIGTERM (outputs are cleaned up as for Ctrl-C).
 """
 
 from __future__ import annotations
 
+import errno
 import os
+import signal
 import sys
 import traceback
 from typing import Any
@@ -17,7 +21,34 @@ from typer.core import TyperGroup
 from cnnkit import __version__
 from cnnkit.errors import CnnkitError
 
-EXIT_USER_ERROR, EXIT_USAGE, EXIT_BUG, EXIT_INTERRUPTED, EXIT_BROKEN_PIPE = 1, 2, 3, 130, 141
+EXIT_USER_ERROR, EXIT_USAGE, EXIT_BUG, EXIT_INTERRUPTED, EXIT_TERMINATED = 1, 2, 3, 130, 143
+# OSErrors that name a user's file or folder problem, not a cnnkit bug.
+_USER_ERRNOS = {errno.ENOENT, errno.EACCES, errno.EPERM, errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.ENAMETOOLONG,
+                errno.ENOTDIR, errno.EISDIR, errno.ELOOP}
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised like Ctrl-C so that every ``finally`` removes its half-written files."""
+
+
+def _on_sigterm(_signum: int, _frame: object) -> None:
+    raise Terminated()
+
+
+def _silence_stdout() -> None:
+    """After the reader of stdout left: send the rest to /dev/null, so no flush at exit fails again."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError):
+        pass
+
+
+def _say(line: str) -> None:
+    try:
+        typer.echo(line, err=True)
+    except OSError:  # stderr closed too: the exit code is all that is left
+        pass
 
 
 def _debug_enabled(ctx: typer.Context) -> bool:
@@ -29,29 +60,50 @@ class CnnkitGroup(TyperGroup):
 
     def invoke(self, ctx: typer.Context) -> Any:
         try:
-            return super().invoke(ctx)
+            result = super().invoke(ctx)
+            sys.stdout.flush()  # a reader that left shows here, not as a stray message at exit
+            return result
         except (typer.Exit, typer.Abort, typer.TyperException):  # Typer's own: usage errors exit 2
+            try:
+                sys.stdout.flush()
+            except BrokenPipeError:
+                _silence_stdout()
             raise
         except CnnkitError as exc:
             if _debug_enabled(ctx):
                 traceback.print_exc()
             typer.echo(f"cnnkit: error: {exc.one_line()}", err=True)
             raise typer.Exit(EXIT_USER_ERROR) from None
-        except KeyboardInterrupt:
-            typer.echo("cnnkit: interrupted; nothing half-written was kept", err=True)
-            raise typer.Exit(EXIT_INTERRUPTED) from None
-        except BrokenPipeError:  # `cnnkit ... | head`: the reader left; not an error of ours
-            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-            raise typer.Exit(EXIT_BROKEN_PIPE) from None
-        except Exception as exc:  # noqa: BLE001 (the one place bugs are reported)
+        except KeyboardInterrupt as exc:
+            what = "terminated (SIGTERM)" if isinstance(exc, Terminated) else "interrupted"
+            _say(f"cnnkit: {what}; nothing half-written was kept")
+            raise typer.Exit(EXIT_TERMINATED if isinstance(exc, Terminated) else EXIT_INTERRUPTED) from None
+        except BrokenPipeError:  # `cnnkit ... | head`: the reader left before we were done
+            _silence_stdout()
+            _say("cnnkit: error: standard output was closed before cnnkit finished writing to it "
+                 "(hint: the reader, e.g. `| head`, exited early; use --json FILE to keep the full result)")
+            raise typer.Exit(EXIT_USER_ERROR) from None
+        except OSError as exc:
+            if exc.errno not in _USER_ERRNOS:
+                _report_bug(ctx, exc)
             if _debug_enabled(ctx):
                 traceback.print_exc()
-                hint = ""
-            else:
-                hint = " (run with --debug for the traceback, and please report it)"
-            detail = " ".join(str(exc).split())[:300]
-            typer.echo(f"cnnkit: internal error: {type(exc).__name__}: {detail}{hint}", err=True)
-            raise typer.Exit(EXIT_BUG) from None
+            where = f"{exc.filename}: " if exc.filename else ""
+            _say(f"cnnkit: error: {where}{os.strerror(exc.errno)}")
+            raise typer.Exit(EXIT_USER_ERROR) from None
+        except Exception as exc:  # noqa: BLE001 (the one place bugs are reported)
+            _report_bug(ctx, exc)
+
+
+def _report_bug(ctx: typer.Context, exc: BaseException) -> None:
+    if _debug_enabled(ctx):
+        traceback.print_exc()
+        hint = ""
+    else:
+        hint = " (run with --debug for the traceback, and please report it)"
+    detail = " ".join(str(exc).split())[:300]
+    _say(f"cnnkit: internal error: {type(exc).__name__}: {detail}{hint}")
+    raise typer.Exit(EXIT_BUG) from None
 
 
 app = typer.Typer(
@@ -106,6 +158,7 @@ _register()
 
 def main() -> None:
     """Console-script entry point."""
+    signal.signal(signal.SIGTERM, _on_sigterm)
     try:
         app()
     except KeyboardInterrupt:  # raised outside a command (e.g. while parsing)
