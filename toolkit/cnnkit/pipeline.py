@@ -1,17 +1,23 @@
 """The one-command pipeline: train -> export -> parity -> quantize (auto) -> eval -> bench -> report.
 
 Every stage writes its outputs into the run folder through the same library calls the commands use. The run's
-state (``pipeline.json``) records, per stage, a content hash of its inputs (files by SHA-256, settings, data);
-a re-run reuses a finished stage whose inputs hash the same and whose outputs are intact, and redoes the rest.
-A failing stage stops the run with its reason and keeps what the finished stages made.
+state (``pipeline.json``, replaced atomically before and after every stage) records, per stage, a content hash
+of its inputs (files by SHA-256, settings, data, and the versions of the libraries that shape the outputs); a
+re-run reuses a finished stage whose inputs hash the same and whose outputs are intact, and redoes the rest.
+A failing stage stops the run with its reason and keeps what the finished stages made. A run killed by SIGKILL,
+SIGTERM, Ctrl-C or a closed stdout is resumed by the next run, which first removes the temporary files and
+staging folders it left. One run at a time per run folder (a lock file says so).
 """
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import hashlib
 import json
+import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -19,11 +25,12 @@ from typing import Any
 import numpy as np
 
 from cnnkit.errors import CnnkitError
-from cnnkit.io import check_output_dir, sha256_file, write_json_atomic
+from cnnkit.io import check_output_dir, is_leftover, remove_leftovers, sha256_file, write_json_atomic
 from cnnkit.sessions import SessionConfig
 
 SCHEMA = "cnnkit.pipeline/1"
 STAGES = ("train", "export", "parity", "quantize", "eval", "bench", "report")
+STATE_FILE, LOCK_FILE = "pipeline.json", ".pipeline.lock"
 
 
 class PipelineStageError(CnnkitError):
@@ -51,7 +58,7 @@ class PipelineConfig:
 
 @dataclass
 class StageRecord:
-    status: str = "pending"  # pending | done | reused | failed
+    status: str = "pending"  # pending | running | done | reused | failed | interrupted
     input_hash: str = ""
     outputs: dict[str, str] = field(default_factory=dict)  # file -> sha256
     seconds: float = 0.0
@@ -65,8 +72,12 @@ class PipelineResult:
     report_dir: Path
     stages: dict[str, StageRecord]
 
+    versions: dict[str, str | None] = field(default_factory=dict)
+    dataset: dict[str, Any] = field(default_factory=dict)
+
     def to_dict(self) -> dict[str, Any]:
         return {"schema": SCHEMA, "out_dir": str(self.out_dir), "report_dir": str(self.report_dir),
+                "dataset": self.dataset, "versions": self.versions,
                 "stages": {k: asdict(v) for k, v in self.stages.items()}}
 
 
@@ -91,48 +102,94 @@ def _load_state(path: Path) -> dict[str, StageRecord]:
         data = json.loads(path.read_text())
         if data.get("schema") == SCHEMA:
             return {k: StageRecord(**v) for k, v in data["stages"].items() if k in STAGES}
-    except (OSError, ValueError, TypeError):
+    except (OSError, ValueError, TypeError, AttributeError):  # unreadable or foreign state: every stage is redone
         pass
     return {}
 
 
+def _ours(name: str) -> bool:
+    """Files a pipeline run itself leaves in its folders besides its outputs."""
+    return name in (STATE_FILE, LOCK_FILE) or is_leftover(Path(name))
+
+
+@contextlib.contextmanager
+def _run_lock(out: Path) -> Iterator[None]:
+    """Hold ``out/.pipeline.lock`` for the run; the kernel releases it when the process dies, SIGKILL included."""
+    fd = os.open(out / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise CnnkitError(f"another cnnkit pipeline is running in {out}",
+                              hint="wait for it to finish, or choose another --out") from None
+        yield
+    finally:
+        os.close(fd)
+
+
 def run_pipeline(config: PipelineConfig, on_stage: StageCallback | None = None) -> PipelineResult:
-    from cnnkit.datasets import load_dataset
-    from cnnkit.spec import load_spec, resolve_spec_path
+    from cnnkit.spec import load_spec
 
     spec = load_spec(config.spec)
     out = Path(config.out_dir) if config.out_dir is not None else Path("runs") / spec.name
     report_dir = Path(config.report_dir) if config.report_dir is not None else Path("reports") / out.name
-    state_path = out / "pipeline.json"
+    state_path = out / STATE_FILE
     for folder in (out, report_dir):
         check_output_dir(folder, force=True)  # not a file; non-empty is judged below
     if not state_path.exists() and not config.force:
         for folder in (out, report_dir):
-            if folder.is_dir() and any(folder.iterdir()):
+            if folder.is_dir() and any(not _ours(p.name) for p in folder.iterdir()):
                 raise CnnkitError(f"{folder} holds files but no cnnkit run (no {state_path.name} in {out})",
                                   hint="choose an empty or new folder, or pass --force to let the pipeline replace its files")
     out.mkdir(parents=True, exist_ok=True)
+    with _run_lock(out):
+        return _run_locked(config, spec, out, report_dir, state_path, on_stage)
+
+
+def _run_locked(config: PipelineConfig, spec: Any, out: Path, report_dir: Path, state_path: Path,
+                on_stage: StageCallback | None) -> PipelineResult:
+    from cnnkit.datasets import load_dataset
+    from cnnkit.envinfo import package_versions
+    from cnnkit.spec import resolve_spec_path
+
+    # What a killed run left: its temporary files and staging folders (the lock says no run is using them).
+    remove_leftovers(out)
+    remove_leftovers(report_dir)
+    remove_leftovers(report_dir.parent, prefix=report_dir.name)
     previous = _load_state(state_path)
-    stages: dict[str, StageRecord] = {name: StageRecord() for name in STAGES}
-    result = PipelineResult(out, report_dir, stages)
-    notify = on_stage or (lambda _s, _e, _d: None)
+    # Until a stage runs again, its record from the last run stays: pipeline.json always describes the folder.
+    stages: dict[str, StageRecord] = {name: previous.get(name, StageRecord()) for name in STAGES}
+    versions = package_versions()
+    result = PipelineResult(out, report_dir, stages, versions)
+    _save(state_path, result)
+    user_notify = on_stage or (lambda _s, _e, _d: None)
+
+    def notify(stage: str, event: str, detail: str) -> None:
+        # Reporting progress never stops the run: a closed stdout must not cost finished work.
+        with contextlib.suppress(OSError, ValueError):
+            user_notify(stage, event, detail)
+
     dataset = load_dataset(config.dataset, config.data_dir)
     if dataset.notice:
         notify("data", "note", dataset.notice)
+    result.dataset = dataset.describe()
     data_hash = _hash(dataset.name.value, dataset.x_train, dataset.y_train, dataset.x_test, dataset.y_test)
     session = SessionConfig(provider=config.provider, allow_fallback=config.allow_fallback)
     keras_path, onnx_path, best_path = out / "model.keras", out / "model.onnx", out / "model.best.onnx"
 
     def run(name: str, input_hash: str, outputs: list[Path], work: Callable[[], str]) -> None:
+        input_hash = _hash(input_hash, versions)  # an upgraded stack redoes every stage
         before = previous.get(name)
         intact = before is not None and before.status in ("done", "reused") and before.input_hash == input_hash and all(
             p.is_file() and before.outputs.get(p.name) == sha256_file(p) for p in outputs)
         if intact:
             assert before is not None
             stages[name] = StageRecord("reused", input_hash, before.outputs, 0.0, before.summary)
-            notify(name, "reused", before.summary)
             _save(state_path, result)
+            notify(name, "reused", before.summary)
             return
+        stages[name] = StageRecord("running", input_hash)
+        _save(state_path, result)
         notify(name, "start", "")
         started = time.perf_counter()
         try:
@@ -141,11 +198,16 @@ def run_pipeline(config: PipelineConfig, on_stage: StageCallback | None = None) 
             stages[name] = StageRecord("failed", input_hash, {}, time.perf_counter() - started, "", exc.one_line())
             _save(state_path, result)
             notify(name, "failed", exc.one_line())
-            kept = [s for s, r in stages.items() if r.status in ("done", "reused")]
+            kept = [s for s in STAGES[: STAGES.index(name)] if stages[s].status in ("done", "reused")]
             raise PipelineStageError(
                 f"stage {name} failed: {exc.message}",
                 hint=f"finished stages ({', '.join(kept) or 'none'}) are kept in {out}; fix the cause and re-run to continue",
             ) from None
+        except KeyboardInterrupt:  # Ctrl-C or SIGTERM: say so in the state, then stop
+            stages[name] = StageRecord("interrupted", input_hash, {}, time.perf_counter() - started, "", "interrupted")
+            with contextlib.suppress(Exception):
+                _save(state_path, result)
+            raise
         stages[name] = StageRecord("done", input_hash, {p.name: sha256_file(p) for p in outputs if p.is_file()},
                                    time.perf_counter() - started, summary)
         _save(state_path, result)
