@@ -106,7 +106,7 @@ def test_bench_cuda_that_does_not_load(exported_model: Path) -> None:
 def test_doctor(tmp_path: Path) -> None:
     result = run("doctor")
     assert result.exit_code == 0 and "CPUExecutionProvider: loads" in result.stdout and "CPU:" in result.stdout
-    data = json.loads(run("doctor", "--json", "--provider", "cpu").stdout)
+    data = json.loads(run("doctor", "--json", "-", "--provider", "cpu").stdout)
     assert data["checked"] == {"provider": "CPUExecutionProvider", "usable": True}
     assert run("doctor", "--provider", "warp").exit_code == 1
 

@@ -56,7 +56,7 @@ def test_summary_prints_the_lecture_table() -> None:
 
 
 def test_summary_json() -> None:
-    data = json.loads(run("summary", "mnist-cnn-70", "--json").stdout)
+    data = json.loads(run("summary", "mnist-cnn-70", "--json", "-").stdout)
     assert data["total_params"] == 96_844
     assert [layer["name"] for layer in data["layers"]][:2] == ["rescale", "conv1"]
 

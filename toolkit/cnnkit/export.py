@@ -32,7 +32,7 @@ import cnnkit
 from cnnkit.choices import InputDtype
 from cnnkit.envinfo import package_versions
 from cnnkit.errors import ExportError
-from cnnkit.io import atomic_path, check_writable, sha256_file
+from cnnkit.io import atomic_path, check_not_input, check_writable, sha256_file
 
 log = logging.getLogger(__name__)
 
@@ -162,6 +162,7 @@ def export_onnx(config: ExportConfig) -> ExportResult:
     from cnnkit.build import load_keras_model
 
     out = Path(config.output_path)
+    check_not_input(out, config.model_path)
     check_writable(out, config.force)
     if not 7 <= config.opset <= 21:
         raise ExportError(f"--opset {config.opset} is outside what tf2onnx supports", hint="use 13..18 (default 17)")

@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 
 from cnnkit.errors import CnnkitError
-from cnnkit.io import atomic_path, check_writable
+from cnnkit.io import atomic_path, check_not_input, check_writable
 from cnnkit.onnx_info import image_input, load_onnx
 
 BATCH_DIM = "batch"
@@ -63,6 +63,7 @@ def make_batch_dynamic(source: str | os.PathLike[str], output: str | os.PathLike
     from onnx import numpy_helper
 
     src, out = Path(source), Path(output)
+    check_not_input(out, src)
     check_writable(out, force)
     model = load_onnx(src)
     image = image_input(model, str(src))

@@ -8,7 +8,7 @@ import typer
 
 from cnnkit.choices import CudnnConvAlgoSearch, ExecutionMode, GraphOptimization
 from cnnkit.cli.options import address_option, engine_option, parse_batch_sizes, parse_provider_options, parse_concurrency
-from cnnkit.cli.render import console, err_console, notice
+from cnnkit.cli.render import JSON_HELP, check_json_target, console, emit_json, err_console, json_to_stdout, notice
 
 
 def bench_command(
@@ -58,7 +58,7 @@ def bench_command(
     concurrency: str = typer.Option(None, "--concurrency", help="Requests in flight on one session, e.g. 2 or 1,2,4, "
                                     "or 'sweep' (1 up to the cores): images/s and latency under that load."),
     wide: bool = typer.Option(False, "--wide", help="All latency columns (mean, sd, min, precision, provider)."),
-    json_out: Path = typer.Option(None, "--json", help="Write the full result, raw samples included, here."),
+    json_out: Path = typer.Option(None, "--json", help=JSON_HELP + " Raw samples included."),
     force: bool = typer.Option(False, "--force", help="Overwrite an existing --json file."),
     engine: str = engine_option,
     address: str = address_option,
@@ -71,7 +71,6 @@ def bench_command(
     from cnnkit.bench import BenchConfig, run_benchmark
     from cnnkit.envinfo import cpu_info
     from cnnkit.errors import CnnkitError
-    from cnnkit.io import check_writable, write_json_atomic
     from cnnkit.runtimes import parse_runtimes
     from cnnkit.sessions import SessionConfig
 
@@ -87,8 +86,7 @@ def bench_command(
             raise CnnkitError(f"{flag} must be >= 0, got {value}")
     if cold_start and cold_start_runs <= 0:
         raise CnnkitError(f"--cold-start-runs must be positive, got {cold_start_runs}")
-    if json_out is not None:
-        check_writable(json_out, force)
+    check_json_target(json_out, force)
     config = BenchConfig(
         models=tuple(models), batch_sizes=parse_batch_sizes(batch_sizes) if batch_sizes is not None else None,
         session=SessionConfig(provider=provider, provider_options=parse_provider_options(provider_option), intra_op_threads=threads, inter_op_threads=inter_op_threads,
@@ -109,11 +107,9 @@ def bench_command(
 
         with err_console.status("benchmarking on the Ray cluster's nodes"):
             fleet = run_fleet_benchmark(config, nodes or "all", address, notify=notice)
-        if json_out is not None:
-            write_json_atomic(json_out, fleet.to_dict(), force=force)
-        render_fleet(fleet.to_dict())
-        if json_out is not None:
-            console.print(f"wrote {json_out}")
+        if not json_to_stdout(json_out):
+            render_fleet(fleet.to_dict())
+        emit_json(json_out, fleet.to_dict(), force)
         return
     if nodes is not None:
         raise CnnkitError("--nodes needs --engine ray", hint="add --engine ray, or drop --nodes")
@@ -138,13 +134,11 @@ def bench_command(
         from cnnkit.recommend import recommend as recommend_deployment
 
         advice = recommend_deployment(result, accuracy[1], max_accuracy_drop, accuracy[0], config.seed)
-    if json_out is not None:
-        write_json_atomic(json_out, result.to_dict() | ({"recommendation": advice.to_dict()} if advice else {}), force=force)
-    render_bench(result, wide)
-    if advice is not None:
-        render_recommendation(advice)
-    if json_out is not None:
-        console.print(f"wrote {json_out}")
+    if not json_to_stdout(json_out):
+        render_bench(result, wide)
+        if advice is not None:
+            render_recommendation(advice)
+    emit_json(json_out, result.to_dict() | ({"recommendation": advice.to_dict()} if advice else {}), force)
 
 
 def render_fleet(fleet: dict) -> None:

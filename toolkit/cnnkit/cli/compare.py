@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from cnnkit.cli.render import console, err_console
+from cnnkit.cli.render import JSON_HELP, check_json_target, console, emit_json, err_console, json_to_stdout
 
 
 def _fraction(text: str) -> float:
@@ -27,17 +27,14 @@ def compare_command(
     new: Path = typer.Argument(..., help="The new result of the same kind."),
     max_latency_regression: str = typer.Option("10%", "--max-latency-regression", help="Slowdown allowed, e.g. 10% or 0.1."),
     max_accuracy_drop: float = typer.Option(0.1, "--max-accuracy-drop", help="Accuracy drop allowed, in points."),
-    json_out: Path = typer.Option(None, "--json", help="Write the comparison here."),
-    force: bool = typer.Option(False, "--force"),
+    json_out: Path = typer.Option(None, "--json", help=JSON_HELP),
+    force: bool = typer.Option(False, "--force", help="Overwrite an existing --json file."),
 ) -> None:
     """Per model x provider x batch: the change and a verdict that accounts for noise (bootstrap over the samples)."""
     from rich.table import Table
 
     from cnnkit.compare import CompareConfig, compare_results
-    from cnnkit.io import check_writable, write_json_atomic
-
-    if json_out is not None:
-        check_writable(json_out, force)
+    check_json_target(json_out, force)
     result = compare_results(CompareConfig(baseline, new, _fraction(max_latency_regression), max_accuracy_drop))
     for note in result.notes:
         err_console.print(f"[yellow]note:[/] {note}")
@@ -59,8 +56,10 @@ def compare_command(
     console.print(table)
     for key in result.unmatched:
         console.print(f"[yellow]only in one result:[/] {key}")
-    if json_out is not None:
-        write_json_atomic(json_out, result.to_dict(), force=force)
+    if json_to_stdout(json_out):
+        emit_json(json_out, result.to_dict(), force)
+        raise typer.Exit(1 if result.regressed else 0)
+    emit_json(json_out, result.to_dict(), force)
     if result.regressed:
         console.print("[bold red]REGRESSION[/] beyond the thresholds")
         raise typer.Exit(1)

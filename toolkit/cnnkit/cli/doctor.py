@@ -2,25 +2,28 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import typer
 
-from cnnkit.cli.render import console, print_json
+from cnnkit.cli.render import JSON_HELP, check_json_target, console, emit_json, json_to_stdout
 
 
 def doctor_command(
     provider: str = typer.Option(None, "--provider", help="Exit 1 unless this provider really runs a session here."),
-    as_json: bool = typer.Option(False, "--json", help="Print the report as JSON."),
+    json_out: Path = typer.Option(None, "--json", help=JSON_HELP),
+    force: bool = typer.Option(False, "--force", help="Overwrite an existing --json file."),
 ) -> None:
     """What is installed and what actually works: ONNX Runtime and its providers, CUDA libraries, GPU, CPU."""
     from cnnkit.doctor import check_provider, run_doctor
     from cnnkit.errors import CnnkitError
 
+    check_json_target(json_out, force)
     report = run_doctor()
     checked = check_provider(report, provider) if provider else None
-    if as_json:
-        print_json(report.to_dict() | ({"checked": {"provider": checked[0], "usable": checked[1]}} if checked else {}))
-    else:
+    if not json_to_stdout(json_out):
         render_doctor(report)
+    emit_json(json_out, report.to_dict() | ({"checked": {"provider": checked[0], "usable": checked[1]}} if checked else {}), force)
     if checked and not checked[1]:
         reason = next((p.reason for p in report.providers + report.plugin_providers if p.name == checked[0]), "not listed")
         raise CnnkitError(f"{checked[0]} is not usable here: {reason}")

@@ -8,13 +8,13 @@ from typing import Any
 import typer
 
 from cnnkit.cli.options import address_option, engine_option, labels_option, skip_bad_images_option, with_preprocess_options
-from cnnkit.cli.render import console, image_progress, notice, print_json
+from cnnkit.cli.render import DATASET_HELP, JSON_HELP, check_json_target, console, emit_json, image_progress, json_to_stdout, notice
 
 
 @with_preprocess_options
 def eval_command(
     models: list[Path] = typer.Argument(..., help="One or more .onnx models (e.g. FP32, INT8 and FP16 variants)."),
-    dataset: str = typer.Option(None, "--dataset", help="mnist, fashion_mnist or digits. Default: MNIST where it can be had, else digits."),
+    dataset: str = typer.Option(None, "--dataset", help=DATASET_HELP),
     data_dir: Path = typer.Option(None, "--data-dir", envvar="CNNKIT_DATA_DIR", help="Dataset files, or a folder of class subfolders of JPEG/PNG images."),
     labels: Path = labels_option,
     preprocessing: Any = None,  # the shared preprocessing options, parsed (with_preprocess_options)
@@ -26,21 +26,18 @@ def eval_command(
     batch_size: int = typer.Option(256, "--batch-size"),
     limit: int = typer.Option(None, "--limit", help="Evaluate only the first N test images."),
     confusion: bool = typer.Option(False, "--confusion", help="Print each model's confusion matrix."),
-    json_out: Path = typer.Option(None, "--json", help="Write the full result here."),
-    force: bool = typer.Option(False, "--force"),
-    as_json: bool = typer.Option(False, "--print-json", help="Print the result as JSON instead of tables."),
+    json_out: Path = typer.Option(None, "--json", help=JSON_HELP),
+    force: bool = typer.Option(False, "--force", help="Overwrite an existing --json file."),
     engine: str = engine_option,
     address: str = address_option,
     workers: int = typer.Option(None, "--workers", help="With --engine ray: workers (one CPU each). Default: the cluster's CPUs."),
 ) -> None:
     """Top-1 and top-5 accuracy, per-class accuracy and confusion matrix of each model on labelled images."""
     from cnnkit.evaluate import EvalConfig, evaluate_models
-    from cnnkit.io import check_writable, write_json_atomic
     from cnnkit.onnx_info import describe_onnx
     from cnnkit.sessions import SessionConfig
 
-    if json_out is not None:
-        check_writable(json_out, force)
+    check_json_target(json_out, force)
     from cnnkit.runtimes import parse_one_runtime
 
     config = EvalConfig(tuple(models), dataset, data_dir, SessionConfig(provider=provider, allow_fallback=allow_fallback),
@@ -63,17 +60,12 @@ def eval_command(
             result = evaluate_on_ray(config, address, workers, progress=progress, notify=notice)
         else:
             result = evaluate_models(config, progress=progress, notify=notice)
-    if json_out is not None:
-        write_json_atomic(json_out, result.to_dict(), force=force)
     if result.skipped_images["count"]:
         notice(f"skipped {result.skipped_images['count']} unreadable image(s) (--skip-bad-images), e.g. "
                f"{result.skipped_images['examples'][0]}")
-    if as_json:
-        print_json(result.to_dict())
-        return
-    render_eval(result, confusion)
-    if json_out is not None:
-        console.print(f"wrote {json_out}")
+    if not json_to_stdout(json_out):
+        render_eval(result, confusion)
+    emit_json(json_out, result.to_dict(), force)
 
 
 def render_eval(result, confusion: bool = False) -> None:  # noqa: ANN001 (EvalResult, imported lazily)

@@ -8,7 +8,7 @@ from pathlib import Path
 import typer
 
 from cnnkit.choices import ExportFormat, InputDtype
-from cnnkit.cli.render import console, notice, print_json, shape_text
+from cnnkit.cli.render import JSON_HELP, check_json_target, console, emit_json, json_to_stdout, notice, shape_text
 
 
 def export_command(
@@ -20,11 +20,11 @@ def export_command(
     input_dtype: InputDtype = typer.Option(InputDtype.FLOAT32, "--input-dtype", help="uint8: the graph takes raw uint8 pixels and casts inside."),
     input_name: str = typer.Option("images", "--input-name"),
     output_name: str = typer.Option("probabilities", "--output-name"),
-    force: bool = typer.Option(False, "--force", help="Overwrite an existing output file."),
+    force: bool = typer.Option(False, "--force", help="Overwrite an existing output file (and the --json file)."),
     simplify: bool = typer.Option(True, "--simplify/--no-simplify", help="Fold the input scale into the first conv and make Flatten's shape static (same outputs, less work per call)."),
     preprocess: str = typer.Option(None, "--preprocess", help="The preprocessing preset recorded in the metadata "
                                    "(raw, unit, tf, torch, caffe). Default: from the spec's value range (raw 0..255)."),
-    as_json: bool = typer.Option(False, "--json", help="Print the result as JSON."),
+    json_out: Path = typer.Option(None, "--json", help=JSON_HELP),
     make_batch_dynamic: bool = typer.Option(False, "--make-batch-dynamic",
                                             help="Rewrite a fixed-batch .onnx so it takes any batch, checked by running it at two batch sizes."),
 ) -> None:
@@ -32,14 +32,16 @@ def export_command(
     if make_batch_dynamic:
         from cnnkit.onnx_batch import make_batch_dynamic as rewrite
 
+        check_json_target(json_out, force)
         done = rewrite(model, output, force)
-        if as_json:
-            print_json(done.to_dict())
+        if json_to_stdout(json_out):
+            emit_json(json_out, done.to_dict(), force)
             return
         reshapes = f"; Reshape targets made batch-agnostic: {', '.join(done.reshapes_rewritten)}" if done.reshapes_rewritten else ""
         console.print(f"wrote {done.output}: batch {done.old_batch} -> dynamic{reshapes}; ran at batch "
                       f"{' and '.join(map(str, done.checked_batches))}, outputs equal the original's per image "
                       f"(max |diff| {done.max_abs_diff:.3g})")
+        emit_json(json_out, done.to_dict(), force)
         return
     if fmt is ExportFormat.TFLITE:
         if input_dtype is not InputDtype.FLOAT32:
@@ -47,7 +49,8 @@ def export_command(
 
             raise CnnkitError(f"--input-dtype {input_dtype.value} applies to ONNX exports only",
                               hint="a .tflite takes the Keras model's float32 input; drop --input-dtype")
-        _export_tflite(model, output, force, as_json)
+        check_json_target(json_out, force)
+        _export_tflite(model, output, force, json_out)
         return
     from cnnkit.export import ExportConfig, export_onnx
 
@@ -55,10 +58,11 @@ def export_command(
         from cnnkit.data.preprocess import preset
 
         preset(preprocess)  # an unknown name fails before the conversion
+    check_json_target(json_out, force)
     result = export_onnx(ExportConfig(model, output, opset, input_dtype, input_name, output_name, force, simplify,
                                       preprocess))
-    if as_json:
-        print_json(result.to_dict())
+    if json_to_stdout(json_out):
+        emit_json(json_out, result.to_dict(), force)
         return
     m = result.metadata
     console.print(f"wrote {result.output_path} ({result.size_bytes:,} bytes), opset {result.opset}")
@@ -78,14 +82,15 @@ def export_command(
         console.print(f"route not kept: {failed}")
     console.print(f"route: {m['conversion_route']}; tensorflow {m['tensorflow_version']}, keras {m['keras_version']}, "
                   f"tf2onnx {m['tf2onnx_version']}, onnx {m['onnx_version']}")
+    emit_json(json_out, result.to_dict(), force)
 
 
-def _export_tflite(model: Path, output: Path, force: bool, as_json: bool) -> None:
+def _export_tflite(model: Path, output: Path, force: bool, json_out: Path | None) -> None:
     from cnnkit.export_tflite import TfliteExportConfig, export_tflite
 
     result = export_tflite(TfliteExportConfig(model, output, force))
-    if as_json:
-        print_json(result.to_dict())
+    if json_to_stdout(json_out):
+        emit_json(json_out, result.to_dict(), force)
         return
     console.print(f"wrote {result.output_path} ({result.size_bytes:,} bytes), fp32, for LiteRT")
     console.print(f"input  {shape_text(result.input_shape)} (NHWC, raw pixels, as the Keras model); "
@@ -96,3 +101,4 @@ def _export_tflite(model: Path, output: Path, force: bool, as_json: bool) -> Non
                "model?): the check proves little; calibrate or train the model, then export again")
     v = result.versions
     console.print(f"route: {result.route}; tensorflow {v['tensorflow']}, keras {v['keras']}, ai-edge-litert {v['ai_edge_litert']}")
+    emit_json(json_out, result.to_dict(), force)

@@ -8,7 +8,7 @@ from typing import Any
 import typer
 
 from cnnkit.cli.options import with_preprocess_options
-from cnnkit.cli.render import console, notice
+from cnnkit.cli.render import DATASET_HELP, console, notice
 
 
 @with_preprocess_options
@@ -16,10 +16,10 @@ def featuremaps_command(
     model: Path = typer.Argument(..., help="The .onnx model."),
     output: Path = typer.Option(..., "-o", "--output", help="Folder for the PNG grids."),
     image: Path = typer.Option(None, "--image", help="An image file (JPEG, PNG, ...), any size: fitted by the preprocessing record."),
-    dataset: str = typer.Option(None, "--dataset", help="Take a test image from this dataset instead."),
+    dataset: str = typer.Option(None, "--dataset", help="With --index: take the test image from this dataset. " + DATASET_HELP),
     data_dir: Path = typer.Option(None, "--data-dir", envvar="CNNKIT_DATA_DIR"),
     index: int = typer.Option(None, "--index", help="Which test image (with --dataset, the default dataset, or an image folder as --data-dir)."),
-    force: bool = typer.Option(False, "--force", help="Write into a non-empty folder."),
+    force: bool = typer.Option(False, "--force", help="Replace an existing, non-empty folder."),
     max_layers: int = typer.Option(16, "--max-layers", help="Convolution layers to draw, evenly spread; 0: all."),
     max_channels: int = typer.Option(32, "--max-channels", help="Channels per layer, the most varied; 0: all."),
     preprocessing: Any = None,  # the shared preprocessing options, parsed (with_preprocess_options)
@@ -38,11 +38,17 @@ def featuremaps_command(
     if note:
         notice(note)
     if image is not None:
+        from cnnkit.io import sha256_file
+
         x, source = load_image(image, record), str(image)
+        provenance = {"image": str(image), "sha256": sha256_file(image)}
     else:
-        x, source = feature_maps_from_dataset(model, dataset, data_dir, index, record)
+        x, source, images = feature_maps_from_dataset(model, dataset, data_dir, index, record)
+        if images.notice:
+            notice(images.notice)
+        provenance = images.describe() | {"index": index}
     result = save_feature_maps(model, x, output, source, force, max_layers=max_layers or None,
-                               max_channels=max_channels or None, record=record)
+                               max_channels=max_channels or None, record=record, provenance=provenance)
     console.print(f"{source}: predicted class {result.predicted}")
     for layer in result.layers:
         cut = f" ({len(layer.channels_shown)} shown)" if len(layer.channels_shown) < layer.shape[0] else ""

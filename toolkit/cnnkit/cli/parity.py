@@ -8,14 +8,14 @@ from typing import Any
 import typer
 
 from cnnkit.cli.options import labels_option, parse_batch_sizes, skip_bad_images_option, with_preprocess_options
-from cnnkit.cli.render import console, err_console, notice
+from cnnkit.cli.render import DATASET_HELP, JSON_HELP, check_json_target, console, emit_json, err_console, json_to_stdout, notice
 
 
 @with_preprocess_options
 def parity_command(
     reference: Path = typer.Argument(..., help="The reference: a .keras model, or an .onnx model (e.g. FP32)."),
     candidate: Path = typer.Argument(..., help="The .onnx model to check against it."),
-    dataset: str = typer.Option(None, "--dataset", help="Labelled images to use. Default: MNIST where it can be had, else digits."),
+    dataset: str = typer.Option(None, "--dataset", help=DATASET_HELP + " 'none': random and edge-case inputs only."),
     data_dir: Path = typer.Option(None, "--data-dir", envvar="CNNKIT_DATA_DIR", help="Dataset files, or a folder of JPEG/PNG images (class subfolders: labelled)."),
     labels: Path = labels_option,
     preprocessing: Any = None,  # the shared preprocessing options, parsed (with_preprocess_options)
@@ -33,17 +33,15 @@ def parity_command(
     tflite: Path = typer.Option(None, "--tflite", help="LiteRT's .tflite. Default: beside the candidate .onnx."),
     layers: bool = typer.Option(False, "--layers", help="Show the per-layer table even on a pass."),
     seed: int = typer.Option(0, "--seed", help="Seed for the random inputs."),
-    json_out: Path = typer.Option(None, "--json", help="Write the full result (every figure, tolerances, inputs, provider, versions) here."),
+    json_out: Path = typer.Option(None, "--json", help=JSON_HELP + " Every figure, tolerances, inputs, provider, versions."),
     force: bool = typer.Option(False, "--force", help="Overwrite an existing --json file."),
 ) -> None:
     """Run both models on the same inputs at several batch sizes and compare every output."""
-    from cnnkit.io import check_writable, write_json_atomic
     from cnnkit.parity import ParityConfig, check_parity
     from cnnkit.runtimes import parse_one_runtime
     from cnnkit.sessions import SessionConfig
 
-    if json_out is not None:
-        check_writable(json_out, force)
+    check_json_target(json_out, force)
     config = ParityConfig(
         reference=reference, candidate=candidate, dataset=dataset, data_dir=data_dir, samples=samples,
         batch_sizes=parse_batch_sizes(batch_sizes), atol=atol, rtol=rtol, min_agreement=min_agreement,
@@ -60,11 +58,12 @@ def parity_command(
     result = check_parity(config)
     if result.inputs.get("preprocess_note"):
         notice(result.inputs["preprocess_note"])
-    if json_out is not None:
-        write_json_atomic(json_out, result.to_dict(), force=force)
-    render_parity(result)
-    if json_out is not None:
-        console.print(f"wrote {json_out}")
+    data_note = (result.inputs.get("dataset") or {}).get("notice")
+    if data_note:
+        notice(data_note)
+    if not json_to_stdout(json_out):
+        render_parity(result)
+    emit_json(json_out, result.to_dict(), force)
     if not result.passed:
         raise typer.Exit(1)
 

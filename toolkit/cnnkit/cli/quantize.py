@@ -9,7 +9,7 @@ import typer
 
 from cnnkit.choices import ActivationType, CalibrationMethod, QuantFormat, QuantMode
 from cnnkit.cli.options import labels_option, skip_bad_images_option, with_preprocess_options
-from cnnkit.cli.render import console, err_console
+from cnnkit.cli.render import JSON_HELP, check_json_target, console, emit_json, err_console, json_to_stdout
 
 
 @with_preprocess_options
@@ -32,20 +32,18 @@ def quantize_command(
     auto: bool = typer.Option(False, "--auto", help="Build, evaluate and benchmark every candidate; save the fastest within budget."),
     batch_size: int = typer.Option(64, "--batch-size", help="With --auto: the large batch size to choose by (batch 1 is measured too)."),
     provider: str = typer.Option("cpu", "--provider"),
-    json_out: Path = typer.Option(None, "--json", help="Write the result here."),
+    json_out: Path = typer.Option(None, "--json", help=JSON_HELP),
     force: bool = typer.Option(False, "--force", help="Overwrite existing output files."),
     preprocessing: Any = None,  # the shared preprocessing options, parsed (with_preprocess_options)
 ) -> None:
     """Quantize an FP32 model: dynamic or static INT8 (QDQ or QOperator), or FP16 with float32 I/O."""
     from cnnkit.errors import CnnkitError
-    from cnnkit.io import check_writable, write_json_atomic
     from cnnkit.quantize import QuantizeConfig, auto_quantize, quantize_model
     from cnnkit.sessions import SessionConfig
 
     if batch_size <= 0:
         raise CnnkitError(f"--batch-size must be positive, got {batch_size}")
-    if json_out is not None:
-        check_writable(json_out, force)
+    check_json_target(json_out, force)
     config = QuantizeConfig(
         model=model, output=output, mode=mode, format=format, activation_type=activation_type,
         calibration_method=calibration_method, per_channel=per_channel, calibration_samples=calibration_samples,
@@ -55,17 +53,20 @@ def quantize_command(
     )
 
     def say(message: str) -> None:
-        err_console.print(f"[dim]{message}[/]")
+        if message.startswith("note: "):  # a data switch, for instance: it must be seen
+            err_console.print(f"[yellow]note:[/] {message[6:]}")
+        else:
+            err_console.print(f"[dim]{message}[/]")
 
     if auto:
         result = auto_quantize(config, batch_sizes=(1, batch_size), progress=say)
-        render_auto(result)
+        if not json_to_stdout(json_out):
+            render_auto(result)
     else:
         result = quantize_model(config, progress=say)
-        render_quantize(result)
-    if json_out is not None:
-        write_json_atomic(json_out, result.to_dict(), force=force)
-        console.print(f"wrote {json_out}")
+        if not json_to_stdout(json_out):
+            render_quantize(result)
+    emit_json(json_out, result.to_dict(), force)
 
 
 def render_quantize(r) -> None:  # noqa: ANN001 (QuantizeResult)

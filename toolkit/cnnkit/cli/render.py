@@ -6,19 +6,60 @@ import contextlib
 import json
 import sys
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 from rich.console import Console
 
+
+
+class _Console(Console):
+    """Rich exits silently on a closed pipe; cnnkit reports it (cli/app.py) and a pipeline keeps recording."""
+
+    def on_broken_pipe(self) -> None:
+        raise BrokenPipeError(32, "standard output was closed")
+
+
 # Piped output (CI logs, files) gets a fixed, wide layout instead of Rich's 80-column default.
-console = Console(highlight=False, width=None if sys.stdout.isatty() else 140)
+console = _Console(highlight=False, width=None if sys.stdout.isatty() else 140)
 # Notices stay on one line each, so scripts can grep them.
-err_console = Console(stderr=True, highlight=False, soft_wrap=True)
+err_console = _Console(stderr=True, highlight=False, soft_wrap=True)
 
 
 def print_json(data: Any) -> None:
     # Plain print: rich would wrap long lines and break the JSON.
     print(json.dumps(data, indent=2))
+
+
+DATASET_HELP = ("mnist, fashion_mnist or digits. Default: the dataset the model's metadata names; "
+                "else MNIST where it can be had, else digits (with a note).")
+JSON_HELP = "Write the result as JSON to this file ('-': to stdout, instead of the tables)."
+
+
+def json_to_stdout(target: Path | None) -> bool:
+    """``--json -``: the JSON is the command's whole stdout, so the tables are left out."""
+    return target is not None and str(target) == "-"
+
+
+def check_json_target(target: Path | None, force: bool) -> None:
+    """Before any work: a ``--json`` file that exists (without ``--force``) or cannot be written is refused."""
+    if target is not None and not json_to_stdout(target):
+        from cnnkit.io import check_writable
+
+        check_writable(target, force)
+
+
+def emit_json(target: Path | None, data: Any, force: bool) -> None:
+    """Write ``data`` where ``--json`` says: a file (atomically, then "wrote FILE") or stdout (``-``)."""
+    if target is None:
+        return
+    if json_to_stdout(target):
+        print_json(data)
+        return
+    from cnnkit.io import write_json_atomic
+
+    write_json_atomic(target, data, force=force)
+    console.print(f"wrote {target}")
 
 
 def notice(message: str) -> None:

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import typer
 
-from cnnkit.cli.render import console, print_json, shape_text
+from cnnkit.cli.render import JSON_HELP, check_json_target, console, emit_json, json_to_stdout, shape_text
 
 if TYPE_CHECKING:
     from cnnkit.onnx_summary import OnnxSummary
@@ -15,19 +16,20 @@ if TYPE_CHECKING:
 
 def summary_command(
     target: str = typer.Argument(..., help="A spec preset (mnist-cnn), a spec .toml file, a .keras or an .onnx model."),
-    as_json: bool = typer.Option(False, "--json", help="Print the summary as JSON."),
+    json_out: Path = typer.Option(None, "--json", help=JSON_HELP),
+    force: bool = typer.Option(False, "--force", help="Overwrite an existing --json file."),
 ) -> None:
     """Per layer: output shape, parameter count and receptive field (size, stride and share of the input);
     for an .onnx model: inputs and outputs with layout and dtype, opset, producer, parameters and MACs per layer,
     and an operator histogram."""
+    check_json_target(json_out, force)
     if target.lower().endswith(".onnx"):
         from cnnkit.onnx_summary import summarize_onnx
 
         onnx_result = summarize_onnx(target)
-        if as_json:
-            print_json(onnx_result.to_dict())
-        else:
+        if not json_to_stdout(json_out):
             render_onnx_summary(onnx_result)
+        emit_json(json_out, onnx_result.to_dict(), force)
         return
     if target.endswith(".keras"):
         from cnnkit.build import load_keras_model
@@ -39,10 +41,9 @@ def summary_command(
         from cnnkit.summary import summarize_spec
 
         result = summarize_spec(load_spec(target))
-    if as_json:
-        print_json(result.to_dict())
-    else:
+    if not json_to_stdout(json_out):
         render_summary(result)
+    emit_json(json_out, result.to_dict(), force)
 
 
 def render_summary(result: ModelSummary) -> None:

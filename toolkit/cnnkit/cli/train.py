@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from cnnkit.cli.render import console, notice, print_json
+from cnnkit.cli.render import JSON_HELP, check_json_target, console, emit_json, json_to_stdout, notice
 from cnnkit.choices import Optimizer
 
 
@@ -23,13 +23,15 @@ def train_command(
     validation_split: float = typer.Option(0.1, "--validation-split", help="Share of the training data held out for validation."),
     limit_train: int = typer.Option(None, "--limit-train", help="Use only the first N training samples."),
     limit_test: int = typer.Option(None, "--limit-test", help="Use only the first N test samples."),
-    force: bool = typer.Option(False, "--force", help="Overwrite an existing model in --out."),
-    as_json: bool = typer.Option(False, "--json", help="Print the result as JSON."),
+    force: bool = typer.Option(False, "--force", help="Overwrite an existing model in --out (and the --json file)."),
+    json_out: Path = typer.Option(None, "--json", help=JSON_HELP + " train.json in --out is written either way."),
 ) -> None:
     """Train the CNN of a spec; writes model.keras, history.csv, training_curves.png and train.json."""
     from cnnkit.cli.summary import render_summary
     from cnnkit.train import TrainConfig, train_model
 
+    check_json_target(json_out, force)
+    as_json = json_to_stdout(json_out)
     config = TrainConfig(
         spec=spec, dataset=dataset, data_dir=data_dir, out_dir=out, epochs=epochs, batch_size=batch_size,
         optimizer=optimizer, learning_rate=lr, seed=seed, validation_split=validation_split,
@@ -45,7 +47,7 @@ def train_command(
 
     result = train_model(config, on_epoch_end=on_epoch, notify=notice)
     if as_json:
-        print_json(result.to_dict())
+        emit_json(json_out, result.to_dict(), force)
         return
     render_summary(result.summary)
     m, d = result.metrics, result.dataset
@@ -62,3 +64,4 @@ def train_command(
         f"on {d['test_samples']:,} {d['name']} test images"
     )
     console.print(f"wrote {result.out_dir}/: {', '.join(result.files.values())}")
+    emit_json(json_out, result.to_dict(), force)
