@@ -124,8 +124,8 @@ def test_featuremaps_from_png_and_dataset(exported_model: Path, tmp_path: Path) 
     assert json.loads((tmp_path / "maps" / "featuremaps.json").read_text())["predicted"] == result.predicted
     with pytest.raises(CnnkitError, match="not empty"):
         save_feature_maps(exported_model, x, tmp_path / "maps", "again")
-    x2, source = feature_maps_from_dataset(exported_model, "digits", None, 5, record)
-    assert x2.shape == (28, 28, 1) and "digits test image 5" in source
+    x2, source, images = feature_maps_from_dataset(exported_model, "digits", None, 5, record)
+    assert x2.shape == (28, 28, 1) and "digits test image 5" in source and images.name == "digits"
     with pytest.raises(CnnkitError, match="out of range"):
         feature_maps_from_dataset(exported_model, "digits", None, 10_000, record)
 

@@ -7,7 +7,10 @@
   10,000 digits), split with a fixed seed into 8,000 training and 2,000 held-out images.
 * ``digits``: scikit-learn's bundled 8x8 digits, resized to 28x28 and rescaled to 0..255; needs no network.
 
-No TensorFlow is needed to load any of them.
+No TensorFlow is needed to load any of them. Every result that used data records
+:meth:`Dataset.provenance`: name, where from, SHA-256 of the files read and of the arrays, split sizes.
+A command given a cnnkit model uses the dataset its metadata names (:func:`load_dataset_for_model`); another
+one only when asked by name, and the command says so.
 """
 
 from __future__ import annotations
@@ -21,12 +24,14 @@ import urllib.request
 import zlib
 from dataclasses import dataclass, replace
 from enum import Enum
+from functools import cached_property
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from cnnkit.errors import DatasetError
-from cnnkit.io import write_bytes_atomic
+from cnnkit.io import sha256_file, write_bytes_atomic
 
 DATA_DIR_ENV = "CNNKIT_DATA_DIR"
 OFFLINE_ENV = "CNNKIT_OFFLINE"
@@ -71,27 +76,45 @@ class Dataset:
     y_test: np.ndarray
     class_names: tuple[str, ...]
     notice: str | None = None  # a line the user should see (e.g. why we fell back to digits)
+    files: tuple[str, ...] = ()  # the files the arrays were read from
 
     @property
     def image_shape(self) -> tuple[int, ...]:
         return tuple(self.x_train.shape[1:])
 
     def describe(self) -> dict[str, object]:
+        """What a result records about its data: :meth:`provenance` plus shape and class count."""
+        return self.provenance() | {"image_shape": list(self.image_shape), "classes": len(self.class_names)}
+
+    def provenance(self) -> dict[str, Any]:
+        """Which data exactly: name, source, SHA-256 per file read, of the arrays as used, and the split sizes."""
         return {
             "name": self.name.value,
             "source": self.source,
+            "files": dict(self._file_hashes),
+            "content_sha256": self._content_hash,
             "train_samples": int(len(self.x_train)),
             "test_samples": int(len(self.x_test)),
-            "image_shape": list(self.image_shape),
-            "classes": len(self.class_names),
-        }
+        } | ({"notice": self.notice} if self.notice else {})
+
+    @cached_property
+    def _file_hashes(self) -> dict[str, str]:
+        return {f: sha256_file(f) for f in self.files}
+
+    @cached_property
+    def _content_hash(self) -> str:
+        digest = hashlib.sha256()
+        for a in (self.x_train, self.y_train, self.x_test, self.y_test):
+            digest.update(f"{a.dtype}{a.shape}".encode())
+            digest.update(np.ascontiguousarray(a).data)
+        return digest.hexdigest()
 
     def limited(self, train: int | None = None, test: int | None = None) -> Dataset:
         """The first ``train``/``test`` samples (None: all), for quick runs."""
         return Dataset(
             self.name, self.source,
             self.x_train[:train], self.y_train[:train], self.x_test[:test], self.y_test[:test],
-            self.class_names, self.notice,
+            self.class_names, self.notice, self.files,
         )
 
 
@@ -164,7 +187,59 @@ def load_shipped_mnist() -> Dataset:
     arrays = {"x_train": x[train], "y_train": y[train], "x_test": x[test], "y_test": y[test]}
     source = (f"MNIST test set shipped with cnnkit ({folder}), split {SHIPPED_TRAIN:,}/{len(x) - SHIPPED_TRAIN:,} "
               f"with seed {SHIPPED_SPLIT_SEED}")
-    return _make_dataset(DatasetName.MNIST, source, arrays)
+    return _make_dataset(DatasetName.MNIST, source, arrays,
+                         files=tuple(str(folder / f"{_IDX_FILES[k]}.gz") for k in ("x_test", "y_test")))
+
+
+def model_dataset(model: str | os.PathLike[str]) -> str | None:
+    """The dataset a cnnkit model was trained on: ``dataset`` in an ONNX model's metadata, or the
+    ``train.json`` beside a ``.keras`` model; None when the model does not say."""
+    import json
+
+    path = Path(model)
+    name: object = None
+    if path.suffix == ".onnx":
+        from cnnkit.onnx_info import describe_onnx
+
+        name = describe_onnx(path, require_image=False).metadata.get("dataset")
+    else:
+        try:
+            record = json.loads((path.parent / "train.json").read_text())
+            name = (record.get("dataset") or {}).get("name") if isinstance(record, dict) else None
+        except (OSError, ValueError, AttributeError):
+            name = None
+    return name if isinstance(name, str) and name not in ("", "unknown") else None
+
+
+def load_dataset_for_model(
+    model: str | os.PathLike[str],
+    name: DatasetName | str | None = None,
+    data_dir: str | os.PathLike[str] | None = None,
+    **kwargs: Any,
+) -> Dataset:
+    """The data to run ``model`` on: ``name`` if given, else the dataset the model's metadata names.
+
+    No silent switch: when the model names a dataset that cannot be loaded, that is an error (not a fallback
+    to digits); a dataset other than the model's is used only when named, and the returned dataset's
+    ``notice`` says so. A model that names no dataset gets :func:`load_dataset`'s default (with its notice).
+    """
+    trained_on = model_dataset(model)
+    label = Path(model).name
+    known = {d.value for d in DatasetName}
+    if name is None and trained_on in known:
+        try:
+            return load_dataset(trained_on, data_dir, **kwargs)
+        except DatasetError as exc:
+            raise DatasetError(
+                f"{label} was trained on {trained_on}, which cannot be loaded: {exc.message}",
+                hint=f"{exc.hint or 'pass --data-dir with its files'}; or pass --dataset NAME to use another dataset",
+            ) from None
+    dataset = load_dataset(name, data_dir, **kwargs)
+    if trained_on is not None and dataset.name.value != trained_on:
+        asked = f"as asked (--dataset {dataset.name.value})" if name is not None else "(the default)"
+        note = f"using {dataset.name.value} {asked}; {label} was trained on {trained_on}"
+        dataset = replace(dataset, notice=f"{dataset.notice}; {note}" if dataset.notice else note)
+    return dataset
 
 
 def _load_named(
@@ -209,6 +284,7 @@ def _load_from_dir(name: DatasetName, path: Path, require_train: bool = True) ->
     if npz.is_file() and not any(_idx_path(path, stem) for stem in _IDX_FILES.values()):
         return _load_npz(name, npz)
     arrays = {}
+    files = []
     test_only = not require_train and _idx_path(path, _IDX_FILES["x_train"]) is None
     for key, stem in _IDX_FILES.items():
         file = _idx_path(path, stem)
@@ -221,7 +297,8 @@ def _load_from_dir(name: DatasetName, path: Path, require_train: bool = True) ->
                 hint=f"--data-dir needs {', '.join(_IDX_FILES.values())} (gzipped or not), or {name.value}.npz",
             )
         arrays[key] = _read_idx(file, images=key.startswith("x"))
-    return _make_dataset(name, str(path), arrays, allow_empty_train=test_only)
+        files.append(str(file))
+    return _make_dataset(name, str(path), arrays, allow_empty_train=test_only, files=tuple(files))
 
 
 def _idx_path(folder: Path, stem: str) -> Path | None:
@@ -273,16 +350,21 @@ def _load_npz(name: DatasetName, path: Path) -> Dataset:
         raise
     except (OSError, ValueError, zlib.error, EOFError) as exc:
         raise DatasetError(f"{path}: not a readable .npz ({exc})") from None
-    return _make_dataset(name, str(path), arrays)
+    return _make_dataset(name, str(path), arrays, files=(str(path),))
 
 
 def _make_dataset(
-    name: DatasetName, source: str, arrays: dict[str, np.ndarray], allow_empty_train: bool = False
+    name: DatasetName, source: str, arrays: dict[str, np.ndarray], allow_empty_train: bool = False,
+    files: tuple[str, ...] = (),
 ) -> Dataset:
     n_classes = len(CLASS_NAMES[name])
     out = {}
     for split in ("train", "test"):
         x, y = arrays[f"x_{split}"], arrays[f"y_{split}"].reshape(-1)
+        for key, a in ((f"x_{split}", x), (f"y_{split}", y)):
+            if a.dtype.kind not in "biuf":
+                raise DatasetError(f"{source}: {key} holds {a.dtype} values, not numbers",
+                                   hint="pixels as uint8 0..255 and labels as integers")
         if x.ndim == 3:
             x = x[..., None]
         if x.shape[1:] != IMAGE_SHAPE:
@@ -301,7 +383,8 @@ def _make_dataset(
         if len(y) and (y.min() < 0 or y.max() >= n_classes):
             raise DatasetError(f"{source}: {split} labels outside 0..{n_classes - 1}")
         out[f"x_{split}"], out[f"y_{split}"] = np.ascontiguousarray(x), y
-    return Dataset(name, source, out["x_train"], out["y_train"], out["x_test"], out["y_test"], CLASS_NAMES[name])
+    return Dataset(name, source, out["x_train"], out["y_train"], out["x_test"], out["y_test"], CLASS_NAMES[name],
+                   files=files)
 
 
 # --- Keras cache and download ----------------------------------------------------------------------
@@ -371,9 +454,11 @@ def _load_digits(test_fraction: float = 0.2, seed: int = 0) -> Dataset:
     order = np.random.default_rng(seed).permutation(len(x))
     n_test = int(round(len(x) * test_fraction))
     test, train = order[:n_test], order[n_test:]
+    bundled = Path(require_sklearn_datasets().__file__).parent / "data" / "digits.csv.gz"
     return Dataset(
         DatasetName.DIGITS, "scikit-learn load_digits (bundled)",
         x[train], y[train], x[test], y[test], CLASS_NAMES[DatasetName.DIGITS],
+        files=(str(bundled),) if bundled.is_file() else (),
     )
 
 

@@ -213,7 +213,7 @@ def open_eval_source(config: EvalConfig, infos: list[Any], dataset: Dataset | Im
         source = ImageSource.from_dataset(dataset, "test")
     else:
         names, names_from = model_class_names(infos[0].metadata, config.labels_file)
-        source = open_images(config.dataset, config.data_dir, "test", names, names_from,
+        source = open_images(config.dataset, config.data_dir, "test", names, names_from, model=config.models[0],
                              strict_names=config.labels_file is not None)
     if source.notice:
         say(source.notice)

@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 
 from cnnkit.errors import CnnkitError
-from cnnkit.io import atomic_path, check_output_dir, write_json_atomic
+from cnnkit.io import check_output_dir, staged_dir, write_json_atomic
 from cnnkit.onnx_info import describe_onnx
 
 DEFAULT_MAX_LAYERS = 16
@@ -45,6 +45,7 @@ class FeatureMapsResult:
     max_layers: int | None = None  # the bounds used; None: all
     max_channels: int | None = None
     preprocess: dict[str, Any] = field(default_factory=dict)  # the record the image went through
+    data: dict[str, Any] | None = None  # the dataset's provenance when the input came from one
 
     @property
     def selection_note(self) -> str | None:
@@ -125,10 +126,11 @@ def mosaic(fmap: np.ndarray, channels: list[int], pad: int = 1) -> np.ndarray:
 
 def save_feature_maps(model_path: Path, image: np.ndarray, out_dir: Path, source: str, force: bool = False,
                       max_layers: int | None = DEFAULT_MAX_LAYERS, max_channels: int | None = DEFAULT_MAX_CHANNELS,
-                      record: Any = None) -> FeatureMapsResult:
+                      record: Any = None, provenance: dict[str, Any] | None = None) -> FeatureMapsResult:
     """Run ``image`` ((H, W, C) raw pixels, whatever the model's layout) through the model and save one PNG grid
     per convolution layer shown. ``max_layers``/``max_channels``: the bounds (None: all). ``record``: the bound
-    preprocessing record (default: the model's own, else raw pixels)."""
+    preprocessing record (default: the model's own, else raw pixels). ``provenance``: where the image came from.
+    ``out_dir`` is built beside itself and swapped in whole; an existing one is replaced only with ``force``."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -158,44 +160,46 @@ def save_feature_maps(model_path: Path, image: np.ndarray, out_dir: Path, source
     chosen = [targets[i] for i in spread(len(targets), max_layers)]
     runner = OnnxRuntimeRunner(with_extra_outputs(model, [t for _, t in chosen]), label=model_path.name)
     values = runner.infer({runner.input_name: record.normalize(image[None])})
-    out_dir.mkdir(parents=True, exist_ok=True)
     layers = []
-    for i, (layer, tensor) in enumerate(chosen, 1):
-        fmap = values[tensor][0]  # ONNX convolutions are NCHW: (C, H, W)
-        if fmap.ndim != 3:
-            continue  # a 1-D or 3-D convolution: no 2-D maps to draw
-        channels = fmap.shape[0]
-        if max_channels is not None and channels > max_channels:
-            spread_ = fmap.reshape(channels, -1).astype(np.float64).std(axis=1)
-            shown = sorted(int(c) for c in np.argsort(-spread_, kind="stable")[:max_channels])
-        else:
-            shown = list(range(channels))
-        grid = mosaic(fmap, shown)
-        fig = plt.figure(figsize=(max(3.0, grid.shape[1] / 40), max(3.0, grid.shape[0] / 40) + 0.5), dpi=80)
-        ax = fig.add_axes((0.02, 0.02, 0.96, 0.86))
-        ax.axis("off")
-        ax.imshow(grid, cmap="viridis", interpolation="nearest")
-        what = f"{len(shown)} of {channels} maps" if len(shown) < channels else f"{channels} maps"
-        fig.suptitle(f"{layer}: {what} of {fmap.shape[1]}x{fmap.shape[2]}", fontsize=9)
-        name = f"{i:02d}-{re.sub(r'[^A-Za-z0-9_.-]', '_', layer)}.png"
-        with atomic_path(out_dir / name, force=True) as tmp:
-            fig.savefig(tmp, dpi=80)
-        plt.close(fig)
-        layers.append(FeatureMapLayer(layer, tensor, tuple(int(d) for d in fmap.shape), name, tuple(shown)))
-    probs = values[runner.output_names[0]]
-    result = FeatureMapsResult(str(model_path), source, int(np.argmax(probs)), tuple(layers), len(targets),
-                               max_layers, max_channels, record.to_dict())
-    write_json_atomic(out_dir / "featuremaps.json", result.to_dict() | {"selection": result.selection_note},
-                      force=True)
+    with staged_dir(out_dir, force) as staging:  # the folder appears complete, or not at all
+        for i, (layer, tensor) in enumerate(chosen, 1):
+            fmap = values[tensor][0]  # ONNX convolutions are NCHW: (C, H, W)
+            if fmap.ndim != 3:
+                continue  # a 1-D or 3-D convolution: no 2-D maps to draw
+            channels = fmap.shape[0]
+            if max_channels is not None and channels > max_channels:
+                spread_ = fmap.reshape(channels, -1).astype(np.float64).std(axis=1)
+                shown = sorted(int(c) for c in np.argsort(-spread_, kind="stable")[:max_channels])
+            else:
+                shown = list(range(channels))
+            grid = mosaic(fmap, shown)
+            fig = plt.figure(figsize=(max(3.0, grid.shape[1] / 40), max(3.0, grid.shape[0] / 40) + 0.5), dpi=80)
+            ax = fig.add_axes((0.02, 0.02, 0.96, 0.86))
+            ax.axis("off")
+            ax.imshow(grid, cmap="viridis", interpolation="nearest")
+            what = f"{len(shown)} of {channels} maps" if len(shown) < channels else f"{channels} maps"
+            fig.suptitle(f"{layer}: {what} of {fmap.shape[1]}x{fmap.shape[2]}", fontsize=9)
+            name = f"{i:02d}-{re.sub(r'[^A-Za-z0-9_.-]', '_', layer)}.png"
+            try:
+                fig.savefig(staging / name, dpi=80)
+            finally:
+                plt.close(fig)
+            layers.append(FeatureMapLayer(layer, tensor, tuple(int(d) for d in fmap.shape), name, tuple(shown)))
+        probs = values[runner.output_names[0]]
+        result = FeatureMapsResult(str(model_path), source, int(np.argmax(probs)), tuple(layers), len(targets),
+                                   max_layers, max_channels, record.to_dict(), provenance)
+        write_json_atomic(staging / "featuremaps.json", result.to_dict() | {"selection": result.selection_note})
     return result
 
 
 def feature_maps_from_dataset(model_path: Path, dataset: str | None, data_dir: Path | None, index: int,
-                              record: Any) -> tuple[np.ndarray, str]:
-    """Test image ``index`` of a dataset, or image ``index`` (sorted) of an image folder, fitted by ``record``."""
+                              record: Any) -> tuple[np.ndarray, str, Any]:
+    """Test image ``index`` of a dataset (default: the one the model was trained on), or image ``index`` (sorted)
+    of an image folder, fitted by ``record``; what it is; and the :class:`~cnnkit.data.sources.ImageSource`
+    it came from (for its provenance and notice)."""
     from cnnkit.data.sources import open_images
 
-    source = open_images(dataset, data_dir, "test")
+    source = open_images(dataset, data_dir, "test", model=model_path)
     if not 0 <= index < len(source):
         raise CnnkitError(f"--index {index} is out of range: {source.provenance.get('source')} has {len(source)} images")
     if source.folder is not None:
@@ -205,8 +209,8 @@ def feature_maps_from_dataset(model_path: Path, dataset: str | None, data_dir: P
         from cnnkit.data.folders import BadImageError
 
         try:
-            return source.folder.read(index, record), what
+            return source.folder.read(index, record), what, source
         except BadImageError as exc:
             raise CnnkitError(exc.message, hint="choose another --index") from None
     pixels, labels = source.subset([index]).load(record)
-    return pixels[0], f"{source.name} test image {index} (label {int(labels[0])})"
+    return pixels[0], f"{source.name} test image {index} (label {int(labels[0])})", source

@@ -35,7 +35,7 @@ from cnnkit.data.sources import ImageSource, model_class_names, open_folder
 from cnnkit.datasets import Dataset, DatasetName, default_data_dir, load_dataset
 from cnnkit.envinfo import environment
 from cnnkit.errors import CnnkitError
-from cnnkit.io import atomic_path, check_writable
+from cnnkit.io import atomic_path, check_not_input, check_writable
 from cnnkit.onnx_info import OnnxModelInfo, describe_onnx
 from cnnkit.sessions import SessionConfig
 
@@ -498,6 +498,7 @@ def quantize_model(config: QuantizeConfig, dataset: Dataset | QuantData | None =
     import onnx
 
     out = Path(config.output)
+    check_not_input(out, config.model)
     check_writable(out, config.force)
     info = describe_onnx(config.model)
     if info.precision != "fp32":
@@ -510,7 +511,7 @@ def quantize_model(config: QuantizeConfig, dataset: Dataset | QuantData | None =
                             hint="pass --data-dir DIR with a folder of the model's images, or --dataset")
     say = progress or (lambda _m: None)
     for line in data.notes:
-        say(line)
+        say(f"note: {line}")  # e.g. which data stands in: the CLI shows notes as notes
 
     checked = data.evaluation is not None
     fp32_preds = y_eval = None
@@ -646,6 +647,7 @@ class AutoResult:
     candidates: tuple[AutoCandidate, ...]
     summary: str
     environment: dict[str, Any]
+    dataset: dict[str, Any] = field(default_factory=dict)  # provenance of the calibration and test data
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -679,6 +681,7 @@ def auto_quantize(base: QuantizeConfig, batch_sizes: tuple[int, int] = (1, 64), 
     from cnnkit.sessions import create_session
 
     out = Path(base.output)
+    check_not_input(out, base.model)
     check_writable(out, base.force)
     info = describe_onnx(base.model)
     if info.precision != "fp32":
@@ -691,6 +694,8 @@ def auto_quantize(base: QuantizeConfig, batch_sizes: tuple[int, int] = (1, 64), 
             raise
         data = prepare_quant_data(dataclasses.replace(base, mode=QuantMode.FP16), info, dataset)
     say = progress or (lambda _m: None)
+    for line in data.notes:
+        say(f"note: {line}")
     batch_sizes = _speed_batches(info, batch_sizes)
     objective = batch_sizes[-1]
     with tempfile.TemporaryDirectory(prefix="cnnkit-auto-") as tmp:
@@ -765,4 +770,4 @@ def auto_quantize(base: QuantizeConfig, batch_sizes: tuple[int, int] = (1, 64), 
             with atomic_path(out, force=base.force) as tmp_out:
                 shutil.copyfile(work / f"{winner.name}.onnx", tmp_out)
     return AutoResult(AUTO_SCHEMA, str(base.model), str(out), winner.name, objective, base.max_accuracy_drop,
-                      sinfo.to_dict(), tuple(final), summary, bench.environment)
+                      sinfo.to_dict(), tuple(final), summary, bench.environment, data.provenance)

@@ -95,10 +95,9 @@ def evaluate_candidates(config: BenchConfig, dataset_name: str | None, data_dir:
     described: dict[str, Any] = {}
     for model in config.models:
         metadata = describe_onnx(model).metadata
-        # --data-dir (IDX files or an image folder) names the data itself; else the dataset the model was trained on.
-        name = dataset_name or (_model_dataset(metadata) if data_dir is None else None)
         names, names_from = model_class_names(metadata)
-        data = open_images(name, data_dir, "test", names, names_from)
+        # With no --dataset, the dataset the model was trained on (from --data-dir if given); never silently another.
+        data = open_images(dataset_name, data_dir, "test", names, names_from, model=model)
         base = None
         for choice in config.runtimes:
             ev = evaluate_models(EvalConfig((Path(model),), session=config.session, limit=limit, runtime=choice,
@@ -110,11 +109,6 @@ def evaluate_candidates(config: BenchConfig, dataset_name: str | None, data_dir:
             out.append(CandidateAccuracy(str(model), label, ev.precision, ev.accuracy, drop, drop <= max_drop_pp))
         described = data.describe() | {"evaluated_samples": ev.samples}
     return described, out
-
-
-def _model_dataset(metadata: dict[str, str]) -> str | None:
-    name = metadata.get("dataset")
-    return None if name in (None, "", "unknown") else name
 
 
 def recommend(result: BenchResult, accuracy: list[CandidateAccuracy], max_drop_pp: float, dataset: dict[str, Any],

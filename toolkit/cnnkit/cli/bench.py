@@ -121,6 +121,8 @@ def bench_command(
         _check_runtimes(config)
         with err_console.status("evaluating accuracy on every runtime and precision"):
             accuracy = evaluate_candidates(config, dataset, data_dir, max_accuracy_drop)
+        if accuracy[0].get("notice"):
+            err_console.print(f"[yellow]note:[/] {accuracy[0]['notice']}")
     with Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
                   TimeElapsedColumn(), console=err_console, transient=True) as bar:
         task = bar.add_task("starting", total=None)

@@ -120,9 +120,10 @@ def _numbered(names: Sequence[str]) -> bool:
 
 def open_images(dataset: str | None, data_dir: str | os.PathLike[str] | None, split: str = "test",
                 class_names: Sequence[str] | None = None, names_from: str = "", strict_names: bool = False,
-                ) -> ImageSource:
-    """``--data-dir`` as an image folder, else the named dataset's ``split`` (``test`` or ``train``)."""
-    from cnnkit.datasets import default_data_dir, load_dataset
+                model: str | os.PathLike[str] | None = None) -> ImageSource:
+    """``--data-dir`` as an image folder, else the named dataset's ``split`` (``test`` or ``train``); with
+    ``model`` and no ``dataset``, the dataset the model's metadata names (never silently another one)."""
+    from cnnkit.datasets import default_data_dir, load_dataset, load_dataset_for_model
 
     where = Path(data_dir) if data_dir is not None else default_data_dir()
     if where is not None and is_image_folder(where):
@@ -130,4 +131,7 @@ def open_images(dataset: str | None, data_dir: str | os.PathLike[str] | None, sp
             raise DatasetError(f"--dataset {dataset} and --data-dir {where} (a folder of images) disagree",
                                hint="give one of them: an image folder needs no --dataset")
         return ImageSource.from_folder(open_folder(where, class_names, names_from, strict_names))
+    if model is not None:
+        return ImageSource.from_dataset(load_dataset_for_model(model, dataset, data_dir, require_train=split == "train"),
+                                        split)
     return ImageSource.from_dataset(load_dataset(dataset, data_dir, require_train=split == "train"), split)
