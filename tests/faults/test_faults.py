@@ -40,7 +40,8 @@ def assert_fails(result, *fragments: str, code: int = 1, progress_ok: bool = Fal
 
     ``progress_ok``: progress lines (quantize's steps) may come before the error line, which is the last."""
     assert result.exit_code == code, (result.exit_code, result.output)
-    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    # Notes (e.g. "no preprocessing record") are not errors; every other line counts.
+    lines = [line for line in result.stderr.splitlines() if line.strip() and not line.startswith("note: ")]
     assert "Traceback" not in result.output
     if code == 2:  # Click's usage errors: a box of a few lines, naming the bad value
         text = " ".join(result.stderr.split())
@@ -256,7 +257,7 @@ def test_model_with_two_inputs(data: Path, tmp_path: Path) -> None:
 
 def test_model_of_another_image_size(data: Path, tmp_path: Path) -> None:
     big = tiny_cnn(tmp_path / "big.onnx", size=32)
-    assert_fails(cli("eval", big, "--data-dir", data), "(32, 32, 1)")
+    assert_fails(cli("parity", big, big, "--data-dir", data), "(32, 32, 1)")
 
 
 def test_model_of_another_channel_count(data: Path, tmp_path: Path) -> None:
@@ -367,11 +368,20 @@ def test_json_dash_is_pure_json_on_stdout(model: Path, data: Path) -> None:
 # --- data provenance and no silent data switch ----------------------------------------------------------
 
 
-def test_quantize_auto_does_not_switch_data_silently(model: Path, tmp_path: Path) -> None:
-    """The model says MNIST; MNIST cannot be had offline: one line naming it, not a run on digits."""
+def test_quantize_auto_does_not_switch_data_silently(tmp_path: Path) -> None:
+    """The model says Fashion-MNIST, which cannot be had offline: one line naming it, not a run on digits."""
+    model = tiny_cnn(tmp_path / "fashion.onnx", dataset="fashion_mnist")
     out = tmp_path / "best.onnx"
-    assert_fails(cli("quantize", model, "-o", out, "--auto"), "model.onnx was trained on mnist", "--dataset")
+    assert_fails(cli("quantize", model, "-o", out, "--auto"), "fashion.onnx was trained on fashion_mnist", "--dataset")
     assert_clean(tmp_path, out)
+
+
+def test_the_models_dataset_is_the_default(model: Path, tmp_path: Path) -> None:
+    """The model says MNIST and no data is given: MNIST it is (offline, the digits shipped with cnnkit)."""
+    out = tmp_path / "e.json"
+    result = cli("eval", model, "--limit", "50", "--json", out)
+    assert result.exit_code == 0, result.output
+    assert json.loads(out.read_text())["dataset"]["name"] == "mnist"
 
 
 def test_another_dataset_only_when_named_and_said(model: Path, tmp_path: Path) -> None:
@@ -510,7 +520,7 @@ def test_closed_stdout_is_one_line_exit_1(model: Path, data: Path) -> None:
     proc.stdout.close()  # the reader is gone before the first line (as `| head -0` would)
     _, err = proc.communicate(timeout=120)
     assert proc.returncode == 1, err
-    lines = [line for line in err.splitlines() if line.strip()]
+    lines = [line for line in err.splitlines() if line.strip() and not line.startswith("note: ")]
     assert lines == [lines[0]] and "standard output was closed" in lines[0] and "Traceback" not in err, err
 
 

@@ -230,6 +230,8 @@ def load_dataset_for_model(
         try:
             return load_dataset(trained_on, data_dir, **kwargs)
         except DatasetError as exc:
+            if data_dir is not None or default_data_dir() is not None:
+                raise  # the files the user pointed at are broken: that error says it all
             raise DatasetError(
                 f"{label} was trained on {trained_on}, which cannot be loaded: {exc.message}",
                 hint=f"{exc.hint or 'pass --data-dir with its files'}; or pass --dataset NAME to use another dataset",
