@@ -435,11 +435,21 @@ def full_fs(small_fs: Path) -> Path:
 
 
 @pytest.fixture
-def read_only_fs(small_fs: Path) -> Path:
+def read_only_fs(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[Path]:
+    """Root: a tmpfs remounted read-only (chmod does not stop root). Others: a folder without write permission."""
+    if not IS_ROOT:
+        folder = tmp_path / "locked"
+        folder.mkdir()
+        (folder / "existing.json").write_text("{}")
+        folder.chmod(0o555)
+        yield folder
+        folder.chmod(0o755)
+        return
+    small_fs = request.getfixturevalue("small_fs")
     (small_fs / "existing.json").write_text("{}")
     if subprocess.run(["mount", "-o", "remount,ro", str(small_fs)], capture_output=True).returncode:
         pytest.skip("cannot remount read-only")
-    return small_fs
+    yield small_fs
 
 
 def _output_args(kind: str, model: Path, data: Path, folder: Path) -> tuple[tuple[object, ...], Path]:
@@ -469,6 +479,8 @@ def test_output_on_a_full_or_read_only_disk(model: Path, data: Path, request: py
     if kind == "report":
         _bench_result(model, data.parent)
     folder = request.getfixturevalue(fs)
+    if fs == "read_only_fs" and not IS_ROOT:
+        reason = "Permission denied"
     before = {p.name: p.stat().st_size for p in folder.iterdir()}
     args, target = _output_args(kind, model, data, folder)
     assert_fails(cli(*args), str(target), reason, progress_ok=kind == "onnx")

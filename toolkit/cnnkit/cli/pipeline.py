@@ -7,7 +7,7 @@ from pathlib import Path
 import typer
 
 from cnnkit.cli.options import parse_batch_sizes
-from cnnkit.cli.render import console, notice
+from cnnkit.cli.render import JSON_HELP, check_json_target, console, emit_json, json_to_stdout, notice
 
 
 def pipeline_command(
@@ -24,11 +24,13 @@ def pipeline_command(
     max_accuracy_drop: float = typer.Option(0.1, "--max-accuracy-drop", help="Quantization accuracy budget, points."),
     bench_min_time: float = typer.Option(1.0, "--bench-min-time", help="Seconds of timed runs per shape."),
     force: bool = typer.Option(False, "--force", help="Use a --out or --report-dir that holds other files (they may be replaced)."),
+    json_out: Path = typer.Option(None, "--json", help=JSON_HELP + " pipeline.json in the run folder is kept either way."),
 ) -> None:
     """The whole job in one command; a re-run reuses finished stages whose inputs did not change."""
     from cnnkit.errors import CnnkitError
     from cnnkit.pipeline import STAGES, PipelineConfig, run_pipeline
 
+    check_json_target(json_out, force)
     if epochs <= 0:
         raise CnnkitError(f"--epochs must be positive, got {epochs}")
     config = PipelineConfig(spec=spec, dataset=dataset, data_dir=data_dir, provider=provider,
@@ -41,6 +43,8 @@ def pipeline_command(
         if stage == "data":
             notice(detail)
             return
+        if json_to_stdout(json_out):  # stdout is the JSON's alone
+            return
         n = STAGES.index(stage) + 1
         if event == "start":
             console.print(f"[{n}/{total}] {stage} ...")
@@ -52,4 +56,6 @@ def pipeline_command(
             console.print(f"[{n}/{total}] {stage} [red]FAILED[/]")
 
     result = run_pipeline(config, on_stage)
-    console.print(f"run folder {result.out_dir}/; report {result.report_dir}/report.html")
+    if not json_to_stdout(json_out):
+        console.print(f"run folder {result.out_dir}/; report {result.report_dir}/report.html")
+    emit_json(json_out, result.to_dict(), force)

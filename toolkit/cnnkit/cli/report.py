@@ -6,20 +6,25 @@ from pathlib import Path
 
 import typer
 
-from cnnkit.cli.render import console
+from cnnkit.cli.render import JSON_HELP, check_json_target, console, emit_json, json_to_stdout
 
 
 def report_command(
     inputs: list[Path] = typer.Argument(..., help="A run folder, or cnnkit JSON results (bench, eval, parity, quantize, train)."),
     output: Path = typer.Option(..., "-o", "--output", help="The report folder, e.g. reports/mnist-cnn/."),
     title: str = typer.Option(None, "--title"),
-    force: bool = typer.Option(False, "--force", help="Replace an existing report folder."),
+    force: bool = typer.Option(False, "--force", help="Replace an existing report folder (and the --json file)."),
+    json_out: Path = typer.Option(None, "--json", help=JSON_HELP),
 ) -> None:
     """Render report.md, a self-contained report.html, the plots (PNG) and results.csv from JSON results."""
     from cnnkit.report import write_report
 
+    check_json_target(json_out, force)
     result = write_report(inputs, output, title, force)
-    console.print(f"wrote {result['out_dir']}/: {', '.join(result['files'])} (from {len(result['sources'])} result file(s))")
+    if not json_to_stdout(json_out):
+        console.print(f"wrote {result['out_dir']}/: {', '.join(result['files'])} (from {len(result['sources'])} result file(s))")
+    emit_json(json_out, result, force)
+
 
 
 def render_devices(rows, missing=()) -> None:  # noqa: ANN001 (DeviceRow list, imported lazily)
