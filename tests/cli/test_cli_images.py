@@ -154,7 +154,7 @@ def test_predict_top_k_with_names_and_an_inversion_warning(tmp_path: Path) -> No
     ImageOps.invert(Image.open(files[0])).save(tmp_path / "inverted.png")
     Image.open(files[1]).resize((56, 56)).convert("RGB").save(tmp_path / "big-rgb.png")
     model = _mnist_model(tmp_path)
-    result = run("predict", model, files[0], tmp_path / "inverted.png", tmp_path / "big-rgb.png", "--top-k", "3", "--json")
+    result = run("predict", model, files[0], tmp_path / "inverted.png", tmp_path / "big-rgb.png", "--top-k", "3", "--json", "-")
     assert result.exit_code == 0, result.output
     data = json.loads(result.stdout)
     first, inverted, big = data["predictions"]

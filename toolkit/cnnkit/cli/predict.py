@@ -8,7 +8,7 @@ from typing import Any
 import typer
 
 from cnnkit.cli.options import labels_option, with_preprocess_options
-from cnnkit.cli.render import console, err_console, notice, print_json
+from cnnkit.cli.render import JSON_HELP, check_json_target, console, emit_json, err_console, json_to_stdout, notice
 
 
 @with_preprocess_options
@@ -19,12 +19,14 @@ def predict_command(
     labels: Path = labels_option,
     preprocessing: Any = None,  # the shared preprocessing options, parsed (with_preprocess_options)
     provider: str = typer.Option("cpu", "--provider"),
-    as_json: bool = typer.Option(False, "--json", help="Print the result as JSON."),
+    json_out: Path = typer.Option(None, "--json", help=JSON_HELP),
+    force: bool = typer.Option(False, "--force", help="Overwrite an existing --json file."),
 ) -> None:
     """Top-k classes with probabilities, through the model's preprocessing record and class names."""
     from cnnkit.predict import PredictConfig, predict_images
     from cnnkit.sessions import SessionConfig
 
+    check_json_target(json_out, force)
     config = PredictConfig(model, tuple(images), top_k,
                            preprocessing, labels,
                            SessionConfig(provider=provider))
@@ -34,8 +36,8 @@ def predict_command(
     for p in result.predictions:
         for w in p.warnings:
             err_console.print(f"[yellow]warning:[/] {w}")
-    if as_json:
-        print_json(result.to_dict())
+    if json_to_stdout(json_out):
+        emit_json(json_out, result.to_dict(), force)
         return
     from cnnkit.data.preprocess import PreprocessRecord
 
@@ -45,3 +47,4 @@ def predict_command(
         console.print(f"{p.image}:")
         for rank, c in enumerate(p.top, 1):
             console.print(f"  {rank}. {c.name:<20} {100 * c.probability:6.2f} %  (class {c.index})")
+    emit_json(json_out, result.to_dict(), force)
