@@ -30,7 +30,7 @@ def test_every_command_on_an_onnx_classifier(tmp_path: Path, layout, batch, dtyp
     want = reference_probs(model, digits.x_test.astype(np.float32)).argmax(axis=1)
 
     # summary: layout, dtype, batch and MACs.
-    r = run("summary", model, "--json")
+    r = run("summary", model, "--json", "-")
     assert r.exit_code == 0, r.output
     s = json.loads(r.stdout)
     assert s["image_input"]["layout"] == layout and s["image_input"]["dtype"] == dtype and s["image_input"]["batch"] == fixed
