@@ -75,3 +75,27 @@ def vector_model(path: Path, inputs: int = 1) -> Path:
     model.ir_version = 8
     path.write_bytes(model.SerializeToString())
     return path
+
+
+def quantized_model(path: Path) -> Path:
+    """An image model that is already INT8 (QuantizeLinear/DequantizeLinear): quantize must refuse it."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    inits = [numpy_helper.from_array(np.array(1.0, np.float32), "scale"),
+             numpy_helper.from_array(np.array(0, np.uint8), "zero")]
+    nodes = [
+        helper.make_node("QuantizeLinear", ["images", "scale", "zero"], ["q"]),
+        helper.make_node("DequantizeLinear", ["q", "scale", "zero"], ["dq"]),
+        helper.make_node("Flatten", ["dq"], ["f"]),
+        helper.make_node("Softmax", ["f"], ["probabilities"], axis=1),
+    ]
+    graph = helper.make_graph(
+        nodes, "int8", [helper.make_tensor_value_info("images", TensorProto.FLOAT, ["batch", 28, 28, 1])],
+        [helper.make_tensor_value_info("probabilities", TensorProto.FLOAT, ["batch", 784])], inits,
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    onnx.checker.check_model(model)
+    path.write_bytes(model.SerializeToString())
+    return path

@@ -25,7 +25,7 @@ from typer.testing import CliRunner
 from cnnkit.cli.app import app
 from cnnkit.io import is_leftover
 from tests.conftest import make_idx_dir, write_idx
-from tests.faults.models import no_conv_model, tiny_cnn, vector_model
+from tests.faults.models import no_conv_model, quantized_model, tiny_cnn, vector_model
 
 runner = CliRunner()
 IS_ROOT = hasattr(os, "geteuid") and os.geteuid() == 0
@@ -229,12 +229,12 @@ def test_report_of_a_folder_without_results(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("make", "fragment"),
     [
-        (lambda p: p.write_bytes(_png(p).read_bytes()[:500]) and p, "cannot read image"),
-        (lambda p: _png(p, (32, 32)), "is 32x32 pixels"),
+        (lambda p: p.write_bytes(_png(p).read_bytes()[:500]) and p, "cannot be read"),
+        (lambda p: p.mkdir(), "is not a file"),
         (lambda p: p.write_text("not a png") and p, "not an image"),
-        (lambda p: _png(p, mode="RGB"), "is a RGB image"),
+        (lambda p: None, "not found"),
     ],
-    ids=["png-truncated", "png-wrong-size", "png-not-an-image", "png-wrong-mode"],
+    ids=["png-truncated", "png-is-a-folder", "png-not-an-image", "png-missing"],
 )
 def test_bad_png(model: Path, tmp_path: Path, make, fragment: str) -> None:
     png = tmp_path / "digit.png"
@@ -260,10 +260,10 @@ def test_model_with_fewer_classes_than_the_labels(data: Path, tmp_path: Path) ->
     assert_fails(cli("eval", three, "--data-dir", data), "has 3 outputs", "10 classes")
 
 
-def test_model_of_another_channel_count(data: Path, tmp_path: Path) -> None:
-    rgb = tiny_cnn(tmp_path / "rgb.onnx", channels=3)
+def test_quantize_of_a_quantized_model(data: Path, tmp_path: Path) -> None:
     out = tmp_path / "q.onnx"
-    assert_fails(cli("quantize", rgb, "-o", out, "--data-dir", data), "(28, 28, 3)")
+    assert_fails(cli("quantize", quantized_model(tmp_path / "int8.onnx"), "-o", out, "--data-dir", data),
+                 "int8.onnx is already quantized")
     assert_clean(tmp_path, out)
 
 
@@ -372,7 +372,7 @@ def test_quantize_auto_does_not_switch_data_silently(tmp_path: Path) -> None:
     """The model says Fashion-MNIST, which cannot be had offline: one line naming it, not a run on digits."""
     model = tiny_cnn(tmp_path / "fashion.onnx", dataset="fashion_mnist")
     out = tmp_path / "best.onnx"
-    assert_fails(cli("quantize", model, "-o", out, "--auto"), "fashion.onnx was trained on fashion_mnist", "--dataset")
+    assert_fails(cli("quantize", model, "-o", out, "--auto"), "cannot load fashion_mnist", "--data-dir")
     assert_clean(tmp_path, out)
 
 
