@@ -26,7 +26,6 @@ def report_command(
     emit_json(json_out, result, force)
 
 
-
 def render_devices(rows, missing=()) -> None:  # noqa: ANN001 (DeviceRow list, imported lazily)
     """The device comparison: p50/p95 latency and images/s per device, the best device per batch size marked."""
     from rich.table import Table
