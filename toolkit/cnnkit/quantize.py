@@ -148,9 +148,13 @@ class QuantizeResult:
 class _ImageReader:
     """onnxruntime's CalibrationDataReader over real images, in batches."""
 
-    def __init__(self, input_name: str, images: np.ndarray, batch_size: int = 32):
+    def __init__(self, input_name: str, images: np.ndarray, fixed_batch: int | None = None):
+        """Batches of 32 images, or of the model's ``fixed_batch`` (a short last one padded with its own images)."""
         self.input_name = input_name
-        self.batches = [images[i : i + batch_size] for i in range(0, len(images), batch_size)]
+        size = fixed_batch or 32
+        self.batches = [images[i : i + size] for i in range(0, len(images), size)]
+        if fixed_batch and self.batches and len(self.batches[-1]) < fixed_batch:
+            self.batches[-1] = np.resize(self.batches[-1], (fixed_batch, *self.batches[-1].shape[1:]))
         self.index = 0
 
     def get_next(self) -> dict[str, np.ndarray] | None:
@@ -169,14 +173,14 @@ class _ImageReader:
         return item
 
 
-def _model_batch(model: Path) -> int:
-    """Calibration batch size: the model's fixed batch, else 32."""
+def _model_batch(model: Path) -> int | None:
+    """The model's fixed batch (calibration batches must have it), None where the batch is dynamic."""
     from cnnkit.onnx_info import image_input, load_onnx
 
     try:
-        return image_input(load_onnx(model), str(model)).batch or 32
+        return image_input(load_onnx(model), str(model)).batch
     except CnnkitError:
-        return 32
+        return None
 
 
 @dataclass(frozen=True, eq=False)
@@ -385,7 +389,7 @@ def rank_nodes_by_error(float_model: Path, variant: Path, config: QuantizeConfig
             build_variant(float_model, qdq, dataclasses.replace(config, format=QuantFormat.QDQ), calib, input_name, excluded)
         aug_float, aug_qdq = work / "aug-float.onnx", work / "aug-qdq.onnx"
         batch = _model_batch(float_model)
-        sample = calib[: max(batch, 64 - 64 % batch)]
+        sample = calib[:64]
         with _quiet():
             dbg.modify_model_output_intermediate_tensors(str(float_model), str(aug_float))
             dbg.modify_model_output_intermediate_tensors(str(qdq), str(aug_qdq))
