@@ -214,3 +214,27 @@ def test_featuremaps_are_bounded_and_read_nchw(tmp_path: Path) -> None:
     assert result.predicted == int(reference_probs(path, image[None])[0].argmax())
     full = save_feature_maps(path, image, tmp_path / "all", "random", max_layers=None, max_channels=None)
     assert len(full.layers) == 2 and full.selection_note is None
+
+
+def test_make_batch_dynamic_as_torch_dynamo_writes_it(tmp_path: Path) -> None:
+    """Reshape with allowzero=1 and weights in an external .data file, as torch.onnx.export(dynamo=True) writes."""
+    import onnx
+    from onnx import helper
+
+    from cnnkit.onnx_batch import make_batch_dynamic
+
+    src = tiny_classifier(tmp_path / "t.onnx", "NCHW", 1, "float32", hw=8, reshape_batch=True)
+    model = onnx.load(str(src))
+    reshape = next(n for n in model.graph.node if n.op_type == "Reshape")
+    reshape.attribute.append(helper.make_attribute("allowzero", 1))
+    (tmp_path / "torchlike").mkdir()
+    onnx.save(model, str(tmp_path / "torchlike" / "m.onnx"), save_as_external_data=True, location="m.onnx.data",
+              size_threshold=1024)  # the weights outside, small shape constants inline (as torch writes them)
+    assert (tmp_path / "torchlike" / "m.onnx.data").stat().st_size > 2000
+    done = make_batch_dynamic(tmp_path / "torchlike" / "m.onnx", tmp_path / "elsewhere" / "dyn.onnx")
+    assert done.reshapes_rewritten == ("flatten",) and done.max_abs_diff < 1e-5
+    x = np.random.default_rng(2).integers(0, 256, (3, 8, 8, 3)).astype(np.float32)
+    import onnxruntime as ort
+
+    sess = ort.InferenceSession(str(tmp_path / "elsewhere" / "dyn.onnx"), providers=["CPUExecutionProvider"])
+    np.testing.assert_allclose(sess.run(None, {"image": x.transpose(0, 3, 1, 2)})[0], reference_probs(src, x), rtol=1e-5, atol=1e-6)

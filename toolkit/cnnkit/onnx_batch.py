@@ -67,6 +67,12 @@ def make_batch_dynamic(source: str | os.PathLike[str], output: str | os.PathLike
     check_writable(out, force)
     model = load_onnx(src)
     image = image_input(model, str(src))
+    if any(i.data_location == onnx.TensorProto.EXTERNAL for i in model.graph.initializer):
+        try:  # weights beside the file (torch.onnx's dynamo exporter writes MODEL.onnx.data): the copy carries them
+            model = onnx.load(str(src), load_external_data=True)
+        except Exception as exc:  # noqa: BLE001 (a missing or short .data file)
+            raise BatchRewriteError(f"{src}: cannot read its external weights: {' '.join(str(exc).split())[:200]}",
+                                    hint="keep the .onnx.data file beside the .onnx") from None
     if image.batch is None:
         raise BatchRewriteError(f"{src}: the batch of input {image.name} {list(image.shape)} is already dynamic",
                                 hint="use the model as it is")
@@ -103,10 +109,15 @@ def make_batch_dynamic(source: str | os.PathLike[str], output: str | os.PathLike
         if shape.ndim != 1 or not shape.size or int(shape[0]) != old:
             continue
         allowzero = next((a.i for a in node.attribute if a.name == "allowzero"), 0)
-        if allowzero or first_dim.get(node.input[0]) != old:
+        if first_dim.get(node.input[0]) != old or (allowzero and (shape[1:] == 0).any()):
+            why = ("its input's first dimension is not the batch" if first_dim.get(node.input[0]) != old
+                   else "it sets allowzero and has zeros of its own")
             raise BatchRewriteError(f"{src}: Reshape node {label} has the batch {old} baked into its target "
-                                    f"{shape.tolist()} and its input's first dimension is not the batch",
-                                    hint="export the model again with a dynamic batch")
+                                    f"{shape.tolist()} and {why}", hint="export the model again with a dynamic batch")
+        if allowzero:  # no zero in the target: allowzero changes nothing, and 0 must mean "copy" below
+            keep = [a for a in node.attribute if a.name != "allowzero"]
+            del node.attribute[:]
+            node.attribute.extend(keep)
         new = shape.copy()
         new[0] = 0  # Reshape: 0 copies the input's dimension
         name = f"{target}__dynamic_batch"
