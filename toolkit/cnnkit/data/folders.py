@@ -80,6 +80,8 @@ class ImageFolder:
             "kind": "image folder",
             "source": str(self.root),
             "samples": len(self.files),
+            "train_samples": 0,  # the same split-size fields as a dataset's provenance (all images serve as given)
+            "test_samples": len(self.files),
             "labelled": self.labelled,
             "labels_from": self.labels_from,
             "classes": len(self.class_names),
