@@ -73,3 +73,8 @@ def test_a_node_that_dies_is_missing_and_the_others_kept(two_nodes: object, mode
     assert [e["device"] for e in fleet["entries"]] == ["alpha"]
     assert [m["device"] for m in fleet["missing"]] == ["beta"]
     assert "died" in fleet["missing"][0]["reason"]
+    (tmp_path / "fleet.json").write_text(json.dumps(fleet))
+    r = run("report", tmp_path / "fleet.json", "-o", tmp_path / "rep")
+    assert r.exit_code == 0, r.output
+    md = (tmp_path / "rep" / "report.md").read_text()
+    assert "## Devices" in md and "| alpha | tiny.onnx |" in md and "missing: **beta**" in md

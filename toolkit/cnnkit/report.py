@@ -38,7 +38,7 @@ from cnnkit.report_bench import (
 )
 
 SCHEMAS = ("cnnkit.train/1", "cnnkit.parity/1", "cnnkit.eval/1", "cnnkit.bench/1", "cnnkit.quantize/1",
-           "cnnkit.quantize-auto/1")
+           "cnnkit.quantize-auto/1", "cnnkit.fleet-bench/1")
 
 
 @dataclass
@@ -114,7 +114,14 @@ def _bench_series(inputs: ReportInputs) -> dict[str, list[dict[str, Any]]]:
 
 PLOT_TITLES = {"training_curves.png": "Training curves", "latency.png": "Latency vs batch size",
                "throughput.png": "Throughput vs batch size", "concurrency.png": "Throughput vs concurrency",
-               "accuracy_vs_size.png": "Accuracy vs model size"}
+               "accuracy_vs_size.png": "Accuracy vs model size", "device_latency.png": "Latency per device",
+               "device_throughput.png": "Throughput per device"}
+
+
+def _devices(inputs: ReportInputs) -> tuple[list[tuple[str, dict[str, Any]]], list[dict[str, str]]]:
+    from cnnkit.devices import device_results
+
+    return device_results(inputs.of("cnnkit.fleet-bench/1") + inputs.of("cnnkit.bench/1"))
 
 
 def _accuracy_points(inputs: ReportInputs) -> list[dict[str, Any]]:
@@ -159,6 +166,9 @@ def make_plots(inputs: ReportInputs) -> dict[str, bytes]:
     draw_accuracy = accuracy_plot(_accuracy_points(inputs))
     if draw_accuracy is not None:
         plots["accuracy_vs_size.png"] = _plot_png(draw_accuracy)
+    from cnnkit.devices import device_plots
+
+    plots |= device_plots(_devices(inputs)[0], _plot_png)
     return plots
 
 
@@ -239,6 +249,9 @@ def markdown(inputs: ReportInputs, plots: dict[str, bytes], title: str) -> str:
     for section in (settings_section, latency_section, runtime_section, recommendation_section, profile_section, memory_section,
                     cold_start_section, concurrency_section):
         parts += section(benches)
+    from cnnkit.devices import device_section
+
+    parts += device_section(*_devices(inputs))
     for name in plots:
         parts += [f"## {PLOT_TITLES.get(name, name)} (plot)", "", f"![{name}]({name})", ""]
     return "\n".join(parts)
