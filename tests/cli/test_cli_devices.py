@@ -46,3 +46,29 @@ def test_results_of_one_folder_are_not_devices(tmp_path: Path) -> None:
     assert r.exit_code == 0, r.output
     assert "## Devices" not in (tmp_path / "rep" / "report.md").read_text()
     assert not (tmp_path / "rep" / "device_latency.png").exists()
+
+
+def _fleet(entries: list[tuple[str, dict]], missing: tuple = ()) -> dict:
+    """A fleet result around real bench results (what --engine ray writes: tests/integration/test_ray_fleet.py)."""
+    return {"schema": "cnnkit.fleet-bench/1", "created": "2026-01-01T00:00:00+00:00", "selector": "all",
+            "entries": [{"device": d, "node_id": f"{i:056x}", "hostname": d, "labels": {"device": d}, "result": r}
+                        for i, (d, r) in enumerate(entries)], "missing": list(missing), "engine": {}}
+
+
+def test_compare_works_device_by_device(tmp_path: Path) -> None:
+    model = tiny_classifier(tmp_path / "tiny.onnx")
+    runs = []
+    for i in range(3):
+        assert run("bench", model, *QUICK, "--json", tmp_path / f"b{i}.json").exit_code == 0
+        runs.append(json.loads((tmp_path / f"b{i}.json").read_text()))
+    (tmp_path / "old.json").write_text(json.dumps(_fleet([("alpha", runs[0]), ("beta", runs[1])])))
+    gone = {"device": "beta", "node_id": "ff" * 28, "reason": "the node died during the benchmark (NodeDiedError)"}
+    (tmp_path / "new.json").write_text(json.dumps(_fleet([("alpha", runs[2])], (gone,))))
+    r = run("compare", tmp_path / "old.json", tmp_path / "new.json", "--max-latency-regression", "1000%",
+            "--json", tmp_path / "cmp.json")
+    assert r.exit_code == 0, r.output
+    cmp = json.loads((tmp_path / "cmp.json").read_text())
+    assert sorted(c["key"] for c in cmp["latency"]) == [f"alpha | tiny.onnx (fp32) | CPUExecutionProvider | batch {b}"
+                                                        for b in (1, 4)]
+    assert len(cmp["unmatched"]) == 2 and all(u.startswith("beta | ") for u in cmp["unmatched"])
+    assert any("beta is missing from" in n for n in cmp["notes"])

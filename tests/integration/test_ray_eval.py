@@ -116,6 +116,10 @@ def test_engine_errors_are_one_line(digits: tuple[Path, Path, Path], tmp_path: P
     assert r.exit_code == 1 and "unknown --engine 'spark'" in r.stderr
     r = run("eval", a, "--data-dir", folder, "--workers", "2")
     assert r.exit_code == 1 and "--workers needs --engine ray" in r.stderr
+    r = subprocess.run([sys.executable, "-m", "cnnkit", "eval", str(a), "--data-dir", str(folder), "--preprocess", "unit",
+                        "--engine", "ray", "--address", "127.0.0.1:1"], capture_output=True, text=True, timeout=120)
+    lines = r.stderr.strip().splitlines()
+    assert r.returncode == 1 and len(lines) == 1 and "cannot reach the Ray cluster at 127.0.0.1:1" in lines[0], r.stderr
     code = ("import sys\nsys.modules['ray'] = None\n"
             f"sys.argv = ['cnnkit', 'eval', {str(a)!r}, '--data-dir', {str(folder)!r}, '--engine', 'ray']\n"
             "from cnnkit.cli.app import main\nmain()\n")

@@ -18,7 +18,7 @@ import numpy as np
 from cnnkit.errors import CnnkitError
 
 SCHEMA = "cnnkit.compare/1"
-KNOWN = ("cnnkit.bench/1", "cnnkit.eval/1")
+KNOWN = ("cnnkit.bench/1", "cnnkit.eval/1", "cnnkit.fleet-bench/1")
 
 
 @dataclass(frozen=True)
@@ -103,17 +103,28 @@ def bootstrap_ratio_ci(base: np.ndarray, new: np.ndarray, confidence: float, res
     return float(np.median(new) / np.median(base)), float(low), float(high)
 
 
+def per_device(data: dict[str, Any]) -> dict[str, Any]:
+    """A fleet result as one bench result whose cases carry their device (compared device by device); a node
+    missing from a fleet run is noted. Any other result is returned as it is."""
+    if data.get("schema") != "cnnkit.fleet-bench/1":
+        return data
+    cases = [c | {"device": e["device"]} for e in data["entries"] for c in e["result"]["cases"]]
+    return {"schema": "cnnkit.bench/1", "cases": cases, "environment": {}, "missing": data.get("missing", [])}
+
+
 def _case_key(case: dict[str, Any]) -> str:
-    return f"{Path(case['model']).name} ({case['precision']}) | {case['provider']['active']} | batch {case['batch_size']}"
+    return (f"{case['device']} | " if case.get("device") else "") + f"{Path(case['model']).name} ({case['precision']}) | {case['provider']['active']} | batch {case['batch_size']}"
 
 
 def compare_results(config: CompareConfig) -> CompareResult:
-    base, new = load_result(config.baseline), load_result(config.new)
+    base, new = per_device(load_result(config.baseline)), per_device(load_result(config.new))
     if base["schema"] != new["schema"]:
         raise CnnkitError(f"cannot compare a {base['schema']} result with a {new['schema']} one")
     thresholds = {"max_latency_regression": config.max_latency_regression, "max_accuracy_drop_pp": config.max_accuracy_drop}
     notes = []
     b_env, n_env = base.get("environment", {}), new.get("environment", {})
+    notes += [f"{m['device']} is missing from {which}: {m['reason']}" for which, data in
+              ((config.baseline, base), (config.new, new)) for m in data.get("missing", ())]
     if b_env.get("cpu", {}).get("model") != n_env.get("cpu", {}).get("model"):
         notes.append("the two results come from different CPUs: latency changes may be the machine, not the model")
     if base["schema"] == "cnnkit.bench/1":

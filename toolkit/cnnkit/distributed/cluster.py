@@ -34,6 +34,7 @@ def ray_cluster(address: str | None) -> Iterator[Any]:
     if ray.is_initialized():
         yield ray
         return
+    _check_reachable(address)
     # Ray's C++ core logs warnings meant for Ray developers (e.g. about actor constructor arguments) to the
     # terminal; failures still reach the user as exceptions. The user's own setting wins.
     os.environ.setdefault("RAY_BACKEND_LOG_LEVEL", "fatal")
@@ -58,6 +59,25 @@ def ray_cluster(address: str | None) -> Iterator[Any]:
         yield ray
     finally:
         ray.shutdown()
+
+
+def _check_reachable(address: str | None, timeout_s: float = 5.0) -> None:
+    """A ``HOST:PORT`` or ``ray://HOST:PORT`` that refuses connections fails now, in one line (Ray itself retries
+    for minutes before giving up)."""
+    import socket
+
+    if not address or address == "auto":
+        return
+    host, _, port = address.removeprefix("ray://").rpartition(":")
+    if not host or not port.isdigit():
+        raise CnnkitError(f"--address {address!r} is not auto, HOST:PORT or ray://HOST:PORT",
+                          hint="e.g. --address auto, --address 10.0.0.5:6379 or --address ray://10.0.0.5:10001")
+    try:
+        socket.create_connection((host, int(port)), timeout=timeout_s).close()
+    except OSError as exc:
+        raise CnnkitError(f"cannot reach the Ray cluster at {address} ({exc.strerror or exc})",
+                          hint="is `ray start --head` running there? The port is the head's GCS port (6379) or, "
+                               "with ray://, its client server (10001)") from None
 
 
 def alive_nodes(ray: Any) -> list[dict[str, Any]]:
