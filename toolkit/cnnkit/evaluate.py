@@ -115,18 +115,6 @@ def top1_and_top5(scores: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.nda
     return np.argmax(scores, axis=1), np.any(top5 == y[:, None], axis=1)
 
 
-def predict(runner: OnnxRuntimeRunner, x: np.ndarray, batch_size: int,
-            on_batch: Callable[[int], None] | None = None) -> np.ndarray:
-    """Top-1 class of every (already preprocessed) image, batch by batch."""
-    preds = []
-    for start in range(0, len(x), batch_size):
-        out = runner.infer({runner.input_name: x[start : start + batch_size]})
-        preds.append(np.argmax(next(iter(out.values())).reshape(len(x[start : start + batch_size]), -1), axis=1))
-        if on_batch:
-            on_batch(min(start + batch_size, len(x)))
-    return np.concatenate(preds)
-
-
 @dataclass
 class _Tally:
     """One model's running counts over the batches."""
