@@ -116,6 +116,9 @@ def test_engine_errors_are_one_line(digits: tuple[Path, Path, Path], tmp_path: P
     assert r.exit_code == 1 and "unknown --engine 'spark'" in r.stderr
     r = run("eval", a, "--data-dir", folder, "--workers", "2")
     assert r.exit_code == 1 and "--workers needs --engine ray" in r.stderr
+    # What the workers would fail to build (LiteRT without a .tflite) fails once, on the driver, before Ray starts.
+    r = run("eval", a, "--data-dir", folder, "--preprocess", "unit", "--engine", "ray", "--runtime", "litert")
+    assert r.exit_code == 1 and r.stderr.count("cnnkit: error:") == 1 and "Traceback" not in r.output, r.output
     r = subprocess.run([sys.executable, "-m", "cnnkit", "eval", str(a), "--data-dir", str(folder), "--preprocess", "unit",
                         "--engine", "ray", "--address", "127.0.0.1:1"], capture_output=True, text=True, timeout=120)
     lines = r.stderr.strip().splitlines()

@@ -142,6 +142,11 @@ def evaluate_on_ray(config: Any, address: str | None = None, workers: int | None
     folder = source.folder
     session = config.session if config.session.intra_op_threads else replace(config.session, intra_op_threads=1)
     tflite = str(Path(config.tflite).resolve()) if config.tflite else None
+    if session.provider == "cpu":  # what the workers will build, built once here: a bad model or runtime is one line
+        from cnnkit.runtimes import create_runner  # now, not a Ray traceback per worker retry
+
+        for m in config.models:
+            create_runner(config.runtime, m, session, config.tflite)
     total = len(folder)
     with ray_cluster(address) as ray:
         import pyarrow as pa
