@@ -108,3 +108,10 @@ def test_open_images_takes_a_folder_or_a_dataset(tmp_path: Path) -> None:
     record = PRESETS["unit"].bind(32, 32, 3, "NCHW", "float32")
     x, y = ds.head(5).load(record)
     assert x.shape == (5, 32, 32, 3) and len(y) == 5  # MNIST arrays fitted to a colour model
+
+
+def test_take_spreads_over_the_classes_of_a_folder(tmp_path: Path) -> None:
+    write_class_folder(tmp_path / "imgs", per_class=4, classes=("a", "b", "c"))
+    src = open_images(None, tmp_path / "imgs")
+    assert sorted(set(src.take(3).labels.tolist())) == [0, 1, 2]  # not the first three files, all of class a
+    assert src.head(3).labels.tolist() == [0, 0, 0] and len(src.take(None)) == 12

@@ -208,7 +208,7 @@ def open_eval_source(config: EvalConfig, infos: list[Any], dataset: Dataset | Im
     if not source.labelled:
         raise DatasetError(f"{source.provenance.get('source')} holds unlabelled images; eval needs labels",
                            hint="put the images in one subfolder per class (the folder name is the class)")
-    source = source.head(config.limit)
+    source = source.take(config.limit)
     if len(source) == 0:
         raise DatasetError(f"{source.provenance.get('source')}: no test images to evaluate")
     return source

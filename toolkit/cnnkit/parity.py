@@ -236,7 +236,7 @@ def make_inputs(source: ImageSource | None, record: PreprocessRecord | None, sam
     assert shape is not None
     parts, labels, kinds = [], [], []
     if source is not None:
-        x, y = source.head(samples).load(record, skipped)
+        x, y = source.take(samples).load(record, skipped)
         parts.append(x)
         labels.append(y if labelled else np.full(len(x), -1))
         kinds += ["dataset"] * len(x)

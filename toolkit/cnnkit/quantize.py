@@ -280,7 +280,7 @@ def prepare_quant_data(config: QuantizeConfig, info: OnnxModelInfo, dataset: Dat
         if batch is not None and len(pixels) >= batch:
             pixels = pixels[: len(pixels) - len(pixels) % batch]  # whole batches only: the model takes no other size
         calib = record.normalize(pixels)
-    eval_src = eval_src.head(config.eval_samples)
+    eval_src = eval_src.take(config.eval_samples)
     provenance = eval_src.describe() | {"calibration": how if static else None,
                                         "calibration_samples": 0 if calib is None else int(len(calib))}
     return QuantData(record, calib, eval_src, provenance, tuple(notes), skipped)

@@ -24,7 +24,7 @@ def eval_command(
     tflite: Path = typer.Option(None, "--tflite", help="LiteRT's .tflite. Default: the .tflite beside the .onnx."),
     allow_fallback: bool = typer.Option(False, "--allow-fallback"),
     batch_size: int = typer.Option(256, "--batch-size"),
-    limit: int = typer.Option(None, "--limit", help="Evaluate only the first N test images."),
+    limit: int = typer.Option(None, "--limit", help="Evaluate only N test images (the first N; of an image folder, N spread over its classes)."),
     confusion: bool = typer.Option(False, "--confusion", help="Print each model's confusion matrix."),
     json_out: Path = typer.Option(None, "--json", help=JSON_HELP),
     force: bool = typer.Option(False, "--force", help="Overwrite an existing --json file."),

@@ -20,7 +20,7 @@ def parity_command(
     labels: Path = labels_option,
     preprocessing: Any = None,  # the shared preprocessing options, parsed (with_preprocess_options)
     skip_bad_images: bool = skip_bad_images_option,
-    samples: int = typer.Option(200, "--samples", help="Dataset images to use (plus 28 random and edge-case inputs)."),
+    samples: int = typer.Option(200, "--samples", help="Dataset images to use (an image folder: spread over its classes), plus 28 random and edge-case inputs."),
     batch_sizes: str = typer.Option("1,7,64", "--batch-sizes", help="Comma-separated; keep an odd one."),
     atol: float = typer.Option(None, "--atol", help="Absolute tolerance. Default: 1e-5 for Keras vs ONNX; not gated for ONNX vs ONNX."),
     rtol: float = typer.Option(None, "--rtol", help="Relative tolerance. Default: 1e-4 for Keras vs ONNX; 0 for ONNX vs ONNX."),

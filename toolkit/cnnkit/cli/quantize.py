@@ -28,7 +28,7 @@ def quantize_command(
     skip_bad_images: bool = skip_bad_images_option,
     max_accuracy_drop: float = typer.Option(0.1, "--max-accuracy-drop", help="Accuracy budget in percentage points on the test split."),
     max_attempts: int = typer.Option(8, "--max-attempts", help="Rebuilds with the worst nodes kept in float."),
-    eval_samples: int = typer.Option(None, "--eval-samples", help="Evaluate on the first N test images (default: all)."),
+    eval_samples: int = typer.Option(None, "--eval-samples", help="Evaluate on N test images (the first N; of an image folder, N spread over its classes; default: all)."),
     auto: bool = typer.Option(False, "--auto", help="Build, evaluate and benchmark every candidate; save the fastest within budget."),
     batch_size: int = typer.Option(64, "--batch-size", help="With --auto: the large batch size to choose by (batch 1 is measured too)."),
     provider: str = typer.Option("cpu", "--provider"),

@@ -66,6 +66,13 @@ class ImageSource:
     def head(self, n: int | None) -> ImageSource:
         return self if n is None or n >= len(self) else self.subset(np.arange(n))
 
+    def take(self, n: int | None) -> ImageSource:
+        """``n`` images: a dataset split's first ``n`` (its order is mixed already); an image folder's ``n`` spread
+        evenly over its sorted files, so that every class folder contributes (its first files would be one class)."""
+        if self.folder is None or n is None or n >= len(self):
+            return self.head(n)
+        return self.subset(np.unique(np.linspace(0, len(self) - 1, n).round().astype(np.int64)))
+
     def batches(self, record: Any, batch_size: int, skipped: SkippedImages | None = None
                 ) -> Iterator[tuple[np.ndarray, np.ndarray]]:
         """``(pixels, labels)``: uint8 ``(n, H, W, C)`` fitted to the bound ``record`` (not yet normalised)."""
