@@ -164,8 +164,8 @@ def keras_row(name: str, spec: tuple[dict[str, Any], int, str], folder: Path, fi
     steps["predict"] = cnnkit(["predict", "model.onnx", str(files[0]), str(files[-1]), "-k", "3"], work, timeout)
     steps["featuremaps"] = cnnkit(["featuremaps", "model.onnx", "-o", "featuremaps", "--image", str(files[0]),
                                    "--force"], work, timeout)
-    steps["summary_keras"] = cnnkit(["summary", "model.keras", "--json"], work, timeout)
-    steps["summary_onnx"] = cnnkit(["summary", "model.onnx", "--json"], work, timeout)
+    steps["summary_keras"] = cnnkit(["summary", "model.keras", "--json", "-"], work, timeout)
+    steps["summary_onnx"] = cnnkit(["summary", "model.onnx", "--json", "-"], work, timeout)
     results = [r for r in ("parity.json", "bench.json", "quantize_static.json", "eval.json") if (work / r).exists()]
     steps["report"] = cnnkit(["report", *results, "-o", "report", "--force"], work, timeout)
     row["checks"] = cross_checks(work, files, size, preset)
@@ -232,7 +232,7 @@ def squeezenet_row(folder: Path, files: list[Path], out: Path, timeout: int) -> 
     steps["predict"] = cnnkit(["predict", "model.onnx", str(files[0]), *pre, "-k", "3"], work, timeout)
     steps["featuremaps"] = cnnkit(["featuremaps", "model.onnx", "-o", "featuremaps", "--image", str(files[0]), *pre,
                                    "--force"], work, timeout)
-    steps["summary_onnx"] = cnnkit(["summary", "model.onnx", "--json"], work, timeout)
+    steps["summary_onnx"] = cnnkit(["summary", "model.onnx", "--json", "-"], work, timeout)
     results = [r for r in ("parity.json", "bench.json", "quantize_static.json", "eval.json") if (work / r).exists()]
     steps["report"] = cnnkit(["report", *results, "-o", "report", "--force"], work, timeout)
     row["checks"] = cross_checks(work, files, 224, "torch", "NCHW")
