@@ -99,3 +99,25 @@ def quantized_model(path: Path) -> Path:
     onnx.checker.check_model(model)
     path.write_bytes(model.SerializeToString())
     return path
+
+
+def nan_model(path: Path) -> Path:
+    """An image model whose outputs are NaN for every non-blank image: Sqrt of the negated pixels."""
+    import onnx
+    from onnx import TensorProto, helper
+
+    nodes = [
+        helper.make_node("Neg", ["images"], ["neg"]),
+        helper.make_node("Sqrt", ["neg"], ["root"]),
+        helper.make_node("Flatten", ["root"], ["f"]),
+        helper.make_node("Softmax", ["f"], ["probabilities"], axis=1),
+    ]
+    graph = helper.make_graph(
+        nodes, "nan", [helper.make_tensor_value_info("images", TensorProto.FLOAT, ["batch", 28, 28, 1])],
+        [helper.make_tensor_value_info("probabilities", TensorProto.FLOAT, ["batch", 784])],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    onnx.checker.check_model(model)
+    path.write_bytes(model.SerializeToString())
+    return path

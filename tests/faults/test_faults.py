@@ -25,7 +25,7 @@ from typer.testing import CliRunner
 from cnnkit.cli.app import app
 from cnnkit.io import is_leftover
 from tests.conftest import make_idx_dir, write_idx
-from tests.faults.models import no_conv_model, quantized_model, tiny_cnn, vector_model
+from tests.faults.models import nan_model, no_conv_model, quantized_model, tiny_cnn, vector_model
 
 runner = CliRunner()
 IS_ROOT = hasattr(os, "geteuid") and os.geteuid() == 0
@@ -241,6 +241,48 @@ def test_bad_png(model: Path, tmp_path: Path, make, fragment: str) -> None:
     make(png)
     out = tmp_path / "maps"
     assert_fails(cli("featuremaps", model, "--image", png, "-o", out), fragment, "digit.png")
+    assert_clean(tmp_path, out)
+
+
+# --- NaN and Inf (helper 11a's gates; these run once cnnkit.finite is on main) ----------------------------
+
+try:
+    import cnnkit.finite  # noqa: F401
+    HAS_FINITE_GATES = True
+except ImportError:
+    HAS_FINITE_GATES = False
+needs_finite_gates = pytest.mark.skipif(not HAS_FINITE_GATES, reason="NaN/Inf gates (issue 11, helper 11a) not on this branch")
+
+
+@needs_finite_gates
+def test_nan_pixels_in_an_npz(model: Path, data: Path, tmp_path: Path) -> None:
+    x = np.zeros((4, 28, 28), np.float32)
+    x[2, 3, 4] = np.nan
+    npz = _npz(data, x_test=x)
+    assert_fails(cli("eval", model, "--data-dir", npz, "--json", tmp_path / "e.json"), "non-finite pixel")
+    assert_clean(tmp_path, tmp_path / "e.json")
+
+
+@needs_finite_gates
+def test_model_that_outputs_nan_fails_eval(data: Path, tmp_path: Path) -> None:
+    out = tmp_path / "e.json"
+    assert_fails(cli("eval", nan_model(tmp_path / "nan.onnx"), "--data-dir", data, "--json", out), "NaN")
+    assert_clean(tmp_path, out)
+
+
+@needs_finite_gates
+def test_parity_against_a_nan_model_never_passes(model: Path, data: Path, tmp_path: Path) -> None:
+    result = cli("parity", model, nan_model(tmp_path / "nan.onnx"), "--data-dir", data, "--atol", "1000",
+                 "--min-agreement", "0", "--json", tmp_path / "p.json")
+    assert result.exit_code == 1, result.output
+    assert "Traceback" not in result.output
+    assert json.loads((tmp_path / "p.json").read_text())["passed"] is False
+
+
+@needs_finite_gates
+def test_nan_option_value(model: Path, data: Path, tmp_path: Path) -> None:
+    out = tmp_path / "q.onnx"
+    assert_fails(cli("quantize", model, "-o", out, "--data-dir", data, "--max-accuracy-drop", "nan"), "nan")
     assert_clean(tmp_path, out)
 
 
