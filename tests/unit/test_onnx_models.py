@@ -195,6 +195,11 @@ def test_make_batch_dynamic_refuses_a_baked_in_batch(tmp_path: Path) -> None:
     with pytest.raises(BatchRewriteError, match="Expand node baked has the batch 2 baked into"):
         make_batch_dynamic(tmp_path / "baked.onnx", tmp_path / "out.onnx")
     assert not (tmp_path / "out.onnx").exists()
+    # bench offers --make-batch-dynamic only where this scan finds it safe.
+    from cnnkit.onnx_batch import batch_rewrite_blocker
+
+    assert "Expand node baked" in batch_rewrite_blocker(model, "baked.onnx")
+    assert batch_rewrite_blocker(onnx.load(str(src)), "fixed.onnx") is None
 
 
 def test_featuremaps_are_bounded_and_read_nchw(tmp_path: Path) -> None:

@@ -602,7 +602,8 @@ def run_benchmark(config: BenchConfig, progress: ProgressCallback | None = None,
     if not given_batches:  # a fixed-batch model is measured at its own batch, whatever the fit chose
         batch_sizes = sorted(set(batch_sizes) | {i.input.batch for i in described.values() if i.input and i.input.batch})
         config = dataclasses.replace(config, batch_sizes=tuple(batch_sizes))
-    skipped = [SkippedCase(str(m), b, *_batch_refusal(m, info, b))
+    ways_out = {m: _batch_way_out(m) for m, info in described.items() if info.input is not None and info.input.batch}
+    skipped = [SkippedCase(str(m), b, _batch_refusal(m, info, b), ways_out[m])
                for b in batch_sizes for m, info in described.items()
                if info.input is not None and not info.input.accepts_batch(b)]
     refused = {(s.model, s.batch_size) for s in skipped}
@@ -723,15 +724,23 @@ def _check_runtimes(config: BenchConfig) -> None:
                 tflite_path(model, config.tflite)
 
 
-def _batch_refusal(model: Path, info: OnnxModelInfo, batch_size: int) -> tuple[str, str | None]:
-    """Why ``model`` is not measured at ``batch_size``, and how to make it take any batch."""
-    from cnnkit.onnx_info import MAKE_DYNAMIC_HINT
-
+def _batch_refusal(model: Path, info: OnnxModelInfo, batch_size: int) -> str:
+    """Why ``model`` is not measured at ``batch_size``."""
     assert info.input is not None and info.input.batch is not None
     return (f"{Path(model).name} takes a fixed batch of {info.input.batch} (input {info.input.name} "
-            f"{list(info.input.shape)}), not {batch_size}",
-            f"to measure other batch sizes, make the batch dynamic where the graph allows it: "
-            f"{MAKE_DYNAMIC_HINT.format(model=model)}")
+            f"{list(info.input.shape)}), not {batch_size}")
+
+
+def _batch_way_out(model: Path) -> str:
+    """How to measure a fixed-batch model at other batch sizes: ``--make-batch-dynamic`` where the graph scan
+    finds it safe, else why not and a new export."""
+    from cnnkit.onnx_batch import batch_rewrite_blocker
+    from cnnkit.onnx_info import MAKE_DYNAMIC_HINT, load_onnx
+
+    blocker = batch_rewrite_blocker(load_onnx(model), Path(model).name)
+    if blocker is None:
+        return f"to measure other batch sizes, make the batch dynamic: {MAKE_DYNAMIC_HINT.format(model=model)}"
+    return f"to measure other batch sizes, export the model again with a dynamic batch ({blocker})"
 
 
 @dataclass(frozen=True)

@@ -46,15 +46,70 @@ class DynamicBatchResult:
 
 
 def _constants(model: Any) -> dict[str, np.ndarray]:
+    import onnx
     from onnx import numpy_helper
 
-    out = {i.name: numpy_helper.to_array(i) for i in model.graph.initializer}
+    # External initializers are weights (never shape targets); the scan runs without loading them.
+    out = {i.name: numpy_helper.to_array(i) for i in model.graph.initializer
+           if i.data_location != onnx.TensorProto.EXTERNAL}
     for node in model.graph.node:
         if node.op_type == "Constant":
             for a in node.attribute:
                 if a.name == "value" and a.HasField("t"):
                     out[node.output[0]] = numpy_helper.to_array(a.t)
     return out
+
+
+def _reshapes_to_rewrite(model: Any, old: int, label: str) -> list[tuple[Any, str, np.ndarray]]:
+    """The ``Reshape`` nodes whose constant target starts with the batch ``old`` (node, target name, target);
+    a :class:`BatchRewriteError` where the batch is baked in where it cannot be safely made dynamic."""
+    import onnx
+
+    # Which tensors carry the batch in their first dimension (shape inference on the original model).
+    inferred = onnx.shape_inference.infer_shapes(model)
+    first_dim: dict[str, Any] = {}
+    for vi in [*inferred.graph.input, *inferred.graph.value_info, *inferred.graph.output]:
+        dims = vi.type.tensor_type.shape.dim
+        if dims:
+            first_dim[vi.name] = dims[0].dim_value if dims[0].HasField("dim_value") else None
+    consts = _constants(model)
+    found = []
+    for node in model.graph.node:
+        name = node.name or node.output[0]
+        if node.op_type in _SHAPE_OPS:
+            shape_in = node.input[_SHAPE_OPS[node.op_type]]
+            if shape_in in consts and consts[shape_in].size and int(consts[shape_in].ravel()[0]) == old:
+                raise BatchRewriteError(f"{label}: {node.op_type} node {name} has the batch {old} baked into its "
+                                        f"constant shape {consts[shape_in].tolist()}; cannot make the batch dynamic safely",
+                                        hint="export the model again with a dynamic batch (torch.onnx.export(..., dynamic_axes=...))")
+        if node.op_type != "Reshape" or len(node.input) < 2 or node.input[1] not in consts:
+            continue  # a target computed from Shape at run time follows the batch by itself
+        shape = consts[node.input[1]]
+        if shape.ndim != 1 or not shape.size or int(shape[0]) != old:
+            continue
+        allowzero = next((a.i for a in node.attribute if a.name == "allowzero"), 0)
+        if first_dim.get(node.input[0]) != old or (allowzero and (shape[1:] == 0).any()):
+            why = ("its input's first dimension is not the batch" if first_dim.get(node.input[0]) != old
+                   else "it sets allowzero and has zeros of its own")
+            raise BatchRewriteError(f"{label}: Reshape node {name} has the batch {old} baked into its target "
+                                    f"{shape.tolist()} and {why}", hint="export the model again with a dynamic batch")
+        found.append((node, node.input[1], shape))
+    return found
+
+
+def batch_rewrite_blocker(model: Any, label: str) -> str | None:
+    """Why ``--make-batch-dynamic`` would refuse this fixed-batch model (the graph scan only; the rewrite also
+    runs the result), or None where it is worth offering."""
+    image = image_input(model, label)
+    if image.batch is None:
+        return None
+    try:
+        _reshapes_to_rewrite(model, image.batch, label)
+    except BatchRewriteError as exc:
+        return exc.message
+    except Exception as exc:  # noqa: BLE001 (shape inference on an unusual graph: say so, do not guess)
+        return f"{label}: the graph could not be checked ({type(exc).__name__})"
+    return None
 
 
 def make_batch_dynamic(source: str | os.PathLike[str], output: str | os.PathLike[str], force: bool = False) -> DynamicBatchResult:
@@ -77,44 +132,16 @@ def make_batch_dynamic(source: str | os.PathLike[str], output: str | os.PathLike
         raise BatchRewriteError(f"{src}: the batch of input {image.name} {list(image.shape)} is already dynamic",
                                 hint="use the model as it is")
     old = image.batch
-    # Which tensors carry the batch in their first dimension (shape inference on the original model).
-    inferred = onnx.shape_inference.infer_shapes(model)
-    first_dim: dict[str, Any] = {}
-    for vi in [*inferred.graph.input, *inferred.graph.value_info, *inferred.graph.output]:
-        dims = vi.type.tensor_type.shape.dim
-        if dims:
-            first_dim[vi.name] = dims[0].dim_value if dims[0].HasField("dim_value") else None
-    consts = _constants(model)
     producers = {o: n for n in model.graph.node for o in n.output}
     users: dict[str, int] = {}
     for node in model.graph.node:
         for i in node.input:
             users[i] = users.get(i, 0) + 1
-
     rewritten: list[str] = []
-    for node in model.graph.node:
+    for node, target, shape in _reshapes_to_rewrite(model, old, str(src)):
         label = node.name or node.output[0]
-        if node.op_type in _SHAPE_OPS:
-            shape_in = node.input[_SHAPE_OPS[node.op_type]]
-            if shape_in in consts and consts[shape_in].size and int(consts[shape_in].ravel()[0]) == old:
-                raise BatchRewriteError(f"{src}: {node.op_type} node {label} has the batch {old} baked into its "
-                                        f"constant shape {consts[shape_in].tolist()}; cannot make the batch dynamic safely",
-                                        hint="export the model again with a dynamic batch (torch.onnx.export(..., dynamic_axes=...))")
-        if node.op_type != "Reshape" or len(node.input) < 2:
-            continue
-        target = node.input[1]
-        if target not in consts:
-            continue  # computed from Shape at run time: follows the batch by itself
-        shape = consts[target]
-        if shape.ndim != 1 or not shape.size or int(shape[0]) != old:
-            continue
-        allowzero = next((a.i for a in node.attribute if a.name == "allowzero"), 0)
-        if first_dim.get(node.input[0]) != old or (allowzero and (shape[1:] == 0).any()):
-            why = ("its input's first dimension is not the batch" if first_dim.get(node.input[0]) != old
-                   else "it sets allowzero and has zeros of its own")
-            raise BatchRewriteError(f"{src}: Reshape node {label} has the batch {old} baked into its target "
-                                    f"{shape.tolist()} and {why}", hint="export the model again with a dynamic batch")
-        if allowzero:  # no zero in the target: allowzero changes nothing, and 0 must mean "copy" below
+        if any(a.name == "allowzero" and a.i for a in node.attribute):
+            # No zero in the target (checked): allowzero changes nothing, and 0 must mean "copy" below.
             keep = [a for a in node.attribute if a.name != "allowzero"]
             del node.attribute[:]
             node.attribute.extend(keep)
