@@ -5,7 +5,7 @@ explicit, named ``tf.TensorSpec``. (``tf2onnx.convert.from_keras`` fails on Kera
 ``KeyError: 'keras_tensor_N'`` on TensorFlow 2.21 / Keras 3.15 / tf2onnx 1.17.) Where that route fails or its
 graph is wrong, Keras' own ``model.export(format="onnx")`` is tried. A route's graph is kept only when it has
 exactly one image input and the expected output, passes the ONNX checker, and matches Keras on a few inputs
-within parity's tolerance. The route, its check and the versions that made a model are written into its
+within 1e-3 (4x its own rounding where larger; parity is the precision gate). The route, its check and the versions that made a model are written into its
 ``metadata_props``.
 
 Two things Keras 3 models need on the way (both handled here, for either route):
@@ -39,6 +39,7 @@ log = logging.getLogger(__name__)
 ROUTE = "tf2onnx.convert.from_function(tf.function(model(x, training=False)), named tf.TensorSpec)"
 KERAS_ROUTE = 'keras.Model.export(format="onnx")'
 ROUTE_CHECK_SAMPLES = 4  # seeded random images each route's graph is run on, against Keras
+ROUTE_CHECK_ATOL = 1e-3  # what a working route must meet (parity is the precision gate)
 DEFAULT_OPSET = 17
 BATCH_DIM = "batch"
 # Keras layers whose parameters tf2onnx folds into neighbours, so ONNX counts fewer.
@@ -370,10 +371,10 @@ def _check_onnx_io(model_proto: Any, keras_model: Any, config: ExportConfig) -> 
 def _check_against_keras(model_proto: Any, keras_model: Any, config: ExportConfig, feed: dict[str, str]
                          ) -> dict[str, Any]:
     """Run the graph on a few seeded random images, fed as its preprocessing record says, and compare with
-    Keras at parity's tolerance."""
+    Keras within 1e-3 (or 4x the graph's own rounding: optimisations on vs off)."""
     import numpy as np
 
-    from cnnkit.parity import KERAS_ONNX_ATOL, KERAS_ONNX_RTOL
+    from cnnkit.parity import KERAS_ONNX_RTOL, ROUNDING_HEADROOM
     from cnnkit.runners import OnnxRuntimeRunner
 
     shape = tuple(int(d) for d in keras_model.inputs[0].shape[1:])
@@ -382,19 +383,30 @@ def _check_against_keras(model_proto: Any, keras_model: Any, config: ExportConfi
         from cnnkit.data.preprocess import METADATA_KEY, PreprocessRecord
 
         x = PreprocessRecord.from_json(feed[METADATA_KEY]).normalize(x).astype(np.float32)
+    from cnnkit.choices import GraphOptimization
+    from cnnkit.sessions import SessionConfig
+
     try:
-        runner = OnnxRuntimeRunner(model_proto.SerializeToString(), label="exported graph")
-        got = runner.infer({runner.input_name: x})[config.output_name].astype(np.float64)
+        outs = []
+        for level in (GraphOptimization.ALL, GraphOptimization.DISABLE):
+            runner = OnnxRuntimeRunner(model_proto.SerializeToString(), SessionConfig(graph_optimization=level),
+                                       label="exported graph")
+            outs.append(runner.infer({runner.input_name: x})[config.output_name].astype(np.float64))
     except Exception as exc:  # noqa: BLE001 (ONNX Runtime rejects a broken graph in many ways)
         raise ExportError(f"ONNX Runtime cannot run the exported graph: {' '.join(str(exc).split())[:300]}") from None
+    got, floor = outs[0], float(np.max(np.abs(outs[0] - outs[1])))
     want = np.asarray(keras_model(x, training=False), dtype=np.float64)
     diff = np.abs(got - want)
+    # A check that the route works, not parity's precision gate: a broken conversion (a lost normalisation, wrong
+    # weights) moves outputs by 1e-2 and more; a deep model's own float32 rounding (graph optimisations on vs
+    # off, and TensorFlow's kernels vs ONNX Runtime's) by up to ~1e-4, more in a network that amplifies it.
+    atol = max(ROUTE_CHECK_ATOL, ROUNDING_HEADROOM * floor)
     excess = float(np.max(diff - KERAS_ONNX_RTOL * np.abs(want)))
-    check = {"samples": ROUTE_CHECK_SAMPLES, "max_abs_diff": float(diff.max()), "atol": KERAS_ONNX_ATOL,
-             "rtol": KERAS_ONNX_RTOL}
-    if not np.isfinite(diff).all() or excess > KERAS_ONNX_ATOL:
+    check = {"samples": ROUTE_CHECK_SAMPLES, "max_abs_diff": float(diff.max()), "atol": atol,
+             "rtol": KERAS_ONNX_RTOL, "rounding_floor": floor}
+    if not np.isfinite(diff).all() or excess > atol:
         raise ExportError(f"its outputs differ from Keras by up to {diff.max():.3g} on {ROUTE_CHECK_SAMPLES} random "
-                          f"images (allowed {KERAS_ONNX_ATOL:g} + {KERAS_ONNX_RTOL:g}*|Keras|)")
+                          f"images (allowed {atol:.2g} + {KERAS_ONNX_RTOL:g}*|Keras|)")
     return check
 
 

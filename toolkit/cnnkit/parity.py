@@ -277,9 +277,13 @@ def constant_outputs_failure(outputs: dict[str, np.ndarray], tol: Tolerance, n: 
     band = max((tol.atol or 0.0) + tol.rtol * peak, 1e-6 * peak, 1e-12)
     if spread > band:
         return None
-    return (f"the reference's outputs vary by at most {spread:.3g} across {n} different inputs (tolerance band "
-            f"{band:.3g}): parity on constant outputs proves nothing. A random-weight model? Calibrate its BatchNorm "
-            f"statistics on real images first (cnnkit.keras.batchnorm.calibrate_batchnorm)")
+    if spread <= max(1e-6 * peak, 1e-12):
+        return (f"the reference's outputs vary by at most {spread:.3g} across {n} different inputs: parity on "
+                f"constant outputs proves nothing. A random-weight model? Calibrate its BatchNorm statistics on real "
+                f"images first (cnnkit.keras.batchnorm.calibrate_batchnorm)")
+    return (f"the reference's outputs vary by at most {spread:.3g} across {n} different inputs, within the tolerance "
+            f"band {band:.3g}: parity cannot tell the models apart. Where the band comes from the model's own float32 "
+            f"rounding, the model amplifies rounding (a random-weight network can); see the per-layer table (--layers)")
 
 
 # --- comparing ---------------------------------------------------------------------------------------
