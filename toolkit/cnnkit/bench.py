@@ -406,6 +406,7 @@ def _runner(session: Any, info: OnnxModelInfo, x: np.ndarray, sinfo: SessionInfo
         session.run_with_iobinding(binding)
         binding.synchronize_outputs()
 
+    run.outputs = binding.copy_outputs_to_cpu  # type: ignore[attr-defined]  # for the check of the first call
     return run, True
 
 
@@ -440,8 +441,11 @@ def _prepare(model: Path, info: OnnxModelInfo, batch_size: int, session_config: 
     x = make_input(info, batch_size, config.seed)
     run, bound = _runner(session, info, x, sinfo, session_config, config.include_copies)
     t0 = time.perf_counter_ns()
-    run()
+    outputs = run()
     first_ms = (time.perf_counter_ns() - t0) / 1e6
+    if bound:
+        outputs = run.outputs()  # type: ignore[attr-defined]  # device buffers, copied to the host once
+    check_outputs_finite(model, batch_size, dict(zip([o.name for o in session.get_outputs()], outputs, strict=False)))
     for _ in range(config.warmup):
         run()
     return {"session": session, "info": sinfo, "run": run, "bound": bound, "created_ms": created_ms, "first_ms": first_ms}
@@ -460,10 +464,22 @@ def _prepare_runtime(model: Path, choice: RuntimeChoice, batch_size: int, config
     t0 = time.perf_counter_ns()
     run()
     first_ms = (time.perf_counter_ns() - t0) / 1e6
+    check_outputs_finite(model, batch_size, runner.infer({runner.input_name: x}))  # its buffers, copied out
     for _ in range(config.warmup):
         run()
     return {"session": runner, "info": runner.provider, "run": run, "bound": False, "created_ms": created_ms,
             "first_ms": first_ms, "precision": runner.precision}
+
+
+def check_outputs_finite(model: Path, batch_size: int, outputs: dict[str, Any]) -> None:
+    """Timing a model whose outputs hold NaN or Inf would measure a broken model: fail before any timing."""
+    from cnnkit.finite import NonFiniteError, nonfinite
+
+    bad = [(name, nf) for name, out in outputs.items() if (nf := nonfinite(out)) is not None]
+    if bad:
+        found = "; ".join(f"output {name}: {nf.describe()}" for name, nf in bad)
+        raise NonFiniteError(f"{Path(model).name} at batch {batch_size}, first (warm-up) call on the seeded input: {found}",
+                             hint="the model is broken for these inputs (pixel values 0..255); fix it before timing it")
 
 
 # --- tuning -----------------------------------------------------------------------------------------

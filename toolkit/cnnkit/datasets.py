@@ -31,6 +31,7 @@ from typing import Any
 import numpy as np
 
 from cnnkit.errors import DatasetError
+from cnnkit.finite import nonfinite
 from cnnkit.io import sha256_file, write_bytes_atomic
 
 DATA_DIR_ENV = "CNNKIT_DATA_DIR"
@@ -377,8 +378,13 @@ def _make_dataset(
             raise DatasetError(f"{source}: {len(x)} {split} images but {len(y)} labels")
         if len(x) == 0 and (split == "test" or not allow_empty_train):
             raise DatasetError(f"{source}: the {split} split is empty")
+        for what, arr in (("pixel", x), ("label", y)):
+            bad = nonfinite(arr)  # a NaN pixel would otherwise become 0 in the cast below
+            if bad is not None:
+                raise DatasetError(f"{source}: {split} data holds {bad.describe(what, 'image')}",
+                                   hint="clean the file: pixels must be numbers 0..255")
         if x.dtype != np.uint8:
-            if len(x) and x.min() < 0 or x.max() > 255:
+            if len(x) and (x.min() < 0 or x.max() > 255):
                 raise DatasetError(f"{source}: {split} pixels outside 0..255 (raw pixels expected)")
             x = x.astype(np.uint8)
         y = y.astype(np.int64)

@@ -20,6 +20,7 @@ from cnnkit.data.sources import ImageSource, model_class_names, open_images
 from cnnkit.datasets import Dataset
 from cnnkit.envinfo import environment
 from cnnkit.errors import CnnkitError, DatasetError
+from cnnkit.finite import NonFinite, NonFiniteError, merge, nonfinite
 from cnnkit.onnx_info import describe_onnx
 from cnnkit.runners import OnnxRuntimeRunner
 from cnnkit.runtimes import DEFAULT_RUNTIME, RuntimeChoice, create_runner
@@ -126,6 +127,7 @@ class _Tally:
     preds: list[np.ndarray] = field(default_factory=list)
     top5_hits: int = 0
     n_outputs: int = 0
+    bad: NonFinite | None = None  # NaN/Inf in the scores: the argmax of such a row means nothing
 
 
 def evaluate_models(config: EvalConfig, dataset: Dataset | ImageSource | None = None,
@@ -147,6 +149,7 @@ def evaluate_models(config: EvalConfig, dataset: Dataset | ImageSource | None = 
         groups.setdefault((t.record.size, t.record.channels, t.record.crop_fraction), []).append(t)
     for gi, group in enumerate(groups.values()):
         names = ", ".join(t.model.name for t in group)
+        seen = 0
         for pixels, y in source.batches(group[0].record, config.batch_size, skipped if gi == 0 else None):
             if gi == 0:
                 labels.append(y)
@@ -154,10 +157,12 @@ def evaluate_models(config: EvalConfig, dataset: Dataset | ImageSource | None = 
                 out = t.runner.infer({t.runner.input_name: t.record.normalize(pixels)})
                 scores = next(iter(out.values())).reshape(len(pixels), -1)
                 t.n_outputs = scores.shape[1]
+                t.bad = merge(t.bad, nonfinite(scores, offset=seen))
                 preds, top5 = top1_and_top5(scores, y)
                 t.preds.append(preds)
                 t.top5_hits += int(np.sum(top5))
             done += len(pixels)
+            seen += len(pixels)
             if progress:
                 progress(f"eval {names}", done, total * len(groups))
         if skipped is not None and gi == 0:
@@ -166,6 +171,9 @@ def evaluate_models(config: EvalConfig, dataset: Dataset | ImageSource | None = 
     y = np.concatenate(labels) if labels else np.empty(0, np.int64)
     if len(y) == 0:
         raise DatasetError(f"{source.provenance.get('source')}: every image was skipped as unreadable")
+    broken = [f"{t.model.name}: {t.bad.describe('output value', 'image')}" for t in tallies if t.bad is not None]
+    if broken:  # every model is checked; one error lists all that failed
+        raise NonFiniteError("; ".join(broken), hint="the model is broken for these inputs; no accuracy is reported")
 
     on_ort = [isinstance(t.runner, OnnxRuntimeRunner) for t in tallies]
     results, class_names = summarise_predictions(

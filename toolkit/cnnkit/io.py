@@ -230,7 +230,8 @@ def write_text_atomic(path: str | os.PathLike[str], text: str, force: bool = Tru
 
 
 def write_json_atomic(path: str | os.PathLike[str], obj: Any, force: bool = True) -> Path:
-    return write_text_atomic(path, json.dumps(obj, indent=2, sort_keys=False) + "\n", force=force)
+    """Strict JSON: a NaN or Inf in ``obj`` raises ValueError (a bug: results hold null and a reason instead)."""
+    return write_text_atomic(path, json.dumps(obj, indent=2, sort_keys=False, allow_nan=False) + "\n", force=force)
 
 
 def sha256_file(path: str | os.PathLike[str]) -> str:

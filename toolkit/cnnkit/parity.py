@@ -22,6 +22,7 @@ from cnnkit.data.sources import ImageSource, model_class_names, open_images
 from cnnkit.datasets import Dataset
 from cnnkit.envinfo import environment
 from cnnkit.errors import CnnkitError, ParityError
+from cnnkit.finite import nonfinite, require_finite
 from cnnkit.runners import KerasRunner, OnnxRuntimeRunner, run_batched
 from cnnkit.runtimes import DEFAULT_RUNTIME, RuntimeChoice, create_runner
 from cnnkit.sessions import SessionConfig
@@ -87,6 +88,8 @@ class ParityConfig:
             raise CnnkitError(f"--batch-sizes must be positive integers, got {list(self.batch_sizes)}")
         if self.samples <= 0:
             raise CnnkitError(f"--samples must be positive, got {self.samples}")
+        for name in ("atol", "rtol", "min_agreement", "max_accuracy_drop"):
+            require_finite(f"--{name.replace('_', '-')}", getattr(self, name))
         for name in ("atol", "rtol"):
             v = getattr(self, name)
             if v is not None and v < 0:
@@ -147,17 +150,18 @@ class InputSet:
 
 @dataclass(frozen=True)
 class OutputDiff:
-    """One output at one batch size."""
+    """One output at one batch size. Differences are over the elements finite on both sides (None: no such
+    element, or the output is missing or misshapen); non-finite values are counted apart and fail the check."""
 
     output: str
     batch_size: int
     reference_shape: tuple[int, ...]
     candidate_shape: tuple[int, ...]
-    max_abs: float
-    mean_abs: float
-    max_rel: float  # over elements with |reference| >= 1e-6
-    mean_rel: float
-    min_passing_atol: float  # smallest atol that passes with the given rtol
+    max_abs: float | None
+    mean_abs: float | None
+    max_rel: float | None  # over elements with |reference| >= 1e-6
+    mean_rel: float | None
+    min_passing_atol: float | None  # smallest atol that passes with the given rtol
     top1_agreement: float
     top1_disagreements: int
     near_ties: int  # disagreements where the reference's top-2 margin is within the tolerance
@@ -167,6 +171,9 @@ class OutputDiff:
     candidate_accuracy: float | None
     passed: bool
     failures: tuple[str, ...] = ()
+    nonfinite_reference: int = 0  # NaN/Inf values in the reference's output
+    nonfinite_candidate: int = 0
+    first_nonfinite: int | None = None  # the first sample holding one, on either side
 
 
 @dataclass(frozen=True)
@@ -180,6 +187,7 @@ class LayerDiff:
     scale: float | None  # the layer's largest |activation| in the reference
     rel: float | None  # max_abs / scale
     diverges: bool
+    nonfinite: int = 0  # NaN/Inf values in the layer's output, Keras and ONNX together (a divergence)
 
 
 @dataclass(frozen=True)
@@ -312,24 +320,31 @@ def compare_outputs(
 
 
 def _missing_output(name: str, ref: np.ndarray, batch_size: int) -> OutputDiff:
-    nan = float("nan")
-    return OutputDiff(name, batch_size, tuple(ref.shape), (), nan, nan, nan, nan, nan, 0.0, len(ref), 0, -1, "",
+    return OutputDiff(name, batch_size, tuple(ref.shape), (), None, None, None, None, None, 0.0, len(ref), 0, -1, "",
                       None, None, False, (f"output {name}: the candidate has no such output",))
 
 
 def _compare_one(name: str, ref: np.ndarray, cand: np.ndarray, tol: Tolerance, batch_size: int, inputs: InputSet) -> OutputDiff:
     failures = []
     if ref.shape != cand.shape:
-        nan = float("nan")
-        return OutputDiff(name, batch_size, tuple(ref.shape), tuple(cand.shape), nan, nan, nan, nan, nan, 0.0, len(ref), 0,
-                          -1, "", None, None, False,
+        return OutputDiff(name, batch_size, tuple(ref.shape), tuple(cand.shape), None, None, None, None, None, 0.0, len(ref),
+                          0, -1, "", None, None, False,
                           (f"output {name} at batch {batch_size}: shape {tuple(cand.shape)} != reference {tuple(ref.shape)}",))
-    diff = np.abs(cand - ref)
-    meaningful = np.abs(ref) >= 1e-6
+    # NaN compares false with every tolerance: count non-finite values first, and fail on any.
+    bad_ref, bad_cand = nonfinite(ref), nonfinite(cand)
+    finite = np.isfinite(ref) & np.isfinite(cand)
+    first_bad = min(b.first for b in (bad_ref, bad_cand) if b is not None) if bad_ref or bad_cand else None
+    for side, bad in (("reference", bad_ref), ("candidate", bad_cand)):
+        if bad is not None:
+            failures.append(f"output {name} at batch {batch_size}: the {side} gives {bad.describe()} "
+                            f"({inputs.kinds[bad.first]})")
+    diff = np.where(finite, np.abs(np.where(finite, cand, 0.0) - np.where(finite, ref, 0.0)), 0.0)
+    meaningful = finite & (np.abs(np.where(finite, ref, 0.0)) >= 1e-6)
     rel = diff[meaningful] / np.abs(ref[meaningful]) if meaningful.any() else np.zeros(1)
     per_sample = diff.reshape(len(diff), -1).max(axis=1)
-    worst = int(per_sample.argmax())
-    min_atol = float(np.max(np.maximum(diff - tol.rtol * np.abs(ref), 0.0)))
+    worst = int(per_sample.argmax()) if first_bad is None else first_bad
+    min_atol = float(np.max(np.maximum(diff - tol.rtol * np.abs(np.where(finite, ref, 0.0)), 0.0)))
+    any_finite = bool(finite.any())
     if tol.atol is not None and min_atol > tol.atol:
         n_bad = int(np.sum(diff > tol.atol + tol.rtol * np.abs(ref)))
         failures.append(
@@ -338,11 +353,12 @@ def _compare_one(name: str, ref: np.ndarray, cand: np.ndarray, tol: Tolerance, b
         )
     ref2, cand2 = ref.reshape(len(ref), -1), cand.reshape(len(cand), -1)
     ref_top, cand_top = ref2.argmax(axis=1), cand2.argmax(axis=1)
-    disagree = ref_top != cand_top
+    row_bad = ~np.isfinite(ref2).all(axis=1) | ~np.isfinite(cand2).all(axis=1)
+    disagree = (ref_top != cand_top) | row_bad  # a sample with NaN/Inf agrees on nothing
     sorted_ref = np.sort(ref2, axis=1)
     margin = sorted_ref[:, -1] - sorted_ref[:, -2] if ref2.shape[1] > 1 else np.full(len(ref2), np.inf)
     tie_band = _TIE_FACTOR * ((tol.atol or 0.0) + tol.rtol * np.abs(sorted_ref[:, -1]))
-    near_tie = disagree & (margin <= tie_band)
+    near_tie = disagree & (margin <= tie_band) & ~row_bad
     real_disagree = int(np.sum(disagree & ~near_tie))
     agreement = 1.0 - real_disagree / len(ref2)
     if agreement < tol.min_top1_agreement:
@@ -364,10 +380,13 @@ def _compare_one(name: str, ref: np.ndarray, cand: np.ndarray, tol: Tolerance, b
             )
     return OutputDiff(
         output=name, batch_size=batch_size, reference_shape=tuple(ref.shape), candidate_shape=tuple(cand.shape),
-        max_abs=float(diff.max()), mean_abs=float(diff.mean()), max_rel=float(rel.max()), mean_rel=float(rel.mean()),
-        min_passing_atol=min_atol, top1_agreement=agreement, top1_disagreements=real_disagree,
+        max_abs=float(diff.max()) if any_finite else None, mean_abs=float(diff[finite].mean()) if any_finite else None,
+        max_rel=float(rel.max()) if any_finite else None, mean_rel=float(rel.mean()) if any_finite else None,
+        min_passing_atol=min_atol if any_finite else None, top1_agreement=agreement, top1_disagreements=real_disagree,
         near_ties=int(near_tie.sum()), worst_index=worst, worst_kind=inputs.kinds[worst],
         reference_accuracy=ref_acc, candidate_accuracy=cand_acc, passed=not failures, failures=tuple(failures),
+        nonfinite_reference=bad_ref.count if bad_ref else 0, nonfinite_candidate=bad_cand.count if bad_cand else 0,
+        first_nonfinite=first_bad,
     )
 
 
@@ -414,7 +433,8 @@ def localize_divergence(keras_runner: Any, onnx_path: Path, x_ref: np.ndarray, s
             continue
         ref = keras_values[layer.name].astype(np.float64)
         tref = refs.get(layer.name)
-        scale = float(np.abs(ref).max()) if ref.size else 0.0
+        finite_ref = np.abs(ref[np.isfinite(ref)])
+        scale = float(finite_ref.max()) if finite_ref.size else 0.0
         if tref is None:
             layout = "folded" if layer.name in folded else _fused_into(layers, i, refs) or "-"
             fused = refs.get(layout[len("fused into "):]) if layout.startswith("fused into ") else None
@@ -427,10 +447,15 @@ def localize_divergence(keras_runner: Any, onnx_path: Path, x_ref: np.ndarray, s
             rows.append(LayerDiff(layer.name, cls, tref.tensor, f"unmatched: ONNX shape {shape}", tuple(ref.shape), None,
                                   scale, None, False))
             continue
+        bad = int(np.sum(~np.isfinite(got)) + np.sum(~np.isfinite(ref)))
+        if bad:  # a NaN difference is never "> threshold": non-finite values are a divergence of their own
+            rows.append(LayerDiff(layer.name, cls, tensor, layout, tuple(ref.shape), None, scale, None, True,
+                                  nonfinite=bad))
+            continue
         max_abs = float(np.abs(got - ref).max()) if ref.size else 0.0
-        rel = max_abs / scale if scale > 0 else (0.0 if max_abs == 0 else float("inf"))
+        rel = max_abs / scale if scale > 0 else (0.0 if max_abs == 0 else None)
         rows.append(LayerDiff(layer.name, cls, tensor, layout, tuple(ref.shape), max_abs, scale, rel,
-                              rel > layer_rtol))
+                              rel is None or rel > layer_rtol))
 
     first, why = _first_divergence(rows, layer_rtol)
     return rows, first, why
@@ -517,9 +542,13 @@ _NO_OP_LAYERS = {"Dropout", "SpatialDropout2D", "GaussianNoise", "GaussianDropou
 def _first_divergence(rows: list[LayerDiff], layer_rtol: float) -> tuple[str | None, str | None]:
     for i, row in enumerate(rows):
         if row.diverges:
+            if row.nonfinite:
+                return row.layer, (f"{row.layer} ({row.layer_class}) is the first layer with non-finite values: "
+                                   f"{row.nonfinite} NaN/Inf in its Keras and ONNX ({row.onnx_tensor}) outputs")
             if row.max_abs is None:
                 return row.layer, f"{row.layer}: ONNX tensor {row.onnx_tensor} has shape {row.shape}, Keras differs"
-            why = (f"{row.layer} ({row.layer_class}) diverges first: max |diff| {row.max_abs:.3g} = {row.rel:.2g} of its "
+            share = f"{row.rel:.2g}" if row.rel is not None else "all"
+            why = (f"{row.layer} ({row.layer_class}) diverges first: max |diff| {row.max_abs:.3g} = {share} of its "
                    f"largest activation {row.scale:.3g} (threshold {layer_rtol:g}); ONNX tensor {row.onnx_tensor}")
             if i == 0 or all(r.onnx_tensor is None for r in rows[:i]):
                 why += "; the first layer already differs: check the input layout and the preprocessing"

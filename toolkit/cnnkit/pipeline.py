@@ -236,9 +236,9 @@ def _run_locked(config: PipelineConfig, spec: Any, out: Path, report_dir: Path, 
 
         r = check_parity(ParityConfig(keras_path, onnx_path, session=session), dataset=dataset)
         write_json_atomic(out / "parity.json", r.to_dict())
-        worst = max(o.max_abs for o in r.outputs)
         if not r.passed:
             raise CnnkitError(f"Keras and ONNX disagree: {r.failures[0]}" + (f"; {r.divergence}" if r.divergence else ""))
+        worst = max(o.max_abs or 0.0 for o in r.outputs)
         return f"pass: max |diff| {worst:.2g} at batch sizes {list(r.batch_sizes)}"
 
     run("parity", _hash("parity", keras_path, onnx_path, data_hash, session.to_dict()), [out / "parity.json"], parity)

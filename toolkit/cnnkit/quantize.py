@@ -35,6 +35,7 @@ from cnnkit.data.sources import ImageSource, model_class_names, open_folder
 from cnnkit.datasets import Dataset, DatasetName, default_data_dir, load_dataset
 from cnnkit.envinfo import environment
 from cnnkit.errors import CnnkitError
+from cnnkit.finite import require_finite
 from cnnkit.io import atomic_path, check_not_input, check_writable
 from cnnkit.onnx_info import OnnxModelInfo, describe_onnx
 from cnnkit.sessions import SessionConfig
@@ -72,8 +73,10 @@ class QuantizeConfig:
     preprocess: PreprocessChoice | None = None  # None: the model's own record (metadata), else raw pixels
     skip_bad_images: bool = False
     labels_file: Path | None = None
+    keep_failed: bool = False  # write a variant that fails its gate anyway, marked failed in its metadata
 
     def __post_init__(self) -> None:
+        require_finite("--max-accuracy-drop", self.max_accuracy_drop)
         if self.calibration_samples <= 0:
             raise CnnkitError(f"--calibration-samples must be positive, got {self.calibration_samples}")
         if self.max_attempts < 0:
@@ -123,6 +126,16 @@ class QuantizeResult:
     parity: dict[str, Any]  # the ONNX-vs-ONNX figures of ``cnnkit parity``
     environment: dict[str, Any]
     speed: dict[str, Any] = field(default_factory=dict)  # p50 ms of FP32 and variant per batch size, measured
+    passed: bool = True  # False only with keep_failed: the variant was written although it failed its gate
+    failures: tuple[str, ...] = ()
+
+    @property
+    def accuracy_change_pp(self) -> float | None:
+        """Accuracy against FP32 in points: negative when the variant is worse (``drop_pp`` is its opposite);
+        None when accuracy was not checked."""
+        if self.accuracy is None or self.fp32_accuracy is None:
+            return None
+        return accuracy_change_pp(self.fp32_accuracy, self.accuracy)
 
     @property
     def speed_warning(self) -> str | None:
@@ -140,6 +153,11 @@ class QuantizeResult:
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self) | {"size_ratio": self.size_ratio, "speed_warning": self.speed_warning}
+
+
+def accuracy_change_pp(reference: float, accuracy: float) -> float:
+    """The one sign convention for "accuracy ... pp vs FP32" everywhere: ``accuracy - reference`` in points."""
+    return 100 * (accuracy - reference)
 
 
 # --- building variants --------------------------------------------------------------------------------
@@ -471,17 +489,28 @@ def _weight_sqnr(node: Any, inits: dict[str, Any], fp16: bool, per_channel: bool
 # --- the whole job --------------------------------------------------------------------------------
 
 
-def _predictions(model: Path, data: QuantData, session: SessionConfig) -> tuple[np.ndarray, np.ndarray]:
-    """Top-1 predictions of ``model`` over the evaluation images (streamed), and their labels (-1: unlabelled)."""
+def _predictions(model: Path, data: QuantData, session: SessionConfig,
+                 label: str | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Top-1 predictions of ``model`` over the evaluation images (streamed), and their labels (-1: unlabelled).
+    NaN or Inf in the scores is a :class:`NonFiniteError` naming ``label``, the count and the first image."""
+    from cnnkit.finite import NonFinite, NonFiniteError, merge, nonfinite
     from cnnkit.runners import OnnxRuntimeRunner
 
     assert data.evaluation is not None
     runner = OnnxRuntimeRunner(model, session)
     preds, labels = [], []
+    bad: NonFinite | None = None
+    seen = 0
     for pixels, y in data.evaluation.batches(data.record, 256, data.skipped):
         out = runner.infer({runner.input_name: data.record.normalize(pixels)})
-        preds.append(np.argmax(next(iter(out.values())).reshape(len(pixels), -1), axis=1))
+        scores = next(iter(out.values())).reshape(len(pixels), -1)
+        bad = merge(bad, nonfinite(scores, offset=seen))
+        seen += len(pixels)
+        preds.append(np.argmax(scores, axis=1))
         labels.append(y)
+    if bad is not None:
+        raise NonFiniteError(f"{label or Path(model).name}: {bad.describe('output value', 'image')}",
+                             hint="the model is broken for these inputs; it is not written")
     if not preds:
         raise QuantizeError(f"no readable image in {data.evaluation.provenance.get('source')} to measure accuracy on")
     return np.concatenate(preds), np.concatenate(labels)
@@ -498,7 +527,9 @@ def _score(preds: np.ndarray, labels: np.ndarray, fp32_preds: np.ndarray | None)
 def quantize_model(config: QuantizeConfig, dataset: Dataset | QuantData | None = None,
                    progress: Callable[[str], None] | None = None) -> QuantizeResult:
     """Build the variant, check it against the FP32 model, keep worst nodes in float until the budget holds,
-    then write it atomically. Raises :class:`QuantizeError` when the budget cannot be met (nothing written)."""
+    then write it atomically. A variant that fails its gate (the accuracy budget, or parity with FP32) raises
+    :class:`QuantizeError` and is not written; with ``keep_failed`` it is written, marked failed in its metadata,
+    and the result says ``passed=False``."""
     import onnx
 
     out = Path(config.output)
@@ -538,9 +569,9 @@ def quantize_model(config: QuantizeConfig, dataset: Dataset | QuantData | None =
             if not checked:
                 attempts.append(Attempt(tuple(excluded), None, None, True))
                 break
-            preds, _ = _predictions(candidate, data, config.session)
+            preds, _ = _predictions(candidate, data, config.session, label=f"the {config.mode.value} variant")
             acc = _score(preds, y_eval, fp32_preds)
-            drop = 100 * (fp32_acc - acc)
+            drop = -accuracy_change_pp(fp32_acc, acc)
             ok = drop <= config.max_accuracy_drop
             attempts.append(Attempt(tuple(excluded), acc, drop, ok))
             say(f"{data.metric.split(' (')[0]} {100 * acc:.2f} % vs FP32 {100 * fp32_acc:.2f} %: drop {drop:+.2f} pp "
@@ -556,18 +587,29 @@ def quantize_model(config: QuantizeConfig, dataset: Dataset | QuantData | None =
             say(f"keeping {', '.join(worst)} in float ({why}; the worst)")
             excluded.extend(worst)
         final = attempts[-1]
+        failures: list[str] = []
         if not final.within_budget:
             tried = "; ".join(f"{len(a.excluded_nodes)} in float: drop {a.drop_pp:+.2f} pp" for a in attempts)
-            raise QuantizeError(
-                f"cannot meet the {config.max_accuracy_drop:g} pp accuracy budget with {config.mode.value} "
-                f"quantization of {Path(config.model).name} (tried: {tried})",
-                hint="raise --max-accuracy-drop, try another --mode or --calibration-method, or keep FP32",
-            )
+            failures.append(f"cannot meet the {config.max_accuracy_drop:g} pp accuracy budget with {config.mode.value} "
+                            f"quantization of {Path(config.model).name} (tried: {tried})")
+            if not config.keep_failed:
+                raise QuantizeError(f"{failures[0]}; the variant is not written",
+                                    hint="raise --max-accuracy-drop, try another --mode or --calibration-method, "
+                                         "keep FP32, or pass --keep-failed to write it marked as failed")
         from cnnkit.parity import ParityConfig, check_parity
 
+        say("checking parity with FP32 (ONNX vs ONNX)")
         parity = check_parity(ParityConfig(Path(config.model), candidate, samples=200, session=config.session,
                                            preprocess=config.preprocess, dataset=None if checked else "none"),
                               dataset=data.evaluation)
+        failures += [f"parity vs FP32: {f}" for f in parity.failures]
+        if failures and not config.keep_failed:
+            more = f" (and {len(failures) - 1} more)" if len(failures) > 1 else ""
+            raise QuantizeError(
+                f"the {config.mode.value} variant of {Path(config.model).name} fails its gate: {failures[0]}{more}; "
+                f"the variant is not written",
+                hint="run cnnkit parity on the two models for every figure, try another --mode, "
+                     "or pass --keep-failed to write it marked as failed")
         speed_batches = _speed_batches(info, (1, 64))
         say(f"timing the variant against FP32 (batch {' and '.join(map(str, speed_batches))}, interleaved)")
         speed = _measure_speed(Path(config.model), candidate, config.session, speed_batches) if config.measure_speed else {}
@@ -578,7 +620,10 @@ def quantize_model(config: QuantizeConfig, dataset: Dataset | QuantData | None =
             "quantized_from_sha256": info.sha256,
             "quantization": json.dumps(config.settings() | {"excluded_nodes": excluded}),
             "quantized_by": f"cnnkit {cnnkit.__version__}",
+            "cnnkit_gate": "failed" if failures else "passed",
         }
+        if failures:
+            meta["cnnkit_gate_failures"] = json.dumps(failures)
         onnx.helper.set_model_props(model, meta)
         with atomic_path(out, force=config.force) as tmp_out:
             onnx.save(model, str(tmp_out))
@@ -597,6 +642,8 @@ def quantize_model(config: QuantizeConfig, dataset: Dataset | QuantData | None =
                 "tolerance": asdict(parity.tolerance)},
         environment=environment(),
         speed=speed,
+        passed=not failures,
+        failures=tuple(failures),
     )
 
 
@@ -708,7 +755,7 @@ def auto_quantize(base: QuantizeConfig, batch_sizes: tuple[int, int] = (1, 64), 
         for name, cfg in auto_candidates(base, sinfo.active, cpu_info()["isa"]):
             say(f"candidate {name}")
             cfg = dataclasses.replace(cfg, output=work / f"{name}.onnx", force=True, max_attempts=min(base.max_attempts, 3),
-                                      measure_speed=False)
+                                      measure_speed=False, keep_failed=False)
             try:
                 built.append((name, cfg, quantize_model(cfg, data), None))
             except CnnkitError as exc:
@@ -770,7 +817,9 @@ def auto_quantize(base: QuantizeConfig, batch_sizes: tuple[int, int] = (1, 64), 
                 shutil.copyfile(base.model, tmp_out)
         else:
             summary = (f"{winner.name}: {fp32_lat[objective] / winner.latency_ms[objective]:.2f}x FP32's speed at batch "
-                       f"{objective}, accuracy {winner.drop_pp:+.2f} pp vs FP32 (budget {base.max_accuracy_drop:g} pp)")
+                       f"{objective}, " + ("accuracy not checked" if winner.accuracy is None or cands[0].accuracy is None
+                                           else f"accuracy {accuracy_change_pp(cands[0].accuracy, winner.accuracy):+.2f} pp "
+                                                f"vs FP32 (drop budget {base.max_accuracy_drop:g} pp)"))
             with atomic_path(out, force=base.force) as tmp_out:
                 shutil.copyfile(work / f"{winner.name}.onnx", tmp_out)
     return AutoResult(AUTO_SCHEMA, str(base.model), str(out), winner.name, objective, base.max_accuracy_drop,

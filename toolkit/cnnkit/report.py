@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from cnnkit.errors import CnnkitError
+from cnnkit.finite import number
 from cnnkit.io import check_output_dir, staged_dir
 from cnnkit.report_bench import (
     accuracy_plot,
@@ -219,7 +220,7 @@ def markdown(inputs: ReportInputs, plots: dict[str, bytes], title: str) -> str:
                   f"tolerance atol {tol['atol']}, rtol {tol['rtol']}, top-1 agreement >= {tol['min_top1_agreement']} "
                   f"({tol['reason']})", "",
                   md_table(["output", "batch", "max abs diff", "mean abs diff", "top-1 agreement", "verdict"],
-                            [[o["output"], str(o["batch_size"]), f"{o['max_abs']:.3g}", f"{o['mean_abs']:.3g}",
+                            [[o["output"], str(o["batch_size"]), number(o['max_abs']), number(o['mean_abs']),
                               f"{o['top1_agreement']:.4f}", "pass" if o["passed"] else "FAIL"] for o in p["outputs"]]), ""]
         if p.get("divergence"):
             parts += [f"First divergent layer: {p['divergence']}", ""]

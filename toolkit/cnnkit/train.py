@@ -24,6 +24,7 @@ from cnnkit.choices import Optimizer
 from cnnkit.datasets import Dataset, load_dataset
 from cnnkit.envinfo import environment
 from cnnkit.errors import CnnkitError, OutputExistsError
+from cnnkit.finite import NonFiniteError, require_finite
 from cnnkit.io import check_output_dir, write_json_atomic
 from cnnkit.spec import ModelSpec, load_spec
 from cnnkit.summary import ModelSummary, summarize_keras
@@ -61,6 +62,7 @@ class TrainConfig:
                 raise CnnkitError(f"--{name.replace('_', '-')} must be positive, got {getattr(self, name)}")
         if not 0 < self.validation_split < 1:
             raise CnnkitError(f"--validation-split must be in (0, 1), got {self.validation_split}")
+        require_finite("--lr", self.learning_rate)
         if self.learning_rate is not None and self.learning_rate <= 0:
             raise CnnkitError(f"--lr must be positive, got {self.learning_rate}")
         for name in ("limit_train", "limit_test"):
@@ -183,6 +185,17 @@ def train_model(
                 monitor="val_loss", factor=0.5, patience=config.reduce_lr_patience, min_lr=1e-6
             ),
         ]
+        diverged: list[str] = []
+
+        def stop_on_nonfinite(batch: int, logs: dict[str, Any] | None) -> None:
+            loss = float((logs or {}).get("loss", 0.0))
+            if not np.isfinite(loss) and not diverged:
+                diverged.append(f"the training loss became {loss} at epoch {epoch_now[0]}, batch {batch + 1}")
+                model.stop_training = True
+
+        epoch_now = [1]
+        callbacks.append(keras.callbacks.LambdaCallback(
+            on_epoch_begin=lambda epoch, logs: epoch_now.__setitem__(0, epoch + 1), on_train_batch_end=stop_on_nonfinite))
         if on_epoch_end is not None:
             callbacks.append(
                 keras.callbacks.LambdaCallback(
@@ -198,12 +211,19 @@ def train_model(
                 validation_data=(x_val, y_val), callbacks=callbacks, shuffle=True, verbose=0,
             )
         wall = time.perf_counter() - started
+        if diverged or not all(np.isfinite(v).all() for v in history.history.values()):
+            why = diverged[0] if diverged else "a training metric became NaN or Inf"
+            raise NonFiniteError(f"training of {spec.name} stopped: {why}; nothing was written",
+                                 hint="lower --lr, or check the data for NaN pixels")
         # The checkpoint holds the best epoch; evaluate exactly what is saved.
         model.load_weights(str(staging / MODEL_FILE))
         metrics = {}
         for split, (xs, ys) in {"train": (x_train, y_train), "val": (x_val, y_val), "test": (x_test, y_test)}.items():
             loss, acc = model.evaluate(xs, ys, batch_size=256, verbose=0)
             metrics[f"{split}_loss"], metrics[f"{split}_accuracy"] = float(loss), float(acc)
+        if not all(np.isfinite(v) for v in metrics.values()):
+            raise NonFiniteError(f"training of {spec.name} gave non-finite metrics {metrics}; nothing was written",
+                                 hint="lower --lr, or check the data for NaN pixels")
         hist = {k: [float(v) for v in vals] for k, vals in history.history.items()}
         val_losses = hist.get("val_loss", [])
         best_epoch = int(np.argmin(val_losses)) + 1 if val_losses else len(hist.get("loss", []))

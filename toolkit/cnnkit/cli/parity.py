@@ -8,7 +8,7 @@ from typing import Any
 import typer
 
 from cnnkit.cli.options import labels_option, parse_batch_sizes, skip_bad_images_option, with_preprocess_options
-from cnnkit.cli.render import DATASET_HELP, JSON_HELP, check_json_target, console, emit_json, err_console, json_to_stdout, notice
+from cnnkit.cli.render import DATASET_HELP, JSON_HELP, check_json_target, console, emit_json, err_console, json_to_stdout, notice, number
 
 
 @with_preprocess_options
@@ -99,9 +99,10 @@ def render_parity(result) -> None:  # noqa: ANN001 (ParityResult; imported lazil
         table.add_column(col, justify="left" if col in ("output", "verdict", "worst") else "right", no_wrap=True)
     for d in result.outputs:
         ties = f" ({d.near_ties} ties)" if d.near_ties else ""
-        table.add_row(d.output, str(d.batch_size), f"{d.max_abs:.3g}", f"{d.mean_abs:.3g}", f"{d.max_rel:.3g}",
-                      f"{d.min_passing_atol:.3g}", f"{d.top1_agreement:.4f}{ties}", f"#{d.worst_index} {d.worst_kind}",
-                      "[green]pass[/]" if d.passed else "[red]FAIL[/]")
+        bad = d.nonfinite_reference + d.nonfinite_candidate
+        table.add_row(d.output, str(d.batch_size), number(d.max_abs), number(d.mean_abs), number(d.max_rel),
+                      number(d.min_passing_atol), f"{d.top1_agreement:.4f}{ties}", f"#{d.worst_index} {d.worst_kind}",
+                      "[green]pass[/]" if d.passed else f"[red]FAIL[/]{f' ({bad} NaN/Inf)' if bad else ''}")
     console.print(table)
     accs = [d for d in result.outputs if d.reference_accuracy is not None]
     if accs:
@@ -113,7 +114,8 @@ def render_parity(result) -> None:  # noqa: ANN001 (ParityResult; imported lazil
         for col in ("layer", "ONNX tensor", "layout", "shape", "max |diff|", "rel", "verdict"):
             lt.add_column(col, justify="right" if col in ("max |diff|", "rel") else "left", overflow="fold")
         for r in result.layers:
-            verdict = "[red]DIVERGES[/]" if r.diverges else ("-" if r.onnx_tensor is None else "ok")
+            verdict = (f"[red]NaN/Inf ({r.nonfinite})[/]" if r.nonfinite else "[red]DIVERGES[/]" if r.diverges
+                       else "-" if r.onnx_tensor is None else "ok")
             lt.add_row(r.layer, r.onnx_tensor or "(none)", r.layout, "×".join(map(str, r.shape)),
                        "" if r.max_abs is None else f"{r.max_abs:.3g}", "" if r.rel is None else f"{r.rel:.2g}", verdict)
         console.print(lt)

@@ -9,7 +9,7 @@ import typer
 
 from cnnkit.choices import ActivationType, CalibrationMethod, QuantFormat, QuantMode
 from cnnkit.cli.options import labels_option, skip_bad_images_option, with_preprocess_options
-from cnnkit.cli.render import JSON_HELP, check_json_target, console, emit_json, err_console, json_to_stdout
+from cnnkit.cli.render import JSON_HELP, check_json_target, console, emit_json, err_console, json_to_stdout, number
 
 
 @with_preprocess_options
@@ -35,6 +35,8 @@ def quantize_command(
     json_out: Path = typer.Option(None, "--json", help=JSON_HELP),
     force: bool = typer.Option(False, "--force", help="Overwrite existing output files."),
     preprocessing: Any = None,  # the shared preprocessing options, parsed (with_preprocess_options)
+    keep_failed: bool = typer.Option(False, "--keep-failed",
+                                     help="Write a variant that fails its gate anyway, marked failed in its metadata (exit 1 still)."),
 ) -> None:
     """Quantize an FP32 model: dynamic or static INT8 (QDQ or QOperator), or FP16 with float32 I/O."""
     from cnnkit.errors import CnnkitError
@@ -49,7 +51,7 @@ def quantize_command(
         calibration_method=calibration_method, per_channel=per_channel, calibration_samples=calibration_samples,
         dataset=dataset, data_dir=data_dir, max_accuracy_drop=max_accuracy_drop, max_attempts=max_attempts,
         eval_samples=eval_samples, session=SessionConfig(provider=provider), force=force, preprocess=preprocessing,
-        skip_bad_images=skip_bad_images, labels_file=labels,
+        skip_bad_images=skip_bad_images, labels_file=labels, keep_failed=keep_failed,
     )
 
     def say(message: str) -> None:
@@ -67,16 +69,23 @@ def quantize_command(
         if not json_to_stdout(json_out):
             render_quantize(result)
     emit_json(json_out, result.to_dict(), force)
+    if not getattr(result, "passed", True):
+        for failure in result.failures:
+            err_console.print(f"[red]fail:[/] {failure}")
+        err_console.print(f"[bold red]GATE FAIL[/]: {result.output} was written only because of --keep-failed "
+                          "(its metadata says cnnkit_gate=failed)")
+        raise typer.Exit(1)
 
 
 def render_quantize(r) -> None:  # noqa: ANN001 (QuantizeResult)
-    console.print(f"wrote {r.output}: {', '.join(f'{k}={v}' for k, v in r.settings.items())}")
+    marked = " [red](FAILED its gate, kept by --keep-failed)[/]" if not r.passed else ""
+    console.print(f"wrote {r.output}{marked}: {', '.join(f'{k}={v}' for k, v in r.settings.items())}")
     if r.accuracy is None:
         console.print(f"accuracy not checked: {r.dataset.get('metric')}")
     else:
         what = r.dataset.get("metric", "accuracy").split(" (")[0]
         console.print(f"{what} {100 * r.accuracy:.2f} % vs FP32 {100 * r.fp32_accuracy:.2f} % "
-                      f"({r.drop_pp:+.2f} pp drop, budget {r.budget_pp:g} pp) on {r.dataset['evaluated_samples']:,} "
+                      f"({r.accuracy_change_pp:+.2f} pp, drop budget {r.budget_pp:g} pp) on {r.dataset['evaluated_samples']:,} "
                       f"held-out {r.dataset['name']} images; top-1 agreement {100 * r.top1_agreement:.2f} %")
     if r.dataset.get("calibration"):
         console.print(f"calibrated on {r.dataset['calibration']}")
@@ -86,7 +95,7 @@ def render_quantize(r) -> None:  # noqa: ANN001 (QuantizeResult)
         console.print(f"preprocessing: {PreprocessRecord.from_dict(r.dataset['preprocess']).describe()}")
     console.print(f"size {r.size_bytes:,} bytes vs FP32 {r.fp32_size_bytes:,} ({r.size_ratio:.2f}x smaller)")
     p = r.parity
-    console.print(f"parity vs FP32 (ONNX vs ONNX): max |diff| {p['max_abs']:.3g}, mean {p['mean_abs']:.3g}, "
+    console.print(f"parity vs FP32 (ONNX vs ONNX): max |diff| {number(p['max_abs'])}, mean {number(p['mean_abs'])}, "
                   f"top-1 agreement {p['top1_agreement']:.4f}: {'pass' if p['passed'] else 'FAIL'}")
     if r.excluded_nodes:
         console.print(f"kept in float to meet the budget: {', '.join(r.excluded_nodes)}")
@@ -100,17 +109,20 @@ def render_quantize(r) -> None:  # noqa: ANN001 (QuantizeResult)
 def render_auto(r) -> None:  # noqa: ANN001 (AutoResult)
     from rich.table import Table
 
+    from cnnkit.quantize import accuracy_change_pp
+
     b = r.objective_batch
+    fp32 = r.candidates[0]
     console.print(f"provider {r.provider['active']}; accuracy budget {r.budget_pp:g} pp; chosen by latency at batch {b}")
     t = Table(title_justify="left")
-    for col in ("variant", "size KiB", "accuracy", "Δ pp", "agree", "p50 b=1 ms", f"p50 b={b} ms", f"img/s b={b}", "verdict"):
+    for col in ("variant", "size KiB", "accuracy", "Δ pp vs FP32", "agree", "p50 b=1 ms", f"p50 b={b} ms", f"img/s b={b}", "verdict"):
         t.add_column(col, justify="left" if col in ("variant", "verdict") else "right", no_wrap=col != "verdict")
     for c in r.candidates:
         if c.error:
             t.add_row(c.name, "", "", "", "", "", "", "", c.verdict)
             continue
         t.add_row(c.name, f"{c.size_bytes / 1024:,.0f}", f"{100 * c.accuracy:.2f} %" if c.accuracy is not None else "",
-                  "" if c.drop_pp is None else f"{c.drop_pp:+.2f}",
+                  "" if c.accuracy is None or fp32.accuracy is None else f"{accuracy_change_pp(fp32.accuracy, c.accuracy):+.2f}",
                   "" if c.top1_agreement is None else f"{100 * c.top1_agreement:.1f} %", f"{c.latency_ms[1]:.4f}", f"{c.latency_ms[b]:.3f}",
                   f"{c.images_per_s[b]:,.0f}", c.verdict)
     console.print(t)

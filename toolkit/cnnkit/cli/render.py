@@ -11,6 +11,7 @@ from typing import Any
 
 from rich.console import Console
 
+from cnnkit.finite import number  # noqa: F401 (re-exported for the commands)
 
 
 class _Console(Console):
@@ -28,7 +29,7 @@ err_console = _Console(stderr=True, highlight=False, soft_wrap=True)
 
 def print_json(data: Any) -> None:
     # Plain print: rich would wrap long lines and break the JSON.
-    print(json.dumps(data, indent=2))
+    print(json.dumps(data, indent=2, allow_nan=False))
 
 
 DATASET_HELP = ("mnist, fashion_mnist or digits. Default: the dataset the model's metadata names; "
