@@ -38,8 +38,13 @@ def _cfg(model: Path, out: Path, **kw) -> QuantizeConfig:
 )
 def test_every_mode(exported_model: Path, tmp_path: Path, digits, mode, fmt, act, precision) -> None:
     out = tmp_path / "q.onnx"
-    result = quantize_model(_cfg(exported_model, out, mode=mode, format=fmt, activation_type=act), digits)
+    # A weak model (~90 % on digits) has low-margin samples whose top-1 may flip in INT8: parity's 0.99 agreement
+    # gate may fail it. Kept here to check the variant itself; the gate's verdict is in the metadata.
+    result = quantize_model(_cfg(exported_model, out, mode=mode, format=fmt, activation_type=act, keep_failed=True),
+                            digits)
+    assert result.passed or all("top-1 agreement" in f for f in result.failures), result.failures
     info = describe_onnx(out)
+    assert info.metadata["cnnkit_gate"] == ("passed" if result.passed else "failed")
     assert info.precision == precision
     assert info.input_dtype == "float32"  # FP16 keeps float32 I/O
     assert result.drop_pp <= 2.0 and result.accuracy > 0.5

@@ -62,7 +62,7 @@ def test_report_from_a_run_folder(results: list[Path], tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("content", "message"),
     [
-        ({"schema": "cnnkit.bench/7", "cases": []}, "which this cnnkit cannot render"),
+        ({"schema": "cnnkit.bench/7", "cases": []}, "which this cnnkit cannot read"),
         ({"benchmarks": [], "machine_info": {}}, "not a cnnkit result"),
     ],
 )
@@ -171,6 +171,10 @@ def test_pipeline_runs_reuses_and_redoes(tmp_path: Path) -> None:
     accuracy = md.split("## Accuracy vs size")[1].split("\n## ")[0]
     assert "quantize --auto, chosen" in accuracy or "quantize --auto candidate" in accuracy  # every candidate
     assert accuracy.count("\n| ") >= 1 + len(json.loads((out / "quantize.json").read_text())["candidates"]) - 1
+    from cnnkit.results import load_result
+
+    for f in sorted(out.glob("*.json")):  # strict JSON (no NaN/Inf), every field of its schema typed
+        assert load_result(f) is not None, f
     # Nothing changed: every stage is reused.
     _, events = _pipeline(out)
     assert [e for _, e in events] == ["reused"] * len(STAGES)

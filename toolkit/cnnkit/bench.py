@@ -10,7 +10,6 @@ derived from the kept samples; every result carries the environment it was measu
 from __future__ import annotations
 
 import dataclasses
-import json
 import math
 import resource
 import time
@@ -22,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-from cnnkit.bench_extra import extra_steps, extras_from_dict, measure_extras
+from cnnkit.bench_extra import extra_steps, measure_extras
 from cnnkit.choices import CudnnConvAlgoSearch, ExecutionMode, GraphOptimization
 from cnnkit.concurrency import ConcurrencyPoint
 from cnnkit.envinfo import cpu_info, environment, gpu_info
@@ -204,29 +203,16 @@ class BenchResult:
         return next((t for t in self.trials if t.model == str(model) and t.batch_size == batch_size and t.chosen), None)
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> BenchResult:
-        if not isinstance(data, dict) or data.get("schema") != SCHEMA:
-            found = data.get("schema") if isinstance(data, dict) else type(data).__name__
-            raise CnnkitError(f"not a cnnkit benchmark result (schema {found!r}, expected {SCHEMA!r})")
-        cases = tuple(
-            BenchCase(**(c | {"stats": LatencyStats(**c["stats"]), "samples_ns": tuple(c["samples_ns"]),
-                              "round_p50_ms": tuple(c.get("round_p50_ms", ()))}))
-            for c in data["cases"]
-        )
-        trials = tuple(TuneTrial(**t) for t in data.get("trials", ()))
-        extra = extras_from_dict(data)
-        skipped = tuple(SkippedCase(**s) for s in data.get("skipped", ()))
-        return cls(data["schema"], data["created"], data["config"], data["environment"], cases, trials,
-                   extra.profiles, extra.memory, extra.cold_start, extra.concurrency, skipped)
+    def from_dict(cls, data: dict[str, Any], source: str = "the result") -> BenchResult:
+        from cnnkit.results import from_dict
+
+        return from_dict(data, source, expect=SCHEMA)
 
     @classmethod
     def load(cls, path: str | Path) -> BenchResult:
-        p = Path(path)
-        try:
-            data = json.loads(p.read_text())
-        except (OSError, ValueError) as exc:
-            raise CnnkitError(f"cannot read {p} as JSON: {exc}") from None
-        return cls.from_dict(data)
+        from cnnkit.results import load_result
+
+        return load_result(path, expect=SCHEMA)
 
 
 ProgressCallback = Callable[[str, int, int], None]  # (what is being measured, steps done, steps in all)

@@ -9,7 +9,7 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from cnnkit.concurrency import ConcurrencyPoint, measure_concurrency
 from cnnkit.envinfo import cpu_info
@@ -91,13 +91,3 @@ def measure_extras(config: BenchConfig, infos: list[OnnxModelInfo], step: Callab
 def _sample_shape(info: OnnxModelInfo) -> tuple[int, ...]:
     """One input sample in the model's own layout (the child process feeds the session directly)."""
     return tuple(info.input.model_shape(1)[1:]) if info.input is not None else tuple(info.image_shape)
-
-
-def extras_from_dict(data: dict[str, Any]) -> ExtraMeasurements:
-    """The extra sections of a stored bench result (absent in results written before they existed)."""
-    return ExtraMeasurements(
-        tuple(OperatorProfile.from_dict(p) for p in data.get("profiles", ())),
-        tuple(MemoryResult.from_dict(m) for m in data.get("memory", ())),
-        tuple(ColdStartResult.from_dict(c) for c in data.get("cold_start", ())),
-        tuple(ConcurrencyPoint.from_dict(p) for p in data.get("concurrency", ())),
-    )

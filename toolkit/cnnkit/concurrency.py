@@ -47,10 +47,6 @@ class ConcurrencyPoint:
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> ConcurrencyPoint:
-        return cls(**d)
-
 
 def threads_for(streams: int, requested: int, cores: int) -> tuple[int, bool]:
     """Intra-op threads per session (0: ONNX Runtime's default, one per physical core, as the latency runs

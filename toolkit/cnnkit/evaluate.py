@@ -88,17 +88,16 @@ class EvalResult:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> EvalResult:
-        if not isinstance(data, dict) or data.get("schema") != SCHEMA:
-            raise CnnkitError(f"not a cnnkit eval result (expected schema {SCHEMA!r})")
-        models = tuple(
-            ModelEval(**(m | {"per_class_accuracy": tuple(m["per_class_accuracy"]),
-                              "confusion": tuple(tuple(r) for r in m["confusion"])}))
-            for m in data["models"]
-        )
-        return cls(data["schema"], data["dataset"], tuple(data["class_names"]), models, data["environment"],
-                   data.get("skipped_images", {"count": 0, "examples": []}), data.get("images_per_s"),
-                   data.get("engine"))
+    def from_dict(cls, data: dict[str, Any], source: str = "the result") -> EvalResult:
+        from cnnkit.results import from_dict
+
+        return from_dict(data, source, expect=SCHEMA)
+
+
+def accuracy_change_pp(reference: float, accuracy: float) -> float:
+    """The one sign convention for "accuracy ... pp vs FP32 (or vs the first model)": ``accuracy - reference``,
+    in percentage points; negative means worse. (A *drop* is its opposite.)"""
+    return 100 * (accuracy - reference)
 
 
 def confusion_matrix(y_true: np.ndarray, y_pred: np.ndarray, n_classes: int) -> np.ndarray:

@@ -69,12 +69,6 @@ class MemoryResult:
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> MemoryResult:
-        kids = tuple(ChildMeasurement(**(c | {"peak_rss_mb": {int(k): v for k, v in c["peak_rss_mb"].items()}}))
-                     for c in d.get("children", ()))
-        return cls(**(d | {"peak_rss_mb": {int(k): v for k, v in d["peak_rss_mb"].items()}, "children": kids}))
-
 
 @dataclass(frozen=True)
 class ColdStartResult:
@@ -90,10 +84,6 @@ class ColdStartResult:
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> ColdStartResult:
-        return cls(**d)
 
 
 # --- the child -------------------------------------------------------------------------------------------

@@ -212,20 +212,10 @@ class ParityResult:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> ParityResult:
-        if data.get("schema") != SCHEMA:
-            raise CnnkitError(f"not a cnnkit parity result (schema {data.get('schema')!r}, expected {SCHEMA!r})")
-        d = dict(data)
-        d["tolerance"] = Tolerance(**d["tolerance"])
-        d["batch_sizes"] = tuple(d["batch_sizes"])
-        d["outputs"] = tuple(
-            OutputDiff(**(o | {"reference_shape": tuple(o["reference_shape"]), "candidate_shape": tuple(o["candidate_shape"]),
-                              "failures": tuple(o["failures"])}))
-            for o in d["outputs"]
-        )
-        d["layers"] = tuple(LayerDiff(**(x | {"shape": tuple(x["shape"])})) for x in d.get("layers", ()))
-        d["failures"] = tuple(d["failures"])
-        return cls(**d)
+    def from_dict(cls, data: dict[str, Any], source: str = "the result") -> ParityResult:
+        from cnnkit.results import from_dict
+
+        return from_dict(data, source, expect=SCHEMA)
 
 
 # --- inputs ----------------------------------------------------------------------------------------

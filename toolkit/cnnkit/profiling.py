@@ -61,11 +61,6 @@ class OperatorProfile:
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> OperatorProfile:
-        return cls(**(d | {"top_operators": tuple(OperatorTime(**o) for o in d["top_operators"]),
-                           "by_type": tuple(OperatorTypeTime(**o) for o in d["by_type"])}))
-
 
 def parse_profile(events: list[dict[str, Any]], last_runs: int | None = None,
                   top: int = TOP_OPERATORS) -> tuple[float, list[OperatorTime], list[OperatorTypeTime]]:

@@ -35,6 +35,7 @@ from cnnkit.data.sources import ImageSource, model_class_names, open_folder
 from cnnkit.datasets import Dataset, DatasetName, default_data_dir, load_dataset
 from cnnkit.envinfo import environment
 from cnnkit.errors import CnnkitError
+from cnnkit.evaluate import accuracy_change_pp
 from cnnkit.finite import require_finite
 from cnnkit.io import atomic_path, check_not_input, check_writable
 from cnnkit.onnx_info import OnnxModelInfo, describe_onnx
@@ -155,9 +156,6 @@ class QuantizeResult:
         return asdict(self) | {"size_ratio": self.size_ratio, "speed_warning": self.speed_warning}
 
 
-def accuracy_change_pp(reference: float, accuracy: float) -> float:
-    """The one sign convention for "accuracy ... pp vs FP32" everywhere: ``accuracy - reference`` in points."""
-    return 100 * (accuracy - reference)
 
 
 # --- building variants --------------------------------------------------------------------------------
@@ -599,8 +597,10 @@ def quantize_model(config: QuantizeConfig, dataset: Dataset | QuantData | None =
         from cnnkit.parity import ParityConfig, check_parity
 
         say("checking parity with FP32 (ONNX vs ONNX)")
+        # One accuracy budget: parity's accuracy gate is the user's, its top-1 agreement gate parity's default.
         parity = check_parity(ParityConfig(Path(config.model), candidate, samples=200, session=config.session,
-                                           preprocess=config.preprocess, dataset=None if checked else "none"),
+                                           preprocess=config.preprocess, dataset=None if checked else "none",
+                                           max_accuracy_drop=max(config.max_accuracy_drop, 0.0)),
                               dataset=data.evaluation)
         failures += [f"parity vs FP32: {f}" for f in parity.failures]
         if failures and not config.keep_failed:

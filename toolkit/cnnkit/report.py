@@ -12,11 +12,12 @@ import csv
 import html
 import io
 import json
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 from cnnkit.errors import CnnkitError
+from cnnkit.evaluate import accuracy_change_pp
 from cnnkit.finite import number
 from cnnkit.io import check_output_dir, staged_dir
 from cnnkit.report_bench import (
@@ -37,6 +38,7 @@ from cnnkit.report_bench import (
     settings_section,
     training_plot,
 )
+from cnnkit.results import from_dict, read_json, schema_of
 
 SCHEMAS = ("cnnkit.train/1", "cnnkit.parity/1", "cnnkit.eval/1", "cnnkit.bench/1", "cnnkit.quantize/1",
            "cnnkit.quantize-auto/1", "cnnkit.fleet-bench/1")
@@ -66,19 +68,15 @@ def collect_results(paths: list[Path]) -> ReportInputs:
             raise CnnkitError(f"{p} not found")
     inputs = ReportInputs()
     for f in files:
-        try:
-            data = json.loads(f.read_text())
-        except (OSError, ValueError):
-            raise CnnkitError(f"{f} is not a JSON file", hint="pass --json results of cnnkit commands") from None
-        schema = data.get("schema") if isinstance(data, dict) else None
-        if f.name == "pipeline.json" and schema == "cnnkit.pipeline/1":
+        data = read_json(f)
+        schema = schema_of(data, str(f))
+        if schema == "cnnkit.pipeline/1":
             continue  # the pipeline's own state, not a result
-        if not isinstance(schema, str) or not schema.startswith("cnnkit."):
-            raise CnnkitError(f"{f} is not a cnnkit result (no cnnkit schema)", hint="pass --json results of cnnkit commands")
         if schema not in SCHEMAS:
-            raise CnnkitError(f"{f} has schema {schema!r}, which this cnnkit cannot render",
-                              hint=f"known: {', '.join(SCHEMAS)}; upgrade cnnkit for newer results")
-        inputs.by_schema.setdefault(schema, []).append((f, data))
+            raise CnnkitError(f"{f} has schema {schema!r}, which a report does not render", hint=f"known: {', '.join(SCHEMAS)}")
+        # Rendered from the typed result: every field checked and defaults filled in (see cnnkit.results).
+        result = from_dict(data, str(f))
+        inputs.by_schema.setdefault(schema, []).append((f, result.to_dict() if hasattr(result, "to_dict") else asdict(result)))
     if not inputs.by_schema:
         raise CnnkitError("no results to report")
     return inputs
@@ -230,21 +228,26 @@ def markdown(inputs: ReportInputs, plots: dict[str, bytes], title: str) -> str:
         parts += ["## Accuracy", "", f"{e['dataset']['evaluated_samples']:,} test images of {e['dataset']['name']}", "",
                   md_table(["model", "precision", "size KiB", "accuracy", "Δ vs first", "agreement with first"],
                             [[Path(m["model"]).name, m["precision"], f"{m['size_bytes'] / 1024:,.0f}",
-                              f"{100 * m['accuracy']:.2f} %", f"{100 * (m['accuracy'] - base):+.2f} pp",
+                              f"{100 * m['accuracy']:.2f} %", f"{accuracy_change_pp(base, m['accuracy']):+.2f} pp",
                               f"{100 * m['agreement_with_first']:.2f} %"] for m in e["models"]]), ""]
     for _, q in inputs.of("cnnkit.quantize-auto/1"):
+        fp32_acc = q["candidates"][0]["accuracy"] if q["candidates"] else None
         parts += ["## Quantization (--auto)", "", q["summary"], "",
-                  md_table(["variant", "accuracy", "Δ pp", "p50 batch 1 ms", f"p50 batch {q['objective_batch']} ms", "verdict"],
+                  md_table(["variant", "accuracy", "Δ pp vs FP32", "p50 batch 1 ms", f"p50 batch {q['objective_batch']} ms", "verdict"],
                             [[c["name"], "" if c["accuracy"] is None else f"{100 * c['accuracy']:.2f} %",
-                              "" if c["drop_pp"] is None else f"{c['drop_pp']:+.2f}",
+                              "" if c["accuracy"] is None or fp32_acc is None
+                              else f"{accuracy_change_pp(fp32_acc, c['accuracy']):+.2f}",
                               f"{c['latency_ms'].get('1', c['latency_ms'].get(1, float('nan'))):.4f}" if c["latency_ms"] else "",
                               f"{c['latency_ms'].get(str(q['objective_batch']), c['latency_ms'].get(q['objective_batch'], float('nan'))):.3f}" if c["latency_ms"] else "",
                               c["verdict"]] for c in q["candidates"]]), ""]
     for _, q in inputs.of("cnnkit.quantize/1"):
         parts += [f"## Quantized variant `{Path(q['output']).name}`", "",
                   (f"{q['settings']}: accuracy {100 * q['accuracy']:.2f} % vs FP32 {100 * q['fp32_accuracy']:.2f} % "
-                   f"({q['drop_pp']:+.2f} pp, budget {q['budget_pp']} pp); " if q.get("accuracy") is not None else
-                   f"{q['settings']}: accuracy not checked (no images); ") + f"{q['size_ratio']:.2f}x smaller", ""]
+                   f"({accuracy_change_pp(q['fp32_accuracy'], q['accuracy']):+.2f} pp, drop budget {q['budget_pp']} pp); "
+                   if q.get("accuracy") is not None else f"{q['settings']}: accuracy not checked (no images); ")
+                  + f"{q['size_ratio']:.2f}x smaller" + ("" if q["passed"] else
+                                                        f"; FAILED its gate, kept by --keep-failed: {'; '.join(q['failures'])}"),
+                  ""]
     parts += accuracy_section(_accuracy_points(inputs))
     benches = inputs.of("cnnkit.bench/1")
     for section in (settings_section, latency_section, runtime_section, recommendation_section, profile_section, memory_section,

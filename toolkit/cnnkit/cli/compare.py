@@ -17,9 +17,7 @@ def _fraction(text: str) -> float:
         value = float(t[:-1]) / 100 if t.endswith("%") else float(t)
     except ValueError:
         raise CnnkitError(f"--max-latency-regression: '{text}' is not a number", hint="e.g. 10% or 0.1") from None
-    if value < 0:
-        raise CnnkitError(f"--max-latency-regression must be >= 0, got {text}")
-    return value
+    return value  # CompareConfig checks the range
 
 
 def compare_command(
@@ -40,27 +38,36 @@ def compare_command(
         err_console.print(f"[yellow]note:[/] {note}")
     table = Table(title_justify="left")
     colour = {"regression": "red", "inconclusive": "yellow", "improvement": "green", "unchanged": "", "ok": ""}
+    def verdict(v: str, differs: tuple[str, ...]) -> str:
+        text = f"[{colour[v]}]{v}[/]" if colour[v] else v
+        return text + (" [yellow](differs)[/]" if differs else "")
+
     if result.kind == "latency":
         for col in ("model | provider | batch", "baseline p50 ms", "new p50 ms", "change", "95 % CI", "verdict"):
             table.add_column(col, justify="left" if col.startswith("model") or col == "verdict" else "right", no_wrap=True)
         for c in result.latency:
             table.add_row(c.key, f"{c.baseline_p50_ms:.4g}", f"{c.new_p50_ms:.4g}", f"{100 * (c.ratio - 1):+.1f} %",
-                          f"{100 * (c.ci_low - 1):+.1f} … {100 * (c.ci_high - 1):+.1f} %",
-                          f"[{colour[c.verdict]}]{c.verdict}[/]" if colour[c.verdict] else c.verdict)
+                          f"{100 * (c.ci_low - 1):+.1f} … {100 * (c.ci_high - 1):+.1f} %", verdict(c.verdict, c.differs))
     else:
         for col in ("model", "baseline", "new", "drop", "verdict"):
             table.add_column(col, justify="left" if col in ("model", "verdict") else "right")
         for a in result.accuracy:
             table.add_row(a.model, f"{100 * a.baseline:.2f} %", f"{100 * a.new:.2f} %", f"{a.drop_pp:+.2f} pp",
-                          "[red]regression[/]" if a.verdict == "regression" else "ok")
+                          verdict(a.verdict, a.differs))
     console.print(table)
+    for row in (*result.latency, *result.accuracy):
+        if row.differs:
+            console.print(f"[yellow]differs:[/] {getattr(row, 'key', getattr(row, 'model', ''))}: {'; '.join(row.differs)}",
+                          soft_wrap=True)
     for key in result.unmatched:
         console.print(f"[yellow]only in one result:[/] {key}")
     if json_to_stdout(json_out):
         emit_json(json_out, result.to_dict(), force)
         raise typer.Exit(1 if result.regressed else 0)
     emit_json(json_out, result.to_dict(), force)
+    verdicts = [c.verdict for c in (*result.latency, *result.accuracy)]
+    counts = ", ".join(f"{verdicts.count(v)} {v}" for v in dict.fromkeys(verdicts))
     if result.regressed:
-        console.print("[bold red]REGRESSION[/] beyond the thresholds")
+        console.print(f"[bold red]REGRESSION[/] beyond the thresholds ({counts})")
         raise typer.Exit(1)
-    console.print("[bold green]no regression[/] beyond the thresholds")
+    console.print(f"[bold green]no regression[/] beyond the thresholds ({counts})")

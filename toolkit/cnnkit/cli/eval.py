@@ -71,6 +71,7 @@ def eval_command(
 def render_eval(result, confusion: bool = False) -> None:  # noqa: ANN001 (EvalResult, imported lazily)
     from rich.table import Table
 
+    from cnnkit.evaluate import accuracy_change_pp
     from cnnkit.sessions import provider_label
 
     d = result.dataset
@@ -94,7 +95,7 @@ def render_eval(result, confusion: bool = False) -> None:  # noqa: ANN001 (EvalR
     for m in result.models:
         top5 = "-" if m.top5_accuracy is None else f"{100 * m.top5_accuracy:.2f} %"
         table.add_row(Path(m.model).name, m.precision, f"{m.size_bytes / 1024:,.0f} KiB", provider_label(m.provider), f"{100 * m.accuracy:.2f} %",
-                      top5, f"{100 * (m.accuracy - base):+.2f} pp", f"{100 * m.agreement_with_first:.2f} %")
+                      top5, f"{accuracy_change_pp(base, m.accuracy):+.2f} pp", f"{100 * m.agreement_with_first:.2f} %")
     console.print(table)
     if len(result.class_names) > 20:
         console.print(f"({len(result.class_names)} classes: per-class accuracy and confusion matrices are in --json)")

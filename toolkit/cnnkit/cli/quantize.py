@@ -109,7 +109,7 @@ def render_quantize(r) -> None:  # noqa: ANN001 (QuantizeResult)
 def render_auto(r) -> None:  # noqa: ANN001 (AutoResult)
     from rich.table import Table
 
-    from cnnkit.quantize import accuracy_change_pp
+    from cnnkit.evaluate import accuracy_change_pp
 
     b = r.objective_batch
     fp32 = r.candidates[0]
