@@ -117,7 +117,7 @@ def test_nothing_matched_is_an_error_listing_what_each_file_holds(tmp_path: Path
     b = _bench(tmp_path / "int8.json", {1: np.ones(20), 64: np.ones(20)}, model="/x/model.int8.onnx", precision="int8-static")
     result = run("compare", a, b)
     assert_user_error(result, "nothing to compare", f"{a} holds models model.onnx; precisions fp32; providers "
-                      "CPUExecutionProvider; batch sizes 1, 64", f"{b} holds models model.int8.onnx; precisions "
+                      "CPUExecutionProvider; runtimes onnxruntime; batch sizes 1, 64", f"{b} holds models model.int8.onnx; precisions "
                       "int8-static", "compared nothing does not pass")
     e1, e2 = write_eval(tmp_path / "e1.json", 0.9), write_eval(tmp_path / "e2.json", 0.9, model="other.onnx")
     assert_user_error(run("compare", e1, e2), "nothing to compare", "models m.onnx", "models other.onnx")

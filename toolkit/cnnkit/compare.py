@@ -1,6 +1,6 @@
 """Compare two stored results (benchmarks or evaluations) and decide, accounting for noise, what regressed.
 
-Latency: rows match by model file name x provider x batch size. Per row, the ratio of the new median to the
+Latency: rows match by model file name x runtime and provider x batch size. Per row, the ratio of the new median to the
 baseline's, with a 95 % bootstrap confidence interval from the stored raw samples. Verdicts (table, JSON and
 README use these words alike), with ``t`` the allowed slowdown:
 
@@ -175,7 +175,7 @@ def _holdings(path: Path, cases: list[Any], kind: str) -> str:
 
     if kind == "latency":
         return (f"{path} holds models {listed(Path(c.model).name for c in cases)}; precisions {listed(c.precision for c in cases)}; "
-                f"providers {listed(c.provider['active'] for c in cases)}; batch sizes {listed(c.batch_size for c in cases)}")
+                f"providers {listed(c.provider['active'] for c in cases)}; runtimes {listed(c.runtime for c in cases)}; batch sizes {listed(c.batch_size for c in cases)}")
     return (f"{path} holds models {listed(Path(m.model).name for m in cases)}; precisions {listed(m.precision for m in cases)}; "
             f"providers {listed(m.provider['active'] for m in cases)}")
 
@@ -206,7 +206,9 @@ def compare_results(config: CompareConfig) -> CompareResult:
 def _compare_bench(config: CompareConfig, base: Any, new: Any, thresholds: dict[str, float], env_flags: list[str],
                    notes: list[str]) -> CompareResult:
     def key(c: Any) -> tuple[str, str, int]:
-        return Path(c.model).name, c.provider["active"], int(c.batch_size)
+        runtime = getattr(c, "runtime", "onnxruntime")
+        where = c.provider["active"] if runtime == "onnxruntime" else f"{runtime} {c.provider['active']}"
+        return Path(c.model).name, where, int(c.batch_size)
 
     def options(result: Any, c: Any) -> dict[str, Any]:
         opts = dict(result.config.get("session") or {}) | {"io_binding": c.io_binding, "include_copies": c.include_copies}
