@@ -162,5 +162,7 @@ def test_auto_measures_and_explains(exported_model: Path, tmp_path: Path, monkey
         assert describe_onnx(out).sha256 == describe_onnx(exported_model).sha256
     else:
         assert chosen.latency_ms[8] < fp32.latency_ms[8] and chosen.drop_pp <= 1.0
-    json.dumps(result.to_dict())
+        # The printed change has the sign of (variant - FP32), as the report's accuracy table (it once had the drop's).
+        assert f"accuracy {100 * (chosen.accuracy - fp32.accuracy):+.2f} pp vs FP32" in result.summary
+    json.dumps(result.to_dict(), allow_nan=False)
     assert onnx.load(str(out)).graph.input[0].name == "images"

@@ -241,3 +241,15 @@ def test_training_stops_on_a_nonfinite_loss_and_writes_nothing(tmp_path: Path) -
     assert_user_error(result, "training of mnist-cnn stopped: the training loss became nan at epoch 1", "nothing was written",
                       "lower --lr", progress_ok=True)
     assert not out.exists() or not [p for p in out.iterdir()]
+
+
+def test_one_sign_for_accuracy_changes() -> None:
+    """The pipeline once printed +0.05 pp where its report said -0.05 pp: both now use accuracy_change_pp."""
+    from cnnkit.evaluate import accuracy_change_pp
+    from cnnkit.report import ReportInputs, markdown
+
+    assert accuracy_change_pp(0.9805, 0.98) == pytest.approx(-0.05)
+    q = {"output": "q.onnx", "settings": {}, "accuracy": 0.98, "fp32_accuracy": 0.9805, "budget_pp": 0.1,
+         "size_ratio": 4.0, "passed": True, "failures": []}
+    text = markdown(ReportInputs({"cnnkit.quantize/1": [(Path("q.json"), q)]}), {}, "t")
+    assert "(-0.05 pp, drop budget 0.1 pp)" in text
