@@ -158,7 +158,7 @@ def _check_key(node: Any, parts: list[str], kind: type | tuple[type, ...], sourc
     if not many:
         _check_key(node[key], rest, kind, source, here)
         return
-    if not isinstance(node[key], list):
+    if not isinstance(node[key], list | tuple):
         raise ResultError(f"{source}: field {here} is invalid: expected a list")
     for i, item in enumerate(node[key]):
         _check_key(item, rest, kind, source, f"{here}[{i}]")
