@@ -190,7 +190,7 @@ def test_keep_failed_writes_a_variant_marked_failed(models: dict[str, Path], tmp
     assert not out.exists()
     result = run(*args, "--keep-failed", "--json", tmp_path / "q.json")
     assert result.exit_code == 1, result.output
-    assert "GATE FAIL" in result.stdout
+    assert "GATE FAIL" in result.stderr
     meta = {p.key: p.value for p in onnx.load(str(out)).metadata_props}
     assert meta["cnnkit_gate"] == "failed" and "accuracy budget" in json.loads(meta["cnnkit_gate_failures"])[0]
     data = json.loads((tmp_path / "q.json").read_text(), parse_constant=_reject)

@@ -11,7 +11,6 @@ import base64
 import csv
 import html
 import io
-import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any

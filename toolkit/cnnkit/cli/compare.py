@@ -36,8 +36,12 @@ def compare_command(
     result = compare_results(CompareConfig(baseline, new, _fraction(max_latency_regression), max_accuracy_drop))
     for note in result.notes:
         err_console.print(f"[yellow]note:[/] {note}")
+    if json_to_stdout(json_out):  # stdout holds the JSON alone
+        emit_json(json_out, result.to_dict(), force)
+        raise typer.Exit(1 if result.regressed else 0)
     table = Table(title_justify="left")
     colour = {"regression": "red", "inconclusive": "yellow", "improvement": "green", "unchanged": "", "ok": ""}
+
     def verdict(v: str, differs: tuple[str, ...]) -> str:
         text = f"[{colour[v]}]{v}[/]" if colour[v] else v
         return text + (" [yellow](differs)[/]" if differs else "")
@@ -61,9 +65,6 @@ def compare_command(
                           soft_wrap=True)
     for key in result.unmatched:
         console.print(f"[yellow]only in one result:[/] {key}")
-    if json_to_stdout(json_out):
-        emit_json(json_out, result.to_dict(), force)
-        raise typer.Exit(1 if result.regressed else 0)
     emit_json(json_out, result.to_dict(), force)
     verdicts = [c.verdict for c in (*result.latency, *result.accuracy)]
     counts = ", ".join(f"{verdicts.count(v)} {v}" for v in dict.fromkeys(verdicts))
