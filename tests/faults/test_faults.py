@@ -204,7 +204,7 @@ def test_npz_that_is_not_an_npz(model: Path, tmp_path: Path) -> None:
     [
         ('{"schema": "cnnkit.bench/1", "cases": [', "compare", "is not JSON"),
         ("[1, 2, 3]", "compare", "not a cnnkit result"),
-        ('{"schema": "cnnkit.bench/1"', "report", "not a JSON file"),
+        ('{"schema": "cnnkit.bench/1"', "report", "is not JSON"),
         ('{"schema": "somebody.else/1"}', "report", "not a cnnkit result"),
         ("", "compare", "is not JSON"),
     ],

@@ -170,8 +170,9 @@ def test_accuracy(tmp_path: Path) -> None:
     ("content", "message"),
     [
         ({"schema": "cnnkit.bench/9"}, "schema 'cnnkit.bench/9'"),
-        ({"benchmarks": []}, "not a cnnkit bench"),
-        ("not json", "is not valid JSON"),
+        ({"benchmarks": []}, "not a cnnkit result"),
+        ({"schema": "other/1"}, "not a cnnkit benchmark or eval result"),
+        ("not json", "is not JSON"),
         ('{"schema": "cnnkit.bench/1", "x": NaN}', "NaN is not JSON"),
     ],
 )

@@ -84,7 +84,7 @@ def read_json(path: str | Path) -> Any:
     try:
         return json.loads(text, parse_constant=_reject_constant)
     except ValueError as exc:
-        raise ResultError(f"{p} is not valid JSON ({' '.join(str(exc).split())})",
+        raise ResultError(f"{p} is not JSON ({' '.join(str(exc).split())})",
                           hint="pass a --json result of a cnnkit command") from None
 
 
@@ -105,9 +105,11 @@ def result_type(schema: str) -> type:
 
 def from_dict(data: Any, source: str = "the result", expect: str | tuple[str, ...] | None = None) -> Any:
     """The typed result for ``data`` (a parsed cnnkit JSON result); ``expect``: the schema(s) the caller reads."""
+    found = data.get("schema") if isinstance(data, dict) else None
+    if not isinstance(found, str):
+        schema_of(data, source)  # raises: not a cnnkit result at all
     if expect is not None:
         wanted = (expect,) if isinstance(expect, str) else expect
-        found = data.get("schema") if isinstance(data, dict) else type(data).__name__
         if found not in wanted:
             kinds = " or ".join(SCHEMAS[s][1] for s in wanted)
             raise ResultError(f"{source} is not a cnnkit {kinds} result (schema {found!r}, expected "
