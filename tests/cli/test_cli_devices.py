@@ -68,7 +68,7 @@ def test_compare_works_device_by_device(tmp_path: Path) -> None:
             "--json", tmp_path / "cmp.json")
     assert r.exit_code == 0, r.output
     cmp = json.loads((tmp_path / "cmp.json").read_text())
-    assert sorted(c["key"] for c in cmp["latency"]) == [f"alpha | tiny.onnx (fp32) | CPUExecutionProvider | batch {b}"
+    assert sorted(c["key"] for c in cmp["latency"]) == [f"alpha | tiny.onnx | CPUExecutionProvider | batch {b}"
                                                         for b in (1, 4)]
     assert len(cmp["unmatched"]) == 2 and all(u.startswith("beta | ") for u in cmp["unmatched"])
     assert any("beta is missing from" in n for n in cmp["notes"])

@@ -171,7 +171,7 @@ def test_accuracy(tmp_path: Path) -> None:
     [
         ({"schema": "cnnkit.bench/9"}, "schema 'cnnkit.bench/9'"),
         ({"benchmarks": []}, "not a cnnkit result"),
-        ({"schema": "other/1"}, "not a cnnkit benchmark or eval result"),
+        ({"schema": "other/1"}, "not a cnnkit benchmark, eval or fleet benchmark result"),
         ("not json", "is not JSON"),
         ('{"schema": "cnnkit.bench/1", "x": NaN}', "NaN is not JSON"),
     ],

@@ -1,6 +1,7 @@
 """Compare two stored results (benchmarks or evaluations) and decide, accounting for noise, what regressed.
 
-Latency: rows match by model file name x runtime and provider x batch size. Per row, the ratio of the new median to the
+Latency: rows match by model file name x runtime and provider x batch size (and device, for fleet results, which
+are compared device by device). Per row, the ratio of the new median to the
 baseline's, with a 95 % bootstrap confidence interval from the stored raw samples. Verdicts (table, JSON and
 README use these words alike), with ``t`` the allowed slowdown:
 
@@ -28,7 +29,7 @@ from cnnkit.finite import require_finite
 from cnnkit.results import ResultError, load_result
 
 SCHEMA = "cnnkit.compare/1"
-KNOWN = ("cnnkit.bench/1", "cnnkit.eval/1")
+KNOWN = ("cnnkit.bench/1", "cnnkit.eval/1", "cnnkit.fleet-bench/1")
 VERDICTS = ("regression", "improvement", "unchanged", "inconclusive")
 # Packages whose version can change inference speed or results.
 _INFERENCE_PACKAGES = ("cnnkit", "onnxruntime", "onnxruntime-gpu", "onnx", "numpy", "openvino", "ai-edge-litert")
@@ -188,9 +189,35 @@ def _nothing_matched(config: CompareConfig, base_rows: list[Any], new_rows: list
              "a gate that compared nothing does not pass")
 
 
+@dataclass(frozen=True)
+class _Benches:
+    """The bench results of one file: one, or one per device of a fleet result (device "" for a plain one)."""
+
+    schema: str
+    runs: tuple[tuple[str, Any], ...]  # (device, BenchResult)
+    missing: tuple[dict[str, str], ...] = ()
+
+    @property
+    def environment(self) -> dict[str, Any]:
+        return self.runs[0][1].environment if len(self.runs) == 1 else {}
+
+
+def _benches(result: Any, path: Path) -> Any:
+    """A fleet result as its per-device bench results (compared device by device); any other result as it is."""
+    if result.schema == "cnnkit.fleet-bench/1":
+        from cnnkit.results import from_dict
+
+        runs = tuple((e.device, from_dict(e.result, f"{path} (device {e.device})", expect="cnnkit.bench/1"))
+                     for e in result.entries)
+        return _Benches("cnnkit.bench/1", runs, tuple(result.missing))
+    if result.schema == "cnnkit.bench/1":
+        return _Benches(result.schema, (("", result),))
+    return result
+
+
 def compare_results(config: CompareConfig) -> CompareResult:
-    base = load_result(config.baseline, expect=KNOWN)
-    new = load_result(config.new, expect=KNOWN)
+    base = _benches(load_result(config.baseline, expect=KNOWN), config.baseline)
+    new = _benches(load_result(config.new, expect=KNOWN), config.new)
     if base.schema != new.schema:
         raise CnnkitError(f"cannot compare a {base.schema} result ({config.baseline}) with a {new.schema} one ({config.new})")
     thresholds = {"max_latency_regression": config.max_latency_regression, "max_accuracy_drop_pp": config.max_accuracy_drop}
@@ -205,31 +232,40 @@ def compare_results(config: CompareConfig) -> CompareResult:
 
 def _compare_bench(config: CompareConfig, base: Any, new: Any, thresholds: dict[str, float], env_flags: list[str],
                    notes: list[str]) -> CompareResult:
-    def key(c: Any) -> tuple[str, str, int]:
+    def key(device: str, c: Any) -> tuple[str, str, str, int]:
         runtime = getattr(c, "runtime", "onnxruntime")
         where = c.provider["active"] if runtime == "onnxruntime" else f"{runtime} {c.provider['active']}"
-        return Path(c.model).name, where, int(c.batch_size)
+        return device, Path(c.model).name, where, int(c.batch_size)
 
     def options(result: Any, c: Any) -> dict[str, Any]:
         opts = dict(result.config.get("session") or {}) | {"io_binding": c.io_binding, "include_copies": c.include_copies}
         tuned = result.chosen_trial(c.model, c.batch_size)
         return opts | (tuned.options if tuned is not None else {}) | dict(c.provider.get("options") or {})
 
-    b_cases, n_cases = {key(c): c for c in base.cases}, {key(c): c for c in new.cases}
+    def rows(benches: _Benches) -> dict[tuple[str, str, str, int], tuple[Any, Any]]:
+        return {key(device, c): (r, c) for device, r in benches.runs for c in r.cases}
+
+    def label(k: tuple[str, str, str, int]) -> str:
+        return (f"{k[0]} | " if k[0] else "") + f"{k[1]} | {k[2]} | batch {k[3]}"
+
+    notes += [f"{m.get('device')} is missing from {path}: {m.get('reason')}"
+              for path, benches in ((config.baseline, base), (config.new, new)) for m in benches.missing]
+    b_cases, n_cases = rows(base), rows(new)
     matched = sorted(set(b_cases) & set(n_cases))  # numeric batch sizes sort as numbers
     if not matched:
-        raise _nothing_matched(config, list(base.cases), list(new.cases), "latency")
+        raise _nothing_matched(config, [c for _, c in b_cases.values()], [c for _, c in n_cases.values()], "latency")
     changes = []
     for k in matched:
-        b, n = b_cases[k], n_cases[k]
+        (b_run, b), (n_run, n) = b_cases[k], n_cases[k]
         bs, ns = np.asarray(b.samples_ns, dtype=np.float64), np.asarray(n.samples_ns, dtype=np.float64)
         ratio, low, high = bootstrap_ratio_ci(bs, ns, config.confidence, config.resamples, config.seed)
         differs = ([f"precision {b.precision} -> {n.precision}"] if b.precision != n.precision else [])
-        differs += _dict_changes("session options", options(base, b), options(new, n)) + env_flags
+        differs += _dict_changes("session options", options(b_run, b), options(n_run, n))
+        differs += env_flags if not k[0] else _env_differences(b_run.environment, n_run.environment)
         changes.append(LatencyChange(
-            f"{k[0]} | {k[1]} | batch {k[2]}", float(np.median(bs)) / 1e6, float(np.median(ns)) / 1e6, ratio, low, high,
-            latency_verdict(low, high, config.max_latency_regression), k[0], k[1], k[2], tuple(differs)))
-    unmatched = tuple(f"{k[0]} | {k[1]} | batch {k[2]} (only in {config.baseline if k in b_cases else config.new})"
+            label(k), float(np.median(bs)) / 1e6, float(np.median(ns)) / 1e6, ratio, low, high,
+            latency_verdict(low, high, config.max_latency_regression), k[1], k[2], k[3], tuple(differs)))
+    unmatched = tuple(f"{label(k)} (only in {config.baseline if k in b_cases else config.new})"
                       for k in sorted(set(b_cases) ^ set(n_cases)))
     if any(c.differs for c in changes):
         notes.append("rows flagged 'differs' were measured differently: their change may not be the model's")

@@ -53,6 +53,10 @@ SCHEMAS: dict[str, tuple[str, str]] = {
     "cnnkit.quantize-auto/1": ("cnnkit.quantize:AutoResult", "quantize --auto"),
     "cnnkit.compare/1": ("cnnkit.compare:CompareResult", "compare"),
     "cnnkit.pipeline/1": ("cnnkit.pipeline:PipelineResult", "pipeline state"),
+    "cnnkit.fleet-bench/1": ("cnnkit.distributed.fleet:FleetResult", "fleet benchmark"),
+    "cnnkit.recommend/1": ("cnnkit.recommend:Recommendation", "recommendation"),
+    "cnnkit.predict/1": ("cnnkit.predict:PredictResult", "predict"),
+    "cnnkit.onnx-summary/1": ("cnnkit.onnx_summary:OnnxSummary", "ONNX summary"),
 }
 
 # Keys inside free-form dict fields that readers (compare, report) rely on: path -> type. "[]" walks a list.
@@ -111,7 +115,8 @@ def from_dict(data: Any, source: str = "the result", expect: str | tuple[str, ..
     if expect is not None:
         wanted = (expect,) if isinstance(expect, str) else expect
         if found not in wanted:
-            kinds = " or ".join(SCHEMAS[s][1] for s in wanted)
+            names = [SCHEMAS[s][1] for s in wanted]
+            kinds = names[0] if len(names) == 1 else f"{', '.join(names[:-1])} or {names[-1]}"
             raise ResultError(f"{source} is not a cnnkit {kinds} result (schema {found!r}, expected "
                               f"{' or '.join(repr(s) for s in wanted)})")
     schema = schema_of(data, source)

@@ -48,11 +48,10 @@ class FleetResult:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> FleetResult:
-        if not isinstance(data, dict) or data.get("schema") != SCHEMA:
-            raise CnnkitError(f"not a cnnkit fleet benchmark result (expected schema {SCHEMA!r})")
-        return cls(data["schema"], data["created"], data["selector"], tuple(FleetEntry(**e) for e in data["entries"]),
-                   tuple(data.get("missing", ())), data.get("engine", {}))
+    def from_dict(cls, data: dict[str, Any], source: str = "the result") -> FleetResult:
+        from cnnkit.results import from_dict
+
+        return from_dict(data, source, expect=SCHEMA)
 
 
 def parse_selector(text: str) -> tuple[str, str] | None:
