@@ -222,16 +222,19 @@ def load_dataset_for_model(
 
     No silent switch: when the model names a dataset that cannot be loaded, that is an error (not a fallback
     to digits); a dataset other than the model's is used only when named, and the returned dataset's
-    ``notice`` says so. A model that names no dataset gets :func:`load_dataset`'s default (with its notice).
+    ``notice`` says so. A data dir names the data too (a digits model is then run on its files, said in the
+    notice). A model that names no dataset gets :func:`load_dataset`'s default (with its notice).
     """
     trained_on = model_dataset(model)
     label = Path(model).name
     known = {d.value for d in DatasetName}
-    if name is None and trained_on in known:
+    where = Path(data_dir) if data_dir is not None else default_data_dir()
+    # Files the user points at name the data; only digits (bundled, never in a data dir) cannot come from them.
+    if name is None and trained_on in known and not (where is not None and trained_on == DatasetName.DIGITS.value):
         try:
             return load_dataset(trained_on, data_dir, **kwargs)
         except DatasetError as exc:
-            if data_dir is not None or default_data_dir() is not None:
+            if where is not None:
                 raise  # the files the user pointed at are broken: that error says it all
             raise DatasetError(
                 f"{label} was trained on {trained_on}, which cannot be loaded: {exc.message}",
@@ -239,7 +242,8 @@ def load_dataset_for_model(
             ) from None
     dataset = load_dataset(name, data_dir, **kwargs)
     if trained_on is not None and dataset.name.value != trained_on:
-        asked = f"as asked (--dataset {dataset.name.value})" if name is not None else "(the default)"
+        asked = (f"as asked (--dataset {dataset.name.value})" if name is not None
+                 else f"from {where}" if where is not None else "(the default)")
         note = f"using {dataset.name.value} {asked}; {label} was trained on {trained_on}"
         dataset = replace(dataset, notice=f"{dataset.notice}; {note}" if dataset.notice else note)
     return dataset
