@@ -435,6 +435,16 @@ def test_another_dataset_only_when_named_and_said(model: Path, tmp_path: Path) -
     assert recorded["name"] == "digits" and "was trained on mnist" in recorded["notice"]
 
 
+def test_a_data_dir_names_the_data(data: Path, tmp_path: Path) -> None:
+    """A model trained on digits, run with --data-dir of MNIST files: those files, and a note saying so."""
+    model = tiny_cnn(tmp_path / "digits.onnx", dataset="digits")
+    out = tmp_path / "e.json"
+    result = cli("eval", model, "--data-dir", data, "--json", out)
+    assert result.exit_code == 0, result.output
+    assert f"using mnist from {data}; digits.onnx was trained on digits" in " ".join(result.stderr.split())
+    assert json.loads(out.read_text())["dataset"]["test_samples"] == 20
+
+
 def test_results_record_the_data_files(model: Path, data: Path, tmp_path: Path) -> None:
     from cnnkit.io import sha256_file
 
