@@ -129,3 +129,27 @@ def test_engine_errors_are_one_line(digits: tuple[Path, Path, Path], tmp_path: P
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=tmp_path, timeout=120)
     lines = r.stderr.strip().splitlines()
     assert r.returncode == 1 and len(lines) == 1 and 'pip install "cnnkit[ray]"' in lines[0], r.stderr
+
+
+def test_quantize_checks_accuracy_through_the_distributed_eval(ray_local: str, digits: tuple[Path, Path, Path],
+                                                               tmp_path: Path) -> None:
+    """Static INT8 calibrated on a seeded, bounded sample of the folder; the accuracy-aware loop's checks run on
+    Ray workers and give the local run's figures."""
+    from cnnkit.data.preprocess import PreprocessChoice
+    from cnnkit.quantize import QuantizeConfig, quantize_model
+
+    folder, a, _ = digits
+    results = {}
+    for engine in ("local", "ray"):
+        config = QuantizeConfig(a, tmp_path / f"{engine}.onnx", data_dir=folder, calibration_samples=64,
+                                max_accuracy_drop=50, preprocess=PreprocessChoice(preset="unit"), skip_bad_images=True,
+                                measure_speed=False, engine=engine)
+        results[engine] = quantize_model(config).to_dict()
+    lo, di = results["local"], results["ray"]
+    for key in ("fp32_accuracy", "accuracy", "drop_pp", "top1_agreement", "excluded_nodes"):
+        assert di[key] == lo[key], key
+    # 301 files, one of them empty: 64 drawn (seed 0) for calibration, the others measure accuracy.
+    calib, evaluated = di["dataset"]["calibration_samples"], di["dataset"]["evaluated_samples"]
+    assert (calib, evaluated) == (lo["dataset"]["calibration_samples"], lo["dataset"]["evaluated_samples"])
+    assert calib + evaluated == 300 and di["dataset"]["accuracy_engine"] == "ray"
+    assert di["dataset"]["skipped_images"]["count"] == lo["dataset"]["skipped_images"]["count"]

@@ -75,6 +75,8 @@ class QuantizeConfig:
     skip_bad_images: bool = False
     labels_file: Path | None = None
     keep_failed: bool = False  # write a variant that fails its gate anyway, marked failed in its metadata
+    engine: str = "local"  # ray: the accuracy checks run as a distributed eval (image folders)
+    address: str | None = None  # the Ray cluster (engine ray); None: $RAY_ADDRESS, else a local one
 
     def __post_init__(self) -> None:
         require_finite("--max-accuracy-drop", self.max_accuracy_drop)
@@ -488,13 +490,18 @@ def _weight_sqnr(node: Any, inits: dict[str, Any], fp16: bool, per_channel: bool
 
 
 def _predictions(model: Path, data: QuantData, session: SessionConfig,
-                 label: str | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """Top-1 predictions of ``model`` over the evaluation images (streamed), and their labels (-1: unlabelled).
-    NaN or Inf in the scores is a :class:`NonFiniteError` naming ``label``, the count and the first image."""
+                 label: str | None = None, config: QuantizeConfig | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Top-1 predictions of ``model`` over the evaluation images (streamed), and their labels (-1: unlabelled);
+    on Ray workers with ``config.engine`` ray. NaN or Inf in the scores is a :class:`NonFiniteError` naming
+    ``label``, the count and the first image."""
     from cnnkit.finite import NonFinite, NonFiniteError, merge, nonfinite
     from cnnkit.runners import OnnxRuntimeRunner
 
     assert data.evaluation is not None
+    if config is not None and config.engine == "ray":
+        from cnnkit.distributed.ray_eval import predictions_on_ray
+
+        return predictions_on_ray(model, data.evaluation, data.record, session, config.address, data.skipped)
     runner = OnnxRuntimeRunner(model, session)
     preds, labels = [], []
     bad: NonFinite | None = None
@@ -550,7 +557,7 @@ def quantize_model(config: QuantizeConfig, dataset: Dataset | QuantData | None =
     fp32_preds = y_eval = None
     fp32_acc: float | None = None
     if checked:
-        fp32_preds, y_eval = _predictions(Path(config.model), data, config.session)
+        fp32_preds, y_eval = _predictions(Path(config.model), data, config.session, config=config)
         fp32_acc = _score(fp32_preds, y_eval, fp32_preds)
     with tempfile.TemporaryDirectory(prefix="cnnkit-quantize-") as tmp:
         work = Path(tmp)
@@ -567,7 +574,8 @@ def quantize_model(config: QuantizeConfig, dataset: Dataset | QuantData | None =
             if not checked:
                 attempts.append(Attempt(tuple(excluded), None, None, True))
                 break
-            preds, _ = _predictions(candidate, data, config.session, label=f"the {config.mode.value} variant")
+            preds, _ = _predictions(candidate, data, config.session, label=f"the {config.mode.value} variant",
+                                    config=config)
             acc = _score(preds, y_eval, fp32_preds)
             drop = -accuracy_change_pp(fp32_acc, acc)
             ok = drop <= config.max_accuracy_drop
@@ -632,6 +640,7 @@ def quantize_model(config: QuantizeConfig, dataset: Dataset | QuantData | None =
         schema=SCHEMA, source=str(config.model), source_sha256=info.sha256, output=str(out),
         settings=config.settings(), budget_pp=config.max_accuracy_drop,
         dataset=data.provenance | {"evaluated_samples": 0 if y_eval is None else int(len(y_eval)), "metric": data.metric,
+                                   "accuracy_engine": config.engine,
                                    "preprocess": data.record.to_dict(), "notes": list(data.notes),
                                    "skipped_images": data.skipped.to_dict() if data.skipped else {"count": 0, "examples": []}},
         fp32_accuracy=fp32_acc, accuracy=final.accuracy, drop_pp=final.drop_pp,

@@ -8,7 +8,7 @@ from typing import Any
 import typer
 
 from cnnkit.choices import ActivationType, CalibrationMethod, QuantFormat, QuantMode
-from cnnkit.cli.options import labels_option, skip_bad_images_option, with_preprocess_options
+from cnnkit.cli.options import address_option, engine_option, labels_option, skip_bad_images_option, with_preprocess_options
 from cnnkit.cli.render import JSON_HELP, check_json_target, console, emit_json, err_console, json_to_stdout, number
 
 
@@ -37,6 +37,8 @@ def quantize_command(
     preprocessing: Any = None,  # the shared preprocessing options, parsed (with_preprocess_options)
     keep_failed: bool = typer.Option(False, "--keep-failed",
                                      help="Write a variant that fails its gate anyway, marked failed in its metadata (exit 1 still)."),
+    engine: str = engine_option,
+    address: str = address_option,
 ) -> None:
     """Quantize an FP32 model: dynamic or static INT8 (QDQ or QOperator), or FP16 with float32 I/O."""
     from cnnkit.errors import CnnkitError
@@ -46,12 +48,17 @@ def quantize_command(
     if batch_size <= 0:
         raise CnnkitError(f"--batch-size must be positive, got {batch_size}")
     check_json_target(json_out, force)
+    from cnnkit.distributed.cluster import check_engine
+
+    if check_engine(engine) == "ray" and auto:
+        raise CnnkitError("--engine ray checks the accuracy of one quantize run, not --auto's candidates",
+                          hint="drop --auto, or --engine ray")
     config = QuantizeConfig(
         model=model, output=output, mode=mode, format=format, activation_type=activation_type,
         calibration_method=calibration_method, per_channel=per_channel, calibration_samples=calibration_samples,
         dataset=dataset, data_dir=data_dir, max_accuracy_drop=max_accuracy_drop, max_attempts=max_attempts,
         eval_samples=eval_samples, session=SessionConfig(provider=provider), force=force, preprocess=preprocessing,
-        skip_bad_images=skip_bad_images, labels_file=labels, keep_failed=keep_failed,
+        skip_bad_images=skip_bad_images, labels_file=labels, keep_failed=keep_failed, engine=engine, address=address,
     )
 
     def say(message: str) -> None:

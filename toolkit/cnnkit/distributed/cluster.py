@@ -61,6 +61,19 @@ def ray_cluster(address: str | None) -> Iterator[Any]:
         ray.shutdown()
 
 
+def connect_for_process(address: str | None) -> Any:
+    """Ray, connected as :func:`ray_cluster` does, but left open until this process ends (for a job that scores
+    on Ray several times, as quantize's accuracy-aware loop does)."""
+    import atexit
+
+    ray = require_ray()
+    if not ray.is_initialized():
+        context = ray_cluster(address)
+        context.__enter__()
+        atexit.register(context.__exit__, None, None, None)
+    return ray
+
+
 def _check_reachable(address: str | None, timeout_s: float = 5.0) -> None:
     """A ``HOST:PORT`` or ``ray://HOST:PORT`` that refuses connections fails now, in one line (Ray itself retries
     for minutes before giving up)."""

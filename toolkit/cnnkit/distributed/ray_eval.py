@@ -17,6 +17,7 @@ import math
 import os
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -121,13 +122,12 @@ def evaluate_on_ray(config: Any, address: str | None = None, workers: int | None
     """
     from dataclasses import replace
 
+    from cnnkit._deps import require_ray
     from cnnkit.data.folders import BadImageError, SkippedImages
-    from cnnkit.distributed.cluster import alive_nodes, ray_cluster, worker_env
+    from cnnkit.distributed.cluster import ray_cluster
     from cnnkit.envinfo import environment
     from cnnkit.evaluate import SCHEMA, EvalResult, ModelPredictions, model_records, open_eval_source, summarise_predictions
     from cnnkit.onnx_info import describe_onnx
-
-    from cnnkit._deps import require_ray
 
     if workers is not None and workers <= 0:
         raise CnnkitError(f"--workers must be positive, got {workers}")
@@ -147,54 +147,11 @@ def evaluate_on_ray(config: Any, address: str | None = None, workers: int | None
 
         for m in config.models:
             create_runner(config.runtime, m, session, config.tflite)
-    total = len(folder)
     with ray_cluster(address) as ray:
-        import pyarrow as pa
-
-        nodes = alive_nodes(ray)
-        cpus = int(ray.cluster_resources().get("CPU", 1))
-        pool = workers or max(1, cpus)
-        rows = max(config.batch_size, math.ceil(total / MAX_BLOCKS))
-        table = pa.table({"index": np.arange(total, dtype=np.int64), "path": list(folder.files),
-                          "label": folder.labels})
-        ds = ray.data.from_arrow([table.slice(s, rows) for s in range(0, total, rows)])
-        scored = ds.map_batches(
-            EvalWorker, batch_size=config.batch_size, batch_format="numpy", num_cpus=1,
-            compute=ray.data.ActorPoolStrategy(size=pool),
-            fn_constructor_kwargs={"root": str(folder.root.resolve()),
-                                   "models": [str(Path(m).resolve()) for m in config.models],
-                                   "records": [r.to_dict() for r in records], "session": session.to_dict(),
-                                   "runtime": config.runtime.to_dict(), "tflite": tflite},
-            runtime_env={"env_vars": worker_env()} if worker_env() else None,
-        )
-        parts: dict[str, list[np.ndarray]] = {}
-        metas: list[dict[str, Any]] = []
-        done = 0
-        first: tuple[float, int] | None = None  # (seconds, images) when the first batch came back
-        started = time.perf_counter()
-        try:
-            for batch in scored.iter_batches(batch_size=None, batch_format="numpy"):
-                if not config.skip_bad_images:
-                    for i, reason in zip(batch["index"], batch["bad"], strict=True):
-                        if reason:
-                            raise BadImageError(folder.root / folder.files[int(i)], str(reason))
-                for key, value in batch.items():
-                    if key != "meta":
-                        parts.setdefault(key, []).append(value)
-                metas += [json.loads(m) for m in batch["meta"] if m]
-                done += len(batch["index"])
-                if first is None:
-                    first = (time.perf_counter() - started, done)
-                if progress:
-                    progress(f"eval on Ray ({pool} workers)", done, total)
-        except ray.exceptions.RayError as exc:
-            raise CnnkitError(f"distributed eval failed: {_one_line(exc)}",
-                              hint="rerun with --debug for the workers' traceback") from exc
-        seconds = time.perf_counter() - started
-    index = np.concatenate(parts["index"]) if parts else np.empty(0, np.int64)
-    _check_every_image_once(index, total, folder)
-    order = np.argsort(index, kind="stable")
-    bad = np.concatenate(parts["bad"])[order]
+        scored = score_on_ray(ray, folder, list(config.models), records, session, config.runtime.to_dict(), tflite,
+                              config.batch_size, workers, config.skip_bad_images, progress)
+    total, metas, pool, seconds, first = len(folder), scored.metas, scored.pool, scored.seconds, scored.first
+    bad = scored.columns["bad"]
     skipped = SkippedImages()
     for i in np.flatnonzero(bad != ""):
         skipped.add(BadImageError(folder.root / folder.files[int(i)], str(bad[i])))
@@ -210,8 +167,8 @@ def evaluate_on_ray(config: Any, address: str | None = None, workers: int | None
             providers.append(m["providers"])
     predictions = []
     for k, (model, info, record) in enumerate(zip(config.models, infos, records, strict=True)):
-        preds = np.concatenate(parts[f"pred_{k}"])[order][keep]
-        hits = int(np.concatenate(parts[f"top5_{k}"])[order][keep].sum())
+        preds = scored.columns[f"pred_{k}"][keep]
+        hits = int(scored.columns[f"top5_{k}"][keep].sum())
         provider = providers[0][k] if len(providers) == 1 else {"workers": [p[k] for p in providers]}
         precision = info.precision if config.runtime.runtime == "onnxruntime" else str(metas[0]["precisions"][k])
         predictions.append(ModelPredictions(Path(model), info, record, preds, hits, n_outputs[k], precision,
@@ -220,20 +177,116 @@ def evaluate_on_ray(config: Any, address: str | None = None, workers: int | None
     n = int(keep.sum())
     engine = {
         "engine": "ray", "ray_version": ray.__version__, "address": address or os.environ.get("RAY_ADDRESS") or "local",
-        "nodes": len(nodes), "nodes_used": len({m["node"] for m in metas}), "cluster_cpus": cpus,
+        "nodes": scored.nodes, "nodes_used": len({m["node"] for m in metas}), "cluster_cpus": scored.cpus,
         "workers": pool, "worker_processes_seen": len({(m["node"], m["pid"]) for m in metas}),
-        "batch_size": config.batch_size, "images_expected": total, "images_returned": int(len(index)),
+        "batch_size": config.batch_size, "images_expected": total, "images_returned": scored.returned,
         "images_per_s": n / seconds if seconds > 0 else None, "wall_s": seconds,
         # Start-up (actors importing ONNX Runtime, building sessions) is paid once; the rate after it is what
         # more images would run at.
         "first_batch_s": first[0] if first else None,
-        "steady_images_per_s": ((len(index) - first[1]) / (seconds - first[0])
-                                if first and seconds > first[0] and len(index) > first[1] else None),
+        "steady_images_per_s": ((scored.returned - first[1]) / (seconds - first[0])
+                                if first and seconds > first[0] and scored.returned > first[1] else None),
     }
     described = source.describe() | {"evaluated_samples": n, "split": "test"}
     return EvalResult(SCHEMA, described, class_names, tuple(results), environment(),
                       skipped.to_dict() if config.skip_bad_images else {"count": 0, "examples": []},
                       n / seconds if seconds > 0 else None, engine)
+
+
+@dataclass
+class RayScores:
+    """What the workers sent back, in the folder's order (``columns``: ``bad``, ``pred_k``, ``top5_k``)."""
+
+    columns: dict[str, np.ndarray]
+    metas: list[dict[str, Any]]  # one per batch: node, pid, providers, precisions, sizes, n_outputs
+    pool: int
+    nodes: int
+    cpus: int
+    seconds: float
+    first: tuple[float, int] | None  # (seconds, images) when the first batch came back
+    returned: int
+
+
+def score_on_ray(ray: Any, folder: Any, models: list[Any], records: list[Any], session: Any, runtime: dict[str, str],
+                 tflite: str | None, batch_size: int, workers: int | None, skip_bad_images: bool,
+                 progress: Callable[[str, int, int], None] | None = None) -> RayScores:
+    """Every image of ``folder`` through every model on an actor pool of the connected cluster; each index must
+    come back exactly once. A bad image raises unless ``skip_bad_images`` (then it is marked in ``bad``)."""
+    import pyarrow as pa
+
+    from cnnkit.data.folders import BadImageError
+    from cnnkit.distributed.cluster import alive_nodes, worker_env
+
+    total = len(folder)
+    nodes = alive_nodes(ray)
+    cpus = int(ray.cluster_resources().get("CPU", 1))
+    pool = workers or max(1, cpus)
+    rows = max(batch_size, math.ceil(total / MAX_BLOCKS))
+    table = pa.table({"index": np.arange(total, dtype=np.int64), "path": list(folder.files), "label": folder.labels})
+    ds = ray.data.from_arrow([table.slice(s, rows) for s in range(0, total, rows)])
+    scored = ds.map_batches(
+        EvalWorker, batch_size=batch_size, batch_format="numpy", num_cpus=1,
+        compute=ray.data.ActorPoolStrategy(size=pool),
+        fn_constructor_kwargs={"root": str(folder.root.resolve()), "models": [str(Path(m).resolve()) for m in models],
+                               "records": [r.to_dict() for r in records], "session": session.to_dict(),
+                               "runtime": runtime, "tflite": tflite},
+        runtime_env={"env_vars": worker_env()} if worker_env() else None,
+    )
+    parts: dict[str, list[np.ndarray]] = {}
+    metas: list[dict[str, Any]] = []
+    done = 0
+    first: tuple[float, int] | None = None
+    started = time.perf_counter()
+    try:
+        for batch in scored.iter_batches(batch_size=None, batch_format="numpy"):
+            if not skip_bad_images:
+                for i, reason in zip(batch["index"], batch["bad"], strict=True):
+                    if reason:
+                        raise BadImageError(folder.root / folder.files[int(i)], str(reason))
+            for key, value in batch.items():
+                if key != "meta":
+                    parts.setdefault(key, []).append(value)
+            metas += [json.loads(m) for m in batch["meta"] if m]
+            done += len(batch["index"])
+            if first is None:
+                first = (time.perf_counter() - started, done)
+            if progress:
+                progress(f"eval on Ray ({pool} workers)", done, total)
+    except ray.exceptions.RayError as exc:
+        raise CnnkitError(f"distributed eval failed: {_one_line(exc)}",
+                          hint="rerun with --debug for the workers' traceback") from exc
+    seconds = time.perf_counter() - started
+    index = np.concatenate(parts["index"]) if parts else np.empty(0, np.int64)
+    _check_every_image_once(index, total, folder)
+    order = np.argsort(index, kind="stable")
+    columns = {k: np.concatenate(v)[order] for k, v in parts.items() if k not in ("index", "label")}
+    return RayScores(columns, metas, pool, len(nodes), cpus, seconds, first, int(len(index)))
+
+
+def predictions_on_ray(model: Path, source: Any, record: Any, session: Any, address: str | None,
+                       skipped: Any = None, batch_size: int = 256) -> tuple[np.ndarray, np.ndarray]:
+    """Top-1 predictions of ``model`` over an image folder source, and its labels, scored on Ray (for the
+    accuracy checks of quantize --engine ray). The connection stays open until the process ends, so that the
+    accuracy-aware loop's rebuilds do not each start a cluster."""
+    from dataclasses import replace
+
+    from cnnkit.data.folders import BadImageError
+    from cnnkit.distributed.cluster import connect_for_process
+    from cnnkit.runtimes import DEFAULT_RUNTIME
+
+    if source.folder is None:
+        raise DatasetError(f"--engine ray reads image folders; {source.name} is a dataset held in memory",
+                           hint="pass --data-dir with a folder of images, or drop --engine")
+    session = session if session.intra_op_threads else replace(session, intra_op_threads=1)
+    ray = connect_for_process(address)
+    scored = score_on_ray(ray, source.folder, [model], [record], session, DEFAULT_RUNTIME.to_dict(), None,
+                          batch_size, None, skipped is not None)
+    bad = scored.columns["bad"]
+    keep = bad == ""
+    if skipped is not None:  # as the local pass does (each pass adds what it skipped)
+        for i in np.flatnonzero(~keep):
+            skipped.add(BadImageError(source.folder.root / source.folder.files[int(i)], str(bad[i])))
+    return scored.columns["pred_0"][keep], source.folder.labels[keep]
 
 
 def _check_every_image_once(index: np.ndarray, total: int, folder: Any) -> None:
