@@ -153,3 +153,31 @@ def test_quantize_checks_accuracy_through_the_distributed_eval(ray_local: str, d
     assert (calib, evaluated) == (lo["dataset"]["calibration_samples"], lo["dataset"]["evaluated_samples"])
     assert calib + evaluated == 300 and di["dataset"]["accuracy_engine"] == "ray"
     assert di["dataset"]["skipped_images"]["count"] == lo["dataset"]["skipped_images"]["count"]
+
+
+def test_nan_scores_are_an_error_as_in_the_local_eval(ray_local: str, digits: tuple[Path, Path, Path],
+                                                      tmp_path: Path) -> None:
+    """A model whose output is log(p - 0.05): NaN wherever a class has p < 0.05. Same error as locally, no figure."""
+    import onnx
+    from onnx import helper, numpy_helper
+
+    from cnnkit.data.preprocess import PreprocessChoice
+    from cnnkit.distributed.ray_eval import evaluate_on_ray
+    from cnnkit.evaluate import EvalConfig, evaluate_models
+    from cnnkit.finite import NonFiniteError
+
+    folder, a, _ = digits
+    m = onnx.load(str(a))
+    m.graph.initializer.append(numpy_helper.from_array(np.array(0.05, np.float32), "c"))
+    m.graph.node.extend([helper.make_node("Sub", ["probabilities", "c"], ["shifted"]),
+                         helper.make_node("Log", ["shifted"], ["logp"])])
+    del m.graph.output[:]
+    m.graph.output.append(helper.make_tensor_value_info("logp", onnx.TensorProto.FLOAT, ["batch", 10]))
+    onnx.save(m, str(tmp_path / "nan.onnx"))
+    config = EvalConfig((tmp_path / "nan.onnx",), data_dir=folder, batch_size=64,
+                        preprocess=PreprocessChoice(preset="unit"), skip_bad_images=True)
+    with pytest.raises(NonFiniteError) as local:
+        evaluate_models(config)
+    with pytest.raises(NonFiniteError) as dist:
+        evaluate_on_ray(config, workers=1)
+    assert str(dist.value) == str(local.value) and "non-finite output value(s)" in str(local.value)

@@ -501,7 +501,8 @@ def _predictions(model: Path, data: QuantData, session: SessionConfig,
     if config is not None and config.engine == "ray":
         from cnnkit.distributed.ray_eval import predictions_on_ray
 
-        return predictions_on_ray(model, data.evaluation, data.record, session, config.address, data.skipped)
+        return predictions_on_ray(model, data.evaluation, data.record, session, config.address, data.skipped,
+                                  label=label)
     runner = OnnxRuntimeRunner(model, session)
     preds, labels = [], []
     bad: NonFinite | None = None

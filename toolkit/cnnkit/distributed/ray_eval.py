@@ -72,14 +72,16 @@ class EvalWorker:
                     bad[i] = exc.reason
             x = np.stack(pixels) if pixels else None
             for k in ks:
-                preds, top5 = np.full(n, -1, np.int64), np.zeros(n, bool)
+                preds, top5, nonfinite = np.full(n, -1, np.int64), np.zeros(n, bool), np.zeros(n, np.int64)
                 if x is not None:
                     runner = self.runners[k]
                     scores = next(iter(runner.infer({runner.input_name: self.records[k].normalize(x)}).values()))
                     scores = scores.reshape(len(x), -1)
                     preds[ok], top5[ok] = top1_and_top5(scores, folder.labels[ok])
+                    if scores.dtype.kind in "fc":
+                        nonfinite[ok] = (~np.isfinite(scores)).sum(axis=1)
                     n_outputs.append((k, scores.shape[1]))
-                out[f"pred_{k}"], out[f"top5_{k}"] = preds, top5
+                out[f"pred_{k}"], out[f"top5_{k}"], out[f"nonfinite_{k}"] = preds, top5, nonfinite
         out["bad"] = bad
         meta = np.full(n, "", dtype=object)
         meta[0] = json.dumps(json.loads(self.meta) | {"n_outputs": dict(n_outputs)})
@@ -159,6 +161,12 @@ def evaluate_on_ray(config: Any, address: str | None = None, workers: int | None
     if not keep.any():
         raise DatasetError(f"{source.provenance.get('source')}: every image was skipped as unreadable")
     y = folder.labels[keep]
+    broken = [f"{Path(m).name}: {bad_scores.describe('output value', 'image')}" for k, m in enumerate(config.models)
+              if (bad_scores := _nonfinite(scored.columns[f"nonfinite_{k}"][keep])) is not None]
+    if broken:  # as the local eval: every model checked, one error lists all
+        from cnnkit.finite import NonFiniteError
+
+        raise NonFiniteError("; ".join(broken), hint="the model is broken for these inputs; no accuracy is reported")
     n_outputs: dict[int, int] = {}
     providers: list[list[dict[str, Any]]] = []
     for m in metas:
@@ -264,7 +272,8 @@ def score_on_ray(ray: Any, folder: Any, models: list[Any], records: list[Any], s
 
 
 def predictions_on_ray(model: Path, source: Any, record: Any, session: Any, address: str | None,
-                       skipped: Any = None, batch_size: int = 256) -> tuple[np.ndarray, np.ndarray]:
+                       skipped: Any = None, batch_size: int = 256, label: str | None = None
+                       ) -> tuple[np.ndarray, np.ndarray]:
     """Top-1 predictions of ``model`` over an image folder source, and its labels, scored on Ray (for the
     accuracy checks of quantize --engine ray). The connection stays open until the process ends, so that the
     accuracy-aware loop's rebuilds do not each start a cluster."""
@@ -286,7 +295,21 @@ def predictions_on_ray(model: Path, source: Any, record: Any, session: Any, addr
     if skipped is not None:  # as the local pass does (each pass adds what it skipped)
         for i in np.flatnonzero(~keep):
             skipped.add(BadImageError(source.folder.root / source.folder.files[int(i)], str(bad[i])))
+    bad_scores = _nonfinite(scored.columns["nonfinite_0"][keep])
+    if bad_scores is not None:
+        from cnnkit.finite import NonFiniteError
+
+        raise NonFiniteError(f"{label or Path(model).name}: {bad_scores.describe('output value', 'image')}",
+                             hint="the model is broken for these inputs; it is not written")
     return scored.columns["pred_0"][keep], source.folder.labels[keep]
+
+
+def _nonfinite(counts: np.ndarray) -> Any:
+    """Per-image counts of NaN/Inf scores (the kept images, in order) as a :class:`cnnkit.finite.NonFinite`."""
+    from cnnkit.finite import NonFinite
+
+    rows = np.flatnonzero(counts)
+    return NonFinite(int(counts.sum()), int(len(rows)), int(rows[0])) if len(rows) else None
 
 
 def _check_every_image_once(index: np.ndarray, total: int, folder: Any) -> None:
