@@ -253,3 +253,14 @@ def test_one_sign_for_accuracy_changes() -> None:
          "size_ratio": 4.0, "passed": True, "failures": []}
     text = markdown(ReportInputs({"cnnkit.quantize/1": [(Path("q.json"), q)]}), {}, "t")
     assert "(-0.05 pp, drop budget 0.1 pp)" in text
+
+
+def test_predict_fails_on_nan_scores(models: dict[str, Path], tmp_path: Path) -> None:
+    from PIL import Image
+
+    Image.fromarray(np.zeros((28, 28), np.uint8)).save(tmp_path / "black.png")
+    Image.fromarray(np.full((28, 28), 200, np.uint8)).save(tmp_path / "grey.png")
+    result = run("predict", models["zeros"], tmp_path / "black.png", "--json", tmp_path / "p.json")
+    assert_user_error(result, "zeros.onnx gives 10 non-finite score(s) (NaN/Inf) for", "black.png", progress_ok=True)
+    assert not (tmp_path / "p.json").exists()
+    assert run("predict", models["zeros"], tmp_path / "grey.png").exit_code == 0

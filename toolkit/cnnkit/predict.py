@@ -16,6 +16,7 @@ from cnnkit.data.folders import BadImageError, open_image
 from cnnkit.data.preprocess import PreprocessChoice, record_for_model
 from cnnkit.data.sources import model_class_names
 from cnnkit.errors import CnnkitError, DatasetError
+from cnnkit.finite import NonFiniteError, nonfinite
 from cnnkit.onnx_info import describe_onnx
 from cnnkit.sessions import SessionConfig
 
@@ -144,6 +145,10 @@ def predict_images(config: PredictConfig) -> PredictResult:
     for path, px in zip(config.images, pixels, strict=True):
         out = runner.infer({runner.input_name: record.normalize(px[None])})
         scores = next(iter(out.values())).reshape(1, -1)
+        bad = nonfinite(scores)
+        if bad is not None:  # NaN scores rank nothing: a failure, never a top-k
+            raise NonFiniteError(f"{Path(config.model).name} gives {bad.count} non-finite score(s) (NaN/Inf) for {path}",
+                                 hint="the model is broken for this input; check its weights and the preprocessing")
         probs, kind = _probabilities(scores)
         n = probs.shape[1]
         if names is not None and len(names) != n:
