@@ -273,7 +273,16 @@ def main() -> int:
     files = write_image_folder(folder)
     folder = folder.resolve()
     files = [f.resolve() for f in files]
-    rows = []
+    rows: list[dict[str, Any]] = []
+    from cnnkit.envinfo import environment
+
+    result = {"schema": "cnnkit.keras-apps-matrix/1", "images": {"folder": str(folder), "files": len(files),
+              "source": "MNIST test digits shipped in cnnkit, 28x28 RGB PNG, 8 per class"},
+              "machine": platform.processor() or platform.machine(), "environment": environment(), "rows": rows}
+
+    def save() -> None:  # after every row, so an interrupted run keeps what it measured
+        (args.out / "matrix.json").write_text(json.dumps(result, indent=2, default=str))
+
     wanted = [m for m in args.models.split(",") if m]
     for name in wanted:
         spec = NAMED.get(name) or FAMILIES.get(name)
@@ -283,21 +292,19 @@ def main() -> int:
         print(f"== {name}", flush=True)
         rows.append(keras_row(name, spec, folder, files, args.out, full=True, timeout=args.timeout))
         print(json.dumps({k: v["exit"] for k, v in rows[-1]["steps"].items()}), flush=True)
+        save()
     if not args.no_squeezenet:
         print("== light_squeezenet", flush=True)
         rows.append(squeezenet_row(folder, files, args.out, args.timeout))
         print(json.dumps({k: v["exit"] for k, v in rows[-1]["steps"].items()}), flush=True)
+        save()
     if args.all_families:
         for name, spec in FAMILIES.items():
             print(f"== {name} (export, parity)", flush=True)
             rows.append(keras_row(name, spec, folder, files, args.out, full=False, timeout=args.timeout))
             print(json.dumps({k: v["exit"] for k, v in rows[-1]["steps"].items()}), flush=True)
-    from cnnkit.envinfo import environment
-
-    result = {"schema": "cnnkit.keras-apps-matrix/1", "images": {"folder": str(folder), "files": len(files),
-              "source": "MNIST test digits shipped in cnnkit, 28x28 RGB PNG, 8 per class"},
-              "machine": platform.processor() or platform.machine(), "environment": environment(), "rows": rows}
-    (args.out / "matrix.json").write_text(json.dumps(result, indent=2, default=str))
+            save()
+    save()
     print(f"wrote {args.out / 'matrix.json'}")
     if args.markdown:
         print(markdown(result))

@@ -115,7 +115,7 @@ def render_parity(result) -> None:  # noqa: ANN001 (ParityResult; imported lazil
             lt.add_column(col, justify="right" if col in ("max |diff|", "rel") else "left", overflow="fold")
         for r in result.layers:
             verdict = (f"[red]NaN/Inf ({r.nonfinite})[/]" if r.nonfinite else "[red]DIVERGES[/]" if r.diverges
-                       else "-" if r.onnx_tensor is None else "ok")
+                       else "-" if r.max_abs is None else "ok")  # "-": not compared (fused, unmatched, no tensor)
             lt.add_row(r.layer, r.onnx_tensor or "(none)", r.layout, "×".join(map(str, r.shape)),
                        "" if r.max_abs is None else f"{r.max_abs:.3g}", "" if r.rel is None else f"{r.rel:.2g}", verdict)
         console.print(lt)
