@@ -25,7 +25,7 @@ def test_inference_commands_without_tensorflow(exported_model: Path, tmp_path: P
     m = str(exported_model)
     Image.fromarray(mnist_digits(1)[0][0]).save(tmp_path / "digit.png")
     for args in (
-        ("predict", m, str(tmp_path / "digit.png"), "--json"),
+        ("predict", m, str(tmp_path / "digit.png"), "--json", "-"),
         ("bench", m, "--batch-sizes", "1,2", "--min-time", "0", "--min-iterations", "3"),
         ("eval", m, "--dataset", "digits", "--limit", "50"),
         ("parity", m, m, "--dataset", "digits", "--samples", "20"),
