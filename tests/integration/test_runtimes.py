@@ -101,6 +101,11 @@ def test_recommend_on_a_real_run(exported_model: Path, tflite_model: Path, tmp_p
             assert b["recommended"] == "onnxruntime" and b["p50_ms"] == b["default_p50_ms"]
         assert b["command"].startswith(f"cnnkit bench {exported_model} --runtime {b['recommended']} --batch-sizes {b['batch_size']}")
     assert "reproduce: cnnkit bench" in r.stdout
+    # The report reads the result back through the typed loader: the recommendation survives it.
+    r = _cnnkit("report", str(out), "-o", str(tmp_path / "report"))
+    assert r.returncode == 0, r.stderr[-1500:]
+    text = (tmp_path / "report" / "report.md").read_text()
+    assert "## Recommended deployment" in text and f"--runtime {rec['batches'][0]['recommended']}" in text
 
 
 def test_missing_runtime_is_one_line_with_the_install_command(exported_model: Path, tmp_path: Path) -> None:

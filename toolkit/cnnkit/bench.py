@@ -194,6 +194,8 @@ class BenchResult:
     cold_start: tuple[ColdStartResult, ...] = ()
     concurrency: tuple[ConcurrencyPoint, ...] = ()
     skipped: tuple[SkippedCase, ...] = ()
+    # ``bench --recommend``: a cnnkit.recommend/1 record (a dict here, since cnnkit.recommend imports this module).
+    recommendation: dict[str, Any] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
