@@ -20,6 +20,11 @@ def _table(*cols: str, left: int = 1) -> Any:
     return table
 
 
+def rate(images_per_s: float) -> str:
+    """Images/s with thousands separators, and three significant digits below 100 (a ResNet50 on 2 cores is ~1.2)."""
+    return f"{images_per_s:,.0f}" if images_per_s >= 100 else f"{images_per_s:.3g}"
+
+
 def _name(model: str, wide: bool) -> str:
     name = Path(model).name
     return name if wide or len(name) <= NARROW_NAME else name[: NARROW_NAME - 1] + "…"
@@ -71,7 +76,7 @@ def latency_table(result: Any, wide: bool) -> None:
                   "provider": runs_on(c, several), "runs on": f"{runs_on(c, several)} {c.precision}",
                   "batch": str(c.batch_size), "p50 ms": f"{s.p50_ms:.4g}", "p90 ms": f"{s.p90_ms:.4g}",
                   "p99 ms": f"{s.p99_ms:.4g}", "mean ± sd ms": f"{s.mean_ms:.4g} ± {s.std_ms:.2g}", "min ms": f"{s.min_ms:.4g}",
-                  "images/s": f"{s.images_per_s:,.0f}", "runs": f"{s.count:,}", "noise": "NOISY" if key in noisy else ""}
+                  "images/s": rate(s.images_per_s), "runs": f"{s.count:,}", "noise": "NOISY" if key in noisy else ""}
         table.add_row(*(values[col] for col in cols))
     console.print(table)
     for (model, where, precision, b), reasons in noisy.items():
@@ -143,7 +148,7 @@ def concurrency_table(result: Any) -> None:
     for p in result.concurrency:
         groups.setdefault((p.model, p.batch_size), []).append(p)
         table.add_row(_name(p.model, False), str(p.batch_size), str(p.streams),
-                      f"{p.intra_op_threads or 'default'}{'!' if p.oversubscribed else ''}", f"{p.images_per_s:,.0f}",
+                      f"{p.intra_op_threads or 'default'}{'!' if p.oversubscribed else ''}", rate(p.images_per_s),
                       f"{p.p50_ms:.4g}", f"{p.p99_ms:.4g}")
     console.print(table)
     if any(p.oversubscribed for p in result.concurrency):
@@ -155,7 +160,7 @@ def concurrency_table(result: Any) -> None:
         best = max(points, key=lambda p: p.images_per_s)
         what = (f"stops growing after {knee} in flight" if knee is not None
                 else f"still grows at {max(p.streams for p in points)} in flight")
-        console.print(f"  {Path(model).name} batch {b}: throughput {what} (best {best.images_per_s:,.0f} images/s "
+        console.print(f"  {Path(model).name} batch {b}: throughput {what} (best {rate(best.images_per_s)} images/s "
                       f"at {best.streams})")
 
 
