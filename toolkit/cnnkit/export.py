@@ -33,6 +33,7 @@ from cnnkit.choices import InputDtype
 from cnnkit.envinfo import package_versions
 from cnnkit.errors import ExportError
 from cnnkit.io import atomic_path, check_not_input, check_writable, sha256_file
+from cnnkit.onnx_info import value_dims
 
 log = logging.getLogger(__name__)
 
@@ -245,8 +246,8 @@ def export_onnx(config: ExportConfig) -> ExportResult:
         output_path=out,
         opset=config.opset,
         input_dtype=config.input_dtype,
-        input_shape=_dims(graph.input[0]),
-        output_shape=_dims(graph.output[0]),
+        input_shape=value_dims(graph.input[0]),
+        output_shape=value_dims(graph.output[0]),
         keras_params=keras_params,
         onnx_params=onnx_params,
         params_note=note,
@@ -360,7 +361,7 @@ def _check_onnx_io(model_proto: Any, keras_model: Any, config: ExportConfig) -> 
     graph = model_proto.graph
     for kind, values, name, tensor in (("input", graph.input, config.input_name, keras_model.inputs[0]),
                                        ("output", graph.output, config.output_name, keras_model.outputs[0])):
-        found = [(v.name, _dims(v)) for v in values]
+        found = [(v.name, value_dims(v)) for v in values]
         want = tuple(int(d) for d in tensor.shape[1:])
         if len(found) != 1 or found[0][0] != name or tuple(found[0][1][1:]) != want:
             listed = ", ".join(f"{n} {list(d)}" for n, d in found) or "none"
@@ -614,10 +615,6 @@ def _preprocess_record(config: ExportConfig, record: dict[str, Any], keras_model
 def _value_range(record: dict[str, Any]) -> list[float]:
     vr = record.get("spec", {}).get("input", {}).get("value_range")
     return list(vr) if vr else [0.0, 255.0]
-
-
-def _dims(value_info: Any) -> tuple[Any, ...]:
-    return tuple(d.dim_param or d.dim_value for d in value_info.type.tensor_type.shape.dim)
 
 
 def _set_dynamic_batch(model_proto: Any) -> None:

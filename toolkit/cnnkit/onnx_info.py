@@ -130,7 +130,8 @@ class OnnxModelInfo:
         return asdict(self)
 
 
-def _dims(value_info: Any) -> tuple[Any, ...]:
+def value_dims(value_info: Any) -> tuple[Any, ...]:
+    """A graph value's shape: named dims as their name, unknown ones as ``"?"``."""
     return tuple(d.dim_param or (d.dim_value if d.HasField("dim_value") else "?")
                  for d in value_info.type.tensor_type.shape.dim)
 
@@ -175,7 +176,7 @@ def _shape_layout(dims: tuple[Any, ...]) -> tuple[str, str] | None:
 
 def describe_inputs(inputs: list[Any]) -> str:
     """``name [dims] dtype, ...`` for graph inputs, for error messages."""
-    return ", ".join(f"{i.name} {list(_dims(i))} {_DTYPES.get(i.type.tensor_type.elem_type, '?')}" for i in inputs)
+    return ", ".join(f"{i.name} {list(value_dims(i))} {_DTYPES.get(i.type.tensor_type.elem_type, '?')}" for i in inputs)
 
 
 def image_input(model: Any, label: str) -> ImageInput:
@@ -191,7 +192,7 @@ def image_input(model: Any, label: str) -> ImageInput:
     if not graph.output:
         raise ModelFileError(f"{label}: the graph has no outputs")
     inp = inputs[0]
-    dims = _dims(inp)
+    dims = value_dims(inp)
     dtype = _DTYPES.get(inp.type.tensor_type.elem_type, str(inp.type.tensor_type.elem_type))
     not_image = f"{label}: input {inp.name} {list(dims)} {dtype} is not an image tensor"
     if len(dims) != 4:
@@ -268,7 +269,7 @@ def describe_onnx(path: str | os.PathLike[str], require_image: bool = True) -> O
             raise ModelFileError(f"{p}: cnnkit runs models with one input and at least one output; this one has "
                                  f"{len(inputs)} input(s) ({describe_inputs(inputs) or 'none'}) and "
                                  f"{len(graph.output)} output(s)")
-        name, shape = inputs[0].name, _dims(inputs[0])
+        name, shape = inputs[0].name, value_dims(inputs[0])
         dtype = _DTYPES.get(inputs[0].type.tensor_type.elem_type, str(inputs[0].type.tensor_type.elem_type))
         layout = "-"
         try:
