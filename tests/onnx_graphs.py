@@ -113,3 +113,27 @@ def odd_models(folder: Path) -> dict[str, Path]:
         onnx.save(h.make_model(graph, opset_imports=[h.make_opsetid("", 17)], ir_version=9), folder / f"{name}.onnx")
         out[name] = folder / f"{name}.onnx"
     return out
+
+
+def chaotic_classifier(path: Path, gain: float = 1e4, hw: int = 28, channels: int = 1) -> Path:
+    """NHWC float32 input -> mean pixel (/255) -> sin(gain * mean) -> scores [s, -s]: a two-class model whose top-1
+    flips when the mean pixel moves by far less than a grey level, as a random-weight deep network's does."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    x = helper.make_tensor_value_info("image", TensorProto.FLOAT, ["batch", hw, hw, channels])
+    y = helper.make_tensor_value_info("scores", TensorProto.FLOAT, ["batch", 2])
+    inits = [numpy_helper.from_array(np.array(gain / 255, np.float32), "gain"),
+             numpy_helper.from_array(np.array([-1, 1], np.int64), "col")]
+    nodes = [
+        helper.make_node("ReduceMean", ["image"], ["m"], axes=[1, 2, 3], keepdims=0, name="mean"),
+        helper.make_node("Reshape", ["m", "col"], ["m2"], name="column"),
+        helper.make_node("Mul", ["m2", "gain"], ["g"], name="amplify"),
+        helper.make_node("Sin", ["g"], ["s"], name="sin"),
+        helper.make_node("Neg", ["s"], ["n"], name="neg"),
+        helper.make_node("Concat", ["s", "n"], ["scores"], axis=1, name="scores"),
+    ]
+    graph = helper.make_graph(nodes, "chaotic", [x], [y], inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=9,
+                              producer_name="onnx.helper")
+    path.write_bytes(model.SerializeToString())
+    return path

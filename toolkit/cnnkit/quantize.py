@@ -107,6 +107,7 @@ class Attempt:
     accuracy: float | None  # None: no images to check it on
     drop_pp: float | None
     within_budget: bool
+    top1_agreement: float | None = None  # with FP32 on the same images (None: not checked)
 
 
 @dataclass(frozen=True)
@@ -490,15 +491,17 @@ def _weight_sqnr(node: Any, inits: dict[str, Any], fp16: bool, per_channel: bool
 
 
 def _predictions(model: Path, data: QuantData, session: SessionConfig,
-                 label: str | None = None, config: QuantizeConfig | None = None) -> tuple[np.ndarray, np.ndarray]:
+                 label: str | None = None, config: QuantizeConfig | None = None,
+                 dithered: bool = False) -> tuple[np.ndarray, np.ndarray]:
     """Top-1 predictions of ``model`` over the evaluation images (streamed), and their labels (-1: unlabelled);
     on Ray workers with ``config.engine`` ray. NaN or Inf in the scores is a :class:`NonFiniteError` naming
-    ``label``, the count and the first image."""
+    ``label``, the count and the first image. ``dithered``: every pixel moved within ±½ grey level (seeded;
+    :func:`cnnkit.parity.dither`), locally, to measure how stable the model's own top-1 is."""
     from cnnkit.finite import NonFinite, NonFiniteError, merge, nonfinite
     from cnnkit.runners import OnnxRuntimeRunner
 
     assert data.evaluation is not None
-    if config is not None and config.engine == "ray":
+    if config is not None and config.engine == "ray" and not dithered:
         from cnnkit.distributed.ray_eval import predictions_on_ray
 
         return predictions_on_ray(model, data.evaluation, data.record, session, config.address, data.skipped,
@@ -507,7 +510,12 @@ def _predictions(model: Path, data: QuantData, session: SessionConfig,
     preds, labels = [], []
     bad: NonFinite | None = None
     seen = 0
+    rng = np.random.default_rng([0, 0x5EED])
     for pixels, y in data.evaluation.batches(data.record, 256, data.skipped):
+        if dithered:
+            from cnnkit.parity import dither
+
+            pixels = dither(pixels, rng)
         out = runner.infer({runner.input_name: data.record.normalize(pixels)})
         scores = next(iter(out.values())).reshape(len(pixels), -1)
         bad = merge(bad, nonfinite(scores, offset=seen))
@@ -554,12 +562,29 @@ def quantize_model(config: QuantizeConfig, dataset: Dataset | QuantData | None =
     for line in data.notes:
         say(f"note: {line}")  # e.g. which data stands in: the CLI shows notes as notes
 
+    from cnnkit.parity import DITHER_GREY_LEVELS, ONNX_ONNX_MIN_AGREEMENT
+
     checked = data.evaluation is not None
     fp32_preds = y_eval = None
     fp32_acc: float | None = None
+    # The loop aims at the whole gate: the accuracy budget and parity's top-1 agreement with FP32 — unless FP32's
+    # own top-1 moves when pixels move by less than a grey level: no variant can keep such a top-1, and keeping
+    # nodes in float for it would only end in a model that is mostly float.
+    agreement_target: float | None = None
+    fp32_stability: float | None = None
     if checked:
         fp32_preds, y_eval = _predictions(Path(config.model), data, config.session, config=config)
         fp32_acc = _score(fp32_preds, y_eval, fp32_preds)
+        agreement_target = ONNX_ONNX_MIN_AGREEMENT
+        if data.record.dtype not in ("uint8", "int8"):
+            moved, _ = _predictions(Path(config.model), data, config.session, dithered=True)
+            fp32_stability = float(np.mean(moved == fp32_preds))
+            if fp32_stability < ONNX_ONNX_MIN_AGREEMENT:
+                agreement_target = None
+                say(f"note: FP32's own top-1 holds on only {100 * fp32_stability:.2f} % of the held-out images when "
+                    f"their pixels move by up to {DITHER_GREY_LEVELS:g} grey level (untrained or random weights?): "
+                    f"top-1 agreement >= {ONNX_ONNX_MIN_AGREEMENT:g} is out of reach, the loop aims at the accuracy "
+                    f"budget only")
     with tempfile.TemporaryDirectory(prefix="cnnkit-quantize-") as tmp:
         work = Path(tmp)
         source = Path(config.model)
@@ -578,12 +603,16 @@ def quantize_model(config: QuantizeConfig, dataset: Dataset | QuantData | None =
             preds, _ = _predictions(candidate, data, config.session, label=f"the {config.mode.value} variant",
                                     config=config)
             acc = _score(preds, y_eval, fp32_preds)
+            agree = float(np.mean(preds == fp32_preds))
             drop = -accuracy_change_pp(fp32_acc, acc)
             ok = drop <= config.max_accuracy_drop
-            attempts.append(Attempt(tuple(excluded), acc, drop, ok))
+            attempts.append(Attempt(tuple(excluded), acc, drop, ok, agree))
+            agree_ok = agreement_target is None or agree >= agreement_target
             say(f"{data.metric.split(' (')[0]} {100 * acc:.2f} % vs FP32 {100 * fp32_acc:.2f} %: drop {drop:+.2f} pp "
-                f"({'within' if ok else 'over'} the {config.max_accuracy_drop:g} pp budget)")
-            if ok:
+                f"({'within' if ok else 'over'} the {config.max_accuracy_drop:g} pp budget); top-1 agreement "
+                f"{100 * agree:.2f} %" + ("" if agreement_target is None else
+                                          f" ({'at or above' if agree_ok else 'below'} {100 * agreement_target:g} %)"))
+            if ok and agree_ok:
                 break
             if attempt == config.max_attempts:
                 break
@@ -641,7 +670,7 @@ def quantize_model(config: QuantizeConfig, dataset: Dataset | QuantData | None =
         schema=SCHEMA, source=str(config.model), source_sha256=info.sha256, output=str(out),
         settings=config.settings(), budget_pp=config.max_accuracy_drop,
         dataset=data.provenance | {"evaluated_samples": 0 if y_eval is None else int(len(y_eval)), "metric": data.metric,
-                                   "accuracy_engine": config.engine,
+                                   "accuracy_engine": config.engine, "fp32_top1_stability": fp32_stability,
                                    "preprocess": data.record.to_dict(), "notes": list(data.notes),
                                    "skipped_images": data.skipped.to_dict() if data.skipped else {"count": 0, "examples": []}},
         fp32_accuracy=fp32_acc, accuracy=final.accuracy, drop_pp=final.drop_pp,
@@ -649,6 +678,7 @@ def quantize_model(config: QuantizeConfig, dataset: Dataset | QuantData | None =
         size_bytes=out.stat().st_size, excluded_nodes=tuple(excluded), attempts=tuple(attempts),
         parity={"passed": parity.passed, "max_abs": p_out.max_abs, "mean_abs": p_out.mean_abs,
                 "top1_agreement": p_out.top1_agreement, "failures": list(parity.failures),
+                "reference_top1_stability": p_out.reference_top1_stability,
                 "tolerance": asdict(parity.tolerance)},
         environment=environment(),
         speed=speed,

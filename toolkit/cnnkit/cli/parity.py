@@ -93,6 +93,12 @@ def render_parity(result) -> None:  # noqa: ANN001 (ParityResult; imported lazil
         console.print(f"note: {result.inputs['batch_note']}")
     if result.inputs.get("output_spread") is not None:
         console.print(f"reference outputs vary across inputs by up to {result.inputs['output_spread']:.3g}")
+    stable = next((d.reference_top1_stability for d in result.outputs if d.reference_top1_stability is not None), None)
+    if stable is not None:
+        from cnnkit.parity import DITHER_GREY_LEVELS
+
+        console.print(f"reference top-1 stability: {stable:.4f} of the inputs keep their top-1 when pixels move by up to "
+                      f"{DITHER_GREY_LEVELS:g} grey level")
     console.print(f"gate: {'; '.join(gates)} — {tol.reason}")
     table = Table(title_justify="left")
     for col in ("output", "batch", "max |diff|", "mean |diff|", "max rel", "min atol", "top-1 agree", "worst", "verdict"):
