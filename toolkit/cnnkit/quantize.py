@@ -168,9 +168,11 @@ class _ImageReader:
     """onnxruntime's CalibrationDataReader over real images, in batches."""
 
     def __init__(self, input_name: str, images: np.ndarray, fixed_batch: int | None = None):
-        """Batches of 32 images, or of the model's ``fixed_batch`` (a short last one padded with its own images)."""
+        """Equal batches of at most 32 images (the largest such divisor of their number: the histogram
+        calibrators stack batches, and fail on a short last one), or of the model's ``fixed_batch`` (a short
+        last one padded with its own images)."""
         self.input_name = input_name
-        size = fixed_batch or 32
+        size = fixed_batch or max(d for d in range(1, min(32, max(len(images), 1)) + 1) if len(images) % d == 0)
         self.batches = [images[i : i + size] for i in range(0, len(images), size)]
         if fixed_batch and self.batches and len(self.batches[-1]) < fixed_batch:
             self.batches[-1] = np.resize(self.batches[-1], (fixed_batch, *self.batches[-1].shape[1:]))
@@ -377,7 +379,7 @@ def _build_variant(source: Path, out: Path, config: QuantizeConfig, calib: np.nd
             nodes_to_exclude=list(excluded),
         )
     except Exception as exc:  # noqa: BLE001 (the quantizer raises many kinds)
-        raise QuantizeError(f"{source.name}: onnxruntime's quantizer failed: {type(exc).__name__}: "
+        raise QuantizeError(f"{config.model}: onnxruntime's quantizer failed: {type(exc).__name__}: "
                             f"{' '.join(str(exc).split())[:200]}") from None
 
 
