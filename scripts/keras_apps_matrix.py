@@ -8,12 +8,15 @@ folders), saved, and taken through the CLI exactly as a user would:
     export -> parity (--layers) -> bench -> quantize (static INT8 on the image folder, fp16) -> eval
     -> predict -> featuremaps -> summary (.keras and .onnx) -> report
 
-``light_squeezenet.onnx`` (NCHW, batch fixed at 1, from the onnx package's test data) takes the ONNX-side
-commands. Every command's exit code, wall time and last line go into ``matrix.json``; ``--markdown`` prints
-the table for the README. Eval's top-1 is re-computed with a direct ONNX Runtime session (Pillow + numpy,
-not cnnkit's loaders), and parity's pass is re-checked as "outputs vary across the images".
+A small PyTorch CNN exported by ``torch.onnx.export`` (NCHW, batch fixed at 1; needs ``pip install torch``) and
+``light_squeezenet.onnx`` (NCHW, batch 1, from the onnx package's test data) take the ONNX-side commands.
+Every command's exit code, wall time and last line go into ``matrix.json``; ``--markdown`` prints the table
+for the README. Eval's top-1 is re-computed with a direct ONNX Runtime session (Pillow + numpy, not cnnkit's
+loaders) and, for the PyTorch model, with PyTorch itself; parity's pass is re-checked as "outputs vary across
+the images". ``--train-epochs N`` trains each application N epochs on the shipped MNIST training split first:
+random-weight deep networks are chaotic (their top-1 moves under half a grey level), trained ones are not.
 
-Usage: python scripts/keras_apps_matrix.py [--out DIR] [--models A,B] [--all-families] [--markdown]
+Usage: python scripts/keras_apps_matrix.py [--out DIR] [--models A,B] [--all-families] [--train-epochs N] [--markdown]
 Times are for the machine it runs on; the JSON records the CPU.
 """
 
@@ -94,8 +97,19 @@ def preset_pixels(files: list[Path], size: int, preset: str) -> np.ndarray:
     """The images as the model takes them, computed here with Pillow and numpy (not cnnkit's record)."""
     from PIL import Image
 
-    x = np.stack([np.asarray(Image.open(f).convert("RGB").resize((size, size), Image.Resampling.BILINEAR))
-                  for f in files]).astype(np.float32)
+    return _preset(np.stack([np.asarray(Image.open(f).convert("RGB").resize((size, size), Image.Resampling.BILINEAR))
+                             for f in files]).astype(np.float32), preset)
+
+
+def preset_array(grey: np.ndarray, size: int, preset: str) -> np.ndarray:
+    """uint8 grey images (N, H, W) -> RGB at ``size``, as the model takes them (Pillow and numpy)."""
+    from PIL import Image
+
+    return _preset(np.stack([np.asarray(Image.fromarray(g).convert("RGB").resize((size, size), Image.Resampling.BILINEAR))
+                             for g in grey]).astype(np.float32), preset)
+
+
+def _preset(x: np.ndarray, preset: str) -> np.ndarray:
     if preset == "tf":
         return x / 127.5 - 1
     if preset == "torch":
@@ -105,16 +119,33 @@ def preset_pixels(files: list[Path], size: int, preset: str) -> np.ndarray:
     return x
 
 
-def build(name: str, kwargs: dict[str, Any], size: int, preset: str, files: list[Path], path: Path) -> dict[str, Any]:
+def build(name: str, kwargs: dict[str, Any], size: int, preset: str, files: list[Path], path: Path,
+          train_epochs: int = 0) -> dict[str, Any]:
+    """The application with random weights and its BatchNorm statistics calibrated on the folder's images; with
+    ``train_epochs``, then trained that many epochs on the shipped MNIST training split (8,000 digits, none of
+    them in the folder)."""
     import keras
 
     from cnnkit.keras.batchnorm import calibrate_batchnorm
 
     t0 = time.perf_counter()
+    keras.utils.set_random_seed(0)
     model = getattr(keras.applications, name)(weights=None, input_shape=(size, size, 3), classes=CLASSES, **kwargs)
     cal = calibrate_batchnorm(model, preset_pixels(files, size, preset), batch_size=16)
+    trained: dict[str, Any] = {}
+    if train_epochs:
+        from cnnkit.datasets import load_dataset
+
+        ds = load_dataset("mnist")
+        x = preset_array(ds.x_train[..., 0], size, preset)
+        model.compile(optimizer=keras.optimizers.Adam(1e-3), loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+        hist = model.fit(x, ds.y_train, batch_size=64, epochs=train_epochs, verbose=0)
+        # After a few hundred steps BatchNorm's moving averages (momentum 0.99) still lag the trained weights:
+        # set them from the training images, as calibrate_batchnorm does for random weights.
+        calibrate_batchnorm(model, x[:1024], batch_size=32)
+        trained = {"epochs": train_epochs, "images": int(len(x)), "train_accuracy": float(hist.history["accuracy"][-1])}
     model.save(path)
-    return {"params": int(model.count_params()), "calibration": cal.to_dict(),
+    return {"params": int(model.count_params()), "calibration": cal.to_dict(), "trained": trained,
             "seconds": round(time.perf_counter() - t0, 1)}
 
 
@@ -134,13 +165,14 @@ def direct_top1(onnx_path: Path, files: list[Path], size: int, preset: str, layo
 
 
 def keras_row(name: str, spec: tuple[dict[str, Any], int, str], folder: Path, files: list[Path], out: Path,
-              full: bool, timeout: int) -> dict[str, Any]:
+              full: bool, timeout: int, train_epochs: int = 0) -> dict[str, Any]:
     kwargs, size, preset = spec
-    work = out / name
+    work = out / (f"{name}-trained" if train_epochs else name)
     work.mkdir(parents=True, exist_ok=True)
-    row: dict[str, Any] = {"model": name, "input": f"{size}x{size}x3", "preprocess": preset, "steps": {}}
+    label = f"{name} (trained {train_epochs} epoch{'s' if train_epochs > 1 else ''})" if train_epochs else name
+    row: dict[str, Any] = {"model": label, "input": f"{size}x{size}x3", "preprocess": preset, "steps": {}}
     try:
-        row["build"] = build(name, kwargs, size, preset, files, work / "model.keras")
+        row["build"] = build(name, kwargs, size, preset, files, work / "model.keras", train_epochs)
     except Exception as exc:  # noqa: BLE001 (a row of the matrix, not a crash of the script)
         row["build"] = {"error": f"{type(exc).__name__}: {' '.join(str(exc).split())[:300]}"}
         return row
@@ -239,6 +271,101 @@ def squeezenet_row(folder: Path, files: list[Path], out: Path, timeout: int) -> 
     return row
 
 
+def torch_nchw_model() -> Any:
+    """A small NCHW classifier (conv-BN-ReLU6, depthwise and pointwise convs, a residual add, global pooling,
+    ``x.view(1, -1)``, Linear) exported by ``torch.onnx.export`` with a fixed batch of 1, as PyTorch users ship
+    them. Random weights, BatchNorm statistics calibrated on the folder's images; the TorchScript route."""
+    import torch
+    from torch import nn
+
+    torch.manual_seed(0)
+
+    def block(cin: int, cout: int, stride: int) -> nn.Sequential:
+        return nn.Sequential(nn.Conv2d(cin, cin, 3, stride, 1, groups=cin, bias=False), nn.BatchNorm2d(cin), nn.ReLU6(),
+                             nn.Conv2d(cin, cout, 1, bias=False), nn.BatchNorm2d(cout), nn.ReLU6())
+
+    class Net(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.stem = nn.Sequential(nn.Conv2d(3, 16, 3, 2, 1, bias=False), nn.BatchNorm2d(16), nn.ReLU6())
+            self.b1, self.b2, self.b3 = block(16, 32, 2), block(32, 32, 1), block(32, 64, 2)
+            self.pool = nn.AdaptiveAvgPool2d(1)
+            self.fc = nn.Linear(64, CLASSES)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            x = self.b1(self.stem(x))
+            x = x + self.b2(x)
+            return self.fc(self.pool(self.b3(x)).view(1, -1))
+
+    return Net()
+
+
+def build_torch(path: Path, files: list[Path], size: int = 64) -> dict[str, Any]:
+    t0 = time.perf_counter()
+    import torch
+
+    net = torch_nchw_model()
+    x = torch.from_numpy(preset_pixels(files, size, "torch").transpose(0, 3, 1, 2).copy())
+    net.train()  # BatchNorm statistics from the images: a cumulative average over one pass
+    for m in net.modules():
+        if isinstance(m, torch.nn.BatchNorm2d):
+            m.reset_running_stats()
+            m.momentum = None
+    with torch.no_grad():
+        for i in range(len(x)):  # batch 1: the model's view(1, -1) takes no other
+            net(x[i:i + 1])
+    net.eval()
+    torch.onnx.export(net, (x[:1],), str(path), input_names=["input"], output_names=["logits"], opset_version=17,
+                      dynamo=False)
+    with torch.no_grad():
+        logits = torch.cat([net(x[i:i + 1]) for i in range(len(x))]).numpy()
+    return {"params": int(sum(p.numel() for p in net.parameters())), "torch": torch.__version__,
+            "output_spread": float((logits.max(0) - logits.min(0)).max()), "seconds": round(time.perf_counter() - t0, 1),
+            "torch_logits": logits}
+
+
+def torch_row(folder: Path, files: list[Path], out: Path, timeout: int) -> dict[str, Any]:
+    """The done-when's NCHW fixed-batch-1 model from another exporter, through every ONNX-side command; its
+    parity rows compare it with its own dynamic-batch rewrite and with the INT8 and FP16 variants."""
+    work = out / "torch-nchw"
+    work.mkdir(parents=True, exist_ok=True)
+    row: dict[str, Any] = {"model": "PyTorch CNN (NCHW, batch 1)", "input": "3x64x64", "preprocess": "torch",
+                           "steps": {}}
+    try:
+        built = build_torch(work / "model.onnx", files)
+    except ImportError:
+        row["build"] = {"error": "PyTorch is not installed (pip install torch)"}
+        return row
+    logits = built.pop("torch_logits")
+    row["build"] = built
+    pre = ["--preprocess", "torch"]
+    steps = row["steps"]
+    steps["export"] = cnnkit(["export", "--make-batch-dynamic", "model.onnx", "-o", "model-dynamic.onnx", "--force"],
+                             work, timeout)
+    steps["parity"] = cnnkit(["parity", "model.onnx", "model-dynamic.onnx", "--data-dir", str(folder), *pre,
+                              "--samples", "40", "--json", "parity.json", "--force"], work, timeout)
+    steps["bench"] = cnnkit(["bench", "model.onnx", "--batch-sizes", "1,8", "--warmup", "3", "--min-time", "0.5",
+                             "--min-iterations", "10", "--json", "bench.json", "--force"], work, timeout)
+    steps["quantize_static"] = cnnkit(["quantize", "model.onnx", "-o", "model.int8.onnx", "--mode", "static",
+                                       "--data-dir", str(folder), "--calibration-samples", "40", *pre, "--json",
+                                       "quantize_static.json", "--force"], work, timeout)
+    steps["quantize_fp16"] = cnnkit(["quantize", "model.onnx", "-o", "model.fp16.onnx", "--mode", "fp16", "--json",
+                                     "quantize_fp16.json", "--force"], work, timeout)
+    variants = [v for v in ("model.onnx", "model.int8.onnx", "model.fp16.onnx") if (work / v).exists()]
+    steps["eval"] = cnnkit(["eval", *variants, "--data-dir", str(folder), *pre, "--json", "eval.json", "--force"],
+                           work, timeout)
+    steps["predict"] = cnnkit(["predict", "model.onnx", str(files[0]), *pre, "-k", "3"], work, timeout)
+    steps["featuremaps"] = cnnkit(["featuremaps", "model.onnx", "-o", "featuremaps", "--image", str(files[0]), *pre,
+                                   "--force"], work, timeout)
+    steps["summary_onnx"] = cnnkit(["summary", "model.onnx", "--json", "-"], work, timeout)
+    results = [r for r in ("parity.json", "bench.json", "quantize_static.json", "eval.json") if (work / r).exists()]
+    steps["report"] = cnnkit(["report", *results, "-o", "report", "--force"], work, timeout)
+    row["checks"] = cross_checks(work, files, 64, "torch", "NCHW")
+    labels = np.array([int(f.parent.name) for f in files])
+    row["checks"]["eval_top1_torch"] = float(np.mean(logits.argmax(1) == labels))  # PyTorch itself, not ONNX
+    return row
+
+
 COLUMNS = ("export", "parity", "bench", "quantize_static", "quantize_fp16", "eval", "predict", "featuremaps",
            "summary_keras", "summary_onnx", "report")
 
@@ -263,7 +390,11 @@ def main() -> int:
     ap.add_argument("--models", default=",".join(NAMED), help="comma-separated named applications to run in full")
     ap.add_argument("--all-families", action="store_true", help="also export + parity one model of each other family")
     ap.add_argument("--no-squeezenet", action="store_true")
+    ap.add_argument("--no-torch", action="store_true", help="leave out the PyTorch NCHW batch-1 row")
     ap.add_argument("--timeout", type=int, default=600, help="seconds per command")
+    ap.add_argument("--train-epochs", type=int, default=0,
+                    help="train each named application this many epochs on the shipped MNIST training split (default 0: "
+                         "random weights, BatchNorm calibrated)")
     ap.add_argument("--markdown", action="store_true", help="print the table for the README")
     args = ap.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
@@ -290,7 +421,13 @@ def main() -> int:
             print(f"unknown application {name}", file=sys.stderr)
             return 1
         print(f"== {name}", flush=True)
-        rows.append(keras_row(name, spec, folder, files, args.out, full=True, timeout=args.timeout))
+        rows.append(keras_row(name, spec, folder, files, args.out, full=True, timeout=args.timeout,
+                              train_epochs=args.train_epochs))
+        print(json.dumps({k: v["exit"] for k, v in rows[-1]["steps"].items()}), flush=True)
+        save()
+    if not args.no_torch:
+        print("== PyTorch NCHW", flush=True)
+        rows.append(torch_row(folder, files, args.out, args.timeout))
         print(json.dumps({k: v["exit"] for k, v in rows[-1]["steps"].items()}), flush=True)
         save()
     if not args.no_squeezenet:

@@ -681,6 +681,7 @@ def quantize_model(config: QuantizeConfig, dataset: Dataset | QuantData | None =
         parity={"passed": parity.passed, "max_abs": p_out.max_abs, "mean_abs": p_out.mean_abs,
                 "top1_agreement": p_out.top1_agreement, "failures": list(parity.failures),
                 "reference_top1_stability": p_out.reference_top1_stability,
+                "ungated_top1_agreement": p_out.ungated_top1_agreement, "ungated_inputs": p_out.ungated_inputs,
                 "tolerance": asdict(parity.tolerance)},
         environment=environment(),
         speed=speed,

@@ -110,6 +110,10 @@ def render_parity(result) -> None:  # noqa: ANN001 (ParityResult; imported lazil
                       number(d.min_passing_atol), f"{d.top1_agreement:.4f}{ties}", f"#{d.worst_index} {d.worst_kind}",
                       "[green]pass[/]" if d.passed else f"[red]FAIL[/]{f' ({bad} NaN/Inf)' if bad else ''}")
     console.print(table)
+    ungated = next((d for d in result.outputs if d.ungated_top1_agreement is not None), None)
+    if ungated is not None:
+        console.print(f"not gated: top-1 agreement {ungated.ungated_top1_agreement:.4f} on the {ungated.ungated_inputs} "
+                      f"random and edge-case inputs (a static INT8 model is calibrated for real images; these clip)")
     accs = [d for d in result.outputs if d.reference_accuracy is not None]
     if accs:
         d = accs[0]

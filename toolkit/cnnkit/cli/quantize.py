@@ -104,6 +104,9 @@ def render_quantize(r) -> None:  # noqa: ANN001 (QuantizeResult)
     p = r.parity
     console.print(f"parity vs FP32 (ONNX vs ONNX): max |diff| {number(p['max_abs'])}, mean {number(p['mean_abs'])}, "
                   f"top-1 agreement {p['top1_agreement']:.4f}: {'pass' if p['passed'] else 'FAIL'}")
+    if p.get("ungated_top1_agreement") is not None:
+        console.print(f"  not gated: top-1 agreement {p['ungated_top1_agreement']:.4f} on {p['ungated_inputs']} random and "
+                      f"edge-case inputs (outside the calibration images: they clip)")
     if p.get("reference_top1_stability") is not None:
         console.print(f"FP32's own top-1 stability (pixels moved by up to ½ grey level): {p['reference_top1_stability']:.4f}")
     if r.excluded_nodes:
