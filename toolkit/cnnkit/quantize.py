@@ -492,13 +492,16 @@ def _weight_sqnr(node: Any, inits: dict[str, Any], fp16: bool, per_channel: bool
 # --- the whole job --------------------------------------------------------------------------------
 
 
+DITHERED_IMAGES = 2000  # FP32's top-1 stability is measured on at most this many held-out images
+
+
 def _predictions(model: Path, data: QuantData, session: SessionConfig,
                  label: str | None = None, config: QuantizeConfig | None = None,
                  dithered: bool = False) -> tuple[np.ndarray, np.ndarray]:
     """Top-1 predictions of ``model`` over the evaluation images (streamed), and their labels (-1: unlabelled);
     on Ray workers with ``config.engine`` ray. NaN or Inf in the scores is a :class:`NonFiniteError` naming
-    ``label``, the count and the first image. ``dithered``: every pixel moved within ±½ grey level (seeded;
-    :func:`cnnkit.parity.dither`), locally, to measure how stable the model's own top-1 is."""
+    ``label``, the count and the first image. ``dithered``: the first DITHERED_IMAGES images only, every pixel
+    moved within ±½ grey level (seeded; :func:`cnnkit.parity.dither`), locally: how stable the model's own top-1 is."""
     from cnnkit.finite import NonFinite, NonFiniteError, merge, nonfinite
     from cnnkit.runners import OnnxRuntimeRunner
 
@@ -513,7 +516,8 @@ def _predictions(model: Path, data: QuantData, session: SessionConfig,
     bad: NonFinite | None = None
     seen = 0
     rng = np.random.default_rng([0, 0x5EED])
-    for pixels, y in data.evaluation.batches(data.record, 256, data.skipped):
+    source = data.evaluation.head(DITHERED_IMAGES) if dithered else data.evaluation  # head: aligned with FP32
+    for pixels, y in source.batches(data.record, 256, data.skipped):
         if dithered:
             from cnnkit.parity import dither
 
@@ -580,7 +584,7 @@ def quantize_model(config: QuantizeConfig, dataset: Dataset | QuantData | None =
         agreement_target = ONNX_ONNX_MIN_AGREEMENT
         if data.record.dtype not in ("uint8", "int8"):
             moved, _ = _predictions(Path(config.model), data, config.session, dithered=True)
-            fp32_stability = float(np.mean(moved == fp32_preds))
+            fp32_stability = float(np.mean(moved == fp32_preds[: len(moved)]))
             if fp32_stability < ONNX_ONNX_MIN_AGREEMENT:
                 agreement_target = None
                 say(f"note: FP32's own top-1 holds on only {100 * fp32_stability:.2f} % of the held-out images when "
