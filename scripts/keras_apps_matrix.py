@@ -213,6 +213,15 @@ def cross_checks(work: Path, files: list[Path], size: int, preset: str, layout: 
         checks["eval_top1_cnnkit"] = cnnkit_top1
         checks["eval_top1_direct_ort"] = direct
         checks["eval_agrees"] = cnnkit_top1 is not None and abs(cnnkit_top1 - direct) < 1e-9
+        # The variants too: each one's top-1 in cnnkit eval against a plain ONNX Runtime session.
+        for m in data.get("models", [])[1:]:
+            variant = work / Path(m["model"]).name
+            if variant.exists() and m.get("accuracy") is not None:
+                tag = variant.stem.split(".")[-1]  # int8, fp16
+                checks[f"eval_top1_{tag}_cnnkit"] = float(m["accuracy"])
+                checks[f"eval_top1_{tag}_direct_ort"] = direct_top1(variant, files, size, preset, layout)
+                checks[f"eval_{tag}_agrees"] = abs(checks[f"eval_top1_{tag}_cnnkit"]
+                                                   - checks[f"eval_top1_{tag}_direct_ort"]) < 1e-9
     if (work / "parity.json").exists():
         p = json.loads((work / "parity.json").read_text())
         checks["parity_passed"] = p.get("passed")
