@@ -160,6 +160,16 @@ def save_feature_maps(model_path: Path, image: np.ndarray, out_dir: Path, source
     chosen = [targets[i] for i in spread(len(targets), max_layers)]
     runner = OnnxRuntimeRunner(with_extra_outputs(model, [t for _, t in chosen]), label=model_path.name)
     values = runner.infer({runner.input_name: record.normalize(image[None])})
+    from cnnkit.finite import NonFiniteError, nonfinite
+
+    # NaN/Inf would be drawn as blank tiles and an argmax of NaN as class 0: refuse, naming the first such tensor.
+    for what, tensor in [(f"layer {layer}", t) for layer, t in chosen] + [(f"output {runner.output_names[0]}",
+                                                                           runner.output_names[0])]:
+        bad = nonfinite(values[tensor])
+        if bad is not None:
+            raise NonFiniteError(f"{model_path}: {what} holds {bad.count} non-finite value(s) (NaN/Inf) for {source}; "
+                                 f"no feature maps are written",
+                                 hint="the model is broken for this input: check it with cnnkit eval or parity")
     layers = []
     with staged_dir(out_dir, force) as staging:  # the folder appears complete, or not at all
         for i, (layer, tensor) in enumerate(chosen, 1):
