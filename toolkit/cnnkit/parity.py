@@ -330,9 +330,9 @@ def compare_outputs(
     inputs: InputSet,
     stability: dict[str, np.ndarray] | None = None,
 ) -> list[OutputDiff]:
-    """Compare every output; each gets its own verdict and list of failures. ``stability``: per output, the
-    reference's own top-1 stability (:func:`reference_stability`), recorded and used to explain a failed
-    top-1 agreement; it never changes a verdict."""
+    """Compare every output; each gets its own verdict and list of failures. ``stability``: per output, whether the
+    reference kept each input's top-1 under dither (:func:`reference_stability`); its share is recorded and
+    explains a failed top-1 agreement, and never changes a verdict."""
     diffs = []
     for i, (name, ref) in enumerate(reference.items()):
         cand = candidate.get(name)
