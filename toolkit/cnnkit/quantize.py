@@ -588,9 +588,9 @@ def quantize_model(config: QuantizeConfig, dataset: Dataset | QuantData | None =
             if fp32_stability < ONNX_ONNX_MIN_AGREEMENT:
                 agreement_target = None
                 say(f"note: FP32's own top-1 holds on only {100 * fp32_stability:.2f} % of the held-out images when "
-                    f"their pixels move by up to {DITHER_GREY_LEVELS:g} grey level (untrained or random weights?): "
-                    f"top-1 agreement >= {ONNX_ONNX_MIN_AGREEMENT:g} is out of reach, the loop aims at the accuracy "
-                    f"budget only")
+                    f"their pixels move by up to {DITHER_GREY_LEVELS:g} grey level: no node is kept in float for top-1 "
+                    f"agreement, which such a model cannot be relied on to keep; the loop aims at the accuracy budget "
+                    f"(parity with FP32 still gates agreement)")
     with tempfile.TemporaryDirectory(prefix="cnnkit-quantize-") as tmp:
         work = Path(tmp)
         source = Path(config.model)
