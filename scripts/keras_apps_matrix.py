@@ -184,24 +184,36 @@ def keras_row(name: str, spec: tuple[dict[str, Any], int, str], folder: Path, fi
                               "--batch-sizes", "1,7", "--layers", "--json", "parity.json", "--force"], work, timeout)
     if not full:
         return row
+    steps["summary_keras"] = cnnkit(["summary", "model.keras", "--json", "-"], work, timeout)
+    onnx_steps(steps, work, folder, [files[0], files[-1]], [], timeout)
+    row["checks"] = cross_checks(work, files, size, preset)
+    return row
+
+
+def onnx_steps(steps: dict[str, Any], work: Path, folder: Path, predict: list[Path], pre: list[str], timeout: int,
+               parity_vs_fp16: bool = False) -> None:
+    """The commands every row runs on ``work/model.onnx``: bench, quantize (static INT8 on the folder, FP16),
+    optionally parity of FP32 against the FP16 variant, eval of every variant, predict, featuremaps, summary,
+    report. ``pre``: the preprocessing options for a model without a record of its own."""
     steps["bench"] = cnnkit(["bench", "model.onnx", "--batch-sizes", "1,8", "--warmup", "3", "--min-time", "0.5",
                              "--min-iterations", "10", "--json", "bench.json", "--force"], work, timeout)
     steps["quantize_static"] = cnnkit(["quantize", "model.onnx", "-o", "model.int8.onnx", "--mode", "static",
-                                       "--data-dir", str(folder), "--calibration-samples", "40", "--json",
+                                       "--data-dir", str(folder), "--calibration-samples", "40", *pre, "--json",
                                        "quantize_static.json", "--force"], work, timeout)
-    steps["quantize_fp16"] = cnnkit(["quantize", "model.onnx", "-o", "model.fp16.onnx", "--mode", "fp16",
-                                     "--json", "quantize_fp16.json", "--force"], work, timeout)
+    steps["quantize_fp16"] = cnnkit(["quantize", "model.onnx", "-o", "model.fp16.onnx", "--mode", "fp16", "--json",
+                                     "quantize_fp16.json", "--force"], work, timeout)
+    if parity_vs_fp16 and (work / "model.fp16.onnx").exists():
+        steps["parity"] = cnnkit(["parity", "model.onnx", "model.fp16.onnx", "--data-dir", str(folder), *pre,
+                                  "--samples", "40", "--batch-sizes", "1", "--json", "parity.json", "--force"], work, timeout)
     variants = [v for v in ("model.onnx", "model.int8.onnx", "model.fp16.onnx") if (work / v).exists()]
-    steps["eval"] = cnnkit(["eval", *variants, "--data-dir", str(folder), "--json", "eval.json", "--force"], work, timeout)
-    steps["predict"] = cnnkit(["predict", "model.onnx", str(files[0]), str(files[-1]), "-k", "3"], work, timeout)
-    steps["featuremaps"] = cnnkit(["featuremaps", "model.onnx", "-o", "featuremaps", "--image", str(files[0]),
+    steps["eval"] = cnnkit(["eval", *variants, "--data-dir", str(folder), *pre, "--json", "eval.json", "--force"],
+                           work, timeout)
+    steps["predict"] = cnnkit(["predict", "model.onnx", *map(str, predict), *pre, "-k", "3"], work, timeout)
+    steps["featuremaps"] = cnnkit(["featuremaps", "model.onnx", "-o", "featuremaps", "--image", str(predict[0]), *pre,
                                    "--force"], work, timeout)
-    steps["summary_keras"] = cnnkit(["summary", "model.keras", "--json", "-"], work, timeout)
     steps["summary_onnx"] = cnnkit(["summary", "model.onnx", "--json", "-"], work, timeout)
     results = [r for r in ("parity.json", "bench.json", "quantize_static.json", "eval.json") if (work / r).exists()]
     steps["report"] = cnnkit(["report", *results, "-o", "report", "--force"], work, timeout)
-    row["checks"] = cross_checks(work, files, size, preset)
-    return row
 
 
 def cross_checks(work: Path, files: list[Path], size: int, preset: str, layout: str = "NHWC") -> dict[str, Any]:
@@ -256,26 +268,7 @@ def squeezenet_row(folder: Path, files: list[Path], out: Path, timeout: int) -> 
         return row
     shutil.copy(src, work / "model.onnx")
     steps = row["steps"]
-    pre = ["--preprocess", "torch"]
-    steps["bench"] = cnnkit(["bench", "model.onnx", "--batch-sizes", "1,8", "--warmup", "3", "--min-time", "0.5",
-                             "--min-iterations", "10", "--json", "bench.json", "--force"], work, timeout)
-    steps["quantize_static"] = cnnkit(["quantize", "model.onnx", "-o", "model.int8.onnx", "--mode", "static",
-                                       "--data-dir", str(folder), "--calibration-samples", "40", *pre, "--json",
-                                       "quantize_static.json", "--force"], work, timeout)
-    steps["quantize_fp16"] = cnnkit(["quantize", "model.onnx", "-o", "model.fp16.onnx", "--mode", "fp16", "--json",
-                                     "quantize_fp16.json", "--force"], work, timeout)
-    if (work / "model.fp16.onnx").exists():
-        steps["parity"] = cnnkit(["parity", "model.onnx", "model.fp16.onnx", "--data-dir", str(folder), *pre,
-                                  "--samples", "40", "--batch-sizes", "1", "--json", "parity.json", "--force"], work, timeout)
-    variants = [v for v in ("model.onnx", "model.int8.onnx", "model.fp16.onnx") if (work / v).exists()]
-    steps["eval"] = cnnkit(["eval", *variants, "--data-dir", str(folder), *pre, "--json", "eval.json", "--force"],
-                           work, timeout)
-    steps["predict"] = cnnkit(["predict", "model.onnx", str(files[0]), *pre, "-k", "3"], work, timeout)
-    steps["featuremaps"] = cnnkit(["featuremaps", "model.onnx", "-o", "featuremaps", "--image", str(files[0]), *pre,
-                                   "--force"], work, timeout)
-    steps["summary_onnx"] = cnnkit(["summary", "model.onnx", "--json", "-"], work, timeout)
-    results = [r for r in ("parity.json", "bench.json", "quantize_static.json", "eval.json") if (work / r).exists()]
-    steps["report"] = cnnkit(["report", *results, "-o", "report", "--force"], work, timeout)
+    onnx_steps(steps, work, folder, files[:1], ["--preprocess", "torch"], timeout, parity_vs_fp16=True)
     row["checks"] = cross_checks(work, files, 224, "torch", "NCHW")
     return row
 
@@ -353,22 +346,7 @@ def torch_row(folder: Path, files: list[Path], out: Path, timeout: int) -> dict[
                              work, timeout)
     steps["parity"] = cnnkit(["parity", "model.onnx", "model-dynamic.onnx", "--data-dir", str(folder), *pre,
                               "--samples", "40", "--json", "parity.json", "--force"], work, timeout)
-    steps["bench"] = cnnkit(["bench", "model.onnx", "--batch-sizes", "1,8", "--warmup", "3", "--min-time", "0.5",
-                             "--min-iterations", "10", "--json", "bench.json", "--force"], work, timeout)
-    steps["quantize_static"] = cnnkit(["quantize", "model.onnx", "-o", "model.int8.onnx", "--mode", "static",
-                                       "--data-dir", str(folder), "--calibration-samples", "40", *pre, "--json",
-                                       "quantize_static.json", "--force"], work, timeout)
-    steps["quantize_fp16"] = cnnkit(["quantize", "model.onnx", "-o", "model.fp16.onnx", "--mode", "fp16", "--json",
-                                     "quantize_fp16.json", "--force"], work, timeout)
-    variants = [v for v in ("model.onnx", "model.int8.onnx", "model.fp16.onnx") if (work / v).exists()]
-    steps["eval"] = cnnkit(["eval", *variants, "--data-dir", str(folder), *pre, "--json", "eval.json", "--force"],
-                           work, timeout)
-    steps["predict"] = cnnkit(["predict", "model.onnx", str(files[0]), *pre, "-k", "3"], work, timeout)
-    steps["featuremaps"] = cnnkit(["featuremaps", "model.onnx", "-o", "featuremaps", "--image", str(files[0]), *pre,
-                                   "--force"], work, timeout)
-    steps["summary_onnx"] = cnnkit(["summary", "model.onnx", "--json", "-"], work, timeout)
-    results = [r for r in ("parity.json", "bench.json", "quantize_static.json", "eval.json") if (work / r).exists()]
-    steps["report"] = cnnkit(["report", *results, "-o", "report", "--force"], work, timeout)
+    onnx_steps(steps, work, folder, files[:1], pre, timeout)
     row["checks"] = cross_checks(work, files, 64, "torch", "NCHW")
     labels = np.array([int(f.parent.name) for f in files])
     row["checks"]["eval_top1_torch"] = float(np.mean(logits.argmax(1) == labels))  # PyTorch itself, not ONNX
