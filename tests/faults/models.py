@@ -101,46 +101,26 @@ def quantized_model(path: Path) -> Path:
     return path
 
 
-def nan_model(path: Path) -> Path:
-    """An image model whose outputs are NaN for every non-blank image: Sqrt of the negated pixels."""
+def nan_model(path: Path, conv: bool = False) -> Path:
+    """An image model whose outputs are NaN for every non-blank image: Sqrt of the negated pixels — with ``conv``,
+    of a 3x3 convolution of them (all-ones weights), so that it has a convolution layer to draw."""
     import onnx
-    from onnx import TensorProto, helper
+    from onnx import TensorProto, helper, numpy_helper
 
-    nodes = [
-        helper.make_node("Neg", ["images"], ["neg"]),
+    nodes, inits, x = [], [], "images"
+    if conv:
+        nodes = [helper.make_node("Transpose", ["images"], ["nchw"], perm=[0, 3, 1, 2]),
+                 helper.make_node("Conv", ["nchw", "w"], ["conv"], kernel_shape=[3, 3], pads=[1, 1, 1, 1], name="conv")]
+        inits, x = [numpy_helper.from_array(np.ones((1, 1, 3, 3), np.float32), "w")], "conv"
+    nodes += [
+        helper.make_node("Neg", [x], ["neg"]),
         helper.make_node("Sqrt", ["neg"], ["root"]),
         helper.make_node("Flatten", ["root"], ["f"]),
         helper.make_node("Softmax", ["f"], ["probabilities"], axis=1),
     ]
     graph = helper.make_graph(
         nodes, "nan", [helper.make_tensor_value_info("images", TensorProto.FLOAT, ["batch", 28, 28, 1])],
-        [helper.make_tensor_value_info("probabilities", TensorProto.FLOAT, ["batch", 784])],
-    )
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-    model.ir_version = 8
-    onnx.checker.check_model(model)
-    path.write_bytes(model.SerializeToString())
-    return path
-
-
-def nan_conv_model(path: Path) -> Path:
-    """A convolutional image model whose activations and outputs are NaN for every non-blank image: a 3x3 conv of
-    ones, then Sqrt of its negation."""
-    import onnx
-    from onnx import TensorProto, helper, numpy_helper
-
-    nodes = [
-        helper.make_node("Transpose", ["images"], ["nchw"], perm=[0, 3, 1, 2]),
-        helper.make_node("Conv", ["nchw", "w"], ["conv"], kernel_shape=[3, 3], pads=[1, 1, 1, 1], name="conv"),
-        helper.make_node("Neg", ["conv"], ["neg"]),
-        helper.make_node("Sqrt", ["neg"], ["root"], name="root"),
-        helper.make_node("Flatten", ["root"], ["f"]),
-        helper.make_node("Softmax", ["f"], ["probabilities"], axis=1),
-    ]
-    graph = helper.make_graph(
-        nodes, "nan_conv", [helper.make_tensor_value_info("images", TensorProto.FLOAT, ["batch", 28, 28, 1])],
-        [helper.make_tensor_value_info("probabilities", TensorProto.FLOAT, ["batch", 784])],
-        [numpy_helper.from_array(np.ones((1, 1, 3, 3), np.float32), "w")],
+        [helper.make_tensor_value_info("probabilities", TensorProto.FLOAT, ["batch", 784])], inits,
     )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     model.ir_version = 8

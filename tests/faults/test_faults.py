@@ -25,7 +25,7 @@ from typer.testing import CliRunner
 from cnnkit.cli.app import app
 from cnnkit.io import is_leftover
 from tests.conftest import make_idx_dir, write_idx
-from tests.faults.models import nan_conv_model, nan_model, no_conv_model, quantized_model, tiny_cnn, vector_model
+from tests.faults.models import nan_model, no_conv_model, quantized_model, tiny_cnn, vector_model
 
 runner = CliRunner()
 IS_ROOT = hasattr(os, "geteuid") and os.geteuid() == 0
@@ -282,7 +282,7 @@ def test_parity_against_a_nan_model_never_passes(model: Path, data: Path, tmp_pa
 @needs_finite_gates
 def test_featuremaps_of_a_nan_model_is_refused(data: Path, tmp_path: Path) -> None:
     out = tmp_path / "maps"
-    line = assert_fails(cli("featuremaps", nan_conv_model(tmp_path / "nan.onnx"), "--index", "0", "--data-dir", data,
+    line = assert_fails(cli("featuremaps", nan_model(tmp_path / "nan.onnx", conv=True), "--index", "0", "--data-dir", data,
                             "-o", out),
                         "non-finite", "nan.onnx")
     assert "layer" in line or "output" in line

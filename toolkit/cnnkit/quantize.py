@@ -515,12 +515,12 @@ def _predictions(model: Path, data: QuantData, session: SessionConfig,
     preds, labels = [], []
     bad: NonFinite | None = None
     seen = 0
+    from cnnkit.parity import dither
+
     rng = np.random.default_rng([0, 0x5EED])
     source = data.evaluation.head(DITHERED_IMAGES) if dithered else data.evaluation  # head: aligned with FP32
     for pixels, y in source.batches(data.record, 256, data.skipped):
         if dithered:
-            from cnnkit.parity import dither
-
             pixels = dither(pixels, rng)
         out = runner.infer({runner.input_name: data.record.normalize(pixels)})
         scores = next(iter(out.values())).reshape(len(pixels), -1)
