@@ -27,7 +27,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 def write_folder(root: Path, n: int) -> int:
     from PIL import Image
 
-    from cnnkit.datasets import load_shipped_mnist
+    from cnnkit.data.datasets import load_shipped_mnist
 
     ds = load_shipped_mnist()
     x = np.concatenate([ds.x_train, ds.x_test])[..., 0]
@@ -51,7 +51,7 @@ def main() -> None:
     from cnnkit.data.preprocess import PreprocessChoice
     from cnnkit.distributed.ray_eval import evaluate_on_ray
     from cnnkit.envinfo import cpu_info
-    from cnnkit.evaluate import EvalConfig, evaluate_models
+    from cnnkit.evaluate.accuracy import EvalConfig, evaluate_models
     from tests.imaging import tiny_classifier
 
     with tempfile.TemporaryDirectory(prefix="cnnkit-ray-bench-") as tmp:

@@ -79,7 +79,7 @@ def write_image_folder(root: Path) -> list[Path]:
     """Real MNIST test digits (shipped in cnnkit) as 28x28 RGB PNGs in class folders 0..9."""
     from PIL import Image
 
-    from cnnkit.datasets import load_dataset
+    from cnnkit.data.datasets import load_dataset
 
     ds = load_dataset("mnist")
     files = []
@@ -134,7 +134,7 @@ def build(name: str, kwargs: dict[str, Any], size: int, preset: str, files: list
     cal = calibrate_batchnorm(model, preset_pixels(files, size, preset), batch_size=16)
     trained: dict[str, Any] = {}
     if train_epochs:
-        from cnnkit.datasets import load_dataset
+        from cnnkit.data.datasets import load_dataset
 
         ds = load_dataset("mnist")
         x = preset_array(ds.x_train[..., 0], size, preset)

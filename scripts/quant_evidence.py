@@ -28,9 +28,9 @@ import onnxruntime as ort
 from onnx import TensorProto, helper
 
 from cnnkit.choices import ActivationType, QuantFormat, QuantMode
-from cnnkit.datasets import load_dataset
+from cnnkit.data.datasets import load_dataset
 from cnnkit.envinfo import environment
-from cnnkit.quantize import QuantizeConfig, quantize_model
+from cnnkit.quantize.variants import QuantizeConfig, quantize_model
 
 
 def optimized_ops(model: Path, work: Path) -> dict[str, int]:
@@ -45,8 +45,8 @@ def optimized_ops(model: Path, work: Path) -> dict[str, int]:
 
 def profile(model: Path, batch: int, runs: int = 30) -> tuple[float, list[tuple[str, float]]]:
     """ms per profiled run and the top operator types' kernel ms per run (cnnkit's profiler reading)."""
-    from cnnkit.profiling import profile_model
-    from cnnkit.sessions import SessionConfig
+    from cnnkit.bench.profile import profile_model
+    from cnnkit.runtimes.sessions import SessionConfig
 
     inp = ort.InferenceSession(str(model), providers=["CPUExecutionProvider"]).get_inputs()[0]
     x = np.random.default_rng(0).integers(0, 256, (batch, *inp.shape[1:])).astype(np.float32)
@@ -97,7 +97,7 @@ def interleaved_latency(variants: dict[str, Path], fp32: Path, batches: tuple[in
     """p50 per runner per batch: ORT (default session options) for every variant, OpenVINO FP32 and BF16."""
     import random
 
-    from cnnkit.bench import time_calls, time_slice
+    from cnnkit.bench.benchmark import time_calls, time_slice
 
     out: dict[int, dict[str, float]] = {}
     for b in batches:

@@ -63,7 +63,7 @@ def trained_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
     import os
 
     os.environ["CNNKIT_OFFLINE"] = "1"
-    from cnnkit.train import TrainConfig, train_model
+    from cnnkit.keras.train import TrainConfig, train_model
 
     out = tmp_path_factory.mktemp("seed-cnn")
     train_model(TrainConfig(dataset="digits", out_dir=out, epochs=5, seed=0))
@@ -72,7 +72,7 @@ def trained_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="session")
 def exported_model(trained_model: Path) -> Path:
-    from cnnkit.export import ExportConfig, export_onnx
+    from cnnkit.export.onnx import ExportConfig, export_onnx
 
     out = trained_model.with_name("model.onnx")
     export_onnx(ExportConfig(trained_model, out))

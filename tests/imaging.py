@@ -52,7 +52,7 @@ def tiny_classifier(path: Path, layout: str = "NCHW", size: tuple[int, int] = (3
 
 def mnist_digits(n: int, split: str = "test") -> tuple[np.ndarray, np.ndarray]:
     """The first ``n`` real MNIST digits (the shipped test set's split), uint8 (n, 28, 28), labels."""
-    from cnnkit.datasets import load_shipped_mnist
+    from cnnkit.data.datasets import load_shipped_mnist
 
     ds = load_shipped_mnist()
     x, y = (ds.x_test, ds.y_test) if split == "test" else (ds.x_train, ds.y_train)

@@ -22,7 +22,7 @@ def _model(tmp_path: Path, layout, batch, dtype) -> Path:
 
 @pytest.mark.parametrize(("layout", "batch", "dtype"), VARIANTS, ids=lambda v: str(v))
 def test_every_command_on_an_onnx_classifier(tmp_path: Path, layout, batch, dtype) -> None:
-    from cnnkit.datasets import load_dataset
+    from cnnkit.data.datasets import load_dataset
 
     model = _model(tmp_path, layout, batch, dtype)
     fixed = batch if isinstance(batch, int) else None
@@ -89,7 +89,7 @@ def test_static_quantization_of_a_fixed_batch_nchw_model(tmp_path: Path) -> None
     # A random-weight model's near-ties flip in INT8, so parity's 0.99 top-1 agreement may fail it: kept to be checked.
     passed = json.loads((tmp_path / "q.json").read_text())["passed"]
     assert r.exit_code == (0 if passed else 1), r.output
-    from cnnkit.onnx_info import describe_onnx
+    from cnnkit.graph.info import describe_onnx
 
     info = describe_onnx(tmp_path / "int8.onnx")
     assert info.precision == "int8-static" and info.input.batch == 1 and info.layout == "NCHW"

@@ -123,12 +123,12 @@ def test_default_dataset_notice(tmp_path: Path) -> None:
 
 
 def test_a_bug_is_one_line_and_exit_3_with_traceback_only_on_debug(monkeypatch: pytest.MonkeyPatch) -> None:
-    import cnnkit.spec
+    import cnnkit.keras.spec
 
     def broken(_name: str) -> None:
         raise ZeroDivisionError("a bug in cnnkit")
 
-    monkeypatch.setattr(cnnkit.spec, "load_spec", broken)
+    monkeypatch.setattr(cnnkit.keras.spec, "load_spec", broken)
     result = run("summary", "mnist-cnn")
     assert result.exit_code == 3
     assert result.stderr.strip() == ("cnnkit: internal error: ZeroDivisionError: a bug in cnnkit "

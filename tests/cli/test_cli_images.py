@@ -210,7 +210,7 @@ def test_static_int8_calibrates_on_an_image_folder(tmp_path: Path) -> None:
     assert d["kind"] == "image folder" and d["calibration_samples"] == 30 and d["evaluated_samples"] == 50
     assert d["metric"] == "accuracy" and d["preprocess"]["name"] == "unit" and d["preprocess"]["layout"] == "NCHW"
     assert data["settings"]["mode"] == "static" and out.is_file() and data["accuracy"] is not None
-    from cnnkit.onnx_info import describe_onnx
+    from cnnkit.graph.info import describe_onnx
 
     assert describe_onnx(out).precision == "int8-static"
     # An unlabelled folder: top-1 agreement with FP32 stands in for accuracy.
@@ -257,9 +257,9 @@ def test_featuremaps_from_an_image_folder(tmp_path: Path) -> None:
 
 
 def test_bench_inputs_go_through_the_record(tmp_path: Path) -> None:
-    from cnnkit.bench import make_input
+    from cnnkit.bench.inputs import make_input
     from cnnkit.data.preprocess import PRESETS
-    from cnnkit.onnx_info import describe_onnx
+    from cnnkit.graph.info import describe_onnx
 
     record = PRESETS["tf"].bind(32, 32, 3, "NCHW", "float32")
     model = tiny_classifier(tmp_path / "m.onnx", metadata={"preprocess": record.to_json()})

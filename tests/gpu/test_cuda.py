@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from cnnkit.sessions import SessionConfig, create_session
+from cnnkit.runtimes.sessions import SessionConfig, create_session
 from tests.unit.test_sessions import CUDA_LOADS, _tiny_model
 
 pytestmark = [pytest.mark.gpu, pytest.mark.skipif(not CUDA_LOADS, reason="the CUDA execution provider does not load here")]
@@ -17,7 +17,7 @@ def test_cuda_session_is_really_on_cuda() -> None:
 
 @pytest.mark.integration
 def test_parity_on_cuda(trained_model: Path, exported_model: Path) -> None:
-    from cnnkit.parity import ParityConfig, check_parity
+    from cnnkit.parity.check import ParityConfig, check_parity
 
     result = check_parity(ParityConfig(trained_model, exported_model, dataset="digits", samples=100,
                                        session=SessionConfig(provider="cuda")))
@@ -27,7 +27,7 @@ def test_parity_on_cuda(trained_model: Path, exported_model: Path) -> None:
 
 @pytest.mark.integration
 def test_bench_on_cuda_binds_inputs_and_outputs_on_the_device(exported_model: Path) -> None:
-    from cnnkit.bench import BenchConfig, run_benchmark
+    from cnnkit.bench.benchmark import BenchConfig, run_benchmark
 
     quick = {"batch_sizes": (1, 8), "warmup": 2, "min_time_s": 0.0, "min_iterations": 5}
     bound = run_benchmark(BenchConfig(models=(exported_model,), session=SessionConfig(provider="cuda"), **quick))
@@ -39,7 +39,7 @@ def test_bench_on_cuda_binds_inputs_and_outputs_on_the_device(exported_model: Pa
 
 @pytest.mark.integration
 def test_tune_on_cuda_tries_conv_search_and_cuda_graphs(exported_model: Path) -> None:
-    from cnnkit.bench import BenchConfig, run_benchmark
+    from cnnkit.bench.benchmark import BenchConfig, run_benchmark
 
     result = run_benchmark(BenchConfig(models=(exported_model,), batch_sizes=(4,), session=SessionConfig(provider="cuda"),
                                        tune=True, tune_time_s=0.0, warmup=2, min_time_s=0.0, min_iterations=5))
@@ -50,7 +50,7 @@ def test_tune_on_cuda_tries_conv_search_and_cuda_graphs(exported_model: Path) ->
 
 
 def test_memory_child_reads_gpu_memory_on_cuda(tmp_path: Path) -> None:
-    from cnnkit.memory import measure_in_child
+    from cnnkit.bench.memory import measure_in_child
     from tests.unit.test_bench_measurements import image_model
 
     model = image_model(tmp_path / "tiny.onnx")

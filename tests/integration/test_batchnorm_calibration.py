@@ -10,7 +10,7 @@ def _digits_rgb(size: int, n: int) -> np.ndarray:
     """Real images: the bundled 8x8 digits, upscaled with Pillow to size x size RGB, 0..255."""
     from PIL import Image
 
-    from cnnkit.datasets import load_dataset
+    from cnnkit.data.datasets import load_dataset
 
     ds = load_dataset("digits")
     out = [np.asarray(Image.fromarray(img[..., 0]).resize((size, size), Image.BILINEAR).convert("RGB"))

@@ -7,10 +7,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from cnnkit.bench import SCHEMA, BenchConfig, BenchResult, measure_overhead, run_benchmark, tune_candidates
+from cnnkit.bench.benchmark import SCHEMA, BenchConfig, BenchResult, measure_overhead, run_benchmark, tune_candidates
 from cnnkit.errors import CnnkitError, ModelFileError
-from cnnkit.evaluate import EvalConfig, EvalResult, evaluate_models
-from cnnkit.sessions import SessionConfig, SessionError
+from cnnkit.evaluate.accuracy import EvalConfig, EvalResult, evaluate_models
+from cnnkit.runtimes.sessions import SessionConfig, SessionError
 
 pytestmark = pytest.mark.integration
 
@@ -65,11 +65,11 @@ def test_tune_searches_and_keeps_what_it_can_confirm(exported_model: Path) -> No
 def test_tune_records_a_candidate_that_cannot_run_and_goes_on(exported_model: Path, monkeypatch) -> None:
     import dataclasses
 
-    import cnnkit.bench
+    import cnnkit.bench.benchmark
 
     # ONNX Runtime refuses a session with an out-of-range log level: a stand-in for a candidate the provider
     # cannot run (on CUDA: a CUDA graph with nodes left on the CPU).
-    monkeypatch.setattr(cnnkit.bench, "tune_candidates",
+    monkeypatch.setattr(cnnkit.bench.benchmark, "tune_candidates",
                         lambda base, active: [dataclasses.replace(base, log_severity=9), base])
     result = run_benchmark(_quick([exported_model], batch_sizes=(1,), tune=True, tune_time_s=0.0))
     bad, good = result.trials
@@ -79,7 +79,7 @@ def test_tune_records_a_candidate_that_cannot_run_and_goes_on(exported_model: Pa
     again = BenchResult.from_dict(json.loads(json.dumps(result.to_dict())))
     assert again.trials == result.trials
 
-    monkeypatch.setattr(cnnkit.bench, "tune_candidates", lambda base, active: [dataclasses.replace(base, log_severity=9)])
+    monkeypatch.setattr(cnnkit.bench.benchmark, "tune_candidates", lambda base, active: [dataclasses.replace(base, log_severity=9)])
     with pytest.raises(SessionError, match="cannot create a session .* with these options: .*log_severity_level"):
         run_benchmark(_quick([exported_model], batch_sizes=(1,), tune=True, tune_time_s=0.0))
 
@@ -92,7 +92,7 @@ def test_cuda_tune_space_covers_conv_search_and_graphs() -> None:
 
 def test_uint8_model_is_fed_uint8(trained_model: Path, tmp_path: Path) -> None:
     from cnnkit.choices import InputDtype
-    from cnnkit.export import ExportConfig, export_onnx
+    from cnnkit.export.onnx import ExportConfig, export_onnx
 
     export_onnx(ExportConfig(trained_model, tmp_path / "u8.onnx", input_dtype=InputDtype.UINT8))
     result = run_benchmark(_quick([tmp_path / "u8.onnx"], batch_sizes=(2,)))
@@ -128,8 +128,8 @@ def test_non_image_model_is_refused(tmp_path: Path) -> None:
 
 
 def test_eval_matches_a_hand_count(exported_model: Path, trained_model: Path) -> None:
-    from cnnkit.datasets import load_dataset
-    from cnnkit.runners import OnnxRuntimeRunner
+    from cnnkit.data.datasets import load_dataset
+    from cnnkit.runtimes.runners import OnnxRuntimeRunner
 
     result = evaluate_models(EvalConfig((exported_model, exported_model), dataset="digits", batch_size=50))
     ds = load_dataset("digits")
@@ -149,7 +149,7 @@ def test_eval_matches_a_hand_count(exported_model: Path, trained_model: Path) ->
 
 def test_eval_resizes_a_dataset_that_does_not_fit(exported_model: Path) -> None:
     """32x32 colour images into a 28x28 grey model: the preprocessing record resizes and converts them."""
-    from cnnkit.datasets import Dataset, DatasetName, load_dataset
+    from cnnkit.data.datasets import Dataset, DatasetName, load_dataset
 
     digits = load_dataset("digits")
     big = np.stack([np.asarray(__import__("PIL.Image").Image.fromarray(im[..., 0]).resize((32, 32)).convert("RGB"))
@@ -164,7 +164,7 @@ def test_eval_resizes_a_dataset_that_does_not_fit(exported_model: Path) -> None:
 
 
 def test_doctor_reports_providers_that_really_load() -> None:
-    from cnnkit.doctor import check_provider, run_doctor
+    from cnnkit.runtimes.doctor import check_provider, run_doctor
 
     report = run_doctor()
     cpu = next(p for p in report.providers if p.name == "CPUExecutionProvider")

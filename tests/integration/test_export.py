@@ -9,9 +9,9 @@ import pytest
 
 from cnnkit.choices import InputDtype
 from cnnkit.errors import ExportError, ModelFileError, OutputExistsError
-from cnnkit.export import ROUTE, ExportConfig, export_onnx
-from cnnkit.parity import ParityConfig, check_parity
-from cnnkit.runners import OnnxRuntimeRunner
+from cnnkit.export.onnx import ROUTE, ExportConfig, export_onnx
+from cnnkit.parity.check import ParityConfig, check_parity
+from cnnkit.runtimes.runners import OnnxRuntimeRunner
 
 pytestmark = pytest.mark.integration
 
@@ -36,7 +36,7 @@ def test_seed_cnn_graph(exported_model: Path, trained_model: Path) -> None:
     assert (record.name, record.size, record.channel_order, record.layout, record.dtype) == (
         "raw", (28, 28), "grayscale", "NHWC", "float32")
     assert record_from_metadata(meta).is_identity
-    from cnnkit.export import sha256_file
+    from cnnkit.export.onnx import sha256_file
 
     assert meta["source_sha256"] == sha256_file(trained_model)
     for lib in ("cnnkit", "tensorflow", "keras", "tf2onnx", "onnx"):
@@ -194,7 +194,7 @@ def test_zero_biases_dropped_by_tf2onnx_are_explained(tmp_path: Path) -> None:
 
 
 def test_unsupported_op_names_op_and_layer(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from cnnkit import export
+    from cnnkit.export import onnx as export
 
     monkeypatch.setattr(export, "_CUSTOM_OP_HANDLERS", {})  # without cnnkit's Erfc handler, exact GELU fails
     keras = _keras()

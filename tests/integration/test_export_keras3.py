@@ -9,8 +9,8 @@ import onnx
 import pytest
 
 from cnnkit.errors import ExportError
-from cnnkit.export import KERAS_ROUTE, ROUTE, ExportConfig, export_onnx
-from cnnkit.parity import ParityConfig, check_parity
+from cnnkit.export.onnx import KERAS_ROUTE, ROUTE, ExportConfig, export_onnx
+from cnnkit.parity.check import ParityConfig, check_parity
 
 pytestmark = pytest.mark.integration
 
@@ -66,7 +66,7 @@ def test_normalization_and_grouped_convs_export_with_one_input(tmp_path: Path) -
 
 def test_stray_graph_inputs_are_caught_by_the_onnx_check(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Without folding the captured statistics, tf2onnx's graph has 3 inputs: the export names them."""
-    from cnnkit import export
+    from cnnkit.export import onnx as export
 
     monkeypatch.setattr(export, "_fold_captured_inputs", lambda *a, **k: None)
     monkeypatch.setattr(export, "_drop_unread_inputs", lambda *a, **k: None)
@@ -81,7 +81,7 @@ def test_stray_graph_inputs_are_caught_by_the_onnx_check(tmp_path: Path, monkeyp
 
 
 def test_falls_back_to_keras_export_and_records_it(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from cnnkit import export
+    from cnnkit.export import onnx as export
 
     def broken(*args):
         raise ExportError("tf2onnx could not convert it: simulated")
@@ -100,7 +100,7 @@ def test_falls_back_to_keras_export_and_records_it(tmp_path: Path, monkeypatch: 
 
 def test_a_route_whose_outputs_differ_is_not_kept(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Both routes give a graph that computes something else: the export fails and says by how much."""
-    from cnnkit import export
+    from cnnkit.export import onnx as export
 
     real_finish = export._finish_graph
 

@@ -9,7 +9,7 @@ import pytest
 from onnx import helper, numpy_helper
 
 from cnnkit.data.preprocess import PreprocessChoice
-from cnnkit.parity import SCHEMA, ParityConfig, ParityResult, check_parity
+from cnnkit.parity.check import SCHEMA, ParityConfig, ParityResult, check_parity
 
 pytestmark = pytest.mark.integration
 
@@ -53,7 +53,7 @@ def test_layer_table_on_a_pass(trained_model: Path, exported_model: Path) -> Non
 
 
 def test_unsimplified_export_maps_every_layer(trained_model: Path, tmp_path: Path) -> None:
-    from cnnkit.export import ExportConfig, export_onnx
+    from cnnkit.export.onnx import ExportConfig, export_onnx
 
     export_onnx(ExportConfig(trained_model, tmp_path / "raw.onnx", simplify=False))
     result = check_parity(_config(trained_model, tmp_path / "raw.onnx", batch_sizes=(2,), layers=True))
@@ -82,8 +82,8 @@ def test_one_perturbed_weight_fails_and_is_located(trained_model: Path, exported
 
 def test_model_exported_without_normalisation_is_located(trained_model: Path, tmp_path: Path) -> None:
     from cnnkit._deps import require_keras
-    from cnnkit.build import load_keras_model
-    from cnnkit.export import ExportConfig, export_onnx
+    from cnnkit.keras.build import load_keras_model
+    from cnnkit.export.onnx import ExportConfig, export_onnx
 
     keras = require_keras()
     model = load_keras_model(trained_model)
@@ -116,7 +116,7 @@ def test_input_fed_with_wrong_layout_is_located(trained_model: Path, exported_mo
 
 def test_nchw_export_is_fed_nchw_through_its_record(trained_model: Path, tmp_path: Path) -> None:
     from cnnkit._deps import require_tensorflow, require_tf2onnx
-    from cnnkit.build import load_keras_model
+    from cnnkit.keras.build import load_keras_model
 
     tf, tf2onnx = require_tensorflow(), require_tf2onnx()
     model = load_keras_model(trained_model)
@@ -144,7 +144,7 @@ def test_onnx_vs_onnx_gates_on_decisions(exported_model: Path, tmp_path: Path) -
 
 
 def test_dataset_that_does_not_fit_is_resized(trained_model: Path, exported_model: Path) -> None:
-    from cnnkit.datasets import Dataset, DatasetName
+    from cnnkit.data.datasets import Dataset, DatasetName
 
     rng = np.random.default_rng(0)
     odd = Dataset(DatasetName.MNIST, "test", np.zeros((2, 32, 32, 3), np.uint8), np.zeros(2, np.int64),

@@ -8,8 +8,8 @@ import onnx
 import pytest
 from onnx import numpy_helper
 
-from cnnkit.export import ExportConfig, export_onnx
-from cnnkit.parity import ParityConfig, check_parity
+from cnnkit.export.onnx import ExportConfig, export_onnx
+from cnnkit.parity.check import ParityConfig, check_parity
 
 pytestmark = pytest.mark.integration
 
@@ -92,7 +92,7 @@ def test_calibrated_mobilenet_v2_keras_vs_nhwc_and_nchw_onnx(tmp_path: Path) -> 
     the layer table against the export and against an NCHW graph of it; images go through the 'tf' record."""
     from cnnkit._deps import require_tensorflow, require_tf2onnx
     from cnnkit.data.preprocess import PreprocessChoice, preset
-    from cnnkit.datasets import load_dataset
+    from cnnkit.data.datasets import load_dataset
     from cnnkit.keras.batchnorm import calibrate_batchnorm
 
     keras = _keras()

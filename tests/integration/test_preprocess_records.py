@@ -13,9 +13,9 @@ pytestmark = pytest.mark.integration
 def test_a_unit_range_keras_model_is_evaluated_on_unit_pixels(tmp_path: Path) -> None:
     keras = pytest.importorskip("keras")
     from cnnkit.data.preprocess import PreprocessChoice
-    from cnnkit.datasets import load_dataset
-    from cnnkit.evaluate import EvalConfig, evaluate_models
-    from cnnkit.export import ExportConfig, export_onnx
+    from cnnkit.data.datasets import load_dataset
+    from cnnkit.evaluate.accuracy import EvalConfig, evaluate_models
+    from cnnkit.export.onnx import ExportConfig, export_onnx
 
     ds = load_dataset("digits")
     keras.utils.set_random_seed(0)

@@ -7,11 +7,11 @@ import onnx
 import pytest
 
 from cnnkit.choices import ActivationType, QuantFormat, QuantMode
-from cnnkit.datasets import load_dataset
+from cnnkit.data.datasets import load_dataset
 from cnnkit.errors import CnnkitError
-from cnnkit.onnx_info import describe_onnx
-from cnnkit.quantize import QuantizeConfig, QuantizeError, auto_quantize, quantize_model
-from cnnkit.runners import OnnxRuntimeRunner
+from cnnkit.graph.info import describe_onnx
+from cnnkit.quantize.variants import QuantizeConfig, QuantizeError, auto_quantize, quantize_model
+from cnnkit.runtimes.runners import OnnxRuntimeRunner
 
 pytestmark = pytest.mark.integration
 
@@ -124,7 +124,7 @@ def test_errors(exported_model: Path, tmp_path: Path, digits) -> None:
     with pytest.raises(QuantizeError, match="already quantized"):
         quantize_model(_cfg(q, tmp_path / "qq.onnx"), digits)
     test_only = load_dataset("digits")
-    from cnnkit.datasets import Dataset
+    from cnnkit.data.datasets import Dataset
 
     no_train = Dataset(test_only.name, "test-only", test_only.x_train[:0], test_only.y_train[:0], test_only.x_test,
                        test_only.y_test, test_only.class_names)

@@ -76,7 +76,7 @@ def test_a_worker_killed_mid_run_loses_no_image(ray_local: str, digits: tuple[Pa
     eval's."""
     from cnnkit.data.preprocess import PreprocessChoice
     from cnnkit.distributed.ray_eval import KILL_ONCE_ENV, evaluate_on_ray
-    from cnnkit.evaluate import EvalConfig, evaluate_models
+    from cnnkit.evaluate.accuracy import EvalConfig, evaluate_models
 
     folder, a, _ = digits
     config = EvalConfig((a,), data_dir=folder, batch_size=16, preprocess=PreprocessChoice(preset="unit"),
@@ -136,7 +136,7 @@ def test_quantize_checks_accuracy_through_the_distributed_eval(ray_local: str, d
     """Static INT8 calibrated on a seeded, bounded sample of the folder; the accuracy-aware loop's checks run on
     Ray workers and give the local run's figures."""
     from cnnkit.data.preprocess import PreprocessChoice
-    from cnnkit.quantize import QuantizeConfig, quantize_model
+    from cnnkit.quantize.variants import QuantizeConfig, quantize_model
 
     folder, a, _ = digits
     results = {}
@@ -163,7 +163,7 @@ def test_nan_scores_are_an_error_as_in_the_local_eval(ray_local: str, digits: tu
 
     from cnnkit.data.preprocess import PreprocessChoice
     from cnnkit.distributed.ray_eval import evaluate_on_ray
-    from cnnkit.evaluate import EvalConfig, evaluate_models
+    from cnnkit.evaluate.accuracy import EvalConfig, evaluate_models
     from cnnkit.finite import NonFiniteError
 
     folder, a, _ = digits

@@ -64,7 +64,7 @@ def test_fleet_bench_has_one_entry_per_node_and_renders_as_devices(two_nodes: ob
 def test_a_node_that_dies_is_missing_and_the_others_kept(two_nodes: object, model: Path, tmp_path: Path,
                                                          monkeypatch: pytest.MonkeyPatch) -> None:
     """A planted fault: the task on the beta node kills that node's raylet. Runs last: the node stays dead."""
-    from cnnkit.bench import BenchConfig
+    from cnnkit.bench.benchmark import BenchConfig
     from cnnkit.distributed.fleet import KILL_NODE_ENV, run_fleet_benchmark
 
     monkeypatch.setenv(KILL_NODE_ENV, "device=beta")

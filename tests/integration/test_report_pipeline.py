@@ -16,10 +16,10 @@ pytestmark = pytest.mark.integration
 
 @pytest.fixture(scope="module")
 def results(exported_model: Path, trained_model: Path, tmp_path_factory) -> list[Path]:
-    from cnnkit.bench import BenchConfig, run_benchmark
-    from cnnkit.evaluate import EvalConfig, evaluate_models
+    from cnnkit.bench.benchmark import BenchConfig, run_benchmark
+    from cnnkit.evaluate.accuracy import EvalConfig, evaluate_models
     from cnnkit.io import write_json_atomic
-    from cnnkit.parity import ParityConfig, check_parity
+    from cnnkit.parity.check import ParityConfig, check_parity
 
     d = tmp_path_factory.mktemp("results")
     write_json_atomic(d / "bench.json", run_benchmark(BenchConfig(
@@ -33,7 +33,7 @@ def results(exported_model: Path, trained_model: Path, tmp_path_factory) -> list
 
 
 def test_report_from_a_run_folder(results: list[Path], tmp_path: Path) -> None:
-    from cnnkit.report import write_report
+    from cnnkit.report.build import write_report
 
     out = tmp_path / "rep"
     written = write_report(results, out)
@@ -67,7 +67,7 @@ def test_report_from_a_run_folder(results: list[Path], tmp_path: Path) -> None:
     ],
 )
 def test_report_bad_inputs(tmp_path: Path, content, message) -> None:
-    from cnnkit.report import write_report
+    from cnnkit.report.build import write_report
 
     f = tmp_path / "r.json"
     f.write_text(json.dumps(content))
@@ -85,7 +85,7 @@ def _chromium() -> str | None:
 
 @pytest.mark.skipif(_chromium() is None, reason="Chromium is not installed")
 def test_html_report_in_a_real_browser(results: list[Path], tmp_path: Path) -> None:
-    from cnnkit.report import write_report
+    from cnnkit.report.build import write_report
 
     write_report(results, tmp_path / "rep")
     page = (tmp_path / "rep" / "report.html").resolve()
@@ -107,9 +107,9 @@ def test_featuremaps_from_png_and_dataset(exported_model: Path, tmp_path: Path) 
     from PIL import Image
 
     from cnnkit.data.preprocess import record_for_model
-    from cnnkit.datasets import load_dataset
-    from cnnkit.featuremaps import feature_maps_from_dataset, load_image, save_feature_maps
-    from cnnkit.onnx_info import describe_onnx
+    from cnnkit.data.datasets import load_dataset
+    from cnnkit.evaluate.featuremaps import feature_maps_from_dataset, load_image, save_feature_maps
+    from cnnkit.graph.info import describe_onnx
 
     record = record_for_model(describe_onnx(exported_model))[0]
     digit = load_dataset("digits").x_test[0][..., 0]
@@ -134,7 +134,7 @@ def test_featuremaps_images_of_any_size_and_bad_files(tmp_path: Path) -> None:
     from PIL import Image
 
     from cnnkit.data.preprocess import PRESETS
-    from cnnkit.featuremaps import load_image
+    from cnnkit.evaluate.featuremaps import load_image
 
     record = PRESETS["raw"].bind(28, 28, 1, "NHWC", "float32")
     Image.new("RGB", (32, 40), (255, 255, 255)).save(tmp_path / "big.png")
@@ -172,7 +172,7 @@ def test_pipeline_runs_reuses_and_redoes(tmp_path: Path) -> None:
     assert "quantize --auto, chosen" in accuracy or "quantize --auto candidate" in accuracy  # every candidate
     scored = [c for c in json.loads((out / "quantize.json").read_text())["candidates"] if c["accuracy"] is not None]
     assert accuracy.count("\n| ") >= 1 + len(scored) - 1  # a candidate that failed its gate has no accuracy to plot
-    from cnnkit.results import load_result
+    from cnnkit.results.load import load_result
 
     for f in sorted(out.glob("*.json")):  # strict JSON (no NaN/Inf), every field of its schema typed
         assert load_result(f) is not None, f

@@ -20,7 +20,7 @@ pytest.importorskip("ai_edge_litert")
 @pytest.fixture(scope="module")
 def tflite_model(trained_model: Path, exported_model: Path) -> Path:
     """The seed CNN as a .tflite beside its .onnx (where bench and eval look for it)."""
-    from cnnkit.export_tflite import TfliteExportConfig, export_tflite
+    from cnnkit.export.tflite import TfliteExportConfig, export_tflite
 
     out = exported_model.with_suffix(".tflite")
     if not out.exists():
@@ -34,10 +34,10 @@ def _cnnkit(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
 
 
 def test_litert_runner_matches_onnxruntime(exported_model: Path, tflite_model: Path) -> None:
-    from cnnkit.runners import OnnxRuntimeRunner
-    from cnnkit.runtimes import RuntimeChoice, create_runner
+    from cnnkit.runtimes.runners import OnnxRuntimeRunner
+    from cnnkit.runtimes.registry import RuntimeChoice, create_runner
 
-    from cnnkit.onnx_info import describe_onnx
+    from cnnkit.graph.info import describe_onnx
 
     shape = describe_onnx(exported_model).image_shape
     x = np.random.default_rng(0).integers(0, 256, (7, *shape)).astype(np.float32)
@@ -73,7 +73,7 @@ def test_interleaved_bench_labels_every_row(exported_model: Path, tflite_model: 
                     ("openvino", "OpenVINO CPU", 1), ("openvino", "OpenVINO CPU", 4),
                     ("litert", "LiteRT XNNPACK", 1), ("litert", "LiteRT XNNPACK", 4)]
     bf16 = [c for c in data["cases"] if c["provider"]["options"].get("INFERENCE_PRECISION_HINT") == "bf16"]
-    from cnnkit.runtimes import bf16_supported
+    from cnnkit.runtimes.registry import bf16_supported
 
     assert {c["precision"] for c in bf16} == {"bf16" if bf16_supported() else "fp32"}
     for c in data["cases"]:

@@ -7,12 +7,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from cnnkit.build import build_model, load_keras_model
-from cnnkit.datasets import load_dataset
+from cnnkit.keras.build import build_model, load_keras_model
+from cnnkit.data.datasets import load_dataset
 from cnnkit.errors import OutputExistsError
-from cnnkit.spec import load_spec
-from cnnkit.summary import summarize_keras, summarize_spec
-from cnnkit.train import TrainConfig, train_model
+from cnnkit.keras.spec import load_spec
+from cnnkit.keras.summary import summarize_keras, summarize_spec
+from cnnkit.keras.train import TrainConfig, train_model
 
 pytestmark = pytest.mark.integration
 

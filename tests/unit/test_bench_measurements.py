@@ -52,8 +52,8 @@ def _x(batch: int) -> np.ndarray:
 
 def test_profile_top_operator_matches_ort_profile_file(model: Path, tmp_path: Path) -> None:
     """parse_profile against a direct reading of the file ONNX Runtime wrote, warm-up runs left out."""
-    from cnnkit.profiling import parse_profile
-    from cnnkit.sessions import SessionConfig, create_session
+    from cnnkit.bench.profile import parse_profile
+    from cnnkit.runtimes.sessions import SessionConfig, create_session
 
     session, _ = create_session(model, SessionConfig(intra_op_threads=1), profile_prefix=str(tmp_path / "p"))
     for _ in range(8):
@@ -78,8 +78,8 @@ def test_profile_top_operator_matches_ort_profile_file(model: Path, tmp_path: Pa
 
 
 def test_profile_model_leaves_no_file(model: Path, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    from cnnkit.profiling import profile_model
-    from cnnkit.sessions import SessionConfig
+    from cnnkit.bench.profile import profile_model
+    from cnnkit.runtimes.sessions import SessionConfig
 
     monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
     prof = profile_model(model, SessionConfig(), _x(4), "images", runs=3, warmup=1)
@@ -88,7 +88,7 @@ def test_profile_model_leaves_no_file(model: Path, monkeypatch: pytest.MonkeyPat
     assert list(tmp_path.iterdir()) == []  # the profile file and its folder are gone
     assert not list(Path.cwd().glob("*.json"))
     with pytest.raises(CnnkitError, match="no model run"):
-        from cnnkit.profiling import parse_profile
+        from cnnkit.bench.profile import parse_profile
 
         parse_profile([{"cat": "Node", "name": "x_kernel_time", "ts": 1, "dur": 2}])
 
@@ -97,8 +97,8 @@ def test_profile_model_leaves_no_file(model: Path, monkeypatch: pytest.MonkeyPat
 
 
 def test_memory_in_a_fresh_process_and_the_arena_flag(model: Path) -> None:
-    from cnnkit.memory import measure_in_child
-    from cnnkit.sessions import SessionConfig, session_options
+    from cnnkit.bench.memory import measure_in_child
+    from cnnkit.runtimes.sessions import SessionConfig, session_options
 
     assert session_options(SessionConfig(cpu_mem_arena=False)).enable_cpu_mem_arena is False
     assert session_options(SessionConfig()).enable_cpu_mem_arena is True
@@ -114,8 +114,8 @@ def test_memory_in_a_fresh_process_and_the_arena_flag(model: Path) -> None:
 
 
 def test_memory_child_reports_a_bad_model_in_one_line(tmp_path: Path) -> None:
-    from cnnkit.memory import measure_in_child
-    from cnnkit.sessions import SessionConfig
+    from cnnkit.bench.memory import measure_in_child
+    from cnnkit.runtimes.sessions import SessionConfig
 
     (tmp_path / "bad.onnx").write_bytes(b"not onnx")
     with pytest.raises(CnnkitError, match="fresh process: cannot load"):
@@ -127,7 +127,7 @@ def test_memory_child_reports_a_bad_model_in_one_line(tmp_path: Path) -> None:
 
 def test_concurrency_levels_and_threads() -> None:
     from cnnkit.cli.options import parse_concurrency
-    from cnnkit.concurrency import saturation, threads_for
+    from cnnkit.bench.concurrency import saturation, threads_for
 
     assert parse_concurrency("1,2,2", 4) == (1, 2) and parse_concurrency("sweep", 3) == (1, 2, 3)
     for bad, msg in (("1,x", "'x' is not a number"), ("0", "must be positive")):
@@ -143,8 +143,8 @@ def test_concurrency_levels_and_threads() -> None:
 def test_concurrency_measures_plausible_throughput(model: Path) -> None:
     import time
 
-    from cnnkit.concurrency import measure_concurrency
-    from cnnkit.sessions import SessionConfig, create_session
+    from cnnkit.bench.concurrency import measure_concurrency
+    from cnnkit.runtimes.sessions import SessionConfig, create_session
 
     x = _x(8)
     points = {n: measure_concurrency(model, SessionConfig(), x, "images", n, cores=2, min_time_s=0.3, min_requests=10)
@@ -170,9 +170,9 @@ def test_concurrency_measures_plausible_throughput(model: Path) -> None:
 
 
 def test_bench_with_every_measurement_round_trips(model: Path, tmp_path: Path) -> None:
-    from cnnkit.bench import BenchConfig, BenchResult, run_benchmark
+    from cnnkit.bench.benchmark import BenchConfig, BenchResult, run_benchmark
     from cnnkit.io import write_json_atomic
-    from cnnkit.sessions import SessionConfig
+    from cnnkit.runtimes.sessions import SessionConfig
 
     steps = []
     result = run_benchmark(BenchConfig(models=(model,), batch_sizes=(1, 8), min_time_s=0.05, min_iterations=5, warmup=1,
@@ -198,7 +198,7 @@ def test_bench_with_every_measurement_round_trips(model: Path, tmp_path: Path) -
 
 
 def test_noise_flag() -> None:
-    from cnnkit.noise import noise_reasons
+    from cnnkit.stats import noise_reasons
 
     steady = [1_000_000] * 50
     assert noise_reasons(steady, 1.0, 1.0) == []
@@ -211,10 +211,10 @@ def test_noise_flag() -> None:
 def test_report_sections_and_runtime_comparison(model: Path, tmp_path: Path) -> None:
     """A bench of ONNX Runtime and OpenVINO on one model, with every measurement, rendered into the report."""
     pytest.importorskip("openvino")
-    from cnnkit.bench import BenchConfig, run_benchmark
+    from cnnkit.bench.benchmark import BenchConfig, run_benchmark
     from cnnkit.io import write_json_atomic
-    from cnnkit.report import write_report
-    from cnnkit.runtimes import parse_runtimes
+    from cnnkit.report.build import write_report
+    from cnnkit.runtimes.registry import parse_runtimes
 
     result = run_benchmark(BenchConfig(models=(model,), batch_sizes=(1, 4), min_time_s=0.0, min_iterations=5, warmup=1,
                                        runtimes=parse_runtimes("onnxruntime,openvino"), rounds=2, profile=True,

@@ -4,7 +4,7 @@ import math
 
 import pytest
 
-from cnnkit.bench import LatencyStats, time_calls
+from cnnkit.bench.benchmark import LatencyStats, time_calls
 from cnnkit.errors import CnnkitError
 
 
@@ -42,7 +42,7 @@ def test_timing_loop_meets_both_minimums() -> None:
 def test_bench_config_validation() -> None:
     from pathlib import Path
 
-    from cnnkit.bench import BenchConfig
+    from cnnkit.bench.benchmark import BenchConfig
 
     with pytest.raises(CnnkitError, match="batch-sizes"):
         BenchConfig(models=(Path("m.onnx"),), batch_sizes=(0,))
@@ -55,15 +55,15 @@ def test_bench_config_validation() -> None:
 def test_output_shapes_fix_the_batch_and_skip_dynamic_outputs() -> None:
     from types import SimpleNamespace as Out
 
-    from cnnkit.bench import output_shapes
+    from cnnkit.bench.benchmark import output_shapes
 
     outs = [Out(name="probabilities", shape=["batch", 10]), Out(name="maps", shape=["batch", "h", 4]), Out(name="s", shape=[])]
     assert output_shapes(outs, 7) == {"probabilities": (7, 10)}
 
 
 def test_tuned_options_become_bench_flags() -> None:
-    from cnnkit.bench import session_flags
-    from cnnkit.sessions import SessionConfig
+    from cnnkit.bench.benchmark import session_flags
+    from cnnkit.runtimes.sessions import SessionConfig
 
     cpu = SessionConfig(intra_op_threads=1, allow_spinning=False).to_dict()
     assert session_flags(cpu, on_gpu=False) == "--threads 1 --no-spinning --graph-optimization all --execution-mode sequential"
@@ -74,7 +74,7 @@ def test_tuned_options_become_bench_flags() -> None:
 def test_tuning_keeps_the_given_options_unless_the_rounds_confirm_a_faster_one() -> None:
     import numpy as np
 
-    from cnnkit.bench import pick_tuned
+    from cnnkit.bench.benchmark import pick_tuned
 
     rng = np.random.default_rng(0)
     drift = rng.choice([60.0, 95.0], size=10)  # the machine's state per round, shared by every candidate

@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from cnnkit.compare import CompareConfig, bootstrap_medians, bootstrap_ratio_ci, compare_results, latency_verdict
+from cnnkit.results.compare import CompareConfig, bootstrap_medians, bootstrap_ratio_ci, compare_results, latency_verdict
 from cnnkit.errors import CnnkitError
 from tests.cli.test_cli_foundation import assert_user_error, run
 

@@ -6,8 +6,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from cnnkit import datasets
-from cnnkit.datasets import DatasetName, load_dataset
+from cnnkit.data import datasets
+from cnnkit.data.datasets import DatasetName, load_dataset
 from cnnkit.errors import DatasetError
 from tests.conftest import make_idx_dir, write_idx
 

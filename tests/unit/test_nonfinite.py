@@ -76,7 +76,7 @@ def models(tmp_path: Path) -> dict[str, Path]:
 
 
 def test_planted_graph_is_nan_only_where_planted(models: dict[str, Path]) -> None:
-    from cnnkit.runners import OnnxRuntimeRunner
+    from cnnkit.runtimes.runners import OnnxRuntimeRunner
 
     x = np.random.default_rng(0).integers(1, 256, (4, 28, 28, 1)).astype(np.float32)
     x[2] = 0
@@ -101,7 +101,7 @@ def test_nonfinite_counts_and_first_sample() -> None:
 
 def test_parity_fails_on_nan_in_under_one_percent_of_samples(models: dict[str, Path], tmp_path: Path) -> None:
     """2 all-zero edge-case inputs of 228 (0.9 %): top-1 agreement alone (>= 0.99) used to let them through."""
-    from cnnkit.parity import ParityConfig, check_parity
+    from cnnkit.parity.check import ParityConfig, check_parity
 
     npz = dataset_npz(tmp_path / "mnist.npz")
     r = check_parity(ParityConfig(models["clean"], models["zeros"], dataset="mnist", data_dir=npz))
@@ -129,7 +129,7 @@ def test_parity_rejects_nonfinite_tolerances(models: dict[str, Path], option: st
 
 
 def test_layer_table_marks_nan_rows() -> None:
-    from cnnkit.parity import LayerDiff, _first_divergence
+    from cnnkit.parity.check import LayerDiff, _first_divergence
 
     rows = [LayerDiff("conv", "Conv2D", "t1", "NHWC", (1, 4), 0.0, 1.0, 0.0, False),
             LayerDiff("dense", "Dense", "t2", "NHWC", (1, 4), None, 1.0, None, True, nonfinite=3)]
@@ -159,7 +159,7 @@ def test_bench_checks_the_warmup_outputs(models: dict[str, Path], tmp_path: Path
 
 
 def test_nan_pixels_in_npz_are_an_error(tmp_path: Path) -> None:
-    from cnnkit.datasets import load_dataset
+    from cnnkit.data.datasets import load_dataset
 
     npz = dataset_npz(tmp_path / "mnist.npz", nan_pixel=True)
     with pytest.raises(CnnkitError, match=r"mnist.npz: test data holds 1 non-finite pixel\(s\) \(NaN/Inf\) in 1 image\(s\), first in image 5"):
@@ -245,8 +245,8 @@ def test_training_stops_on_a_nonfinite_loss_and_writes_nothing(tmp_path: Path) -
 
 def test_one_sign_for_accuracy_changes() -> None:
     """The pipeline once printed +0.05 pp where its report said -0.05 pp: both now use accuracy_change_pp."""
-    from cnnkit.evaluate import accuracy_change_pp
-    from cnnkit.report import ReportInputs, markdown
+    from cnnkit.evaluate.accuracy import accuracy_change_pp
+    from cnnkit.report.build import ReportInputs, markdown
 
     assert accuracy_change_pp(0.9805, 0.98) == pytest.approx(-0.05)
     q = {"output": "q.onnx", "settings": {}, "accuracy": 0.98, "fp32_accuracy": 0.9805, "budget_pp": 0.1,

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from cnnkit.errors import CnnkitError, ModelFileError
-from cnnkit.onnx_info import describe_onnx
+from cnnkit.graph.info import describe_onnx
 from tests.onnx_graphs import reference_probs, tiny_classifier
 
 MODELS = [("NCHW", 1, "float32"), ("NCHW", 4, "float16"), ("NHWC", "N", "uint8"), ("NCHW", "batch", "int8"),
@@ -63,7 +63,7 @@ def test_feeding_converts_layout_and_dtype(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize(("layout", "batch", "dtype"), MODELS)
 def test_runner_takes_any_batch_and_matches_onnxruntime(tmp_path: Path, layout, batch, dtype) -> None:
-    from cnnkit.runners import ImageRunner, OnnxRuntimeRunner, run_batched
+    from cnnkit.runtimes.runners import ImageRunner, OnnxRuntimeRunner, run_batched
 
     path = tiny_classifier(tmp_path / "m.onnx", layout, batch, dtype, hw=10)
     images = np.random.default_rng(1).integers(0, 256, (7, 10, 10, 3)).astype(np.float32)
@@ -105,7 +105,7 @@ def test_more_than_one_input_or_no_image_is_one_line(tmp_path: Path) -> None:
 
 
 def test_onnx_summary_counts_params_and_macs(tmp_path: Path) -> None:
-    from cnnkit.onnx_summary import summarize_onnx
+    from cnnkit.graph.summary import summarize_onnx
 
     s = summarize_onnx(tiny_classifier(tmp_path / "m.onnx", "NHWC", "N", "uint8", hw=8, classes=5))
     by = {layer.name: layer for layer in s.layers}
@@ -124,7 +124,7 @@ def test_onnx_summary_convtranspose_and_matmul(tmp_path: Path) -> None:
     import onnx
     from onnx import TensorProto, helper, numpy_helper
 
-    from cnnkit.onnx_summary import summarize_onnx
+    from cnnkit.graph.summary import summarize_onnx
 
     x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4, 5, 5])
     y = helper.make_tensor_value_info("y", TensorProto.FLOAT, None)
@@ -147,7 +147,7 @@ def test_onnx_summary_convtranspose_and_matmul(tmp_path: Path) -> None:
 
 
 def test_fitted_bench_defaults() -> None:
-    from cnnkit.bench import DEFAULT_BATCH_SIZES, fit_defaults
+    from cnnkit.bench.benchmark import DEFAULT_BATCH_SIZES, fit_defaults
 
     light = fit_defaults(20_000_000, 2)  # the seed CNN class
     assert light.batch_sizes == DEFAULT_BATCH_SIZES and (light.warmup, light.min_iterations) == (10, 50)
@@ -161,8 +161,8 @@ def test_fitted_bench_defaults() -> None:
 
 
 def test_make_batch_dynamic(tmp_path: Path) -> None:
-    from cnnkit.onnx_batch import BatchRewriteError, make_batch_dynamic
-    from cnnkit.runners import OnnxRuntimeRunner
+    from cnnkit.export.batch import BatchRewriteError, make_batch_dynamic
+    from cnnkit.runtimes.runners import OnnxRuntimeRunner
 
     src = tiny_classifier(tmp_path / "fixed.onnx", "NCHW", 1, "float32", hw=8, reshape_batch=True)
     done = make_batch_dynamic(src, tmp_path / "dyn.onnx")
@@ -183,7 +183,7 @@ def test_make_batch_dynamic_refuses_a_baked_in_batch(tmp_path: Path) -> None:
     import onnx
     from onnx import helper, numpy_helper
 
-    from cnnkit.onnx_batch import BatchRewriteError, make_batch_dynamic
+    from cnnkit.export.batch import BatchRewriteError, make_batch_dynamic
 
     src = tiny_classifier(tmp_path / "fixed.onnx", "NCHW", 2, "float32", hw=8)
     model = onnx.load(str(src))
@@ -196,14 +196,14 @@ def test_make_batch_dynamic_refuses_a_baked_in_batch(tmp_path: Path) -> None:
         make_batch_dynamic(tmp_path / "baked.onnx", tmp_path / "out.onnx")
     assert not (tmp_path / "out.onnx").exists()
     # bench offers --make-batch-dynamic only where this scan finds it safe.
-    from cnnkit.onnx_batch import batch_rewrite_blocker
+    from cnnkit.export.batch import batch_rewrite_blocker
 
     assert "Expand node baked" in batch_rewrite_blocker(model, "baked.onnx")
     assert batch_rewrite_blocker(onnx.load(str(src)), "fixed.onnx") is None
 
 
 def test_featuremaps_are_bounded_and_read_nchw(tmp_path: Path) -> None:
-    from cnnkit.featuremaps import mosaic, save_feature_maps, spread
+    from cnnkit.evaluate.featuremaps import mosaic, save_feature_maps, spread
 
     assert spread(52, 16)[0] == 0 and spread(52, 16)[-1] == 51 and len(spread(52, 16)) == 16
     assert spread(3, 16) == [0, 1, 2] and spread(5, None) == [0, 1, 2, 3, 4]
@@ -226,7 +226,7 @@ def test_make_batch_dynamic_as_torch_dynamo_writes_it(tmp_path: Path) -> None:
     import onnx
     from onnx import helper
 
-    from cnnkit.onnx_batch import make_batch_dynamic
+    from cnnkit.export.batch import make_batch_dynamic
 
     src = tiny_classifier(tmp_path / "t.onnx", "NCHW", 1, "float32", hw=8, reshape_batch=True)
     model = onnx.load(str(src))

@@ -7,8 +7,8 @@ from pathlib import Path
 import numpy as np
 
 from cnnkit.choices import QuantMode
-from cnnkit.parity import ParityConfig, check_parity
-from cnnkit.quantize import QuantizeConfig, quantize_model
+from cnnkit.parity.check import ParityConfig, check_parity
+from cnnkit.quantize.variants import QuantizeConfig, quantize_model
 from tests.imaging import write_digit_folder
 from tests.onnx_graphs import tiny_classifier
 

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from cnnkit.choices import CalibrationMethod, QuantMode
-from cnnkit.quantize import QuantizeConfig, _ImageReader, quantize_model
+from cnnkit.quantize.variants import QuantizeConfig, _ImageReader, quantize_model
 from tests.imaging import write_digit_folder
 from tests.onnx_graphs import tiny_classifier
 

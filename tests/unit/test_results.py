@@ -1,4 +1,4 @@
-"""Every result a command writes is strict JSON and reads back, through cnnkit.results, into its typed result."""
+"""Every result a command writes is strict JSON and reads back, through cnnkit.results.load, into its typed result."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from cnnkit.errors import CnnkitError
-from cnnkit.results import SCHEMAS, load_result, result_type
+from cnnkit.results.load import SCHEMAS, load_result, result_type
 from tests.cli.test_cli_foundation import assert_user_error, run
 from tests.unit.test_nonfinite import classifier, dataset_npz
 
@@ -51,7 +51,7 @@ def test_command_results_are_strict_json_and_read_back(tmp_path: Path) -> None:
 
 
 def test_expected_schema_and_unreadable_files(tmp_path: Path) -> None:
-    from cnnkit.bench import BenchResult
+    from cnnkit.bench.benchmark import BenchResult
 
     f = tmp_path / "e.json"
     f.write_text(json.dumps({"schema": "cnnkit.eval/1"}))

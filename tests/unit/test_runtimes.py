@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from cnnkit.errors import CnnkitError
-from cnnkit.runtimes import RuntimeChoice, parse_runtimes
+from cnnkit.runtimes.registry import RuntimeChoice, parse_runtimes
 
 
 def test_parse_runtimes() -> None:
@@ -54,8 +54,8 @@ def _conv_model(path: Path) -> Path:
 
 def test_openvino_runner_matches_onnxruntime(tmp_path: Path) -> None:
     pytest.importorskip("openvino")
-    from cnnkit.runners import OnnxRuntimeRunner
-    from cnnkit.runtimes import bf16_supported, create_runner
+    from cnnkit.runtimes.runners import OnnxRuntimeRunner
+    from cnnkit.runtimes.registry import bf16_supported, create_runner
 
     model = _conv_model(tmp_path / "tiny.onnx")
     x = np.random.default_rng(1).integers(0, 256, (5, 8, 8, 1)).astype(np.float32) / 255
@@ -78,7 +78,7 @@ def test_openvino_runner_matches_onnxruntime(tmp_path: Path) -> None:
 def test_plugin_provider_without_device_is_a_clear_error() -> None:
     pytest.importorskip("onnxruntime_ep_openvino")
     from cnnkit.runtimes.plugins import plugin_statuses
-    from cnnkit.sessions import ProviderError, SessionConfig, create_session, probe_model_bytes
+    from cnnkit.runtimes.sessions import ProviderError, SessionConfig, create_session, probe_model_bytes
 
     status = next(p for p in plugin_statuses() if p.distribution == "onnxruntime-ep-openvino")
     assert status.error is None and status.library and Path(status.library).is_file()
@@ -111,7 +111,7 @@ def test_bench_with_a_plugin_provider_that_has_no_device_is_one_line(tmp_path: P
 
 
 def test_doctor_lists_plugins() -> None:
-    from cnnkit.doctor import run_doctor
+    from cnnkit.runtimes.doctor import run_doctor
 
     report = run_doctor()
     assert set(report.runtimes) == {"onnxruntime", "openvino", "litert"}
@@ -123,7 +123,7 @@ def test_doctor_lists_plugins() -> None:
 
 
 def _case(runtime: str, precision: str, rounds: list[float], batch: int = 1):  # noqa: ANN202
-    from cnnkit.bench import BenchCase, LatencyStats
+    from cnnkit.bench.benchmark import BenchCase, LatencyStats
 
     samples = [int(r * 1e6) for r in rounds for _ in range(3)]
     provider = {"requested": runtime, "providers": [runtime], "active": runtime, "fallback": False, "options": {}}
@@ -132,7 +132,7 @@ def _case(runtime: str, precision: str, rounds: list[float], batch: int = 1):  #
 
 
 def _result(cases: list):  # noqa: ANN202
-    from cnnkit.bench import SCHEMA, BenchResult
+    from cnnkit.bench.benchmark import SCHEMA, BenchResult
 
     config = {"models": ["m.onnx"], "batch_sizes": [1], "interleaved_rounds": 10, "tflite": None,
               "session": {"provider": "cpu", "intra_op_threads": 0, "inter_op_threads": 0, "allow_spinning": None,
@@ -141,7 +141,7 @@ def _result(cases: list):  # noqa: ANN202
 
 
 def test_recommend_confirms_a_lead_only_when_every_round_agrees() -> None:
-    from cnnkit.recommend import CandidateAccuracy, recommend
+    from cnnkit.bench.recommend import CandidateAccuracy, recommend
 
     ort = _case("onnxruntime", "fp32", [1.0] * 10)
     steady = _case("openvino", "bf16", [0.5] * 10)
@@ -167,8 +167,8 @@ def test_recommend_confirms_a_lead_only_when_every_round_agrees() -> None:
 
 
 def test_report_shows_the_recommendation() -> None:
-    from cnnkit.recommend import CandidateAccuracy, recommend
-    from cnnkit.report_bench import recommendation_section
+    from cnnkit.bench.recommend import CandidateAccuracy, recommend
+    from cnnkit.report.bench import recommendation_section
 
     ort = _case("onnxruntime", "fp32", [1.0] * 10)
     lucky = _case("litert", "fp32", [0.3, 0.3, 0.3, 0.3, 0.3, 2, 2, 2, 2, 0.3])
@@ -198,7 +198,7 @@ def test_provider_options_reach_the_provider_or_are_refused(tmp_path: Path) -> N
     import sys
 
     from cnnkit.cli.options import parse_provider_options
-    from cnnkit.sessions import ProviderError, SessionConfig, create_session, probe_model_bytes
+    from cnnkit.runtimes.sessions import ProviderError, SessionConfig, create_session, probe_model_bytes
 
     assert parse_provider_options(["device_type=CPU", " precision = FP32 "]) == (("device_type", "CPU"), ("precision", "FP32"))
     with pytest.raises(CnnkitError, match="'device_type' is not KEY=VALUE"):

@@ -9,7 +9,7 @@ import onnxruntime as ort
 import pytest
 
 from cnnkit.errors import ModelFileError
-from cnnkit.sessions import (
+from cnnkit.runtimes.sessions import (
     ProviderError, SessionConfig, _load_failure_reason, create_session, probe_model_bytes, resolve_provider,
 )
 
@@ -96,7 +96,7 @@ def test_missing_and_corrupt_models(tmp_path: Path) -> None:
 
 def test_session_options_are_applied() -> None:
     from cnnkit.choices import ExecutionMode, GraphOptimization
-    from cnnkit.sessions import session_options
+    from cnnkit.runtimes.sessions import session_options
 
     so = session_options(SessionConfig(intra_op_threads=2, graph_optimization=GraphOptimization.BASIC,
                                        execution_mode=ExecutionMode.PARALLEL, allow_spinning=False))
@@ -121,7 +121,7 @@ def test_session_config_round_trips_through_a_dict() -> None:
 
 def test_cuda_provider_options_use_onnxruntime_spelling() -> None:
     from cnnkit.choices import CudnnConvAlgoSearch
-    from cnnkit.sessions import _provider_chain
+    from cnnkit.runtimes.sessions import _provider_chain
 
     chain = _provider_chain("CUDAExecutionProvider", SessionConfig(cudnn_conv_algo_search=CudnnConvAlgoSearch.DEFAULT,
                                                                    cuda_graph=True, device_id=3))

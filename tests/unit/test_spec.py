@@ -3,7 +3,7 @@ from pathlib import Path
 import pytest
 
 from cnnkit.errors import SpecError
-from cnnkit.spec import Padding, PoolKind, list_presets, load_spec, parse_spec
+from cnnkit.keras.spec import Padding, PoolKind, list_presets, load_spec, parse_spec
 
 
 def test_presets_ship() -> None:

@@ -1,7 +1,8 @@
 import pytest
 
-from cnnkit.spec import load_spec
-from cnnkit.summary import LayerDesc, summarize_spec, walk_layers
+from cnnkit.keras.spec import load_spec
+from cnnkit.keras.geometry import LayerDesc, walk_layers
+from cnnkit.keras.summary import summarize_spec
 
 
 def test_mnist_cnn_reproduces_the_lecture_table() -> None:
@@ -41,7 +42,7 @@ def test_receptive_field_of_a_functional_model_is_the_max_over_paths() -> None:
     """Branches of 3x3 and 5x5 joined by Add see 5x5; a stride-2 conv, a nested model, a bare op (x + y) and a
     Dense applied per position are followed; after global pooling every unit sees the whole image."""
     from cnnkit._deps import require_keras
-    from cnnkit.summary import summarize_keras
+    from cnnkit.keras.summary import summarize_keras
 
     keras = require_keras()
     L = keras.layers

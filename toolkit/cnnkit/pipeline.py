@@ -26,7 +26,7 @@ import numpy as np
 
 from cnnkit.errors import CnnkitError
 from cnnkit.io import check_output_dir, is_leftover, remove_leftovers, sha256_file, write_json_atomic
-from cnnkit.sessions import SessionConfig
+from cnnkit.runtimes.sessions import SessionConfig
 
 SCHEMA = "cnnkit.pipeline/1"
 STAGES = ("train", "export", "parity", "quantize", "eval", "bench", "report")
@@ -128,7 +128,7 @@ def _run_lock(out: Path) -> Iterator[None]:
 
 
 def run_pipeline(config: PipelineConfig, on_stage: StageCallback | None = None) -> PipelineResult:
-    from cnnkit.spec import load_spec
+    from cnnkit.keras.spec import load_spec
 
     spec = load_spec(config.spec)
     out = Path(config.out_dir) if config.out_dir is not None else Path("runs") / spec.name
@@ -148,9 +148,9 @@ def run_pipeline(config: PipelineConfig, on_stage: StageCallback | None = None) 
 
 def _run_locked(config: PipelineConfig, spec: Any, out: Path, report_dir: Path, state_path: Path,
                 on_stage: StageCallback | None) -> PipelineResult:
-    from cnnkit.datasets import load_dataset
+    from cnnkit.data.datasets import load_dataset
     from cnnkit.envinfo import package_versions
-    from cnnkit.spec import resolve_spec_path
+    from cnnkit.keras.spec import resolve_spec_path
 
     # What a killed run left: its temporary files and staging folders (the lock says no run is using them).
     remove_leftovers(out)
@@ -214,7 +214,7 @@ def _run_locked(config: PipelineConfig, spec: Any, out: Path, report_dir: Path, 
         notify(name, "done", summary)
 
     def train() -> str:
-        from cnnkit.train import TrainConfig, train_model
+        from cnnkit.keras.train import TrainConfig, train_model
 
         r = train_model(TrainConfig(spec=config.spec, out_dir=out, epochs=config.epochs, seed=config.seed, force=True),
                         dataset=dataset)
@@ -224,7 +224,7 @@ def _run_locked(config: PipelineConfig, spec: Any, out: Path, report_dir: Path, 
         [keras_path, out / "train.json", out / "history.csv", out / "training_curves.png"], train)
 
     def export() -> str:
-        from cnnkit.export import ExportConfig, export_onnx
+        from cnnkit.export.onnx import ExportConfig, export_onnx
 
         r = export_onnx(ExportConfig(keras_path, onnx_path, force=True))
         return f"{r.onnx_params:,} parameters ({r.params_note}); {r.simplification}"
@@ -232,7 +232,7 @@ def _run_locked(config: PipelineConfig, spec: Any, out: Path, report_dir: Path, 
     run("export", _hash("export", keras_path), [onnx_path], export)
 
     def parity() -> str:
-        from cnnkit.parity import ParityConfig, check_parity
+        from cnnkit.parity.check import ParityConfig, check_parity
 
         r = check_parity(ParityConfig(keras_path, onnx_path, session=session), dataset=dataset)
         write_json_atomic(out / "parity.json", r.to_dict())
@@ -244,7 +244,7 @@ def _run_locked(config: PipelineConfig, spec: Any, out: Path, report_dir: Path, 
     run("parity", _hash("parity", keras_path, onnx_path, data_hash, session.to_dict()), [out / "parity.json"], parity)
 
     def quantize() -> str:
-        from cnnkit.quantize import QuantizeConfig, auto_quantize
+        from cnnkit.quantize.variants import QuantizeConfig, auto_quantize
 
         large = max(config.batch_sizes)
         r = auto_quantize(QuantizeConfig(onnx_path, best_path, dataset=config.dataset, data_dir=config.data_dir,
@@ -261,7 +261,7 @@ def _run_locked(config: PipelineConfig, spec: Any, out: Path, report_dir: Path, 
         return (onnx_path,) if same or not best_path.is_file() else (onnx_path, best_path)
 
     def evaluate() -> str:
-        from cnnkit.evaluate import EvalConfig, evaluate_models
+        from cnnkit.evaluate.accuracy import EvalConfig, evaluate_models
 
         r = evaluate_models(EvalConfig(models(), session=session), dataset=dataset)
         write_json_atomic(out / "eval.json", r.to_dict())
@@ -270,7 +270,7 @@ def _run_locked(config: PipelineConfig, spec: Any, out: Path, report_dir: Path, 
     run("eval", _hash("eval", *models(), data_hash, session.to_dict()), [out / "eval.json"], evaluate)
 
     def bench() -> str:
-        from cnnkit.bench import BenchConfig, run_benchmark
+        from cnnkit.bench.benchmark import BenchConfig, run_benchmark
 
         r = run_benchmark(BenchConfig(models=models(), batch_sizes=config.batch_sizes, session=session,
                                       min_time_s=config.bench_min_time_s))
@@ -282,7 +282,7 @@ def _run_locked(config: PipelineConfig, spec: Any, out: Path, report_dir: Path, 
         [out / "bench.json"], bench)
 
     def report() -> str:
-        from cnnkit.report import write_report
+        from cnnkit.report.build import write_report
 
         files = [out / n for n in ("train.json", "parity.json", "quantize.json", "eval.json", "bench.json")]
         r = write_report(files, report_dir, title=f"cnnkit pipeline: {spec.name}", force=True)

@@ -68,15 +68,15 @@ def bench_command(
     """Time every inference on its own after a warm-up per shape; report percentiles and images/s."""
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
-    from cnnkit.bench import BenchConfig, run_benchmark
+    from cnnkit.bench.benchmark import BenchConfig, run_benchmark
     from cnnkit.envinfo import cpu_info
     from cnnkit.errors import CnnkitError
-    from cnnkit.runtimes import parse_runtimes
-    from cnnkit.sessions import SessionConfig
+    from cnnkit.runtimes.registry import parse_runtimes
+    from cnnkit.runtimes.sessions import SessionConfig
 
     runtimes = parse_runtimes(runtime)
     if recommend:
-        from cnnkit.recommend import candidate_runtimes
+        from cnnkit.bench.recommend import candidate_runtimes
 
         runtimes = candidate_runtimes(runtimes)
         if not (max_accuracy_drop >= 0 and max_accuracy_drop < 100):
@@ -115,8 +115,8 @@ def bench_command(
         raise CnnkitError("--nodes needs --engine ray", hint="add --engine ray, or drop --nodes")
     accuracy = None
     if recommend:  # evaluated first: a dataset problem fails before minutes of timing
-        from cnnkit.bench import _check_runtimes
-        from cnnkit.recommend import evaluate_candidates
+        from cnnkit.bench.benchmark import _check_runtimes
+        from cnnkit.bench.recommend import evaluate_candidates
 
         _check_runtimes(config)
         with err_console.status("evaluating accuracy on every runtime and precision"):
@@ -133,7 +133,7 @@ def bench_command(
         result = run_benchmark(config, progress)
     advice = None
     if accuracy is not None:
-        from cnnkit.recommend import recommend as recommend_deployment
+        from cnnkit.bench.recommend import recommend as recommend_deployment
 
         advice = recommend_deployment(result, accuracy[1], max_accuracy_drop, accuracy[0], config.seed)
     if not json_to_stdout(json_out):
@@ -146,13 +146,13 @@ def bench_command(
 def render_fleet(fleet: dict) -> None:
     """One row per device and case; nodes that gave no result are listed with the reason."""
     from cnnkit.cli.report import render_devices
-    from cnnkit.devices import device_rows
+    from cnnkit.report.devices import device_rows
 
     render_devices(device_rows([(e["device"], e["result"]) for e in fleet["entries"]]), fleet["missing"])
 
 
 def render_bench(result, wide: bool = False) -> None:  # noqa: ANN001 (BenchResult, imported lazily)
-    from cnnkit.bench import session_flags
+    from cnnkit.bench.benchmark import session_flags
     from cnnkit.cli.bench_render import latency_table, render_extras
 
     env = result.environment

@@ -32,7 +32,7 @@ def _name(model: str, wide: bool) -> str:
 
 def runs_on(c: Any, several_runtimes: bool) -> str:
     """``CPU``, ``ORT CPU`` (beside other runtimes), ``OpenVINO CPU``: where a case ran."""
-    from cnnkit.sessions import provider_label
+    from cnnkit.runtimes.sessions import provider_label
 
     label = provider_label(c.provider)
     return f"ORT {label}" if several_runtimes and getattr(c, "runtime", "onnxruntime") == "onnxruntime" else label
@@ -41,7 +41,7 @@ def runs_on(c: Any, several_runtimes: bool) -> str:
 def latency_table(result: Any, wide: bool) -> None:
     """One row per case. The narrow layout (80 columns) states above the table what all rows share and drops
     columns that would not fit; ``wide`` shows everything."""
-    from cnnkit.noise import ADVICE, noise_reasons
+    from cnnkit.stats import ADVICE, noise_reasons
 
     several = len({getattr(c, "runtime", "onnxruntime") for c in result.cases}) > 1
     labels = {(runs_on(c, several), c.precision) for c in result.cases}
@@ -137,7 +137,7 @@ def cold_start_table(result: Any) -> None:
 
 
 def concurrency_table(result: Any) -> None:
-    from cnnkit.concurrency import saturation
+    from cnnkit.bench.concurrency import saturation
 
     if not result.concurrency:
         return

@@ -31,7 +31,7 @@ def compare_command(
     """Per model x provider x batch: the change and a verdict that accounts for noise (bootstrap over the samples)."""
     from rich.table import Table
 
-    from cnnkit.compare import CompareConfig, compare_results
+    from cnnkit.results.compare import CompareConfig, compare_results
     check_json_target(json_out, force)
     result = compare_results(CompareConfig(baseline, new, _fraction(max_latency_regression), max_accuracy_drop))
     for note in result.notes:

@@ -15,7 +15,7 @@ def doctor_command(
     force: bool = typer.Option(False, "--force", help="Overwrite an existing --json file."),
 ) -> None:
     """What is installed and what actually works: ONNX Runtime and its providers, CUDA libraries, GPU, CPU."""
-    from cnnkit.doctor import check_provider, run_doctor
+    from cnnkit.runtimes.doctor import check_provider, run_doctor
     from cnnkit.errors import CnnkitError
 
     check_json_target(json_out, force)
@@ -56,7 +56,7 @@ def render_doctor(report) -> None:  # noqa: ANN001 (DoctorReport, imported lazil
             console.print(f"  {plugin.distribution} {plugin.version} ({', '.join(plugin.ep_names) or '?'}): {what}")
     else:
         console.print("plugin execution providers: none installed (onnxruntime-ep-* packages)")
-    from cnnkit.runtimes import INSTALL
+    from cnnkit.runtimes.registry import INSTALL
 
     console.print("runtimes (cnnkit bench/eval --runtime): " + ", ".join(
         f"{name} {version}" if version else f"{name} not installed ({INSTALL[name]})"

@@ -33,12 +33,12 @@ def eval_command(
     workers: int = typer.Option(None, "--workers", help="With --engine ray: workers (one CPU each). Default: the cluster's CPUs."),
 ) -> None:
     """Top-1 and top-5 accuracy, per-class accuracy and confusion matrix of each model on labelled images."""
-    from cnnkit.evaluate import EvalConfig, evaluate_models
-    from cnnkit.onnx_info import describe_onnx
-    from cnnkit.sessions import SessionConfig
+    from cnnkit.evaluate.accuracy import EvalConfig, evaluate_models
+    from cnnkit.graph.info import describe_onnx
+    from cnnkit.runtimes.sessions import SessionConfig
 
     check_json_target(json_out, force)
-    from cnnkit.runtimes import parse_one_runtime
+    from cnnkit.runtimes.registry import parse_one_runtime
 
     config = EvalConfig(tuple(models), dataset, data_dir, SessionConfig(provider=provider, allow_fallback=allow_fallback),
                         batch_size, limit, preprocessing,
@@ -71,8 +71,8 @@ def eval_command(
 def render_eval(result, confusion: bool = False) -> None:  # noqa: ANN001 (EvalResult, imported lazily)
     from rich.table import Table
 
-    from cnnkit.evaluate import accuracy_change_pp
-    from cnnkit.sessions import provider_label
+    from cnnkit.evaluate.accuracy import accuracy_change_pp
+    from cnnkit.runtimes.sessions import provider_label
 
     d = result.dataset
     rate = f", {result.images_per_s:,.0f} images/s" if result.images_per_s else ""

@@ -30,7 +30,7 @@ def export_command(
 ) -> None:
     """Export a Keras model to ONNX (NHWC, dynamic batch), checked by onnx.checker and shape inference."""
     if make_batch_dynamic:
-        from cnnkit.onnx_batch import make_batch_dynamic as rewrite
+        from cnnkit.export.batch import make_batch_dynamic as rewrite
 
         check_json_target(json_out, force)
         done = rewrite(model, output, force)
@@ -52,7 +52,7 @@ def export_command(
         check_json_target(json_out, force)
         _export_tflite(model, output, force, json_out)
         return
-    from cnnkit.export import ExportConfig, export_onnx
+    from cnnkit.export.onnx import ExportConfig, export_onnx
 
     if preprocess is not None:
         from cnnkit.data.preprocess import preset
@@ -86,7 +86,7 @@ def export_command(
 
 
 def _export_tflite(model: Path, output: Path, force: bool, json_out: Path | None) -> None:
-    from cnnkit.export_tflite import TfliteExportConfig, export_tflite
+    from cnnkit.export.tflite import TfliteExportConfig, export_tflite
 
     result = export_tflite(TfliteExportConfig(model, output, force))
     if json_to_stdout(json_out):

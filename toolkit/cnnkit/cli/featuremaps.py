@@ -29,8 +29,8 @@ def featuremaps_command(
     (bounded by default: at most 16 layers and 32 channels each, said in the output)."""
     from cnnkit.errors import CnnkitError
     from cnnkit.data.preprocess import record_for_model
-    from cnnkit.featuremaps import feature_maps_from_dataset, load_image, save_feature_maps
-    from cnnkit.onnx_info import describe_onnx
+    from cnnkit.evaluate.featuremaps import feature_maps_from_dataset, load_image, save_feature_maps
+    from cnnkit.graph.info import describe_onnx
 
     check_json_target(json_out, force)
     if (image is None) == (index is None):

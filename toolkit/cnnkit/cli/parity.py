@@ -37,9 +37,9 @@ def parity_command(
     force: bool = typer.Option(False, "--force", help="Overwrite an existing --json file."),
 ) -> None:
     """Run both models on the same inputs at several batch sizes and compare every output."""
-    from cnnkit.parity import ParityConfig, check_parity
-    from cnnkit.runtimes import parse_one_runtime
-    from cnnkit.sessions import SessionConfig
+    from cnnkit.parity.check import ParityConfig, check_parity
+    from cnnkit.runtimes.registry import parse_one_runtime
+    from cnnkit.runtimes.sessions import SessionConfig
 
     check_json_target(json_out, force)
     config = ParityConfig(
@@ -95,7 +95,7 @@ def render_parity(result) -> None:  # noqa: ANN001 (ParityResult; imported lazil
         console.print(f"reference outputs vary across inputs by up to {result.inputs['output_spread']:.3g}")
     stable = next((d.reference_top1_stability for d in result.outputs if d.reference_top1_stability is not None), None)
     if stable is not None:
-        from cnnkit.parity import DITHER_GREY_LEVELS
+        from cnnkit.parity.check import DITHER_GREY_LEVELS
 
         console.print(f"reference top-1 stability: {stable:.4f} of the inputs keep their top-1 when pixels move by up to "
                       f"{DITHER_GREY_LEVELS:g} grey level")

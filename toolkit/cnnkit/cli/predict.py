@@ -23,8 +23,8 @@ def predict_command(
     force: bool = typer.Option(False, "--force", help="Overwrite an existing --json file."),
 ) -> None:
     """Top-k classes with probabilities, through the model's preprocessing record and class names."""
-    from cnnkit.predict import PredictConfig, predict_images
-    from cnnkit.sessions import SessionConfig
+    from cnnkit.evaluate.predict import PredictConfig, predict_images
+    from cnnkit.runtimes.sessions import SessionConfig
 
     check_json_target(json_out, force)
     config = PredictConfig(model, tuple(images), top_k,

@@ -42,8 +42,8 @@ def quantize_command(
 ) -> None:
     """Quantize an FP32 model: dynamic or static INT8 (QDQ or QOperator), or FP16 with float32 I/O."""
     from cnnkit.errors import CnnkitError
-    from cnnkit.quantize import QuantizeConfig, auto_quantize, quantize_model
-    from cnnkit.sessions import SessionConfig
+    from cnnkit.quantize.variants import QuantizeConfig, auto_quantize, quantize_model
+    from cnnkit.runtimes.sessions import SessionConfig
 
     if batch_size <= 0:
         raise CnnkitError(f"--batch-size must be positive, got {batch_size}")
@@ -121,7 +121,7 @@ def render_quantize(r) -> None:  # noqa: ANN001 (QuantizeResult)
 def render_auto(r) -> None:  # noqa: ANN001 (AutoResult)
     from rich.table import Table
 
-    from cnnkit.evaluate import accuracy_change_pp
+    from cnnkit.evaluate.accuracy import accuracy_change_pp
 
     b = r.objective_batch
     fp32 = r.candidates[0]

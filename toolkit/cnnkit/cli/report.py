@@ -17,7 +17,7 @@ def report_command(
     json_out: Path = typer.Option(None, "--json", help=JSON_HELP),
 ) -> None:
     """Render report.md, a self-contained report.html, the plots (PNG) and results.csv from JSON results."""
-    from cnnkit.report import write_report
+    from cnnkit.report.build import write_report
 
     check_json_target(json_out, force)
     result = write_report(inputs, output, title, force)
@@ -30,7 +30,7 @@ def render_devices(rows, missing=()) -> None:  # noqa: ANN001 (DeviceRow list, i
     """The device comparison: p50/p95 latency and images/s per device, the best device per batch size marked."""
     from rich.table import Table
 
-    from cnnkit.devices import best_device_per_batch
+    from cnnkit.report.devices import best_device_per_batch
 
     best = best_device_per_batch(rows)
     table = Table(title="devices (* the highest throughput at that batch size)", title_justify="left")

@@ -10,8 +10,8 @@ import typer
 from cnnkit.cli.render import JSON_HELP, check_json_target, console, emit_json, json_to_stdout, shape_text
 
 if TYPE_CHECKING:
-    from cnnkit.onnx_summary import OnnxSummary
-    from cnnkit.summary import ModelSummary
+    from cnnkit.graph.summary import OnnxSummary
+    from cnnkit.keras.summary import ModelSummary
 
 
 def summary_command(
@@ -24,7 +24,7 @@ def summary_command(
     and an operator histogram."""
     check_json_target(json_out, force)
     if target.lower().endswith(".onnx"):
-        from cnnkit.onnx_summary import summarize_onnx
+        from cnnkit.graph.summary import summarize_onnx
 
         onnx_result = summarize_onnx(target)
         if not json_to_stdout(json_out):
@@ -32,13 +32,13 @@ def summary_command(
         emit_json(json_out, onnx_result.to_dict(), force)
         return
     if target.endswith(".keras"):
-        from cnnkit.build import load_keras_model
-        from cnnkit.summary import summarize_keras
+        from cnnkit.keras.build import load_keras_model
+        from cnnkit.keras.summary import summarize_keras
 
         result = summarize_keras(load_keras_model(target))
     else:
-        from cnnkit.spec import load_spec
-        from cnnkit.summary import summarize_spec
+        from cnnkit.keras.spec import load_spec
+        from cnnkit.keras.summary import summarize_spec
 
         result = summarize_spec(load_spec(target))
     if not json_to_stdout(json_out):
@@ -76,7 +76,7 @@ def _count(n: int | None) -> str:
 def render_onnx_summary(result: OnnxSummary) -> None:
     from rich.table import Table
 
-    from cnnkit.onnx_summary import MAC_OPS
+    from cnnkit.graph.summary import MAC_OPS
 
     console.print(f"{result.model}: {result.size_bytes:,} bytes, IR {result.ir_version}, opset {result.opset}, "
                   f"producer {result.producer}, precision {result.precision}")

@@ -28,7 +28,7 @@ def train_command(
 ) -> None:
     """Train the CNN of a spec; writes model.keras, history.csv, training_curves.png and train.json."""
     from cnnkit.cli.summary import render_summary
-    from cnnkit.train import TrainConfig, train_model
+    from cnnkit.keras.train import TrainConfig, train_model
 
     check_json_target(json_out, force)
     as_json = json_to_stdout(json_out)

@@ -240,7 +240,7 @@ class PreprocessRecord:
 
     def normalize(self, images: np.ndarray) -> np.ndarray:
         """Pixels ``(N, H, W, C)`` at the model's size (uint8 or float 0..255) -> the model's input array."""
-        from cnnkit.onnx_info import pixels_to_model
+        from cnnkit.graph.info import pixels_to_model
 
         self._require_bound()
         if self.dtype in ("uint8", "int8"):
@@ -396,7 +396,7 @@ def _values(r: PreprocessRecord) -> tuple[Any, ...]:
 
 
 def bind_to_model(record: PreprocessRecord, info: Any) -> PreprocessRecord:
-    """Bind ``record`` to an :class:`~cnnkit.onnx_info.OnnxModelInfo`'s input: size, channels, layout, dtype."""
+    """Bind ``record`` to an :class:`~cnnkit.graph.info.OnnxModelInfo`'s input: size, channels, layout, dtype."""
     h, w, c = model_image_hwc(info)
     return record.bind(h, w, c, info.layout, info.input_dtype)
 

@@ -130,7 +130,7 @@ def open_images(dataset: str | None, data_dir: str | os.PathLike[str] | None, sp
                 model: str | os.PathLike[str] | None = None) -> ImageSource:
     """``--data-dir`` as an image folder, else the named dataset's ``split`` (``test`` or ``train``); with
     ``model`` and no ``dataset``, the dataset the model's metadata names (never silently another one)."""
-    from cnnkit.datasets import default_data_dir, load_dataset, load_dataset_for_model
+    from cnnkit.data.datasets import default_data_dir, load_dataset, load_dataset_for_model
 
     where = Path(data_dir) if data_dir is not None else default_data_dir()
     if where is not None and is_image_folder(where):

@@ -3,7 +3,7 @@
 One Ray task per node, pinned to it (``NodeAffinitySchedulingStrategy``, hard) and asking for all of the node's
 CPUs, so that no two benchmarks (nor anything else Ray schedules) share a node at once. The model travels
 through Ray's object store (the nodes need no shared file system); each node writes it to a temporary file and
-runs :func:`cnnkit.bench.run_benchmark`, whose result carries that node's own environment fingerprint. The
+runs :func:`cnnkit.bench.benchmark.run_benchmark`, whose result carries that node's own environment fingerprint. The
 results merge into one :class:`FleetResult`: one entry per node that answered, and the nodes that did not
 (died, unreachable, failed), each with the reason. The nodes run at the same time; simulated nodes of one
 machine (``ray.cluster_utils.Cluster``) therefore share its cores, and their figures say nothing about speed.
@@ -49,7 +49,7 @@ class FleetResult:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any], source: str = "the result") -> FleetResult:
-        from cnnkit.results import from_dict
+        from cnnkit.results.load import from_dict
 
         return from_dict(data, source, expect=SCHEMA)
 
@@ -81,7 +81,7 @@ def _bench_on_node(config_dict: dict[str, Any], models: list[tuple[str, bytes]])
     """Runs on the pinned node: the models into a temporary folder, the benchmark, the user's paths put back."""
     import tempfile
 
-    from cnnkit.bench import run_benchmark
+    from cnnkit.bench.benchmark import run_benchmark
 
     _maybe_kill_node()
     config = config_from_dict(config_dict)
@@ -124,9 +124,9 @@ def config_to_dict(config: Any) -> dict[str, Any]:
 
 
 def config_from_dict(d: dict[str, Any]) -> Any:
-    from cnnkit.bench import BenchConfig
-    from cnnkit.runtimes import RuntimeChoice
-    from cnnkit.sessions import SessionConfig
+    from cnnkit.bench.benchmark import BenchConfig
+    from cnnkit.runtimes.registry import RuntimeChoice
+    from cnnkit.runtimes.sessions import SessionConfig
 
     known = set(BenchConfig.__dataclass_fields__)
     values = {k: v for k, v in d.items() if k in known}

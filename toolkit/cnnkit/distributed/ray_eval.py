@@ -5,7 +5,7 @@ The driver lists the folder (paths and labels, as the local eval does), hands Ra
 per model per worker, Pillow decoding and the preprocessing record applied there (the same code the local eval
 uses). Workers send back each image's index, top-1 class and top-5 hit per model; the driver checks that every
 index came back exactly once (a retried batch must not count twice, a lost one is an error), then ends in the
-same summary as the local eval (:func:`cnnkit.evaluate.summarise_predictions`).
+same summary as the local eval (:func:`cnnkit.evaluate.accuracy.summarise_predictions`).
 
 Every node must see the folder and the models at the same paths (a shared file system), and have cnnkit.
 """
@@ -35,8 +35,8 @@ class EvalWorker:
     def __init__(self, root: str, models: list[str], records: list[dict[str, Any]], session: dict[str, Any],
                  runtime: dict[str, str], tflite: str | None) -> None:
         from cnnkit.data.preprocess import PreprocessRecord
-        from cnnkit.runtimes import RuntimeChoice, create_runner
-        from cnnkit.sessions import SessionConfig
+        from cnnkit.runtimes.registry import RuntimeChoice, create_runner
+        from cnnkit.runtimes.sessions import SessionConfig
 
         self.root = Path(root)
         self.records = [PreprocessRecord.from_dict(r) for r in records]
@@ -49,7 +49,7 @@ class EvalWorker:
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         from cnnkit.data.folders import BadImageError, ImageFolder
-        from cnnkit.evaluate import top1_and_top5
+        from cnnkit.evaluate.accuracy import top1_and_top5
 
         _maybe_die()
         n = len(batch["index"])
@@ -96,7 +96,7 @@ def _node_id() -> str:
 
 
 def _provider(runner: Any) -> dict[str, Any]:
-    from cnnkit.runners import OnnxRuntimeRunner
+    from cnnkit.runtimes.runners import OnnxRuntimeRunner
 
     return runner.session_info.to_dict() if isinstance(runner, OnnxRuntimeRunner) else dict(runner.provider)
 
@@ -116,7 +116,7 @@ def _maybe_die() -> None:
 def evaluate_on_ray(config: Any, address: str | None = None, workers: int | None = None,
                     progress: Callable[[str, int, int], None] | None = None,
                     notify: Callable[[str], None] | None = None) -> Any:
-    """:func:`cnnkit.evaluate.evaluate_models` on a Ray cluster: the same :class:`EvalResult`, plus ``engine``.
+    """:func:`cnnkit.evaluate.accuracy.evaluate_models` on a Ray cluster: the same :class:`EvalResult`, plus ``engine``.
 
     ``config``: an :class:`EvalConfig` whose ``data_dir`` is an image folder. ``workers``: actors in the pool,
     one CPU each (default: the cluster's CPUs). Each worker's ONNX Runtime uses one thread unless the session
@@ -128,8 +128,8 @@ def evaluate_on_ray(config: Any, address: str | None = None, workers: int | None
     from cnnkit.data.folders import BadImageError, SkippedImages
     from cnnkit.distributed.cluster import ray_cluster
     from cnnkit.envinfo import environment
-    from cnnkit.evaluate import SCHEMA, EvalResult, ModelPredictions, model_records, open_eval_source, summarise_predictions
-    from cnnkit.onnx_info import describe_onnx
+    from cnnkit.evaluate.accuracy import SCHEMA, EvalResult, ModelPredictions, model_records, open_eval_source, summarise_predictions
+    from cnnkit.graph.info import describe_onnx
 
     if workers is not None and workers <= 0:
         raise CnnkitError(f"--workers must be positive, got {workers}")
@@ -145,7 +145,7 @@ def evaluate_on_ray(config: Any, address: str | None = None, workers: int | None
     session = config.session if config.session.intra_op_threads else replace(config.session, intra_op_threads=1)
     tflite = str(Path(config.tflite).resolve()) if config.tflite else None
     if session.provider == "cpu":  # what the workers will build, built once here: a bad model or runtime is one line
-        from cnnkit.runtimes import create_runner  # now, not a Ray traceback per worker retry
+        from cnnkit.runtimes.registry import create_runner  # now, not a Ray traceback per worker retry
 
         for m in config.models:
             create_runner(config.runtime, m, session, config.tflite)
@@ -281,7 +281,7 @@ def predictions_on_ray(model: Path, source: Any, record: Any, session: Any, addr
 
     from cnnkit.data.folders import BadImageError
     from cnnkit.distributed.cluster import connect_for_process
-    from cnnkit.runtimes import DEFAULT_RUNTIME
+    from cnnkit.runtimes.registry import DEFAULT_RUNTIME
 
     if source.folder is None:
         raise DatasetError(f"--engine ray reads image folders; {source.name} is a dataset held in memory",

@@ -27,7 +27,7 @@ class LiteRtRunner:
         from cnnkit._deps import capture_native_stderr
         from cnnkit.envinfo import cpu_info
         from cnnkit.io import sha256_file
-        from cnnkit.runtimes import require_runtime, runtime_versions
+        from cnnkit.runtimes.registry import require_runtime, runtime_versions
 
         litert = require_runtime("litert")
         path = Path(tflite)
@@ -51,7 +51,7 @@ class LiteRtRunner:
         self._native = tuple(int(d) for d in self._input["shape"][1:])
         self._transpose = False
         if onnx_model is not None:
-            from cnnkit.onnx_info import describe_onnx
+            from cnnkit.graph.info import describe_onnx
 
             info = describe_onnx(onnx_model, require_image=False)
             self.input_name, self.output_names = info.input_name, info.output_names

@@ -26,8 +26,8 @@ class OpenVinoRunner:
 
     def __init__(self, model: str | os.PathLike[str], precision: str = "fp32", threads: int = 0,
                  batch_size: int | None = None, label: str | None = None) -> None:
-        from cnnkit.onnx_info import describe_onnx
-        from cnnkit.runtimes import require_runtime
+        from cnnkit.graph.info import describe_onnx
+        from cnnkit.runtimes.registry import require_runtime
 
         ov = require_runtime("openvino")
         if precision not in _HINTS:
@@ -75,7 +75,7 @@ class OpenVinoRunner:
         return lambda: request.infer(feeds)
 
     def infer(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        from cnnkit.runners import in_fixed_batches
+        from cnnkit.runtimes.runners import in_fixed_batches
 
         def run(x: np.ndarray) -> dict[str, np.ndarray]:
             out = self.request.infer({0: np.ascontiguousarray(x)})

@@ -1,0 +1,1 @@
+"""Benchmarking: timing, defaults, tuning, profiles, memory, concurrency, recommendation."""

@@ -1,0 +1,1 @@
+"""Evaluation: accuracy on a dataset, predictions for images, feature maps."""

@@ -1,0 +1,64 @@
+"""Build a Keras model from a :class:`~cnnkit.keras.spec.ModelSpec` (needs the training stack)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+from cnnkit._deps import require_keras
+from cnnkit.errors import ModelFileError
+from cnnkit.keras.spec import ModelSpec, PoolKind
+
+
+def build_model(spec: ModelSpec) -> Any:
+    """A ``keras.Sequential`` named after the spec, taking raw pixels (normalisation is its first layer).
+
+    Layer names match :func:`cnnkit.keras.summary.spec_layers`, so summaries of spec and model line up.
+    """
+    keras = require_keras()
+    L = keras.layers
+    layers: list[Any] = [
+        keras.Input(shape=spec.input.shape, name="images"),
+        L.Rescaling(spec.input.scale, spec.input.offset, name="rescale"),
+    ]
+    for i, c in enumerate(spec.conv, 1):
+        layers.append(
+            L.Conv2D(
+                c.filters, c.kernel, strides=c.strides, padding=c.padding.value,
+                activation=None if c.batch_norm else c.activation, use_bias=not c.batch_norm, name=f"conv{i}",
+            )
+        )
+        if c.batch_norm:
+            layers += [L.BatchNormalization(name=f"conv{i}_bn"), L.Activation(c.activation, name=f"conv{i}_act")]
+        if c.pool is not None:
+            pool_cls = L.MaxPooling2D if c.pool.kind is PoolKind.MAX else L.AveragePooling2D
+            layers.append(pool_cls(c.pool.size, strides=c.pool.strides, name=f"pool{i}"))
+        if c.dropout:
+            layers.append(L.Dropout(c.dropout, name=f"conv{i}_dropout"))
+    layers.append(L.Flatten(name="flatten"))
+    for i, d in enumerate(spec.dense, 1):
+        layers.append(
+            L.Dense(d.units, activation=None if d.batch_norm else d.activation, use_bias=not d.batch_norm, name=f"dense{i}")
+        )
+        if d.batch_norm:
+            layers += [L.BatchNormalization(name=f"dense{i}_bn"), L.Activation(d.activation, name=f"dense{i}_act")]
+        if d.dropout:
+            layers.append(L.Dropout(d.dropout, name=f"dense{i}_dropout"))
+    layers.append(L.Dense(spec.output.classes, activation=spec.output.activation, name="probabilities"))
+    return keras.Sequential(layers, name=spec.name)
+
+
+def load_keras_model(path: str | os.PathLike[str]) -> Any:
+    """Load a ``.keras`` file; a missing, unreadable or corrupt file is a one-line :class:`ModelFileError`."""
+    p = Path(path)
+    if not p.is_file():
+        raise ModelFileError(f"model file {p} not found", hint="train one with: cnnkit train")
+    if p.suffix != ".keras":
+        raise ModelFileError(f"{p} is not a .keras file", hint="cnnkit reads Keras 3 .keras model files")
+    keras = require_keras()
+    try:
+        return keras.saving.load_model(str(p), compile=False)
+    except Exception as exc:  # noqa: BLE001 (Keras raises many kinds for a bad file)
+        detail = " ".join(str(exc).split())[:200]
+        raise ModelFileError(f"cannot load {p}: {type(exc).__name__}: {detail}", hint="is it a complete Keras 3 .keras file?") from None

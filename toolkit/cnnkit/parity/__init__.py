@@ -1,0 +1,1 @@
+"""Parity: run two runners on the same inputs and compare their outputs."""

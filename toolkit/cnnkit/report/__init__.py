@@ -1,0 +1,1 @@
+"""Reports: Markdown/HTML reports from results, and the comparison of devices."""

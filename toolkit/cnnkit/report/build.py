@@ -1,0 +1,327 @@
+"""Reports rendered from JSON results, which stay the source of truth.
+
+Reads any of cnnkit's results (train, parity, eval, bench, quantize, quantize --auto), from files or a run
+folder, and writes ``report.md``, a self-contained ``report.html`` (plots embedded, no network needed),
+the plots as PNG files and ``results.csv``. The folder is built beside the target and swapped in at the end.
+"""
+
+from __future__ import annotations
+
+import base64
+import csv
+import html
+import io
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from cnnkit.errors import CnnkitError
+from cnnkit.evaluate.accuracy import accuracy_change_pp
+from cnnkit.finite import number
+from cnnkit.io import check_output_dir, staged_dir
+from cnnkit.report.bench import (
+    accuracy_plot,
+    accuracy_points,
+    accuracy_section,
+    batch_ticks,
+    case_label,
+    cold_start_section,
+    concurrency_plot,
+    concurrency_section,
+    latency_section,
+    md_table,
+    memory_section,
+    profile_section,
+    recommendation_section,
+    runtime_section,
+    settings_section,
+    training_plot,
+)
+from cnnkit.results.load import from_dict, read_json, schema_of
+
+SCHEMAS = ("cnnkit.train/1", "cnnkit.parity/1", "cnnkit.eval/1", "cnnkit.bench/1", "cnnkit.quantize/1",
+           "cnnkit.quantize-auto/1", "cnnkit.fleet-bench/1")
+
+
+@dataclass
+class ReportInputs:
+    by_schema: dict[str, list[tuple[Path, dict[str, Any]]]] = field(default_factory=dict)
+
+    def of(self, schema: str) -> list[tuple[Path, dict[str, Any]]]:
+        return self.by_schema.get(schema, [])
+
+
+def collect_results(paths: list[Path]) -> ReportInputs:
+    """Read result files, or every ``*.json`` of a run folder; unknown schemas are one-line errors."""
+    files: list[Path] = []
+    for p in paths:
+        p = Path(p)
+        if p.is_dir():
+            found = sorted(q for q in p.glob("*.json") if not q.name.startswith("."))
+            if not found:
+                raise CnnkitError(f"{p} holds no cnnkit results (*.json)", hint="run cnnkit pipeline, or pass result files")
+            files += found
+        elif p.is_file():
+            files.append(p)
+        else:
+            raise CnnkitError(f"{p} not found")
+    inputs = ReportInputs()
+    for f in files:
+        data = read_json(f)
+        schema = schema_of(data, str(f))
+        if schema == "cnnkit.pipeline/1":
+            continue  # the pipeline's own state, not a result
+        if schema not in SCHEMAS:
+            raise CnnkitError(f"{f} has schema {schema!r}, which a report does not render", hint=f"known: {', '.join(SCHEMAS)}")
+        # Rendered from the typed result: every field checked and defaults filled in (see cnnkit.results.load).
+        result = from_dict(data, str(f))
+        inputs.by_schema.setdefault(schema, []).append((f, result.to_dict() if hasattr(result, "to_dict") else asdict(result)))
+    if not inputs.by_schema:
+        raise CnnkitError("no results to report")
+    return inputs
+
+
+# --- plots ----------------------------------------------------------------------------------------------
+
+
+def _plot_png(draw: Any) -> bytes:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4.2))
+    draw(ax)
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=100)
+    plt.close(fig)
+    return buf.getvalue()
+
+
+def _bench_series(inputs: ReportInputs) -> dict[str, list[dict[str, Any]]]:
+    series: dict[str, list[dict[str, Any]]] = {}
+    for _, data in inputs.of("cnnkit.bench/1"):
+        for c in data["cases"]:
+            series.setdefault(case_label(c), []).append(c)
+    for cases in series.values():
+        cases.sort(key=lambda c: c["batch_size"])
+    return series
+
+
+PLOT_TITLES = {"training_curves.png": "Training curves", "latency.png": "Latency vs batch size",
+               "throughput.png": "Throughput vs batch size", "concurrency.png": "Throughput vs concurrency",
+               "accuracy_vs_size.png": "Accuracy vs model size", "device_latency.png": "Latency per device",
+               "device_throughput.png": "Throughput per device"}
+
+
+def _devices(inputs: ReportInputs) -> tuple[list[tuple[str, dict[str, Any]]], list[dict[str, str]]]:
+    from cnnkit.report.devices import device_results
+
+    return device_results(inputs.of("cnnkit.fleet-bench/1") + inputs.of("cnnkit.bench/1"))
+
+
+def _accuracy_points(inputs: ReportInputs) -> list[dict[str, Any]]:
+    return accuracy_points(inputs.of("cnnkit.eval/1"), inputs.of("cnnkit.quantize-auto/1"))
+
+
+def make_plots(inputs: ReportInputs) -> dict[str, bytes]:
+    plots: dict[str, bytes] = {}
+    draw_training = training_plot(inputs.of("cnnkit.train/1"))
+    if draw_training is not None:
+        plots["training_curves.png"] = _plot_png(draw_training)
+    series = _bench_series(inputs)
+    sizes = sorted({c["batch_size"] for cases in series.values() for c in cases})
+    if series:
+        def latency(ax: Any) -> None:
+            for label, cases in series.items():
+                b = [c["batch_size"] for c in cases]
+                p50 = [c["stats"]["p50_ms"] for c in cases]
+                line = ax.plot(b, p50, marker="o", label=label)[0]
+                p90, p99 = [c["stats"]["p90_ms"] for c in cases], [c["stats"]["p99_ms"] for c in cases]
+                ax.fill_between(b, p50, p90, color=line.get_color(), alpha=0.3)
+                ax.fill_between(b, p90, p99, color=line.get_color(), alpha=0.12)
+            ax.set(xscale="log", yscale="log", xlabel="batch size",
+                   ylabel="latency, ms (line p50; bands to p90 and p99)",
+                   title="Latency vs batch size")
+            batch_ticks(ax, sizes)
+            ax.legend(fontsize=7)
+
+        def throughput(ax: Any) -> None:
+            for label, cases in series.items():
+                ax.plot([c["batch_size"] for c in cases], [c["stats"]["images_per_s"] for c in cases], marker="o", label=label)
+            ax.set(xscale="log", xlabel="batch size", ylabel="images/s (batch / p50)", title="Throughput vs batch size")
+            batch_ticks(ax, sizes)
+            ax.legend(fontsize=7)
+
+        plots["latency.png"] = _plot_png(latency)
+        plots["throughput.png"] = _plot_png(throughput)
+    benches = inputs.of("cnnkit.bench/1")
+    draw_concurrency = concurrency_plot(benches)
+    if draw_concurrency is not None:
+        plots["concurrency.png"] = _plot_png(draw_concurrency)
+    draw_accuracy = accuracy_plot(_accuracy_points(inputs))
+    if draw_accuracy is not None:
+        plots["accuracy_vs_size.png"] = _plot_png(draw_accuracy)
+    from cnnkit.report.devices import device_plots
+
+    plots |= device_plots(_devices(inputs)[0], _plot_png)
+    return plots
+
+
+# --- tables ----------------------------------------------------------------------------------------------
+
+
+def csv_rows(inputs: ReportInputs) -> list[dict[str, Any]]:
+    rows = []
+    for label, cases in _bench_series(inputs).items():
+        for c in cases:
+            s = c["stats"]
+            rows.append({"kind": "latency", "model": Path(c["model"]).name, "precision": c["precision"],
+                         "provider": c["provider"]["active"], "fallback": c["provider"].get("fallback", False),
+                         "batch_size": c["batch_size"], "p50_ms": s["p50_ms"], "p90_ms": s["p90_ms"], "p99_ms": s["p99_ms"],
+                         "mean_ms": s["mean_ms"], "std_ms": s["std_ms"], "images_per_s": s["images_per_s"],
+                         "samples": s["count"], "accuracy": ""})
+    for _, data in inputs.of("cnnkit.eval/1"):
+        for m in data["models"]:
+            rows.append({"kind": "accuracy", "model": Path(m["model"]).name, "precision": m["precision"],
+                         "provider": m["provider"]["active"], "fallback": m["provider"].get("fallback", False),
+                         "batch_size": "", "p50_ms": "", "p90_ms": "", "p99_ms": "", "mean_ms": "", "std_ms": "",
+                         "images_per_s": "", "samples": m["samples"], "accuracy": m["accuracy"]})
+    return rows
+
+
+def markdown(inputs: ReportInputs, plots: dict[str, bytes], title: str) -> str:
+    parts = [f"# {title}", ""]
+    env = next((d.get("environment") for s in SCHEMAS for _, d in inputs.of(s) if d.get("environment")), None)
+    if env:
+        cpu, pk = env.get("cpu", {}), env.get("packages", {})
+        parts += ["## Environment", "",
+                  f"- CPU: {cpu.get('model')}, {cpu.get('usable_cores')} cores; ISA: {', '.join(cpu.get('isa', [])) or 'unknown'}",
+                  f"- GPU: {', '.join(g['name'] for g in env.get('gpu', [])) or 'none'}",
+                  f"- cnnkit {pk.get('cnnkit')}, onnxruntime {pk.get('onnxruntime-gpu') or pk.get('onnxruntime')}, "
+                  f"onnx {pk.get('onnx')}, tensorflow {pk.get('tensorflow')}, numpy {pk.get('numpy')}",
+                  f"- platform {env.get('platform')}; git commit {env.get('git_commit')}", ""]
+    for _, t in inputs.of("cnnkit.train/1"):
+        m, d = t["metrics"], t["dataset"]
+        parts += ["## Model", "", f"- spec `{t['spec']['name']}`, {t['params']:,} parameters",
+                  f"- trained on {d['name']} ({d['train_samples_used']:,} images, {d['validation_samples']:,} held out "
+                  f"for validation), {t['epochs_run']} epochs; test accuracy {100 * m['test_accuracy']:.2f} % on "
+                  f"{d['test_samples']:,} images", ""]
+    for path, p in inputs.of("cnnkit.parity/1"):
+        tol = p["tolerance"]
+        verdict = "PASS" if p["passed"] else "FAIL"
+        parts += [f"## Parity ({p['mode']}): {verdict}", "",
+                  f"`{Path(p['reference']).name}` vs `{Path(p['candidate']).name}` on {p['provider']['active']}; "
+                  f"tolerance atol {tol['atol']}, rtol {tol['rtol']}, top-1 agreement >= {tol['min_top1_agreement']} "
+                  f"({tol['reason']})", "",
+                  md_table(["output", "batch", "max abs diff", "mean abs diff", "top-1 agreement", "verdict"],
+                            [[o["output"], str(o["batch_size"]), number(o['max_abs']), number(o['mean_abs']),
+                              f"{o['top1_agreement']:.4f}", "pass" if o["passed"] else "FAIL"] for o in p["outputs"]]), ""]
+        if p.get("divergence"):
+            parts += [f"First divergent layer: {p['divergence']}", ""]
+    evals = [(path, d) for path, d in inputs.of("cnnkit.eval/1")]
+    for _, e in evals:
+        base = e["models"][0]["accuracy"]
+        parts += ["## Accuracy", "", f"{e['dataset']['evaluated_samples']:,} test images of {e['dataset']['name']}", "",
+                  md_table(["model", "precision", "size KiB", "accuracy", "Δ vs first", "agreement with first"],
+                            [[Path(m["model"]).name, m["precision"], f"{m['size_bytes'] / 1024:,.0f}",
+                              f"{100 * m['accuracy']:.2f} %", f"{accuracy_change_pp(base, m['accuracy']):+.2f} pp",
+                              f"{100 * m['agreement_with_first']:.2f} %"] for m in e["models"]]), ""]
+    for _, q in inputs.of("cnnkit.quantize-auto/1"):
+        fp32_acc = q["candidates"][0]["accuracy"] if q["candidates"] else None
+        parts += ["## Quantization (--auto)", "", q["summary"], "",
+                  md_table(["variant", "accuracy", "Δ pp vs FP32", "p50 batch 1 ms", f"p50 batch {q['objective_batch']} ms", "verdict"],
+                            [[c["name"], "" if c["accuracy"] is None else f"{100 * c['accuracy']:.2f} %",
+                              "" if c["accuracy"] is None or fp32_acc is None
+                              else f"{accuracy_change_pp(fp32_acc, c['accuracy']):+.2f}",
+                              f"{c['latency_ms'].get('1', c['latency_ms'].get(1, float('nan'))):.4f}" if c["latency_ms"] else "",
+                              f"{c['latency_ms'].get(str(q['objective_batch']), c['latency_ms'].get(q['objective_batch'], float('nan'))):.3f}" if c["latency_ms"] else "",
+                              c["verdict"]] for c in q["candidates"]]), ""]
+    for _, q in inputs.of("cnnkit.quantize/1"):
+        parts += [f"## Quantized variant `{Path(q['output']).name}`", "",
+                  (f"{q['settings']}: accuracy {100 * q['accuracy']:.2f} % vs FP32 {100 * q['fp32_accuracy']:.2f} % "
+                   f"({accuracy_change_pp(q['fp32_accuracy'], q['accuracy']):+.2f} pp, drop budget {q['budget_pp']} pp); "
+                   if q.get("accuracy") is not None else f"{q['settings']}: accuracy not checked (no images); ")
+                  + f"{q['size_ratio']:.2f}x smaller" + ("" if q["passed"] else
+                                                        f"; FAILED its gate, kept by --keep-failed: {'; '.join(q['failures'])}"),
+                  ""]
+    parts += accuracy_section(_accuracy_points(inputs))
+    benches = inputs.of("cnnkit.bench/1")
+    for section in (settings_section, latency_section, runtime_section, recommendation_section, profile_section, memory_section,
+                    cold_start_section, concurrency_section):
+        parts += section(benches)
+    from cnnkit.report.devices import device_section
+
+    parts += device_section(*_devices(inputs))
+    for name in plots:
+        parts += [f"## {PLOT_TITLES.get(name, name)} (plot)", "", f"![{name}]({name})", ""]
+    return "\n".join(parts)
+
+
+def html_page(md_text: str, plots: dict[str, bytes], title: str) -> str:
+    """A self-contained page: the markdown's headings, tables and lists, plots embedded as data URIs."""
+    body: list[str] = []
+    lines = md_text.splitlines()
+    i = 0
+    while i < len(lines):
+        line = lines[i]
+        if line.startswith("|"):
+            table = []
+            while i < len(lines) and lines[i].startswith("|"):
+                table.append([html.escape(c.strip().strip("`")) for c in lines[i].strip().strip("|").split("|")])
+                i += 1
+            head, rows = table[0], table[2:]
+            body.append("<table><thead><tr>" + "".join(f"<th>{c}</th>" for c in head) + "</tr></thead><tbody>"
+                        + "".join("<tr>" + "".join(f"<td>{c}</td>" for c in r) + "</tr>" for r in rows) + "</tbody></table>")
+            continue
+        if line.startswith("![") and "](" in line:
+            name = line[line.index("](") + 2 : -1]
+            data = base64.b64encode(plots[name]).decode()
+            body.append(f'<figure><img alt="{html.escape(name)}" data-plot="{html.escape(name)}" '
+                        f'src="data:image/png;base64,{data}"></figure>')
+        elif line.startswith("### "):
+            body.append(f"<h3>{html.escape(line[4:])}</h3>")
+        elif line.startswith("## "):
+            body.append(f"<h2>{html.escape(line[3:])}</h2>")
+        elif line.startswith("# "):
+            body.append(f"<h1>{html.escape(line[2:])}</h1>")
+        elif line.startswith("- "):
+            body.append(f"<li>{html.escape(line[2:].replace('`', ''))}</li>")
+        elif line.strip():
+            body.append(f"<p>{html.escape(line.replace('`', ''))}</p>")
+        i += 1
+    style = ("body{font-family:sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;color:#222}"
+             "table{border-collapse:collapse;margin:1em 0}td,th{border:1px solid #ccc;padding:4px 8px;font-size:14px}"
+             "th{background:#f3f3f3}img{max-width:100%}")
+    # Records, once loaded, how many plots rendered: a headless browser can check the page without guessing.
+    script = ("window.addEventListener('load',function(){var a=document.querySelectorAll('img[data-plot]'),n=0;"
+              "a.forEach(function(i){if(i.complete&&i.naturalWidth>0)n++;});"
+              "document.body.setAttribute('data-plots',a.length);document.body.setAttribute('data-plots-loaded',n);});")
+    return (f"<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><title>{html.escape(title)}</title>"
+            f"<style>{style}</style><script>{script}</script></head><body>\n" + "\n".join(body) + "\n</body></html>\n")
+
+
+def write_report(paths: list[Path], out_dir: Path, title: str | None = None, force: bool = False) -> dict[str, Any]:
+    """Render the results at ``paths`` into ``out_dir`` (replaced only with ``force``). Returns what was written."""
+    out_dir = Path(out_dir)
+    check_output_dir(out_dir, force)
+    inputs = collect_results(paths)
+    title = title or f"cnnkit report: {out_dir.name}"
+    plots = make_plots(inputs)
+    md_text = markdown(inputs, plots, title)
+    with staged_dir(out_dir, force) as staging:
+        for name, data in plots.items():
+            (staging / name).write_bytes(data)
+        (staging / "report.md").write_text(md_text)
+        (staging / "report.html").write_text(html_page(md_text, plots, title))
+        rows = csv_rows(inputs)
+        with open(staging / "results.csv", "w", newline="") as fh:
+            fields = ["kind", "model", "precision", "provider", "fallback", "batch_size", "p50_ms", "p90_ms", "p99_ms",
+                      "mean_ms", "std_ms", "images_per_s", "samples", "accuracy"]
+            writer = csv.DictWriter(fh, fieldnames=fields)
+            writer.writeheader()
+            writer.writerows(rows)
+    return {"out_dir": str(out_dir), "files": sorted(p.name for p in out_dir.iterdir()),
+            "sources": sorted(str(p) for s in inputs.by_schema.values() for p, _ in s)}

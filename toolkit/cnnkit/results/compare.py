@@ -1,0 +1,302 @@
+"""Compare two stored results (benchmarks or evaluations) and decide, accounting for noise, what regressed.
+
+Latency: rows match by model file name x runtime and provider x batch size (and device, for fleet results, which
+are compared device by device). Per row, the ratio of the new median to the
+baseline's, with a 95 % bootstrap confidence interval from the stored raw samples. Verdicts (table, JSON and
+README use these words alike), with ``t`` the allowed slowdown:
+
+- ``regression``: the interval lies above ``1 + t`` (a slowdown beyond the threshold, confirmed);
+- ``improvement``: the interval lies below 1 (a speed-up, confirmed);
+- ``unchanged``: the interval lies within ``1 - t`` .. ``1 + t`` (any change is within the threshold, confirmed);
+- ``inconclusive``: anything else: the interval reaches beyond the threshold band without confirming a change
+  (e.g. -18 % with an interval of -64 % .. +43 %): measure again with more samples.
+
+Only a regression fails the gate. Rows that match but were measured differently (precision, session options,
+CPU, library versions) are flagged beside their verdict. No matching row at all is an error that lists what each
+file holds: a gate that compared nothing must not pass. Accuracy: per model, the drop in percentage points.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from cnnkit.errors import CnnkitError
+from cnnkit.finite import require_finite
+from cnnkit.results.load import ResultError, load_result
+
+SCHEMA = "cnnkit.compare/1"
+KNOWN = ("cnnkit.bench/1", "cnnkit.eval/1", "cnnkit.fleet-bench/1")
+VERDICTS = ("regression", "improvement", "unchanged", "inconclusive")
+# Packages whose version can change inference speed or results.
+_INFERENCE_PACKAGES = ("cnnkit", "onnxruntime", "onnxruntime-gpu", "onnx", "numpy", "openvino", "ai-edge-litert")
+
+
+@dataclass(frozen=True)
+class CompareConfig:
+    """Defaults: a latency regression is > 10 % slower (confirmed by the samples); accuracy may drop 0.1 points."""
+
+    baseline: Path
+    new: Path
+    max_latency_regression: float = 0.10
+    max_accuracy_drop: float = 0.1
+    confidence: float = 0.95
+    resamples: int = 2000
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        require_finite("--max-latency-regression", self.max_latency_regression)
+        require_finite("--max-accuracy-drop", self.max_accuracy_drop)
+        if self.max_latency_regression < 0:
+            raise CnnkitError(f"--max-latency-regression must be >= 0, got {self.max_latency_regression}")
+
+
+@dataclass(frozen=True)
+class LatencyChange:
+    key: str  # model | provider | batch
+    baseline_p50_ms: float
+    new_p50_ms: float
+    ratio: float
+    ci_low: float
+    ci_high: float
+    verdict: str  # one of VERDICTS
+    model: str = ""
+    provider: str = ""
+    batch_size: int = 0
+    differs: tuple[str, ...] = ()  # how the two rows were measured differently (flagged beside the verdict)
+
+
+@dataclass(frozen=True)
+class AccuracyChange:
+    model: str
+    baseline: float
+    new: float
+    drop_pp: float
+    verdict: str  # regression | ok
+    differs: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class CompareResult:
+    schema: str
+    baseline: str
+    new: str
+    kind: str
+    thresholds: dict[str, float]
+    latency: tuple[LatencyChange, ...] = ()
+    accuracy: tuple[AccuracyChange, ...] = ()
+    unmatched: tuple[str, ...] = ()
+    notes: tuple[str, ...] = field(default_factory=tuple)
+
+    @property
+    def regressed(self) -> bool:
+        return any(c.verdict == "regression" for c in self.latency) or any(a.verdict == "regression" for a in self.accuracy)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self) | {"regressed": self.regressed}
+
+
+def bootstrap_medians(sorted_samples: np.ndarray, resamples: int, rng: np.random.Generator) -> np.ndarray:
+    """Medians of ``resamples`` bootstrap resamples of ``sorted_samples``, drawn without building any resample.
+
+    A resample's k-th smallest value is ``x[ceil(n * U_(k)) - 1]`` with ``U_(k)`` the k-th smallest of n uniforms,
+    which is Beta(k, n - k + 1); the next one is ``U_(k) + (1 - U_(k)) * Beta(1, n - k)``. So the bootstrap
+    distribution of the median (numpy's: the mean of the two middle values for even n) is exact in O(resamples)
+    time and memory, where materialising resamples costs O(resamples x n) (550 MB for 11,000 samples).
+    """
+    x = np.asarray(sorted_samples, dtype=np.float64)
+    n = len(x)
+    if n == 1:
+        return np.full(resamples, x[0])
+
+    def at(u: np.ndarray) -> np.ndarray:
+        return x[np.clip(np.ceil(n * u).astype(np.int64) - 1, 0, n - 1)]
+
+    k = (n + 1) // 2
+    u1 = rng.beta(k, n - k + 1, size=resamples)
+    if n % 2:
+        return at(u1)
+    u2 = u1 + (1 - u1) * rng.beta(1, n - k, size=resamples)
+    return (at(u1) + at(u2)) / 2
+
+
+def bootstrap_ratio_ci(base: np.ndarray, new: np.ndarray, confidence: float, resamples: int,
+                       seed: int) -> tuple[float, float, float]:
+    """Ratio of medians new/base and its percentile-bootstrap confidence interval (bounded memory)."""
+    rng = np.random.default_rng(seed)
+    b, n = np.sort(np.asarray(base, dtype=np.float64)), np.sort(np.asarray(new, dtype=np.float64))
+    if len(b) == 0 or len(n) == 0 or np.median(b) <= 0:
+        raise CnnkitError("latency samples must be non-empty and positive to compare")
+    ratios = bootstrap_medians(n, resamples, rng) / bootstrap_medians(b, resamples, rng)
+    alpha = (1 - confidence) / 2
+    low, high = np.quantile(ratios, [alpha, 1 - alpha])
+    return float(np.median(n) / np.median(b)), float(low), float(high)
+
+
+def latency_verdict(low: float, high: float, threshold: float) -> str:
+    """See the module docstring: only the interval decides, never the point estimate alone."""
+    if low > 1 + threshold:
+        return "regression"
+    if high < 1:
+        return "improvement"
+    if low >= 1 - threshold and high <= 1 + threshold:
+        return "unchanged"
+    return "inconclusive"
+
+
+def _packages(env: dict[str, Any]) -> dict[str, Any]:
+    pk = env.get("packages") or {}
+    return {k: pk.get(k) for k in _INFERENCE_PACKAGES if k in pk}
+
+
+def _env_differences(b_env: dict[str, Any], n_env: dict[str, Any]) -> list[str]:
+    out = []
+    b_cpu, n_cpu = (b_env.get("cpu") or {}).get("model"), (n_env.get("cpu") or {}).get("model")
+    if b_cpu != n_cpu:
+        out.append(f"CPU {b_cpu} -> {n_cpu}")
+    b_pk, n_pk = _packages(b_env), _packages(n_env)
+    changed = [f"{k} {b_pk.get(k)} -> {n_pk.get(k)}" for k in sorted(set(b_pk) | set(n_pk)) if b_pk.get(k) != n_pk.get(k)]
+    if changed:
+        out.append("versions " + ", ".join(changed))
+    return out
+
+
+def _dict_changes(what: str, a: dict[str, Any], b: dict[str, Any]) -> list[str]:
+    keys = sorted(k for k in set(a) | set(b) if a.get(k) != b.get(k))
+    return [f"{what} " + ", ".join(f"{k} {a.get(k)} -> {b.get(k)}" for k in keys)] if keys else []
+
+
+def _holdings(path: Path, cases: list[Any], kind: str) -> str:
+    """What one result file holds, for the "nothing matched" error."""
+    def listed(values: Any) -> str:
+        return ", ".join(str(v) for v in sorted(set(values), key=lambda v: (isinstance(v, str), v))) or "nothing"
+
+    if kind == "latency":
+        return (f"{path} holds models {listed(Path(c.model).name for c in cases)}; precisions {listed(c.precision for c in cases)}; "
+                f"providers {listed(c.provider['active'] for c in cases)}; runtimes {listed(c.runtime for c in cases)}; batch sizes {listed(c.batch_size for c in cases)}")
+    return (f"{path} holds models {listed(Path(m.model).name for m in cases)}; precisions {listed(m.precision for m in cases)}; "
+            f"providers {listed(m.provider['active'] for m in cases)}")
+
+
+def _nothing_matched(config: CompareConfig, base_rows: list[Any], new_rows: list[Any], kind: str) -> ResultError:
+    return ResultError(
+        f"nothing to compare: no {'model x provider x batch size' if kind == 'latency' else 'model'} is in both "
+        f"results. {_holdings(config.baseline, base_rows, kind)}. {_holdings(config.new, new_rows, kind)}",
+        hint="compare results of the same model file names (and providers and batch sizes); "
+             "a gate that compared nothing does not pass")
+
+
+@dataclass(frozen=True)
+class _Benches:
+    """The bench results of one file: one, or one per device of a fleet result (device "" for a plain one)."""
+
+    schema: str
+    runs: tuple[tuple[str, Any], ...]  # (device, BenchResult)
+    missing: tuple[dict[str, str], ...] = ()
+
+    @property
+    def environment(self) -> dict[str, Any]:
+        return self.runs[0][1].environment if len(self.runs) == 1 else {}
+
+
+def _benches(result: Any, path: Path) -> Any:
+    """A fleet result as its per-device bench results (compared device by device); any other result as it is."""
+    if result.schema == "cnnkit.fleet-bench/1":
+        from cnnkit.results.load import from_dict
+
+        runs = tuple((e.device, from_dict(e.result, f"{path} (device {e.device})", expect="cnnkit.bench/1"))
+                     for e in result.entries)
+        return _Benches("cnnkit.bench/1", runs, tuple(result.missing))
+    if result.schema == "cnnkit.bench/1":
+        return _Benches(result.schema, (("", result),))
+    return result
+
+
+def compare_results(config: CompareConfig) -> CompareResult:
+    base = _benches(load_result(config.baseline, expect=KNOWN), config.baseline)
+    new = _benches(load_result(config.new, expect=KNOWN), config.new)
+    if base.schema != new.schema:
+        raise CnnkitError(f"cannot compare a {base.schema} result ({config.baseline}) with a {new.schema} one ({config.new})")
+    thresholds = {"max_latency_regression": config.max_latency_regression, "max_accuracy_drop_pp": config.max_accuracy_drop}
+    env_flags = _env_differences(base.environment, new.environment)
+    notes = []
+    if any(f.startswith("CPU ") for f in env_flags):
+        notes.append("the two results come from different CPUs: latency changes may be the machine, not the model")
+    if base.schema == "cnnkit.bench/1":
+        return _compare_bench(config, base, new, thresholds, env_flags, notes)
+    return _compare_eval(config, base, new, thresholds, env_flags, notes)
+
+
+def _compare_bench(config: CompareConfig, base: Any, new: Any, thresholds: dict[str, float], env_flags: list[str],
+                   notes: list[str]) -> CompareResult:
+    def key(device: str, c: Any) -> tuple[str, str, str, int]:
+        runtime = getattr(c, "runtime", "onnxruntime")
+        where = c.provider["active"] if runtime == "onnxruntime" else f"{runtime} {c.provider['active']}"
+        return device, Path(c.model).name, where, int(c.batch_size)
+
+    def options(result: Any, c: Any) -> dict[str, Any]:
+        opts = dict(result.config.get("session") or {}) | {"io_binding": c.io_binding, "include_copies": c.include_copies}
+        tuned = result.chosen_trial(c.model, c.batch_size)
+        return opts | (tuned.options if tuned is not None else {}) | dict(c.provider.get("options") or {})
+
+    def rows(benches: _Benches) -> dict[tuple[str, str, str, int], tuple[Any, Any]]:
+        return {key(device, c): (r, c) for device, r in benches.runs for c in r.cases}
+
+    def label(k: tuple[str, str, str, int]) -> str:
+        return (f"{k[0]} | " if k[0] else "") + f"{k[1]} | {k[2]} | batch {k[3]}"
+
+    notes += [f"{m.get('device')} is missing from {path}: {m.get('reason')}"
+              for path, benches in ((config.baseline, base), (config.new, new)) for m in benches.missing]
+    b_cases, n_cases = rows(base), rows(new)
+    matched = sorted(set(b_cases) & set(n_cases))  # numeric batch sizes sort as numbers
+    if not matched:
+        raise _nothing_matched(config, [c for _, c in b_cases.values()], [c for _, c in n_cases.values()], "latency")
+    changes = []
+    for k in matched:
+        (b_run, b), (n_run, n) = b_cases[k], n_cases[k]
+        bs, ns = np.asarray(b.samples_ns, dtype=np.float64), np.asarray(n.samples_ns, dtype=np.float64)
+        ratio, low, high = bootstrap_ratio_ci(bs, ns, config.confidence, config.resamples, config.seed)
+        differs = ([f"precision {b.precision} -> {n.precision}"] if b.precision != n.precision else [])
+        differs += _dict_changes("session options", options(b_run, b), options(n_run, n))
+        differs += env_flags if not k[0] else _env_differences(b_run.environment, n_run.environment)
+        changes.append(LatencyChange(
+            label(k), float(np.median(bs)) / 1e6, float(np.median(ns)) / 1e6, ratio, low, high,
+            latency_verdict(low, high, config.max_latency_regression), k[1], k[2], k[3], tuple(differs)))
+    unmatched = tuple(f"{label(k)} (only in {config.baseline if k in b_cases else config.new})"
+                      for k in sorted(set(b_cases) ^ set(n_cases)))
+    if any(c.differs for c in changes):
+        notes.append("rows flagged 'differs' were measured differently: their change may not be the model's")
+    if any(c.verdict == "inconclusive" for c in changes):
+        notes.append("inconclusive: the interval reaches beyond the threshold without confirming a change; "
+                     "measure again with more samples (--min-time) on a quieter machine")
+    return CompareResult(SCHEMA, str(config.baseline), str(config.new), "latency", thresholds, latency=tuple(changes),
+                         unmatched=unmatched, notes=tuple(notes))
+
+
+def _compare_eval(config: CompareConfig, base: Any, new: Any, thresholds: dict[str, float], env_flags: list[str],
+                  notes: list[str]) -> CompareResult:
+    b_models = {Path(m.model).name: m for m in base.models}
+    n_models = {Path(m.model).name: m for m in new.models}
+    matched = sorted(set(b_models) & set(n_models))
+    if not matched:
+        raise _nothing_matched(config, list(base.models), list(new.models), "accuracy")
+    data_flags = []
+    if base.dataset.get("name") != new.dataset.get("name"):
+        data_flags.append(f"dataset {base.dataset.get('name')} -> {new.dataset.get('name')}")
+    if base.dataset.get("evaluated_samples") != new.dataset.get("evaluated_samples"):
+        notes.append("the evaluations used different numbers of test images")
+        data_flags.append(f"test images {base.dataset.get('evaluated_samples')} -> {new.dataset.get('evaluated_samples')}")
+    acc = []
+    for name in matched:
+        b, n = b_models[name], n_models[name]
+        drop = 100 * (b.accuracy - n.accuracy)
+        differs = ([f"precision {b.precision} -> {n.precision}"] if b.precision != n.precision else []) + data_flags + env_flags
+        acc.append(AccuracyChange(name, b.accuracy, n.accuracy, drop,
+                                  "regression" if drop > config.max_accuracy_drop else "ok", tuple(differs)))
+    unmatched = tuple(f"{k} (only in {config.baseline if k in b_models else config.new})"
+                      for k in sorted(set(b_models) ^ set(n_models)))
+    return CompareResult(SCHEMA, str(config.baseline), str(config.new), "accuracy", thresholds, accuracy=tuple(acc),
+                         unmatched=unmatched, notes=tuple(notes))

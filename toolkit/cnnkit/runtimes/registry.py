@@ -1,0 +1,139 @@
+"""Runtimes besides ONNX Runtime, behind the one runner contract ``infer(feeds: dict) -> dict``.
+
+A :class:`RuntimeChoice` names a runtime and the precision it computes in: ``onnxruntime`` (the model's own
+precision), ``openvino`` (reads the same .onnx; ``openvino:bf16`` sets the precision hint to bf16, reported as
+bf16, never as fp32) and ``litert`` (a .tflite made from the same Keras model by ``cnnkit export --format
+tflite``). Nothing here imports a runtime until a runner is built, so ``cnnkit --help`` stays fast.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+from cnnkit.errors import CnnkitError, MissingDependencyError
+
+RUNTIMES = ("onnxruntime", "openvino", "litert")
+# The distribution each runtime comes from and the extra that installs it.
+DISTRIBUTIONS = {"onnxruntime": ("onnxruntime-gpu", "onnxruntime"), "openvino": ("openvino",), "litert": ("ai-edge-litert",)}
+INSTALL = {
+    "onnxruntime": "pip install onnxruntime-gpu (Linux x86_64) or pip install onnxruntime",
+    "openvino": "pip install 'cnnkit[openvino]'",
+    "litert": "pip install 'cnnkit[litert]'",
+}
+_PRECISIONS = {"onnxruntime": ("model",), "openvino": ("fp32", "bf16"), "litert": ("fp32",)}
+
+
+@dataclass(frozen=True)
+class RuntimeChoice:
+    """A runtime and the precision it computes in (``model``: whatever the .onnx holds, for ONNX Runtime)."""
+
+    runtime: str = "onnxruntime"
+    precision: str = "model"
+
+    @property
+    def label(self) -> str:
+        return self.runtime if self.precision in ("model", "fp32") else f"{self.runtime}:{self.precision}"
+
+    def to_dict(self) -> dict[str, str]:
+        return {"runtime": self.runtime, "precision": self.precision}
+
+
+DEFAULT_RUNTIME = RuntimeChoice()
+
+
+def parse_runtimes(text: str) -> tuple[RuntimeChoice, ...]:
+    """``onnxruntime,openvino:bf16,litert`` -> choices; an unknown runtime or precision is a one-line error."""
+    out: list[RuntimeChoice] = []
+    for item in (p.strip() for p in text.split(",")):
+        if not item:
+            continue
+        name, _, precision = item.lower().partition(":")
+        name = {"ort": "onnxruntime", "ov": "openvino", "tflite": "litert"}.get(name, name)
+        if name not in RUNTIMES:
+            raise CnnkitError(f"--runtime: unknown runtime '{item}'", hint=f"choose from {', '.join(RUNTIMES)} (comma-separated)")
+        allowed = _PRECISIONS[name]
+        precision = {"f32": "fp32", "bfloat16": "bf16"}.get(precision, precision) or allowed[0]
+        if precision not in allowed:
+            raise CnnkitError(f"--runtime: {name} has no precision '{precision}'",
+                              hint=f"{name} runs {', '.join(p for p in allowed if p != 'model') or 'the model as it is'}")
+        out.append(RuntimeChoice(name, precision))
+    if not out:
+        raise CnnkitError(f"--runtime: no runtime in '{text}'", hint=f"choose from {', '.join(RUNTIMES)}")
+    return tuple(dict.fromkeys(out))
+
+
+def parse_one_runtime(text: str, command: str) -> RuntimeChoice:
+    """One ``--runtime`` item, for a command that runs one runtime at a time."""
+    runtimes = parse_runtimes(text)
+    if len(runtimes) != 1:
+        raise CnnkitError(f"{command} runs one runtime at a time, got --runtime {text}",
+                          hint=f"run {command} once per runtime, or compare them with cnnkit bench --recommend")
+    return runtimes[0]
+
+
+def require_runtime(name: str) -> Any:
+    """Import the runtime's Python module, or fail in one line saying what to install."""
+    import importlib
+
+    module = {"onnxruntime": "onnxruntime", "openvino": "openvino", "litert": "ai_edge_litert.interpreter"}[name]
+    try:
+        return importlib.import_module(module)
+    except ImportError as exc:
+        raise MissingDependencyError(f"runtime {name} is not installed ({exc})", hint=INSTALL[name]) from None
+
+
+def runtime_versions() -> dict[str, str | None]:
+    """Installed version of each runtime's distribution (None: not installed), from metadata, not imports."""
+    out: dict[str, str | None] = {}
+    for runtime, dists in DISTRIBUTIONS.items():
+        out[runtime] = None
+        for dist in dists:
+            try:
+                out[runtime] = metadata.version(dist)
+                break
+            except metadata.PackageNotFoundError:
+                continue
+    return out
+
+
+def bf16_supported() -> bool:
+    """Whether OpenVINO's CPU plugin computes in bf16 here (AVX-512 BF16 or AMX); otherwise the hint is ignored."""
+    ov = require_runtime("openvino")
+    return "BF16" in ov.Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES")
+
+
+def tflite_path(onnx_path: str | os.PathLike[str], given: str | os.PathLike[str] | None = None) -> Path:
+    """The .tflite LiteRT runs for ``onnx_path``: ``given``, else the file beside it with the .tflite suffix."""
+    path = Path(given) if given is not None else Path(onnx_path).with_suffix(".tflite")
+    if not path.is_file():
+        raise CnnkitError(
+            f"LiteRT needs a .tflite model: {path} not found",
+            hint="make it from the Keras model: cnnkit export MODEL.keras --format tflite -o "
+                 f"{path.name}, or pass --tflite PATH",
+        )
+    return path
+
+
+def create_runner(choice: RuntimeChoice, model: str | os.PathLike[str], session: Any = None,
+                  tflite: str | os.PathLike[str] | None = None, batch_size: int | None = None) -> Any:
+    """A runner for ``model`` (an .onnx) on ``choice``; ``session``: the :class:`SessionConfig` (its provider
+    for ONNX Runtime, its ``intra_op_threads`` for all); ``batch_size``: compile for that batch only where a
+    runtime prefers static shapes (OpenVINO), else any batch runs."""
+    from cnnkit.runtimes.sessions import SessionConfig
+
+    session = session or SessionConfig()
+    if choice.runtime == "onnxruntime":
+        from cnnkit.runtimes.runners import OnnxRuntimeRunner
+
+        return OnnxRuntimeRunner(model, session)
+    if choice.runtime == "openvino":
+        from cnnkit.runtimes.openvino import OpenVinoRunner
+
+        return OpenVinoRunner(model, choice.precision, threads=session.intra_op_threads, batch_size=batch_size)
+    from cnnkit.runtimes.litert import LiteRtRunner
+
+    return LiteRtRunner(tflite_path(model, tflite), onnx_model=model, threads=session.intra_op_threads)
