@@ -72,7 +72,11 @@ def _read_only_fs(folder: Path) -> bool:
 
 
 def check_writable(path: Path, force: bool) -> None:
-    """Refuse to overwrite ``path`` unless ``force``; fail early if its folder cannot be made or written."""
+    """Refuse to overwrite ``path`` unless ``force``; fail early if its folder is missing or cannot be written.
+
+    A missing folder is refused, not made (as ``cp`` and ``pip download -d`` do): a typo in it would
+    otherwise scatter outputs over new folders unnoticed.
+    """
     path = Path(path)
     _check_name_length(path)
     if _exists(path) and not force:
@@ -80,10 +84,19 @@ def check_writable(path: Path, force: bool) -> None:
     if path.is_dir():
         raise CnnkitError(f"{path} is a directory, expected a file path")
     _check_folder_writable(path)
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise output_error(path.parent, exc) or CnnkitError(f"cannot create folder {path.parent}: {exc.strerror}") from None
+    check_parent_exists(path)
+
+
+def check_parent_exists(path: Path) -> None:
+    """Refuse an output whose folder does not exist (one line naming it, and the ``mkdir -p`` that makes it)."""
+    parent = Path(path).absolute().parent
+    if parent.is_dir():
+        return
+    shown = Path(path).parent
+    if _exists(parent):
+        raise CnnkitError(f"cannot write {path}: {shown} is a file, not a folder", hint="choose another output path")
+    raise CnnkitError(f"cannot write {path}: the folder {shown} does not exist",
+                      hint=f"create it first (mkdir -p {shown}), or choose an existing folder")
 
 
 def check_not_input(output: str | os.PathLike[str], source: str | os.PathLike[str]) -> None:
@@ -107,6 +120,7 @@ def check_output_dir(path: Path, force: bool) -> None:
     if not force and path.is_dir() and any(path.iterdir()):
         raise OutputExistsError(f"{path} exists and is not empty", hint="pass --force to overwrite, or choose another folder")
     _check_folder_writable(path / "x")
+    check_parent_exists(path)  # the folder itself is made; the one it goes into must exist
 
 
 def _check_name_length(path: Path) -> None:
@@ -163,7 +177,6 @@ def staged_dir(out_dir: Path, force: bool) -> Iterator[Path]:
     out_dir = Path(out_dir)
     check_output_dir(out_dir, force)
     try:
-        out_dir.parent.mkdir(parents=True, exist_ok=True)
         staging = temp_sibling(out_dir, STAGING_MARK, keep_suffix=False)
         staging.mkdir()
     except OSError as exc:

@@ -115,15 +115,29 @@ def _ours(name: str) -> bool:
 @contextlib.contextmanager
 def _run_lock(out: Path) -> Iterator[None]:
     """Hold ``out/.pipeline.lock`` for the run; the kernel releases it when the process dies, SIGKILL included."""
-    fd = os.open(out / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o644)
-    try:
+    path = out / LOCK_FILE
+    while True:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
+            os.close(fd)
             raise CnnkitError(f"another cnnkit pipeline is running in {out}",
                               hint="wait for it to finish, or choose another --out") from None
+        # A run that just finished removed the file we opened: lock the new one, or two runs would hold two files.
+        try:
+            same = os.path.samestat(os.fstat(fd), os.stat(path))
+        except FileNotFoundError:
+            same = False
+        if same:
+            break
+        os.close(fd)
+    try:
         yield
     finally:
+        # Removed while still held, so no other run can lock this file after we are gone; SIGKILL leaves it (harmless).
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(path)
         os.close(fd)
 
 
@@ -133,6 +147,10 @@ def run_pipeline(config: PipelineConfig, on_stage: StageCallback | None = None) 
     spec = load_spec(config.spec)
     out = Path(config.out_dir) if config.out_dir is not None else Path("runs") / spec.name
     report_dir = Path(config.report_dir) if config.report_dir is not None else Path("reports") / out.name
+    # The default folders' parents (runs/, reports/) are cnnkit's to make; a folder the user names must be in one that exists.
+    for default, folder in ((config.out_dir, out), (config.report_dir, report_dir)):
+        if default is None:
+            folder.parent.mkdir(parents=True, exist_ok=True)
     state_path = out / STATE_FILE
     for folder in (out, report_dir):
         check_output_dir(folder, force=True)  # not a file; non-empty is judged below

@@ -442,9 +442,11 @@ def _download(name: DatasetName, cache: Path, timeout_s: float) -> None:
         digest = hashlib.sha256(data).hexdigest()
         if digest != _MNIST_NPZ_SHA256:
             raise DatasetError(f"downloaded mnist.npz has SHA-256 {digest}, expected {_MNIST_NPZ_SHA256}")
+        cache.mkdir(parents=True, exist_ok=True)
         write_bytes_atomic(cache / "mnist.npz", data)
         return
     files = {f"{s}.gz": _fetch(_KERAS_BASE + f"{s}.gz", timeout_s) for s in _IDX_FILES.values()}
+    (cache / "fashion-mnist").mkdir(parents=True, exist_ok=True)
     for fname, data in files.items():
         write_bytes_atomic(cache / "fashion-mnist" / fname, data)
 

@@ -124,6 +124,8 @@ def train_model(
     """
     spec = load_spec(config.spec)
     out_dir = Path(config.out_dir) if config.out_dir is not None else Path("models") / spec.name
+    if config.out_dir is None:  # the default's parent (models/) is cnnkit's to make
+        out_dir.parent.mkdir(parents=True, exist_ok=True)
     final_model = out_dir / MODEL_FILE
     check_output_dir(out_dir, force=True)  # a folder with other files is fine; only model.keras is guarded
     if final_model.exists() and not config.force:
