@@ -49,7 +49,7 @@ class EvalWorker:
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         from cnnkit.data.folders import BadImageError, ImageFolder
-        from cnnkit.evaluate.accuracy import top1_and_top5
+        from cnnkit.topk import top1_and_top5
 
         _maybe_die()
         n = len(batch["index"])

@@ -20,11 +20,12 @@ from cnnkit.data.sources import ImageSource, model_class_names, open_images
 from cnnkit.data.datasets import Dataset
 from cnnkit.envinfo import environment
 from cnnkit.errors import CnnkitError, DatasetError
-from cnnkit.finite import NonFinite, NonFiniteError, merge, nonfinite
+from cnnkit.finite import NonFiniteError
 from cnnkit.graph.info import describe_onnx
 from cnnkit.runtimes.runners import OnnxRuntimeRunner
 from cnnkit.runtimes.registry import DEFAULT_RUNTIME, RuntimeChoice, create_runner
 from cnnkit.runtimes.sessions import SessionConfig
+from cnnkit.topk import ScoreTally
 
 SCHEMA = "cnnkit.eval/1"
 MAX_CONFUSION_CLASSES = 100  # beyond this the confusion matrix is left out of the result (it grows as classes²)
@@ -106,15 +107,6 @@ def confusion_matrix(y_true: np.ndarray, y_pred: np.ndarray, n_classes: int) -> 
     return m
 
 
-def top1_and_top5(scores: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Each image's top-1 class, and whether its label is among its 5 best scores (all False with 5 classes or
-    fewer, where top-5 says nothing)."""
-    if scores.shape[1] <= 5:
-        return np.argmax(scores, axis=1), np.zeros(len(scores), bool)
-    top5 = np.argpartition(-scores, 5, axis=1)[:, :5]
-    return np.argmax(scores, axis=1), np.any(top5 == y[:, None], axis=1)
-
-
 @dataclass
 class _Tally:
     """One model's running counts over the batches."""
@@ -123,10 +115,7 @@ class _Tally:
     info: Any
     record: Any
     runner: Any  # an OnnxRuntimeRunner, or another runtime's runner (cnnkit.runtimes.registry)
-    preds: list[np.ndarray] = field(default_factory=list)
-    top5_hits: int = 0
-    n_outputs: int = 0
-    bad: NonFinite | None = None  # NaN/Inf in the scores: the argmax of such a row means nothing
+    scores: ScoreTally = field(default_factory=ScoreTally)  # NaN/Inf in them: no accuracy is reported
 
 
 def evaluate_models(config: EvalConfig, dataset: Dataset | ImageSource | None = None,
@@ -148,20 +137,13 @@ def evaluate_models(config: EvalConfig, dataset: Dataset | ImageSource | None = 
         groups.setdefault((t.record.size, t.record.channels, t.record.crop_fraction), []).append(t)
     for gi, group in enumerate(groups.values()):
         names = ", ".join(t.model.name for t in group)
-        seen = 0
         for pixels, y in source.batches(group[0].record, config.batch_size, skipped if gi == 0 else None):
             if gi == 0:
                 labels.append(y)
             for t in group:
                 out = t.runner.infer({t.runner.input_name: t.record.normalize(pixels)})
-                scores = next(iter(out.values())).reshape(len(pixels), -1)
-                t.n_outputs = scores.shape[1]
-                t.bad = merge(t.bad, nonfinite(scores, offset=seen))
-                preds, top5 = top1_and_top5(scores, y)
-                t.preds.append(preds)
-                t.top5_hits += int(np.sum(top5))
+                t.scores.add(next(iter(out.values())).reshape(len(pixels), -1), y)
             done += len(pixels)
-            seen += len(pixels)
             if progress:
                 progress(f"eval {names}", done, total * len(groups))
         if skipped is not None and gi == 0:
@@ -170,13 +152,18 @@ def evaluate_models(config: EvalConfig, dataset: Dataset | ImageSource | None = 
     y = np.concatenate(labels) if labels else np.empty(0, np.int64)
     if len(y) == 0:
         raise DatasetError(f"{source.provenance.get('source')}: every image was skipped as unreadable")
-    broken = [f"{t.model.name}: {t.bad.describe('output value', 'image')}" for t in tallies if t.bad is not None]
+    broken = [f"{t.model.name}: {t.scores.bad.describe('output value', 'image')}" for t in tallies
+              if t.scores.bad is not None]
     if broken:  # every model is checked; one error lists all that failed
         raise NonFiniteError("; ".join(broken), hint="the model is broken for these inputs; no accuracy is reported")
+    for t in tallies:
+        if t.scores.tied:
+            say(f"{t.model.name}: {t.scores.tied} of {len(y)} image(s) have classes tied for the top score; "
+                "ties rank by class index (lowest first), the same for top-1 and top-5")
 
     on_ort = [isinstance(t.runner, OnnxRuntimeRunner) for t in tallies]
     results, class_names = summarise_predictions(
-        [ModelPredictions(t.model, t.info, t.record, np.concatenate(t.preds), t.top5_hits, t.n_outputs,
+        [ModelPredictions(t.model, t.info, t.record, t.scores.predictions(), t.scores.top5_hits, t.scores.n_outputs,
                           t.info.precision if ort else t.runner.precision,
                           t.runner.session_info.to_dict() if ort else t.runner.provider, config.runtime.runtime,
                           getattr(t.runner, "size_bytes", t.info.size_bytes))

@@ -19,6 +19,7 @@ from cnnkit.errors import CnnkitError, DatasetError
 from cnnkit.finite import NonFiniteError, nonfinite
 from cnnkit.graph.info import describe_onnx
 from cnnkit.runtimes.sessions import SessionConfig
+from cnnkit.topk import ranking
 
 SCHEMA = "cnnkit.predict/1"
 DARK, BRIGHT = 64.0, 160.0  # border brightness (0..255) below which a ground is dark, above which it is bright
@@ -154,7 +155,7 @@ def predict_images(config: PredictConfig) -> PredictResult:
         if names is not None and len(names) != n:
             raise CnnkitError(f"{config.model} has {n} outputs but {len(names)} class names ({names_from})",
                               hint="pass --labels FILE with one name per output")
-        order = np.argsort(-probs[0], kind="stable")[: config.top_k]
+        order = ranking(probs)[0, : config.top_k]
         top = tuple(ClassScore(int(i), names[i] if names else str(int(i)), float(probs[0, i])) for i in order)
         seen = brightness(px)
         warning = inversion_warning(str(path), seen, reference)

@@ -26,6 +26,7 @@ from cnnkit.finite import nonfinite, require_finite
 from cnnkit.runtimes.runners import KerasRunner, OnnxRuntimeRunner, run_batched
 from cnnkit.runtimes.registry import DEFAULT_RUNTIME, RuntimeChoice, create_runner
 from cnnkit.runtimes.sessions import SessionConfig
+from cnnkit.topk import top1
 
 log = logging.getLogger(__name__)
 
@@ -286,7 +287,7 @@ def reference_stability(reference: Any, inputs: InputSet, record: PreprocessReco
         got = out.get(name)
         if got is None or ref.ndim < 2 or ref.reshape(len(ref), -1).shape[1] < 2:
             continue
-        stable[name] = ref.reshape(len(ref), -1).argmax(1) == got.reshape(len(got), -1).argmax(1)
+        stable[name] = top1(ref) == top1(got)
     return stable
 
 
@@ -382,7 +383,7 @@ def _compare_one(name: str, ref: np.ndarray, cand: np.ndarray, tol: Tolerance, b
             f"exceeds atol {tol.atol:g} + rtol {tol.rtol:g}*|ref| in {n_bad} element(s); smallest passing atol {min_atol:.3g}"
         )
     ref2, cand2 = ref.reshape(len(ref), -1), cand.reshape(len(cand), -1)
-    ref_top, cand_top = ref2.argmax(axis=1), cand2.argmax(axis=1)
+    ref_top, cand_top = top1(ref2), top1(cand2)
     row_bad = ~np.isfinite(ref2).all(axis=1) | ~np.isfinite(cand2).all(axis=1)
     disagree = (ref_top != cand_top) | row_bad  # a sample with NaN/Inf agrees on nothing
     sorted_ref = np.sort(ref2, axis=1)

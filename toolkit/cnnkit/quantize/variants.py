@@ -502,8 +502,9 @@ def _predictions(model: Path, data: QuantData, session: SessionConfig,
     on Ray workers with ``config.engine`` ray. NaN or Inf in the scores is a :class:`NonFiniteError` naming
     ``label``, the count and the first image. ``dithered``: the first DITHERED_IMAGES images only, every pixel
     moved within ±½ grey level (seeded; :func:`cnnkit.parity.check.dither`), locally: how stable the model's own top-1 is."""
-    from cnnkit.finite import NonFinite, NonFiniteError, merge, nonfinite
+    from cnnkit.finite import NonFiniteError
     from cnnkit.runtimes.runners import OnnxRuntimeRunner
+    from cnnkit.topk import ScoreTally
 
     assert data.evaluation is not None
     if config is not None and config.engine == "ray" and not dithered:
@@ -512,9 +513,7 @@ def _predictions(model: Path, data: QuantData, session: SessionConfig,
         return predictions_on_ray(model, data.evaluation, data.record, session, config.address, data.skipped,
                                   label=label)
     runner = OnnxRuntimeRunner(model, session)
-    preds, labels = [], []
-    bad: NonFinite | None = None
-    seen = 0
+    scores, labels = ScoreTally(), []
     from cnnkit.parity.check import dither
 
     rng = np.random.default_rng([0, 0x5EED])
@@ -523,17 +522,14 @@ def _predictions(model: Path, data: QuantData, session: SessionConfig,
         if dithered:
             pixels = dither(pixels, rng)
         out = runner.infer({runner.input_name: data.record.normalize(pixels)})
-        scores = next(iter(out.values())).reshape(len(pixels), -1)
-        bad = merge(bad, nonfinite(scores, offset=seen))
-        seen += len(pixels)
-        preds.append(np.argmax(scores, axis=1))
+        scores.add(next(iter(out.values())).reshape(len(pixels), -1))
         labels.append(y)
-    if bad is not None:
-        raise NonFiniteError(f"{label or Path(model).name}: {bad.describe('output value', 'image')}",
+    if scores.bad is not None:
+        raise NonFiniteError(f"{label or Path(model).name}: {scores.bad.describe('output value', 'image')}",
                              hint="the model is broken for these inputs; it is not written")
-    if not preds:
+    if not labels:
         raise QuantizeError(f"no readable image in {data.evaluation.provenance.get('source')} to measure accuracy on")
-    return np.concatenate(preds), np.concatenate(labels)
+    return scores.predictions(), np.concatenate(labels)
 
 
 def _score(preds: np.ndarray, labels: np.ndarray, fp32_preds: np.ndarray | None) -> float:
