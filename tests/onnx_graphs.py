@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -135,5 +136,89 @@ def chaotic_classifier(path: Path, gain: float = 1e4, hw: int = 28, channels: in
     graph = helper.make_graph(nodes, "chaotic", [x], [y], inits)
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=9,
                               producer_name="onnx.helper")
+    path.write_bytes(model.SerializeToString())
+    return path
+
+
+def same_padding_classifier(path: Path, hw: int = 8, channels: int = 3, classes: int = 5, batch: int | str = 1,
+                            seed: int = 0, ir_version: int = 9) -> Path:
+    """NCHW float32 input -> TF "same" padding computed at run time -> Conv 3x3 stride 2 -> Relu -> Reshape to the
+    constant [1, -1] -> Gemm -> Softmax: what a TorchScript export of a TF-ported EfficientNet (timm's ``pad_same``)
+    writes. The pads come from Shape -> Gather -> arithmetic -> Concat, laid out for ``Pad`` as ``F.pad`` exports
+    them (ConstantOfShape -> Concat -> Reshape -> Slice backwards -> Transpose -> Reshape -> Cast), which ONNX
+    shape inference cannot see through. ``ir_version`` 3 lists the initializers as graph inputs too.
+    """
+    from onnx import TensorProto as T
+    from onnx import helper as h
+    from onnx import numpy_helper as nh
+
+    rng = np.random.default_rng(seed)
+    out_hw = -(-hw // 2)
+    x = h.make_tensor_value_info("image", T.FLOAT, [batch, channels, hw, hw])
+    y = h.make_tensor_value_info("probs", T.FLOAT, [batch, classes])
+
+    def i64(name: str, *values: int) -> Any:
+        return nh.from_array(np.array(values, np.int64), name)
+
+    def scalar(name: str, value: int) -> Any:
+        return nh.from_array(np.array(value, np.int64), name)
+
+    inits = [
+        nh.from_array(rng.normal(0, 0.5, (8, channels, 3, 3)).astype(np.float32), "w"),
+        nh.from_array(rng.normal(0, 0.1, 8).astype(np.float32), "b"),
+        nh.from_array(rng.normal(0, 0.05, (8 * out_hw * out_hw, classes)).astype(np.float32), "wd"),
+        nh.from_array(rng.normal(0, 0.1, classes).astype(np.float32), "bd"),
+        nh.from_array(np.array(2.0, np.float32), "stride_f"),
+        scalar("stride", 2), scalar("span", 3), scalar("zero", 0), scalar("one", 1), scalar("two", 2),
+        i64("axis_h", 2), i64("axis_w", 3), i64("axis0", 0), i64("pairs", -1, 2), i64("flat", -1), i64("starts", -1),
+        i64("ends", -(2**63) + 1), i64("axes", 0), i64("steps", -1), i64("batch_flat", 1, -1),
+    ]
+    nodes = [h.make_node("Shape", ["image"], ["shape"], name="/Shape")]
+    pads = []
+    for axis in ("h", "w"):
+        # pad = max((ceil(size / stride) - 1) * stride + 3 - size, 0), split as (pad // 2, pad - pad // 2)
+        nodes += [
+            h.make_node("Gather", ["shape", f"axis_{axis}"], [f"{axis}_size1"], axis=0, name=f"/Gather_{axis}"),
+            h.make_node("Squeeze", [f"{axis}_size1"], [f"{axis}_size"], name=f"/Squeeze_{axis}"),
+            h.make_node("Cast", [f"{axis}_size"], [f"{axis}_f"], to=T.FLOAT, name=f"/Cast_{axis}"),
+            h.make_node("Div", [f"{axis}_f", "stride_f"], [f"{axis}_q"], name=f"/Div_{axis}"),
+            h.make_node("Ceil", [f"{axis}_q"], [f"{axis}_c"], name=f"/Ceil_{axis}"),
+            h.make_node("Cast", [f"{axis}_c"], [f"{axis}_ci"], to=T.INT64, name=f"/CastBack_{axis}"),
+            h.make_node("Sub", [f"{axis}_ci", "one"], [f"{axis}_m"], name=f"/Sub1_{axis}"),
+            h.make_node("Mul", [f"{axis}_m", "stride"], [f"{axis}_ms"], name=f"/Mul_{axis}"),
+            h.make_node("Add", [f"{axis}_ms", "span"], [f"{axis}_a"], name=f"/Add_{axis}"),
+            h.make_node("Sub", [f"{axis}_a", f"{axis}_size"], [f"{axis}_d"], name=f"/Sub2_{axis}"),
+            h.make_node("Max", [f"{axis}_d", "zero"], [f"{axis}_pad"], name=f"/Max_{axis}"),
+            h.make_node("Div", [f"{axis}_pad", "two"], [f"{axis}_lo"], name=f"/Half_{axis}"),
+            h.make_node("Sub", [f"{axis}_pad", f"{axis}_lo"], [f"{axis}_hi"], name=f"/Rest_{axis}"),
+            h.make_node("Unsqueeze", [f"{axis}_lo", "axis0"], [f"{axis}_lo1"], name=f"/UnsqueezeLo_{axis}"),
+            h.make_node("Unsqueeze", [f"{axis}_hi", "axis0"], [f"{axis}_hi1"], name=f"/UnsqueezeHi_{axis}"),
+        ]
+        pads += [f"{axis}_lo1", f"{axis}_hi1"]
+    nodes += [
+        # F.pad's [w_lo, w_hi, h_lo, h_hi] (last axis first), made whole for ONNX's [x1_begin, x2_begin, ..., x1_end, ...]
+        h.make_node("Concat", [pads[2], pads[3], pads[0], pads[1]], ["torch_pads"], axis=0, name="/Concat"),
+        h.make_node("ConstantOfShape", ["four"], ["zeros"], name="/ConstantOfShape",
+                    value=nh.from_array(np.array([0], np.int64))),
+        h.make_node("Concat", ["torch_pads", "zeros"], ["pads8"], axis=0, name="/Concat_1"),
+        h.make_node("Reshape", ["pads8", "pairs"], ["pairs_t"], name="/Reshape_pairs"),
+        h.make_node("Slice", ["pairs_t", "starts", "ends", "axes", "steps"], ["reversed"], name="/Slice"),
+        h.make_node("Transpose", ["reversed"], ["begin_end"], perm=[1, 0], name="/Transpose"),
+        h.make_node("Reshape", ["begin_end", "flat"], ["onnx_pads"], name="/Reshape_flat"),
+        h.make_node("Cast", ["onnx_pads"], ["pads_i"], to=T.INT64, name="/Cast_pads"),
+        h.make_node("Pad", ["image", "pads_i"], ["padded"], mode="constant", name="/Pad"),
+        h.make_node("Conv", ["padded", "w", "b"], ["conv"], kernel_shape=[3, 3], strides=[2, 2], name="/conv/Conv"),
+        h.make_node("Relu", ["conv"], ["relu"], name="/Relu"),
+        h.make_node("Reshape", ["relu", "batch_flat"], ["flat_out"], name="/Reshape"),
+        h.make_node("Gemm", ["flat_out", "wd", "bd"], ["logits"], name="/fc/Gemm"),
+        h.make_node("Softmax", ["logits"], ["probs"], axis=1, name="/Softmax"),
+    ]
+    inits.append(i64("four", 4))
+    inputs = [x]
+    if ir_version < 4:  # IR 3: every initializer is a graph input too
+        inputs += [h.make_tensor_value_info(i.name, i.data_type, list(i.dims)) for i in inits]
+    graph = h.make_graph(nodes, "same_padding", inputs, [y], inits)
+    model = h.make_model(graph, opset_imports=[h.make_opsetid("", 17)], ir_version=ir_version,
+                         producer_name="pytorch", producer_version="2.1.0")
     path.write_bytes(model.SerializeToString())
     return path

@@ -126,6 +126,40 @@ def test_onnx_summary_text(tmp_path: Path) -> None:
     assert_user_error(run("summary", tmp_path / "missing.onnx"), "not found")
 
 
+def test_summary_and_bench_see_through_a_computed_same_padding(tmp_path: Path) -> None:
+    """A TorchScript-style export whose pads are computed at run time: summary counts its MACs from the folded
+    graph and says so; bench fits its defaults to those MACs; a model whose shapes stay unknown says "unknown"."""
+    from tests.onnx_graphs import same_padding_classifier
+
+    model = same_padding_classifier(tmp_path / "same.onnx", hw=28, channels=1, classes=10)
+    macs = 8 * 14 * 14 * 9 + 8 * 14 * 14 * 10
+    r = run("summary", model)
+    assert r.exit_code == 0, r.output
+    assert f"MACs per image ({macs:,})" in r.stdout and "constant-folding" in r.stdout and "unknown" not in r.stdout
+    r = run("summary", model, "--json", "-")
+    s = json.loads(r.stdout)
+    assert (s["total_macs"], s["unknown_macs"]) == (macs, 0) and s["shapes_folded"] > 0
+    r = run("bench", model, "--warmup", "1", "--min-time", "0", "--min-iterations", "2", "--json", tmp_path / "b.json")
+    assert r.exit_code == 0, r.output
+    fitted = json.loads((tmp_path / "b.json").read_text())["config"]["fitted_defaults"]
+    assert fitted["macs_per_image"] == macs and "MACs unknown" not in fitted["reason"]
+
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    nodes = [helper.make_node("Mystery", ["x"], ["m"], domain="com.example", name="mystery"),
+             helper.make_node("Conv", ["m", "w"], ["y"], name="conv")]
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 8, 8])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
+                              [numpy_helper.from_array(np.ones((4, 3, 3, 3), np.float32), "w")])
+    onnx.save(helper.make_model(graph, ir_version=9, opset_imports=[helper.make_opsetid("", 17),
+                                                                     helper.make_opsetid("com.example", 1)]),
+              tmp_path / "custom.onnx")
+    r = run("summary", tmp_path / "custom.onnx")
+    assert r.exit_code == 0, r.output
+    assert "MACs unknown (1 layer(s) with unknown shapes)" in r.stdout and "0 MACs" not in r.stdout
+
+
 @pytest.mark.parametrize("name", ["conv1d", "two_inputs", "dynamic_hw", "int64_input", "batch_zero", "segmentation",
                                   "dense_nhwc"])
 def test_no_model_shape_ends_in_exit_3(tmp_path: Path, name: str) -> None:

@@ -10,7 +10,7 @@ import pytest
 
 from cnnkit.errors import CnnkitError, ModelFileError
 from cnnkit.graph.info import describe_onnx
-from tests.onnx_graphs import reference_probs, tiny_classifier
+from tests.onnx_graphs import reference_probs, same_padding_classifier, tiny_classifier
 
 MODELS = [("NCHW", 1, "float32"), ("NCHW", 4, "float16"), ("NHWC", "N", "uint8"), ("NCHW", "batch", "int8"),
           ("NHWC", 1, "int8"), ("NCHW", 2, "uint8")]
@@ -144,6 +144,60 @@ def test_onnx_summary_convtranspose_and_matmul(tmp_path: Path) -> None:
     assert by["up"].macs == 4 * 5 * 5 * 2 * 9 and by["up"].output_shape == (1, 2, 11, 11)
     assert by["mm"].macs == 6 * 98 and by["mm"].params == 98 * 6
     assert s.total_params == 4 * 2 * 9 + 98 * 6  # int64 shape and slice constants are not parameters
+
+
+@pytest.mark.parametrize("ir_version", [9, 3])
+def test_onnx_summary_folds_a_computed_same_padding(tmp_path: Path, ir_version: int) -> None:
+    """TF "same" padding computed at run time (a TorchScript EfficientNet): shape inference alone leaves the
+    Conv and the Gemm after it unknown; with the shape chain constant-folded both are counted."""
+    import onnx
+
+    from cnnkit.graph.fold import infer_shapes_folded
+    from cnnkit.graph.summary import summarize_onnx
+
+    path = same_padding_classifier(tmp_path / "same.onnx", hw=8, classes=5, ir_version=ir_version)
+    plain = onnx.shape_inference.infer_shapes(onnx.load(str(path)), data_prop=True)
+    padded = next(vi for vi in plain.graph.value_info if vi.name == "padded")
+    assert not all(d.HasField("dim_value") for d in padded.type.tensor_type.shape.dim)  # what made summary say 0 MACs
+    folded = infer_shapes_folded(onnx.load(str(path)))
+    assert folded.shapes["padded"] == (1, 3, 9, 9) and folded.shapes["flat_out"] == (1, 128) and folded.folded > 10
+    s = summarize_onnx(path)
+    by = {layer.name: layer for layer in s.layers}
+    # 8 -> pad 0+1 -> 9 -> 3x3 stride 2 -> 4: 8x4x4 outputs x 3x3x3; then 128 -> 5.
+    assert by["/conv/Conv"].macs == 8 * 4 * 4 * 27 and by["/conv/Conv"].output_shape == (1, 8, 4, 4)
+    assert by["/fc/Gemm"].macs == 128 * 5
+    assert s.total_macs == 8 * 4 * 4 * 27 + 128 * 5 and s.unknown_macs == 0 and s.shapes_folded == folded.folded
+    assert summarize_onnx(tiny_classifier(tmp_path / "plain.onnx")).shapes_folded == 0  # folding only where needed
+
+
+def test_onnx_summary_of_unknowable_shapes_says_unknown(tmp_path: Path) -> None:
+    """A custom op before a convolution: no shape after it, folded or not; those MACs are unknown, not 0, and
+    bench's fitted defaults say the count is short."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    from cnnkit.bench.benchmark import BenchConfig, resolve_defaults
+    from cnnkit.graph.summary import summarize_onnx
+
+    def save(name: str, nodes: list) -> Path:
+        x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 8, 8])
+        y = helper.make_tensor_value_info("y", TensorProto.FLOAT, None)
+        w = numpy_helper.from_array(np.ones((3, 3, 3, 3), np.float32), "w")
+        model = helper.make_model(helper.make_graph(nodes, "g", [x], [y], [w]), ir_version=9,
+                                  opset_imports=[helper.make_opsetid("", 17), helper.make_opsetid("com.example", 1)])
+        onnx.save(model, tmp_path / name)
+        return tmp_path / name
+
+    mystery = helper.make_node("Mystery", ["x"], ["m"], domain="com.example", name="mystery")
+    s = summarize_onnx(save("custom.onnx", [mystery, helper.make_node("Conv", ["m", "w"], ["y"], name="conv")]))
+    assert (s.total_macs, s.unknown_macs, s.layers[0].macs, s.shapes_folded) == (0, 1, None, 0)
+    half = save("half.onnx", [helper.make_node("Conv", ["x", "w"], ["c"], pads=[1, 1, 1, 1], name="known"),
+                              helper.make_node("Mystery", ["c"], ["m"], domain="com.example", name="mystery"),
+                              helper.make_node("Conv", ["m", "w"], ["y"], name="unknown")])
+    s = summarize_onnx(half)
+    assert (s.total_macs, s.unknown_macs) == (3 * 8 * 8 * 27, 1)
+    _, fitted = resolve_defaults(BenchConfig(models=(half,)))
+    assert fitted.macs_per_image == 3 * 8 * 8 * 27 and "1 layer(s) of unknown shape not counted" in fitted.reason
 
 
 def test_fitted_bench_defaults() -> None:

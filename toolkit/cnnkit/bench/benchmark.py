@@ -336,13 +336,17 @@ def resolve_defaults(config: BenchConfig) -> tuple[BenchConfig, FittedDefaults |
         return config, None
     from cnnkit.graph.summary import summarize_onnx
 
-    macs = 0
+    macs, unknown = 0, 0
     for model in config.models:
         try:
-            macs = max(macs, summarize_onnx(model).total_macs)
+            summary = summarize_onnx(model)
         except CnnkitError:
-            pass  # describe_onnx reports a bad file before anything is measured
+            continue  # describe_onnx reports a bad file before anything is measured
+        if summary.total_macs >= macs:
+            macs, unknown = summary.total_macs, summary.unknown_macs
     fitted = fit_defaults(macs, cpu_info()["usable_cores"] or 1)
+    if macs and unknown:  # a lower bound: the fit may be too generous
+        fitted = dataclasses.replace(fitted, reason=f"{fitted.reason}; {unknown} layer(s) of unknown shape not counted")
     if config.session.provider.lower() not in ("cpu", "cpuexecutionprovider"):
         fitted = dataclasses.replace(fit_defaults(0, fitted.cores), macs_per_image=macs,
                                      reason=f"provider {config.session.provider}: the usual defaults (the fit assumes a CPU)")

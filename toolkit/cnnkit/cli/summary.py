@@ -99,7 +99,14 @@ def render_onnx_summary(result: OnnxSummary) -> None:
         table.add_row(layer.name, layer.op, shape_text(layer.output_shape) if layer.output_shape else "?",
                       f"{layer.params:,}", _count(layer.macs) if layer.op in MAC_OPS else "-", share)
     console.print(table)
-    unknown = f" ({result.unknown_macs} layer(s) with unknown shapes not counted)" if result.unknown_macs else ""
-    console.print(f"total: {result.total_params:,} parameters, {_count(result.total_macs)} MACs per image "
-                  f"({result.total_macs:,}){unknown}; {result.nodes:,} nodes")
+    if result.unknown_macs and not result.total_macs:
+        macs = f"MACs unknown ({result.unknown_macs} layer(s) with unknown shapes)"
+    else:
+        unknown = f", {result.unknown_macs} layer(s) with unknown shapes not counted" if result.unknown_macs else ""
+        macs = (f"{'at least ' if unknown else ''}{_count(result.total_macs)} MACs per image "
+                f"({result.total_macs:,}{unknown})")
+    console.print(f"total: {result.total_params:,} parameters, {macs}; {result.nodes:,} nodes")
+    if result.shapes_folded:
+        # ONNX shape inference alone stopped inside a shape computed at run time (e.g. TF "same" padding).
+        console.print(f"shapes: inferred after constant-folding {result.shapes_folded} shape-computing node(s)")
     console.print("ops: " + ", ".join(f"{op} {n}" for op, n in result.op_histogram.items()))

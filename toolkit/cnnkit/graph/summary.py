@@ -5,8 +5,10 @@ MACs (multiply-accumulates) are counted per image (batch 1) for the ops that do 
 (output channels / group) x kernel area; ``Gemm``/``MatMul``: output elements x the reduced dimension; their
 quantized forms alike. Element-wise ops, pooling and normalisation are left out (they are memory-bound and
 small next to these). Shapes come from ONNX shape inference with a dynamic batch set to 1 (a fixed batch
-is kept, shapes show it, and MACs are divided by it); a layer whose shapes cannot be inferred has MACs
-``None`` and the total says how many are unknown.
+is kept, shapes show it, and MACs are divided by it). Where that leaves layers unknown (pads or reshape
+targets computed at run time), the shapes come from the graph with those computations constant-folded
+(:mod:`cnnkit.graph.fold`; ``shapes_folded`` counts the nodes folded). A layer whose shapes are still unknown
+has MACs ``None`` and ``unknown_macs`` counts them; ``total_macs`` is the sum of the known ones.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from cnnkit.graph.fold import infer_shapes_folded, shape_of
 from cnnkit.graph.info import _DTYPES, ImageInput, image_input, load_onnx, model_precision
 
 SCHEMA = "cnnkit.onnx-summary/1"
@@ -65,6 +68,7 @@ class OnnxSummary:
     total_macs: int
     unknown_macs: int  # layers whose MACs could not be counted
     op_histogram: dict[str, int]
+    shapes_folded: int = 0  # nodes constant-folded to infer the shapes (0: plain shape inference sufficed)
 
     @property
     def nodes(self) -> int:
@@ -79,10 +83,7 @@ def _prod(dims: Any) -> int:
 
 
 def _shape(value_info: Any) -> tuple[Any, ...] | None:
-    t = value_info.type.tensor_type
-    if not t.HasField("shape"):
-        return None
-    return tuple(d.dim_param or (d.dim_value if d.HasField("dim_value") else "?") for d in t.shape.dim)
+    return shape_of(value_info.type.tensor_type)
 
 
 def _known(shape: tuple[Any, ...] | None) -> bool:
@@ -90,7 +91,7 @@ def _known(shape: tuple[Any, ...] | None) -> bool:
 
 
 def _at_batch_one(model: Any) -> Any:
-    """A copy whose input batch is 1 (the batch dimension of a dynamic image input), shapes inferred."""
+    """A copy whose input batch is 1 (the batch dimension of a dynamic image input), no shapes inferred."""
     import onnx
 
     copy = onnx.ModelProto()
@@ -102,16 +103,22 @@ def _at_batch_one(model: Any) -> Any:
             dims[0].Clear()
             dims[0].dim_value = 1
     del copy.graph.value_info[:]
+    return copy
+
+
+def _inferred_shapes(model: Any) -> dict[str, tuple[Any, ...] | None]:
+    """Tensor shapes by ONNX shape inference (with data propagation); {} where inference fails."""
+    import onnx
+
     try:
-        return onnx.shape_inference.infer_shapes(copy, data_prop=True)
+        inferred = onnx.shape_inference.infer_shapes(model, data_prop=True)
     except Exception:  # noqa: BLE001 (a custom op or a malformed graph: MACs stay unknown)
-        return copy
+        return {}
+    return {vi.name: _shape(vi) for vi in [*inferred.graph.input, *inferred.graph.value_info, *inferred.graph.output]}
 
 
 def summarize_onnx(path: str | os.PathLike[str]) -> OnnxSummary:
     """Describe the ``.onnx`` file at ``path`` (no session is built, nothing is run)."""
-    from onnx import numpy_helper
-
     p = Path(path)
     model = load_onnx(p)
     graph = model.graph
@@ -121,20 +128,28 @@ def summarize_onnx(path: str | os.PathLike[str]) -> OnnxSummary:
         image = image_input(model, str(p))
     except Exception as exc:  # noqa: BLE001 (a CnnkitError: summary still describes non-image models)
         image_error = str(exc)
-    inferred = _at_batch_one(model)
-    shapes: dict[str, tuple[Any, ...] | None] = {}
-    for vi in [*inferred.graph.input, *inferred.graph.value_info, *inferred.graph.output]:
-        shapes[vi.name] = _shape(vi)
     consts: dict[str, tuple[int, int]] = {}  # name -> (elements, data_type)
+    const_shapes: dict[str, tuple[Any, ...] | None] = {}
     for init in graph.initializer:
         consts[init.name] = (_prod(init.dims), init.data_type)
-        shapes.setdefault(init.name, tuple(int(d) for d in init.dims))
+        const_shapes[init.name] = tuple(int(d) for d in init.dims)
     for node in graph.node:
         if node.op_type == "Constant":
             for a in node.attribute:
                 if a.name == "value" and a.HasField("t"):
                     consts[node.output[0]] = (_prod(a.t.dims), a.t.data_type)
-                    shapes.setdefault(node.output[0], tuple(int(d) for d in a.t.dims))
+                    const_shapes[node.output[0]] = tuple(int(d) for d in a.t.dims)
+    at_one = _at_batch_one(model)
+    shapes = const_shapes | _inferred_shapes(at_one)
+    shapes_folded = 0
+    mac_nodes = [n for n in graph.node if n.op_type in MAC_OPS]
+    counted_before = sum(_macs(n, shapes) is not None for n in mac_nodes)
+    if counted_before < len(mac_nodes):
+        # A shape computed at run time (TF "same" padding in a TorchScript export): fold it and look again.
+        folded = infer_shapes_folded(at_one)
+        more = shapes | {k: v for k, v in folded.shapes.items() if _known(v) or k not in shapes}
+        if sum(_macs(n, more) is not None for n in mac_nodes) > counted_before:
+            shapes, shapes_folded = more, folded.folded
     producers = {out: n for n in graph.node for out in n.output}
 
     def weight_sources(tensor: str, depth: int = 0) -> list[str]:
@@ -185,7 +200,7 @@ def summarize_onnx(path: str | os.PathLike[str]) -> OnnxSummary:
         layers=tuple(layers), total_params=int(total_params),
         total_macs=int(sum(layer.macs or 0 for layer in mac_layers)),
         unknown_macs=sum(1 for layer in mac_layers if layer.macs is None),
-        op_histogram=dict(Counter(n.op_type for n in graph.node).most_common()),
+        op_histogram=dict(Counter(n.op_type for n in graph.node).most_common()), shapes_folded=shapes_folded,
     )
 
 
