@@ -290,6 +290,7 @@ def test_make_batch_dynamic_as_torch_dynamo_writes_it(tmp_path: Path) -> None:
     onnx.save(model, str(tmp_path / "torchlike" / "m.onnx"), save_as_external_data=True, location="m.onnx.data",
               size_threshold=1024)  # the weights outside, small shape constants inline (as torch writes them)
     assert (tmp_path / "torchlike" / "m.onnx.data").stat().st_size > 2000
+    (tmp_path / "elsewhere").mkdir()  # an output folder must exist (io.check_writable)
     done = make_batch_dynamic(tmp_path / "torchlike" / "m.onnx", tmp_path / "elsewhere" / "dyn.onnx")
     assert done.reshapes_rewritten == ("flatten",) and done.max_abs_diff < 1e-5
     x = np.random.default_rng(2).integers(0, 256, (3, 8, 8, 3)).astype(np.float32)
