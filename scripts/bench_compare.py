@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
 """How long and how much memory does ``cnnkit compare`` take on big results? Goal: a result of 100,000 samples
-compares in under 2 s and 200 MB (the bootstrap draws medians from order statistics instead of resampling).
+compares in under 2 s and 200 MB (the bootstrap resamples block medians, never the samples).
 
 The whole command is timed (Python start, imports, reading and validating the JSON, the bootstrap); on a shared,
 loaded machine the wall time waits for a core, so the child's CPU time is reported too.

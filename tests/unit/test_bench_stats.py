@@ -3,9 +3,9 @@
 import math
 
 import pytest
-
-from cnnkit.bench.benchmark import LatencyStats, time_calls
+from cnnkit.bench.benchmark import time_calls
 from cnnkit.errors import CnnkitError
+from cnnkit.stats import LatencyStats
 
 
 def test_stats_match_hand_computed_values() -> None:
@@ -73,18 +73,17 @@ def test_tuned_options_become_bench_flags() -> None:
 
 def test_tuning_keeps_the_given_options_unless_the_rounds_confirm_a_faster_one() -> None:
     import numpy as np
-
-    from cnnkit.bench.benchmark import pick_tuned
+    from cnnkit.stats import fastest_confirmed
 
     rng = np.random.default_rng(0)
     drift = rng.choice([60.0, 95.0], size=10)  # the machine's state per round, shared by every candidate
     base = drift * rng.normal(1.0, 0.02, 10)
     same = drift * rng.normal(0.995, 0.02, 10)  # a lower median by luck, not confirmed
     faster = drift * rng.normal(0.8, 0.02, 10)
-    assert pick_tuned(np.array([base, same]), base=0) == 0
-    assert pick_tuned(np.array([base, same, faster]), base=0) == 2
-    assert pick_tuned(np.array([faster, base]), base=1) == 0
-    assert pick_tuned(np.array([base, same]), base=None) == int(np.argmin([np.median(base), np.median(same)]))
+    assert fastest_confirmed(np.array([base, same]), base=0) == 0
+    assert fastest_confirmed(np.array([base, same, faster]), base=0) == 2
+    assert fastest_confirmed(np.array([faster, base]), base=1) == 0
+    assert fastest_confirmed(np.array([base, same]), base=None) == int(np.argmin([np.median(base), np.median(same)]))
 
 
 def test_images_per_second_keeps_three_digits_for_slow_models() -> None:

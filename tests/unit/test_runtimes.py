@@ -123,7 +123,8 @@ def test_doctor_lists_plugins() -> None:
 
 
 def _case(runtime: str, precision: str, rounds: list[float], batch: int = 1):  # noqa: ANN202
-    from cnnkit.bench.benchmark import BenchCase, LatencyStats
+    from cnnkit.bench.benchmark import BenchCase
+    from cnnkit.stats import LatencyStats
 
     samples = [int(r * 1e6) for r in rounds for _ in range(3)]
     provider = {"requested": runtime, "providers": [runtime], "active": runtime, "fallback": False, "options": {}}

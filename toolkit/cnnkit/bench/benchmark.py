@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+
 from cnnkit.bench.concurrency import ConcurrencyPoint
 from cnnkit.bench.extras import extra_steps, measure_extras
 from cnnkit.bench.inputs import input_record, make_input
@@ -31,6 +32,7 @@ from cnnkit.errors import CnnkitError
 from cnnkit.graph.info import OnnxModelInfo, describe_onnx
 from cnnkit.runtimes.registry import DEFAULT_RUNTIME, RuntimeChoice, runtime_versions
 from cnnkit.runtimes.sessions import SessionConfig, SessionInfo, create_session
+from cnnkit.stats import LatencyStats, fastest_confirmed
 
 SCHEMA = "cnnkit.bench/1"
 DEFAULT_BATCH_SIZES = (1, 8, 32, 64, 128, 256)
@@ -96,34 +98,6 @@ class BenchConfig:
     def entries(self) -> list[tuple[Path, RuntimeChoice]]:
         """What is measured: every model on every runtime, in the order given."""
         return [(Path(m), r) for m in self.models for r in self.runtimes]
-
-
-@dataclass(frozen=True)
-class LatencyStats:
-    """Statistics of one shape's samples, in milliseconds; ``images_per_s`` is batch / median latency."""
-
-    count: int
-    min_ms: float
-    mean_ms: float
-    p50_ms: float
-    p90_ms: float
-    p95_ms: float
-    p99_ms: float
-    max_ms: float
-    std_ms: float
-    images_per_s: float
-
-    @classmethod
-    def from_samples(cls, samples_ns: list[int] | np.ndarray, batch_size: int) -> LatencyStats:
-        a = np.asarray(samples_ns, dtype=np.float64) / 1e6
-        if a.size == 0:
-            raise ValueError("no samples")
-        p50, p90, p95, p99 = np.percentile(a, [50, 90, 95, 99])  # linear interpolation, as numpy's default
-        return cls(
-            count=int(a.size), min_ms=float(a.min()), mean_ms=float(a.mean()), p50_ms=float(p50), p90_ms=float(p90),
-            p95_ms=float(p95), p99_ms=float(p99), max_ms=float(a.max()),
-            std_ms=float(a.std(ddof=1)) if a.size > 1 else 0.0, images_per_s=float(batch_size / (p50 / 1e3)),
-        )
 
 
 @dataclass(frozen=True)
@@ -504,34 +478,14 @@ def session_flags(options: dict[str, Any], on_gpu: bool) -> str:
 TUNE_ROUNDS = 10  # short paired rounds: on a shared machine the speed drifts over seconds
 
 
-def pick_tuned(round_medians: np.ndarray, base: int | None, seed: int = 0, resamples: int = 2000) -> int:
-    """Index of the candidate to use, from each candidate's median latency in each round (candidates x rounds).
-
-    Candidates are compared with the base (the options given) round by round, since one round sees one state
-    of the machine. The one with the lowest median per-round ratio replaces the base only if the 95 %
-    bootstrap interval (over rounds) of that ratio lies below 1. Without a base (``None``: the given options
-    could not run), the lowest overall median wins.
-    """
-    m = np.asarray(round_medians, dtype=np.float64)
-    if base is None:
-        return int(np.argmin(np.median(m, axis=1)))
-    ratios = m / m[base]
-    fastest = int(np.argmin(np.median(ratios, axis=1)))
-    if fastest == base:
-        return base
-    rng = np.random.default_rng(seed)
-    picks = rng.integers(0, m.shape[1], size=(resamples, m.shape[1]))
-    high = np.quantile(np.median(ratios[fastest][picks], axis=1), 0.975)
-    return fastest if high < 1.0 else base
-
-
 def _tune_batch(model: Path, info: OnnxModelInfo, batch_size: int, plan: list[SessionConfig], config: BenchConfig,
                 rng: Any, step: Callable[[str], None]) -> tuple[SessionConfig, list[TuneTrial]]:
     """Measure every candidate at one batch size and pick the options to use.
 
     All candidates are prepared first, then timed in ``TUNE_ROUNDS`` shuffled rounds on quiet cores; see
-    :func:`pick_tuned` for the choice. (Timed one after the other, candidates meet different states of a
-    shared machine, and a short trial crowns one by luck: seen here, two identical configurations 28 % apart.)
+    :func:`cnnkit.stats.fastest_confirmed` for the choice. (Timed one after the other, candidates meet different
+    states of a shared machine, and a short trial crowns one by luck: seen here, two identical configurations
+    28 % apart.)
     """
     name = Path(model).name
     trials: list[TuneTrial] = []
@@ -560,7 +514,7 @@ def _tune_batch(model: Path, info: OnnxModelInfo, batch_size: int, plan: list[Se
             samples[i] += got
             round_medians[i, r] = np.median(got)
     base_i = next((i for i, (c, _) in enumerate(entries) if c == plan[0]), None)
-    chosen = pick_tuned(round_medians, base_i, config.seed)
+    chosen = fastest_confirmed(round_medians, base_i, config.seed)
     for i, ((candidate, _), got) in enumerate(zip(entries, samples, strict=True)):
         ratio = float(np.median(round_medians[i] / round_medians[base_i])) if base_i is not None else None
         trials.append(TuneTrial(str(model), batch_size, _tune_options(candidate), float(np.median(got)) / 1e6, len(got),

@@ -4,7 +4,7 @@ Candidates are the rows of one interleaved benchmark (every runtime and precisio
 rounds). A candidate is admissible if its top-1 accuracy on the model's dataset, measured on that very
 runtime and precision, stays within the budget of the default's (ONNX Runtime with the options given): a
 precision change such as bf16 is evaluated before it can be recommended. Among the admissible, the fastest
-replaces the default only where the per-round paired ratios confirm its lead (:func:`cnnkit.bench.benchmark.pick_tuned`,
+replaces the default only where the per-round paired ratios confirm its lead (:func:`cnnkit.stats.ratio_interval`,
 a bootstrap over rounds); otherwise the answer is "no confirmed lead" and the default. So the recommendation
 is never slower than the best single runtime by more than the noise that could not be told apart.
 """
@@ -18,9 +18,10 @@ from typing import Any
 
 import numpy as np
 
-from cnnkit.bench.benchmark import BenchCase, BenchConfig, BenchResult, pick_tuned, session_flags
+from cnnkit.bench.benchmark import BenchCase, BenchConfig, BenchResult, session_flags
 from cnnkit.errors import CnnkitError
 from cnnkit.runtimes.registry import RuntimeChoice, parse_runtimes
+from cnnkit.stats import ratio_interval
 
 SCHEMA = "cnnkit.recommend/1"
 
@@ -138,7 +139,7 @@ def recommend(result: BenchResult, accuracy: list[CandidateAccuracy], max_drop_p
                 for i in np.argsort(ratios, kind="stable"):
                     if i == base:
                         break
-                    if pick_tuned(m[[base, i]], 0, seed) == 1:
+                    if ratio_interval(m[base], m[i], paired=True, seed=seed).confirmed_faster:
                         pick, ratio = pool[i], float(ratios[i])
                         break
             confirmed = pick is not default

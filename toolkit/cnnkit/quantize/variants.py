@@ -808,7 +808,7 @@ def auto_quantize(base: QuantizeConfig, batch_sizes: tuple[int, int] = (1, 64), 
         bench = run_benchmark(BenchConfig(models=tuple(models), batch_sizes=batch_sizes, session=base.session,
                                           min_time_s=min_time_s, min_iterations=20, warmup=10))
         lat = {(c.model, c.batch_size): c.stats for c in bench.cases}
-        samples = {(c.model, c.batch_size): np.asarray(c.samples_ns, dtype=np.float64) for c in bench.cases}
+        rounds = {(c.model, c.batch_size): c.round_p50_ms for c in bench.cases}  # the same interleaved rounds
         fp32_lat = {b: lat[(str(base.model), b)].p50_ms for b in batch_sizes}
         fp32_acc = next((res.fp32_accuracy for _, _, res, _ in built if res is not None), None)
         cands = [AutoCandidate("fp32", {"mode": "none"}, fp32_acc, 0.0, 1.0, info.size_bytes, (),
@@ -822,15 +822,15 @@ def auto_quantize(base: QuantizeConfig, batch_sizes: tuple[int, int] = (1, 64), 
                                        res.excluded_nodes, {b: lat[(key, b)].p50_ms for b in batch_sizes},
                                        {b: lat[(key, b)].images_per_s for b in batch_sizes}))
         usable = [c for c in cands[1:] if c.error is None]
-        # Faster only when the samples confirm it: the 95 % bootstrap interval of the latency ratio lies below 1.
-        from cnnkit.results.compare import bootstrap_ratio_ci
+        # Faster only when the rounds confirm it: the 95 % bootstrap interval of the paired latency ratio lies below 1.
+        from cnnkit.stats import ratio_interval
 
-        fp32_samples = samples[(str(base.model), objective)]
+        fp32_rounds = rounds[(str(base.model), objective)]
         confirmed = {}
         for c, (_, cfg, _, _) in zip(cands[1:], built, strict=True):
             if c.error is None:
-                confirmed[c.name] = bootstrap_ratio_ci(fp32_samples, samples[(str(cfg.output), objective)], 0.95, 1000, 0)
-        faster = sorted((c for c in usable if confirmed[c.name][2] < 1.0), key=lambda c: c.latency_ms[objective])
+                confirmed[c.name] = ratio_interval(fp32_rounds, rounds[(str(cfg.output), objective)], paired=True)
+        faster = sorted((c for c in usable if confirmed[c.name].confirmed_faster), key=lambda c: c.latency_ms[objective])
         winner = faster[0] if faster else cands[0]
         final = []
         for c in cands:
@@ -845,9 +845,9 @@ def auto_quantize(base: QuantizeConfig, batch_sizes: tuple[int, int] = (1, 64), 
                 why = f"slower than {winner.name}"
             elif ratio >= 1:
                 why = f"slower than FP32 at batch {objective} ({ratio:.2f}x its latency)"
-            elif confirmed[c.name][2] >= 1.0:
+            elif not confirmed[c.name].confirmed_faster:
                 why = (f"not confirmed faster than FP32 at batch {objective} ({ratio:.2f}x its latency, 95 % interval "
-                       f"{confirmed[c.name][1]:.2f}-{confirmed[c.name][2]:.2f} includes 1)")
+                       f"{confirmed[c.name].low:.2f}-{confirmed[c.name].high:.2f} includes 1)")
             else:
                 why = f"slower than {winner.name} at batch {objective} ({c.latency_ms[objective]:.3f} vs {winner.latency_ms[objective]:.3f} ms)"
             if c.excluded_nodes:

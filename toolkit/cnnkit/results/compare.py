@@ -1,12 +1,13 @@
 """Compare two stored results (benchmarks or evaluations) and decide, accounting for noise, what regressed.
 
 Latency: rows match by model file name x runtime and provider x batch size (and device, for fleet results, which
-are compared device by device). Per row, the ratio of the new median to the
-baseline's, with a 95 % bootstrap confidence interval from the stored raw samples. Verdicts (table, JSON and
-README use these words alike), with ``t`` the allowed slowdown:
+are compared device by device). Per row, the ratio of the new median to the baseline's, with a 95 % bootstrap
+confidence interval over blocks of the stored raw samples (:func:`cnnkit.stats.ratio_interval`: each run's
+interleaved rounds, or fifths of its samples). Verdicts (table, JSON and README use these words alike), with
+``t`` the threshold, symmetric for both directions:
 
 - ``regression``: the interval lies above ``1 + t`` (a slowdown beyond the threshold, confirmed);
-- ``improvement``: the interval lies below 1 (a speed-up, confirmed);
+- ``improvement``: the interval lies below ``1 - t`` (a speed-up beyond the threshold, confirmed);
 - ``unchanged``: the interval lies within ``1 - t`` .. ``1 + t`` (any change is within the threshold, confirmed);
 - ``inconclusive``: anything else: the interval reaches beyond the threshold band without confirming a change
   (e.g. -18 % with an interval of -64 % .. +43 %): measure again with more samples.
@@ -27,6 +28,7 @@ import numpy as np
 from cnnkit.errors import CnnkitError
 from cnnkit.finite import require_finite
 from cnnkit.results.load import ResultError, load_result
+from cnnkit.stats import block_medians_ms, ratio_interval
 
 SCHEMA = "cnnkit.compare/1"
 KNOWN = ("cnnkit.bench/1", "cnnkit.eval/1", "cnnkit.fleet-bench/1")
@@ -37,7 +39,8 @@ _INFERENCE_PACKAGES = ("cnnkit", "onnxruntime", "onnxruntime-gpu", "onnx", "nump
 
 @dataclass(frozen=True)
 class CompareConfig:
-    """Defaults: a latency regression is > 10 % slower (confirmed by the samples); accuracy may drop 0.1 points."""
+    """Defaults: a latency regression is > 10 % slower (an improvement > 10 % faster), confirmed by the samples;
+    accuracy may drop 0.1 points."""
 
     baseline: Path
     new: Path
@@ -99,48 +102,12 @@ class CompareResult:
         return asdict(self) | {"regressed": self.regressed}
 
 
-def bootstrap_medians(sorted_samples: np.ndarray, resamples: int, rng: np.random.Generator) -> np.ndarray:
-    """Medians of ``resamples`` bootstrap resamples of ``sorted_samples``, drawn without building any resample.
-
-    A resample's k-th smallest value is ``x[ceil(n * U_(k)) - 1]`` with ``U_(k)`` the k-th smallest of n uniforms,
-    which is Beta(k, n - k + 1); the next one is ``U_(k) + (1 - U_(k)) * Beta(1, n - k)``. So the bootstrap
-    distribution of the median (numpy's: the mean of the two middle values for even n) is exact in O(resamples)
-    time and memory, where materialising resamples costs O(resamples x n) (550 MB for 11,000 samples).
-    """
-    x = np.asarray(sorted_samples, dtype=np.float64)
-    n = len(x)
-    if n == 1:
-        return np.full(resamples, x[0])
-
-    def at(u: np.ndarray) -> np.ndarray:
-        return x[np.clip(np.ceil(n * u).astype(np.int64) - 1, 0, n - 1)]
-
-    k = (n + 1) // 2
-    u1 = rng.beta(k, n - k + 1, size=resamples)
-    if n % 2:
-        return at(u1)
-    u2 = u1 + (1 - u1) * rng.beta(1, n - k, size=resamples)
-    return (at(u1) + at(u2)) / 2
-
-
-def bootstrap_ratio_ci(base: np.ndarray, new: np.ndarray, confidence: float, resamples: int,
-                       seed: int) -> tuple[float, float, float]:
-    """Ratio of medians new/base and its percentile-bootstrap confidence interval (bounded memory)."""
-    rng = np.random.default_rng(seed)
-    b, n = np.sort(np.asarray(base, dtype=np.float64)), np.sort(np.asarray(new, dtype=np.float64))
-    if len(b) == 0 or len(n) == 0 or np.median(b) <= 0:
-        raise CnnkitError("latency samples must be non-empty and positive to compare")
-    ratios = bootstrap_medians(n, resamples, rng) / bootstrap_medians(b, resamples, rng)
-    alpha = (1 - confidence) / 2
-    low, high = np.quantile(ratios, [alpha, 1 - alpha])
-    return float(np.median(n) / np.median(b)), float(low), float(high)
-
-
 def latency_verdict(low: float, high: float, threshold: float) -> str:
-    """See the module docstring: only the interval decides, never the point estimate alone."""
+    """See the module docstring: only the interval decides, never the point estimate alone; a speed-up must
+    clear the threshold as a slowdown must (two identical runs 1 % apart are unchanged, not improved)."""
     if low > 1 + threshold:
         return "regression"
-    if high < 1:
+    if high < 1 - threshold:
         return "improvement"
     if low >= 1 - threshold and high <= 1 + threshold:
         return "unchanged"
@@ -258,13 +225,20 @@ def _compare_bench(config: CompareConfig, base: Any, new: Any, thresholds: dict[
     for k in matched:
         (b_run, b), (n_run, n) = b_cases[k], n_cases[k]
         bs, ns = np.asarray(b.samples_ns, dtype=np.float64), np.asarray(n.samples_ns, dtype=np.float64)
-        ratio, low, high = bootstrap_ratio_ci(bs, ns, config.confidence, config.resamples, config.seed)
+        if bs.size == 0 or ns.size == 0:
+            raise CnnkitError(f"{label(k)}: latency samples must be non-empty to compare")
+        b_blocks, n_blocks = block_medians_ms(bs, b.round_p50_ms), block_medians_ms(ns, n.round_p50_ms)
+        if min(b_blocks.min(), n_blocks.min()) <= 0:
+            raise CnnkitError(f"{label(k)}: latency samples must be positive to compare")
+        # Two runs share no rounds: unpaired. The change shown is the medians' ratio; the interval decides.
+        ci = ratio_interval(b_blocks, n_blocks, paired=False, ratio=float(np.median(ns) / np.median(bs)),
+                            confidence=config.confidence, resamples=config.resamples, seed=config.seed)
         differs = ([f"precision {b.precision} -> {n.precision}"] if b.precision != n.precision else [])
         differs += _dict_changes("session options", options(b_run, b), options(n_run, n))
         differs += env_flags if not k[0] else _env_differences(b_run.environment, n_run.environment)
         changes.append(LatencyChange(
-            label(k), float(np.median(bs)) / 1e6, float(np.median(ns)) / 1e6, ratio, low, high,
-            latency_verdict(low, high, config.max_latency_regression), k[1], k[2], k[3], tuple(differs)))
+            label(k), float(np.median(bs)) / 1e6, float(np.median(ns)) / 1e6, ci.ratio, ci.low, ci.high,
+            latency_verdict(ci.low, ci.high, config.max_latency_regression), k[1], k[2], k[3], tuple(differs)))
     unmatched = tuple(f"{label(k)} (only in {config.baseline if k in b_cases else config.new})"
                       for k in sorted(set(b_cases) ^ set(n_cases)))
     if any(c.differs for c in changes):
