@@ -78,7 +78,9 @@ def test_bench_bad_choice_is_a_usage_error(exported_model: Path) -> None:
 def test_bench_bad_files(tmp_path: Path) -> None:
     assert_user_error(run("bench", tmp_path / "none.onnx"), "none.onnx not found")
     (tmp_path / "bad.onnx").write_bytes(b"junk")
-    assert_user_error(run("bench", tmp_path / "bad.onnx"), "cannot read", "bad.onnx")
+    assert_user_error(run("bench", tmp_path / "bad.onnx"), "bad.onnx is a text file, not an ONNX model")
+    (tmp_path / "bad.onnx").write_bytes(bytes(range(256)))
+    assert_user_error(run("bench", tmp_path / "bad.onnx"), "cannot read", "bad.onnx", "not a complete ONNX model")
 
 
 def test_eval_bad_inputs(exported_model: Path, tmp_path: Path) -> None:

@@ -56,8 +56,9 @@ def test_export_refuses_to_overwrite(trained_model: Path, tmp_path: Path) -> Non
     ("make", "fragments"),
     [
         (lambda d: d / "missing.keras", ("missing.keras not found",)),
-        (lambda d: (d / "bad.keras").write_bytes(b"junk") and d / "bad.keras", ("cannot load", "bad.keras")),
-        (lambda d: (d / "model.h5").write_bytes(b"junk") and d / "model.h5", ("not a .keras file",)),
+        (lambda d: (d / "bad.keras").write_bytes(b"junk") and d / "bad.keras", ("bad.keras is a text file, not a Keras 3 .keras model",)),
+        (lambda d: (d / "bad.keras").write_bytes(b"PK\x03\x04junk") and d / "bad.keras", ("bad.keras is a damaged .keras file",)),
+        (lambda d: (d / "model.h5").write_bytes(b"\x89HDF\r\n\x1a\n") and d / "model.h5", ("model.h5 is an HDF5 file", "not a Keras 3 .keras model")),
     ],
 )
 def test_export_bad_inputs(tmp_path: Path, make, fragments) -> None:

@@ -86,7 +86,9 @@ def test_user_errors_are_one_line(args: tuple[str, ...], fragments: tuple[str, .
 def test_corrupt_keras_file(tmp_path: Path) -> None:
     bad = tmp_path / "bad.keras"
     bad.write_bytes(b"not a zip")
-    assert_user_error(run("summary", str(bad)), "cannot load", "bad.keras")
+    assert_user_error(run("summary", str(bad)), "bad.keras is a text file, not a Keras 3 .keras model")
+    bad.write_bytes(b"PK\x03\x04 cut short")  # a zip archive's start, and no more
+    assert_user_error(run("summary", str(bad)), "bad.keras is a damaged .keras file (not a complete zip archive)")
 
 
 def test_bad_data_file_names_the_file(tmp_path: Path) -> None:

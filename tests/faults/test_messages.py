@@ -55,3 +55,84 @@ def test_pipeline_lock_is_removed_on_every_exit(tmp_path: Path) -> None:
         run_pipeline(PipelineConfig(dataset="mnist", data_dir=tmp_path / "nothing", out_dir=out, report_dir=tmp_path / "r"))
     assert (out / "pipeline.json").exists() and not (out / LOCK_FILE).exists()
     assert_clean(out)
+
+
+# --- 6. a file of the wrong kind is named for what it is ---------------------------------------------------
+
+
+def _keras_file(path: Path) -> Path:
+    """A .keras file as Keras writes it: a zip archive holding config.json (no TensorFlow needed to make one)."""
+    import zipfile
+
+    with zipfile.ZipFile(path, "w") as zf:
+        zf.writestr("config.json", '{"class_name": "Sequential"}')
+        zf.writestr("metadata.json", "{}")
+    return path
+
+
+def _png(path: Path) -> Path:
+    import numpy as np
+    from PIL import Image
+
+    Image.fromarray(np.zeros((28, 28), np.uint8)).save(path)
+    return path
+
+
+def test_a_keras_file_where_an_onnx_model_belongs(model: Path, tmp_path: Path) -> None:
+    keras_file = _keras_file(tmp_path / "x.keras")
+    line = assert_fails(cli("predict", keras_file, _png(tmp_path / "img.png")), "x.keras is a Keras model",
+                        "not an ONNX model", "cnnkit export")
+    assert "DecodeError" not in line
+    assert_fails(cli("bench", keras_file, "--batch-sizes", "1"), "x.keras is a Keras model", "not an ONNX model")
+
+
+def test_swapped_parity_arguments(model: Path, data: Path, tmp_path: Path) -> None:
+    keras_file = _keras_file(tmp_path / "x.keras")
+    line = assert_fails(cli("parity", model, keras_file, "--data-dir", data), "the candidate", "x.keras is a Keras model",
+                        f"the reference comes first: cnnkit parity {keras_file} {model}")
+    assert "DecodeError" not in line
+
+
+def test_a_folder_where_a_model_belongs(model: Path, data: Path) -> None:
+    folder = model.parent
+    assert_fails(cli("bench", folder, "--batch-sizes", "1"), f"{folder} is a folder, not a model file",
+                 f"{folder}/*.onnx")
+    assert_fails(cli("eval", folder, "--data-dir", data), "is a folder, not a model file")
+
+
+def test_text_and_other_files_are_named(model: Path, data: Path, tmp_path: Path) -> None:
+    notes = tmp_path / "notes.txt"
+    notes.write_text("remember the milk\n")
+    assert_fails(cli("summary", notes), "notes.txt is a text file, but not a cnnkit spec",
+                 "summary takes a spec preset")
+    assert_fails(cli("eval", notes, "--data-dir", data), "notes.txt is a text file, not an ONNX model")
+    import zipfile
+
+    with zipfile.ZipFile(tmp_path / "x.zip", "w") as zf:
+        zf.writestr("readme.txt", "hello")
+    assert_fails(cli("summary", tmp_path / "x.zip"), "x.zip is a zip archive, not a cnnkit spec")
+    # An ONNX model under another suffix is still summarised as one; a truncated one is named as such.
+    renamed = tmp_path / "model.bin"
+    renamed.write_bytes(model.read_bytes())
+    result = cli("summary", renamed)
+    assert result.exit_code == 0 and "opset 17" in result.stdout, result.output
+    cut = tmp_path / "cut.onnx"
+    cut.write_bytes(model.read_bytes()[:300])
+    assert_fails(cli("eval", cut, "--data-dir", data), "cut.onnx", "not a complete ONNX model", "truncated")
+
+
+def test_sniff_names_each_kind(model: Path, tmp_path: Path) -> None:
+    from cnnkit.filekind import sniff
+
+    (tmp_path / "empty").write_bytes(b"")
+    (tmp_path / "weights.h5").write_bytes(b"\x89HDF\r\n\x1a\n" + bytes(100))
+    (tmp_path / "m.tflite").write_bytes(b"\x1c\0\0\0TFL3" + bytes(100))
+    (tmp_path / "noise").write_bytes(bytes(range(256)) * 4)
+    assert sniff(model) == "an ONNX model"
+    assert sniff(_keras_file(tmp_path / "x.keras")) == "a Keras model (.keras zip archive)"
+    assert sniff(tmp_path) == "a folder" and sniff(tmp_path / "missing") is None
+    assert sniff(tmp_path / "empty") == "an empty file"
+    assert sniff(tmp_path / "weights.h5").startswith("an HDF5 file")
+    assert sniff(tmp_path / "m.tflite") == "a TFLite model"
+    assert sniff(_png(tmp_path / "i.png")) == "an image"
+    assert sniff(tmp_path / "noise") == "binary data"

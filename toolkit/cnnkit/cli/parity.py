@@ -50,11 +50,15 @@ def parity_command(
         preprocess=preprocessing,
         skip_bad_images=skip_bad_images, labels_file=labels,
     )
-    for path in (reference, candidate):
-        if not path.is_file():
-            from cnnkit.errors import ModelFileError
+    from cnnkit.errors import ModelFileError
+    from cnnkit.filekind import KERAS, ONNX, require_file, sniff
 
-            raise ModelFileError(f"model file {path} not found")
+    for path in (reference, candidate):
+        require_file(path)
+    if sniff(candidate) == KERAS:
+        swapped = f"cnnkit parity {candidate} {reference}" if sniff(reference) == ONNX else f"cnnkit parity {candidate} MODEL.onnx"
+        raise ModelFileError(f"the candidate {candidate} is {KERAS}; the candidate must be an ONNX model",
+                             hint=f"the reference comes first: {swapped}")
     result = check_parity(config)
     if result.inputs.get("preprocess_note"):
         notice(result.inputs["preprocess_note"])

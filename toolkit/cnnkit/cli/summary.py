@@ -22,8 +22,10 @@ def summary_command(
     """Per layer: output shape, parameter count and receptive field (size, stride and share of the input);
     for an .onnx model: inputs and outputs with layout and dtype, opset, producer, parameters and MACs per layer,
     and an operator histogram."""
+    from cnnkit.filekind import ONNX, sniff
+
     check_json_target(json_out, force)
-    if target.lower().endswith(".onnx"):
+    if target.lower().endswith(".onnx") or sniff(target) == ONNX:
         from cnnkit.graph.summary import summarize_onnx
 
         onnx_result = summarize_onnx(target)
@@ -37,10 +39,18 @@ def summary_command(
 
         result = summarize_keras(load_keras_model(target))
     else:
-        from cnnkit.keras.spec import load_spec
+        from cnnkit.errors import SpecError
+        from cnnkit.keras.spec import list_presets, load_spec
         from cnnkit.keras.summary import summarize_spec
 
-        result = summarize_spec(load_spec(target))
+        try:
+            spec = load_spec(target)
+        except SpecError as exc:
+            if exc.message.startswith(("unknown spec", "spec file")):
+                raise
+            raise SpecError(exc.message, hint=f"summary takes a spec preset ({', '.join(list_presets())}), a spec .toml, "
+                                              "a .keras or an .onnx model") from None
+        result = summarize_spec(spec)
     if not json_to_stdout(json_out):
         render_summary(result)
     emit_json(json_out, result.to_dict(), force)

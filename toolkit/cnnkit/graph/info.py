@@ -23,6 +23,7 @@ from typing import Any
 import numpy as np
 
 from cnnkit.errors import CnnkitError, ModelFileError
+from cnnkit.filekind import not_onnx_error, require_file
 
 _INT8_STATIC_OPS = {"QLinearConv", "QLinearMatMul", "QGemm", "QuantizeLinear", "DequantizeLinear"}
 _INT8_DYNAMIC_OPS = {"ConvInteger", "MatMulInteger", "DynamicQuantizeLinear", "DynamicQuantizeMatMul"}
@@ -227,13 +228,11 @@ def load_onnx(path: str | os.PathLike[str]) -> Any:
     """``onnx.load`` without external data; a missing or unreadable file is a one-line error."""
     import onnx
 
-    p = Path(path)
-    if not p.is_file():
-        raise ModelFileError(f"model file {p} not found")
+    p = require_file(path)
     try:
         return onnx.load(str(p), load_external_data=False)
     except Exception as exc:  # noqa: BLE001 (protobuf's DecodeError and friends)
-        raise ModelFileError(f"cannot read {p} as ONNX: {type(exc).__name__}", hint="is it a complete .onnx file?") from None
+        raise not_onnx_error(p, f"protobuf {type(exc).__name__}") from None
 
 
 def model_precision(model: Any) -> str:

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import os
+import zipfile
 from pathlib import Path
 from typing import Any
 
 from cnnkit._deps import require_keras
 from cnnkit.errors import ModelFileError
+from cnnkit.filekind import KERAS, require_file, sniff
 from cnnkit.keras.spec import ModelSpec, PoolKind
 
 
@@ -52,10 +54,16 @@ def build_model(spec: ModelSpec) -> Any:
 def load_keras_model(path: str | os.PathLike[str]) -> Any:
     """Load a ``.keras`` file; a missing, unreadable or corrupt file is a one-line :class:`ModelFileError`."""
     p = Path(path)
-    if not p.is_file():
+    if not p.exists():
         raise ModelFileError(f"model file {p} not found", hint="train one with: cnnkit train")
-    if p.suffix != ".keras":
-        raise ModelFileError(f"{p} is not a .keras file", hint="cnnkit reads Keras 3 .keras model files")
+    require_file(p, hint="pass the .keras file itself, not its folder")
+    kind = sniff(p)
+    if p.suffix != ".keras" or kind != KERAS:
+        raise ModelFileError(f"{p} is {kind}, not a Keras 3 .keras model" if kind not in (KERAS, None)
+                             else f"{p} is not a .keras file", hint="cnnkit reads Keras 3 .keras model files")
+    if not zipfile.is_zipfile(p):  # Keras says "File not found" for a damaged archive
+        raise ModelFileError(f"{p} is a damaged .keras file (not a complete zip archive)",
+                             hint="is it truncated? save or copy the model again")
     keras = require_keras()
     try:
         return keras.saving.load_model(str(p), compile=False)

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from cnnkit.errors import SpecError
+from cnnkit.filekind import sniff
 from cnnkit.keras.geometry import spec_layers, walk_layers
 
 
@@ -117,6 +118,8 @@ def resolve_spec_path(name_or_path: str | Path) -> Path:
     text = str(name_or_path)
     path = Path(text)
     if path.suffix == ".toml" or "/" in text or path.exists():
+        if path.is_dir():
+            raise SpecError(f"{path} is a folder, not a spec file", hint=f"use a preset ({', '.join(list_presets())}) or a .toml path")
         if not path.is_file():
             raise SpecError(f"spec file {path} not found", hint=f"use a preset ({', '.join(list_presets())}) or a .toml path")
         return path
@@ -130,10 +133,15 @@ def resolve_spec_path(name_or_path: str | Path) -> Path:
 def load_spec(name_or_path: str | Path) -> ModelSpec:
     """Load a preset by name (``mnist-cnn``) or a spec file by path, validated."""
     path = resolve_spec_path(name_or_path)
+    hint = f"a spec is a .toml file like the presets ({', '.join(list_presets())})"
+    kind = sniff(path)
+    if kind not in ("a text file", None):  # a model or an archive where a spec belongs
+        raise SpecError(f"{path} is {kind}, not a cnnkit spec (.toml)", hint=hint)
     try:
         raw = tomllib.loads(path.read_text(encoding="utf-8"))
     except tomllib.TOMLDecodeError as exc:
-        raise SpecError(f"{path}: not valid TOML ({exc})") from None
+        what = "a spec file" if path.suffix == ".toml" else "a text file, but not a cnnkit spec"
+        raise SpecError(f"{path} is {what}: not valid TOML ({exc})", hint=hint) from None
     except (OSError, UnicodeDecodeError) as exc:
         raise SpecError(f"{path}: cannot read ({exc})") from None
     return parse_spec(raw, source=str(path))

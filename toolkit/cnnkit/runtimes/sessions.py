@@ -19,6 +19,7 @@ from typing import Any
 
 from cnnkit.choices import CudnnConvAlgoSearch, ExecutionMode, GraphOptimization
 from cnnkit.errors import CnnkitError, ModelFileError
+from cnnkit.filekind import ONNX, not_onnx_error, require_file, sniff
 
 _ALIASES = {
     "cpu": "CPUExecutionProvider",
@@ -253,9 +254,7 @@ def create_session(model: str | os.PathLike[str] | bytes, config: SessionConfig 
         source: Any = model
         label = "<in-memory model>"
     else:
-        path = Path(model)
-        if not path.is_file():
-            raise ModelFileError(f"model file {path} not found")
+        path = require_file(model)
         source, label = str(path), str(path)
     if provider == "CPUExecutionProvider" and config.provider_options:
         # ONNX Runtime ignores them silently; an option that does nothing must not pass as one that does.
@@ -284,6 +283,8 @@ def create_session(model: str | os.PathLike[str] | bytes, config: SessionConfig 
             # A failed check inside ONNX Runtime while setting the session up: the options, not the file.
             raise SessionError(f"ONNX Runtime cannot create a session for {label} with these options: {detail}",
                                hint="check the session options and the provider's") from None
+        if not isinstance(model, bytes) and sniff(model) not in (ONNX, "binary data"):  # a .keras, a text file, ...
+            raise not_onnx_error(model, detail) from None
         raise ModelFileError(f"cannot load {label} in ONNX Runtime: {detail}", hint="is it a complete, valid .onnx file?") from None
     active = tuple(session.get_providers())
     info = SessionInfo(requested=provider, providers=active, options=config.to_dict())
