@@ -375,8 +375,8 @@ def _check_against_keras(model_proto: Any, keras_model: Any, config: ExportConfi
     Keras within 1e-3 (or 4x the graph's own rounding: optimisations on vs off)."""
     import numpy as np
 
-    from cnnkit.parity.check import KERAS_ONNX_RTOL, ROUNDING_HEADROOM
-    from cnnkit.runtimes.runners import OnnxRuntimeRunner
+    from cnnkit.parity.check import KERAS_ONNX_RTOL
+    from cnnkit.parity.rounding import ROUNDING_HEADROOM, rounding_floor
 
     shape = tuple(int(d) for d in keras_model.inputs[0].shape[1:])
     x = np.random.default_rng(0).integers(0, 256, (ROUTE_CHECK_SAMPLES, *shape)).astype(np.float32)
@@ -384,18 +384,11 @@ def _check_against_keras(model_proto: Any, keras_model: Any, config: ExportConfi
         from cnnkit.data.preprocess import METADATA_KEY, PreprocessRecord
 
         x = PreprocessRecord.from_json(feed[METADATA_KEY]).normalize(x).astype(np.float32)
-    from cnnkit.choices import GraphOptimization
-    from cnnkit.runtimes.sessions import SessionConfig
-
     try:
-        outs = []
-        for level in (GraphOptimization.ALL, GraphOptimization.DISABLE):
-            runner = OnnxRuntimeRunner(model_proto.SerializeToString(), SessionConfig(graph_optimization=level),
-                                       label="exported graph")
-            outs.append(runner.infer({runner.input_name: x})[config.output_name].astype(np.float64))
+        floor, outs = rounding_floor(model_proto.SerializeToString(), x, label="exported graph")
     except Exception as exc:  # noqa: BLE001 (ONNX Runtime rejects a broken graph in many ways)
         raise ExportError(f"ONNX Runtime cannot run the exported graph: {' '.join(str(exc).split())[:300]}") from None
-    got, floor = outs[0], float(np.max(np.abs(outs[0] - outs[1])))
+    got = outs[config.output_name].astype(np.float64)
     want = np.asarray(keras_model(x, training=False), dtype=np.float64)
     diff = np.abs(got - want)
     # A check that the route works, not parity's precision gate: a broken conversion (a lost normalisation, wrong

@@ -23,6 +23,7 @@ from cnnkit.data.datasets import Dataset
 from cnnkit.envinfo import environment
 from cnnkit.errors import CnnkitError, ParityError
 from cnnkit.finite import nonfinite, require_finite
+from cnnkit.parity.rounding import ROUNDING_HEADROOM, rounding_floor
 from cnnkit.runtimes.runners import KerasRunner, OnnxRuntimeRunner, run_batched
 from cnnkit.runtimes.registry import DEFAULT_RUNTIME, RuntimeChoice, create_runner
 from cnnkit.runtimes.sessions import SessionConfig
@@ -46,7 +47,6 @@ ONNX_ONNX_REASON = (
     "a quantized or float16 variant is not expected to match float32 to 1e-5; the gate is on decisions: "
     "top-1 agreement and accuracy on labelled images"
 )
-ROUNDING_HEADROOM = 4  # Keras vs ONNX atol: at least this many times the candidate's own rounding floor
 LAYER_RTOL = 1e-4  # a layer diverges when max |diff| exceeds this share of its largest |activation|
 _TIE_FACTOR = 2.0  # a top-1 flip is a near-tie when the reference's top-2 margin is within 2x the tolerance
 # The reference's own top-1 stability is measured with every pixel moved by up to this many grey levels: below an
@@ -605,23 +605,6 @@ def _first_divergence(rows: list[LayerDiff], layer_rtol: float) -> tuple[str | N
 # --- the check ---------------------------------------------------------------------------------------
 
 
-def rounding_floor(candidate: Path, x: np.ndarray, session: SessionConfig) -> float:
-    """How far the candidate's outputs move between two equally valid builds of it: ONNX Runtime with all
-    graph optimisations (fusions, reordered sums) and with none. That is float32 rounding of this very model,
-    which grows with depth: a deep network differs from Keras by more than the seed CNN's 1.2e-6 without
-    any error in the export."""
-    from cnnkit.choices import GraphOptimization
-
-    outs = [run_batched(OnnxRuntimeRunner(candidate, replace(session, graph_optimization=level)), x, 64)
-            for level in (GraphOptimization.ALL, GraphOptimization.DISABLE)]
-    floor = 0.0
-    for name, a in outs[0].items():
-        d = np.abs(a.astype(np.float64) - outs[1][name].astype(np.float64))
-        if np.isfinite(d).any():
-            floor = max(floor, float(np.nanmax(np.where(np.isfinite(d), d, np.nan))))
-    return floor
-
-
 def check_parity(config: ParityConfig, dataset: Dataset | ImageSource | None = None) -> ParityResult:
     """Run both models on the same images, each through its preprocessing record, at every batch size and
     compare; localise a Keras/ONNX failure."""
@@ -713,7 +696,7 @@ def _run_and_compare(config: ParityConfig, mode: str, reference: Any, candidate:
     on_ort = isinstance(candidate, OnnxRuntimeRunner)
     floor = None
     if mode == "keras-onnx" and config.atol is None and on_ort:
-        floor = rounding_floor(Path(config.candidate), cand_x, config.session)
+        floor, _ = rounding_floor(Path(config.candidate), cand_x, config.session)
         if ROUNDING_HEADROOM * floor > tol.atol:
             tol = replace(tol, atol=float(f"{ROUNDING_HEADROOM * floor:.2g}"), reason=(
                 f"{tol.reason}; this model's own float32 rounding (ONNX Runtime with all vs no graph optimisations) "
