@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from cnnkit.errors import CnnkitError
-from cnnkit.runtimes.registry import RuntimeChoice, parse_runtimes
+from cnnkit.runtimes.registry import RuntimeChoice, parse_runtimes, runtime_label
 
 
 def test_parse_runtimes() -> None:
@@ -23,6 +23,15 @@ def test_parse_runtimes() -> None:
         parse_runtimes("litert:bf16")
     with pytest.raises(CnnkitError, match="no runtime"):
         parse_runtimes(" , ")
+
+
+def test_runtime_label_is_the_runtime_item_that_ran() -> None:
+    # What ran, named as --runtime takes it: the label parses back to the same choice.
+    for choice in parse_runtimes("onnxruntime,openvino,openvino:bf16,litert"):
+        assert parse_runtimes(choice.label) == (choice,)
+    # A measured precision: ONNX Runtime runs the model's own (an fp16 model is still --runtime onnxruntime).
+    assert runtime_label("onnxruntime", "fp16") == "onnxruntime"
+    assert runtime_label("openvino", "fp32") == "openvino" and runtime_label("openvino", "bf16") == "openvino:bf16"
 
 
 def _conv_model(path: Path) -> Path:

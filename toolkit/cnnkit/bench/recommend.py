@@ -20,7 +20,7 @@ import numpy as np
 
 from cnnkit.bench.benchmark import BenchCase, BenchConfig, BenchResult, session_flags
 from cnnkit.errors import CnnkitError
-from cnnkit.runtimes.registry import RuntimeChoice, parse_runtimes
+from cnnkit.runtimes.registry import RuntimeChoice, parse_runtimes, runtime_label
 from cnnkit.stats import ratio_interval
 
 SCHEMA = "cnnkit.recommend/1"
@@ -66,9 +66,7 @@ class Recommendation:
 
 def case_label(case: BenchCase) -> str:
     """The ``--runtime`` item a case was measured with (its precision as it ran: bf16 is never fp32)."""
-    if case.runtime == "onnxruntime":
-        return "onnxruntime"
-    return case.runtime if case.precision == "fp32" else f"{case.runtime}:{case.precision}"
+    return runtime_label(case.runtime, case.precision)
 
 
 def candidate_runtimes(runtimes: tuple[RuntimeChoice, ...]) -> tuple[RuntimeChoice, ...]:
@@ -105,9 +103,7 @@ def evaluate_candidates(config: BenchConfig, dataset_name: str | None, data_dir:
                                             tflite=config.tflite), data).models[0]
             base = ev.accuracy if base is None else base  # the first runtime is the default (onnxruntime)
             drop = 100 * (base - ev.accuracy)
-            label = choice.runtime if ev.precision in ("fp32", "model") or choice.runtime == "onnxruntime" \
-                else f"{choice.runtime}:{ev.precision}"
-            out.append(CandidateAccuracy(str(model), label, ev.precision, ev.accuracy, drop, drop <= max_drop_pp))
+            out.append(CandidateAccuracy(str(model), runtime_label(choice.runtime, ev.precision), ev.precision, ev.accuracy, drop, drop <= max_drop_pp))
         described = data.describe() | {"evaluated_samples": ev.samples}
     return described, out
 

@@ -36,13 +36,22 @@ class RuntimeChoice:
 
     @property
     def label(self) -> str:
-        return self.runtime if self.precision in ("model", "fp32") else f"{self.runtime}:{self.precision}"
+        """The ``--runtime`` item: ``openvino:bf16``, ``litert``, ``onnxruntime``."""
+        return runtime_label(self.runtime, self.precision)
 
     def to_dict(self) -> dict[str, str]:
         return {"runtime": self.runtime, "precision": self.precision}
 
 
 DEFAULT_RUNTIME = RuntimeChoice()
+
+
+def runtime_label(runtime: str, precision: str) -> str:
+    """A runtime and the precision it ran in, named as ``--runtime`` takes it: ``runtime:precision``, or the bare
+    runtime in its default precision (fp32). ONNX Runtime is always bare: it runs the model's own precision."""
+    if runtime == "onnxruntime" or precision in ("model", "fp32"):
+        return runtime
+    return f"{runtime}:{precision}"
 
 
 def parse_runtimes(text: str) -> tuple[RuntimeChoice, ...]:
