@@ -17,6 +17,7 @@ def tiny_classifier(path: Path, layout: str = "NCHW", batch: int | str = 1, dtyp
     -> Flatten (or a Reshape to a constant [batch, -1]) -> Gemm -> Softmax.
 
     Seeded random weights; the outputs depend on the input. ``batch``: an int fixes it, a string names it.
+    ``ir_version`` 3 lists the initializers as graph inputs too.
     """
     from onnx import TensorProto, helper, numpy_helper
 
@@ -57,7 +58,10 @@ def tiny_classifier(path: Path, layout: str = "NCHW", batch: int | str = 1, dtyp
         helper.make_node("Gemm", ["flat", "wd", "bd"], ["logits"], name="dense"),
         helper.make_node("Softmax", ["logits"], ["probs"], axis=1, name="softmax"),
     ]
-    graph = helper.make_graph(nodes, "tiny", [x], [y], inits)
+    inputs = [x]
+    if ir_version < 4:  # IR 3: every initializer is a graph input too
+        inputs += [helper.make_tensor_value_info(i.name, i.data_type, list(i.dims)) for i in inits]
+    graph = helper.make_graph(nodes, "tiny", inputs, [y], inits)
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=ir_version,
                               producer_name="onnx.helper")
     path.write_bytes(model.SerializeToString())

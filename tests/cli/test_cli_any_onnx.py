@@ -116,6 +116,20 @@ def test_make_batch_dynamic_cli(tmp_path: Path) -> None:
     assert_user_error(run("export", "--make-batch-dynamic", tmp_path / "dyn.onnx", "-o", tmp_path / "x.onnx"), "already dynamic")
 
 
+@pytest.mark.parametrize("ir_version", [9, 3])
+def test_make_batch_dynamic_cli_on_a_computed_same_padding(tmp_path: Path, ir_version: int) -> None:
+    """The TorchScript EfficientNet case: pads computed at run time, a Reshape to [1, -1] after them; and at IR 3."""
+    from tests.onnx_graphs import same_padding_classifier
+
+    model = same_padding_classifier(tmp_path / "same.onnx", hw=28, channels=1, classes=10, ir_version=ir_version)
+    r = run("export", "--make-batch-dynamic", model, "-o", tmp_path / "dyn.onnx")
+    assert r.exit_code == 0, r.output
+    assert "batch 1 -> dynamic" in r.stdout and "/Reshape" in r.stdout
+    r = run("bench", tmp_path / "dyn.onnx", "--batch-sizes", "1,3", "--warmup", "0", "--min-time", "0",
+            "--min-iterations", "2")
+    assert r.exit_code == 0 and "skipped" not in r.stdout, r.output
+
+
 def test_onnx_summary_text(tmp_path: Path) -> None:
     model = _model(tmp_path, "NHWC", "N", "uint8")
     r = run("summary", model)

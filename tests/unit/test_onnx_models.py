@@ -275,6 +275,38 @@ def test_featuremaps_are_bounded_and_read_nchw(tmp_path: Path) -> None:
     assert len(full.layers) == 2 and full.selection_note is None
 
 
+@pytest.mark.parametrize("ir_version", [9, 3])
+def test_make_batch_dynamic_through_a_computed_same_padding(tmp_path: Path, ir_version: int) -> None:
+    """A Reshape to [1, -1] after a Pad whose pads are computed at run time: shape inference cannot tell that its
+    input's first dimension is the batch, the folded graph can. At IR 3 (initializers listed as graph inputs too)
+    the new target is an input as well, the old one leaves both lists, and no constant gets a batch dimension."""
+    import onnx
+    import onnxruntime as ort
+
+    from cnnkit.export.batch import batch_rewrite_blocker, make_batch_dynamic
+
+    src = same_padding_classifier(tmp_path / "same.onnx", hw=8, classes=5, ir_version=ir_version)
+    assert batch_rewrite_blocker(onnx.load(str(src)), "same.onnx") is None
+    done = make_batch_dynamic(src, tmp_path / "dyn.onnx")
+    assert done.reshapes_rewritten == ("/Reshape",) and done.max_abs_diff < 1e-5
+    model = onnx.load(str(tmp_path / "dyn.onnx"))
+    onnx.checker.check_model(model)
+    assert model.ir_version == ir_version
+    inits = {i.name for i in model.graph.initializer}
+    inputs = [i for i in model.graph.input if i.name not in inits]
+    assert [i.name for i in inputs] == ["image"] and inputs[0].type.tensor_type.shape.dim[0].dim_param == "batch"
+    listed = {i.name for i in model.graph.input} - {"image"}
+    assert listed == (inits if ir_version < 4 else set()) and "batch_flat" not in inits
+    x = np.random.default_rng(1).integers(0, 256, (5, 8, 8, 3)).astype(np.float32)
+    sess = ort.InferenceSession(str(tmp_path / "dyn.onnx"), providers=["CPUExecutionProvider"])
+    np.testing.assert_allclose(sess.run(None, {"image": x.transpose(0, 3, 1, 2)})[0], reference_probs(src, x),
+                               rtol=1e-5, atol=1e-6)
+    # The same IR rule where plain shape inference sees the batch (no folding involved).
+    plain = tiny_classifier(tmp_path / "plain.onnx", "NCHW", 1, hw=8, reshape_batch=True, ir_version=ir_version)
+    assert make_batch_dynamic(plain, tmp_path / "plain_dyn.onnx").reshapes_rewritten == ("flatten",)
+    onnx.checker.check_model(onnx.load(str(tmp_path / "plain_dyn.onnx")))
+
+
 def test_make_batch_dynamic_as_torch_dynamo_writes_it(tmp_path: Path) -> None:
     """Reshape with allowzero=1 and weights in an external .data file, as torch.onnx.export(dynamo=True) writes."""
     import onnx

@@ -3,7 +3,9 @@
 Exporters that trace with one example (PyTorch's, most often) write the batch as a constant: in the input
 and output shapes, and sometimes in a ``Reshape`` target (``x.view(1, -1)``). The input and output batch
 dimensions are renamed ``batch``; a constant ``Reshape`` target whose first entry is the old batch, on a
-tensor whose first dimension is the batch, becomes 0 ("copy the input's dimension"). Anything else that
+tensor whose first dimension is the batch (by shape inference, or where a shape computed at run time hides it,
+by :mod:`cnnkit.graph.fold`), becomes 0 ("copy the input's dimension"); at IR 3, where initializers are also
+graph inputs, the new target is listed as one too. Anything else that
 could hold the batch (``Expand``, ``Tile``, ``ConstantOfShape`` with constant shapes) is refused. The result
 must pass the ONNX checker and strict shape inference, and run in ONNX Runtime at two batch sizes, each image
 giving the outputs the original model gives it; otherwise nothing is written.
@@ -19,8 +21,9 @@ from typing import Any
 import numpy as np
 
 from cnnkit.errors import CnnkitError
-from cnnkit.io import atomic_path, check_not_input, check_writable
+from cnnkit.graph.fold import infer_shapes_folded
 from cnnkit.graph.info import image_input, load_onnx
+from cnnkit.io import atomic_path, check_not_input, check_writable
 
 BATCH_DIM = "batch"
 _SHAPE_OPS = {"Expand": 1, "Tile": 1, "ConstantOfShape": 0}
@@ -65,7 +68,8 @@ def _reshapes_to_rewrite(model: Any, old: int, label: str) -> list[tuple[Any, st
     a :class:`BatchRewriteError` where the batch is baked in where it cannot be safely made dynamic."""
     import onnx
 
-    # Which tensors carry the batch in their first dimension (shape inference on the original model).
+    # Which tensors carry the batch in their first dimension (shape inference on the original model; where a
+    # shape computed at run time hides it, e.g. TF "same" padding, the graph with those computations folded).
     inferred = onnx.shape_inference.infer_shapes(model)
     first_dim: dict[str, Any] = {}
     for vi in [*inferred.graph.input, *inferred.graph.value_info, *inferred.graph.output]:
@@ -73,6 +77,13 @@ def _reshapes_to_rewrite(model: Any, old: int, label: str) -> list[tuple[Any, st
         if dims:
             first_dim[vi.name] = dims[0].dim_value if dims[0].HasField("dim_value") else None
     consts = _constants(model)
+    reshape_inputs = [n.input[0] for n in model.graph.node if n.op_type == "Reshape" and len(n.input) > 1
+                      and n.input[1] in consts and consts[n.input[1]].size and int(consts[n.input[1]].ravel()[0]) == old]
+    if any(first_dim.get(name) is None for name in reshape_inputs):
+        folded = infer_shapes_folded(model).shapes
+        for name in reshape_inputs:
+            if first_dim.get(name) is None and folded.get(name) and isinstance(folded[name][0], int):
+                first_dim[name] = folded[name][0]
     found = []
     for node in model.graph.node:
         name = node.name or node.output[0]
@@ -150,14 +161,19 @@ def make_batch_dynamic(source: str | os.PathLike[str], output: str | os.PathLike
         name = f"{target}__dynamic_batch"
         tensor = numpy_helper.from_array(new.astype(np.int64), name)
         model.graph.initializer.append(tensor)
+        if model.ir_version < 4:  # IR 3: every initializer is also a graph input
+            model.graph.input.append(onnx.helper.make_tensor_value_info(name, onnx.TensorProto.INT64, list(new.shape)))
         node.input[1] = name
         rewritten.append(label)
         if producers.get(target) is None and users.get(target, 0) == 1:
-            keep = [i for i in model.graph.initializer if i.name != target]
-            del model.graph.initializer[:]
-            model.graph.initializer.extend(keep)
+            # The old target goes, and with it its graph-input entry (IR 3 lists it; a later IR may too).
+            for field in (model.graph.initializer, model.graph.input):
+                keep = [i for i in field if i.name != target]
+                del field[:]
+                field.extend(keep)
 
-    for vi in [*model.graph.input, *model.graph.output]:
+    constants = {i.name for i in model.graph.initializer}  # listed as inputs too in IR 3: no batch of theirs
+    for vi in [*(i for i in model.graph.input if i.name not in constants), *model.graph.output]:
         dims = vi.type.tensor_type.shape.dim
         if dims and dims[0].HasField("dim_value") and dims[0].dim_value == old:
             dims[0].Clear()
