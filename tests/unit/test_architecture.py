@@ -29,11 +29,11 @@ ARCHITECTURE_PAGE = ROOT / "docs" / "architecture.md"
 # lists the same, between its <!-- layers --> markers.
 LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("foundations", ("__init__", "errors", "io", "envinfo", "_deps", "finite", "choices", "stats", "topk")),
+    ("results", ("results",)),
     ("graph", ("graph",)),
     ("data", ("data",)),
     ("keras", ("keras",)),
     ("runtimes", ("runtimes",)),
-    ("results", ("results",)),
     ("checks", ("parity", "evaluate")),
     ("export", ("export",)),
     ("bench", ("bench",)),

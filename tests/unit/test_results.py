@@ -72,3 +72,21 @@ def test_report_names_file_and_field_of_an_incomplete_train_record(tmp_path: Pat
                              "dataset": {"name": "digits", "train_samples_used": 1, "validation_samples": 1},
                              "metrics": {"test_accuracy": 0.5}, "epochs_run": 1, "best_epoch": 1, "wall_time_s": 1.0}))
     assert_user_error(run("report", f, "-o", tmp_path / "r"), f"{f}: field dataset.test_samples is missing")
+
+
+def test_train_record_beside_a_model_is_read_typed_or_not_at_all(tmp_path: Path) -> None:
+    from cnnkit.data.datasets import model_dataset
+    from cnnkit.results.load import TrainRecord, train_record_beside
+
+    model = tmp_path / "model.keras"
+    assert train_record_beside(model) is None and model_dataset(model) is None  # no train.json: not cnnkit's
+    record = {"schema": "cnnkit.train/1", "spec": {"name": "s", "input": {"value_range": [0, 1]}}, "params": 1,
+              "dataset": {"name": "digits", "train_samples_used": 1, "validation_samples": 1, "test_samples": 1},
+              "metrics": {"test_accuracy": 0.5}, "epochs_run": 1, "best_epoch": 1, "wall_time_s": 1.0}
+    (tmp_path / "train.json").write_text(json.dumps(record))
+    found = train_record_beside(model)
+    assert isinstance(found, TrainRecord) and found.spec["name"] == "s" and found.dataset["name"] == "digits"
+    assert model_dataset(model) == "digits"
+    # Not a complete training record (another tool's train.json): the model says nothing.
+    (tmp_path / "train.json").write_text(json.dumps({"dataset": {"name": "digits"}}))
+    assert train_record_beside(model) is None and model_dataset(model) is None

@@ -195,8 +195,6 @@ def load_shipped_mnist() -> Dataset:
 def model_dataset(model: str | os.PathLike[str]) -> str | None:
     """The dataset a cnnkit model was trained on: ``dataset`` in an ONNX model's metadata, or the
     ``train.json`` beside a ``.keras`` model; None when the model does not say."""
-    import json
-
     path = Path(model)
     name: object = None
     if path.suffix == ".onnx":
@@ -204,11 +202,10 @@ def model_dataset(model: str | os.PathLike[str]) -> str | None:
 
         name = describe_onnx(path, require_image=False).metadata.get("dataset")
     else:
-        try:
-            record = json.loads((path.parent / "train.json").read_text())
-            name = (record.get("dataset") or {}).get("name") if isinstance(record, dict) else None
-        except (OSError, ValueError, AttributeError):
-            name = None
+        from cnnkit.results.load import train_record_beside
+
+        record = train_record_beside(path)
+        name = record.dataset.get("name") if record else None
     return name if isinstance(name, str) and name not in ("", "unknown") else None
 
 

@@ -34,6 +34,7 @@ from cnnkit.envinfo import package_versions
 from cnnkit.errors import ExportError
 from cnnkit.io import atomic_path, check_not_input, check_writable, sha256_file
 from cnnkit.graph.info import value_dims
+from cnnkit.results.load import TrainRecord, train_record_beside
 
 log = logging.getLogger(__name__)
 
@@ -118,16 +119,6 @@ def onnx_param_count(model: Any) -> int:
     return total
 
 
-def _training_record(model_path: Path) -> dict[str, Any]:
-    """``train.json`` beside the model, if cnnkit trained it: spec and dataset names for the metadata."""
-    record = model_path.parent / "train.json"
-    try:
-        data = json.loads(record.read_text())
-        return data if isinstance(data, dict) else {}
-    except (OSError, ValueError):
-        return {}
-
-
 def _preprocessing(keras_model: Any) -> list[dict[str, Any]]:
     steps = []
     for layer in keras_model.layers:
@@ -177,7 +168,7 @@ def export_onnx(config: ExportConfig) -> ExportResult:
 
     logging.getLogger("tf2onnx").setLevel(logging.ERROR)
     versions = package_versions()
-    record = _training_record(model_path)
+    record = train_record_beside(model_path)
     feed = _preprocess_record(config, record, keras_model)
     attempts: list[str] = []
     chosen = None
@@ -199,13 +190,13 @@ def export_onnx(config: ExportConfig) -> ExportResult:
         raise ExportError(f"{model_path}: no conversion route works: " + "; ".join(attempts))
     route, model_proto, simplified, check = chosen
 
-    dataset = record.get("dataset", {}).get("name", "unknown")
+    dataset = record.dataset.get("name", "unknown") if record else "unknown"
     class_names = _class_names(dataset, int(keras_model.outputs[0].shape[-1]))
     metadata = {
         "cnnkit_version": cnnkit.__version__,
         "source_model": model_path.name,
         "source_sha256": sha256_file(model_path),
-        "spec": record.get("spec", {}).get("name", keras_model.name),
+        "spec": record.spec.get("name", keras_model.name) if record else keras_model.name,
         "dataset": dataset,
         "class_names": json.dumps(class_names),
         "input_layout": "NHWC",
@@ -590,7 +581,7 @@ def _class_names(dataset: str, n: int) -> list[str]:
     return names if len(names) == n else [str(i) for i in range(n)]
 
 
-def _preprocess_record(config: ExportConfig, record: dict[str, Any], keras_model: Any) -> dict[str, str]:
+def _preprocess_record(config: ExportConfig, record: TrainRecord | None, keras_model: Any) -> dict[str, str]:
     """The preprocessing record (``cnnkit.data.preprocess``) as metadata: how to feed the exported graph."""
     from cnnkit.data.preprocess import METADATA_KEY, preset, preset_for_value_range
 
@@ -605,8 +596,9 @@ def _preprocess_record(config: ExportConfig, record: dict[str, Any], keras_model
     return {METADATA_KEY: replace(bound, source="model metadata").to_json()}
 
 
-def _value_range(record: dict[str, Any]) -> list[float]:
-    vr = record.get("spec", {}).get("input", {}).get("value_range")
+def _value_range(record: TrainRecord | None) -> list[float]:
+    """The input value range the spec trained on (``train.json``); raw pixels 0..255 when nothing says."""
+    vr = (record.spec.get("input") or {}).get("value_range") if record else None
     return list(vr) if vr else [0.0, 255.0]
 
 

@@ -28,9 +28,9 @@ from cnnkit.finite import NonFiniteError, require_finite
 from cnnkit.io import check_output_dir, write_json_atomic
 from cnnkit.keras.spec import ModelSpec, load_spec
 from cnnkit.keras.summary import ModelSummary, summarize_keras
+from cnnkit.results.load import TRAIN_RECORD_FILE, TRAIN_SCHEMA
 
-MODEL_FILE, HISTORY_FILE, CURVES_FILE, RECORD_FILE = "model.keras", "history.csv", "training_curves.png", "train.json"
-TRAIN_SCHEMA = "cnnkit.train/1"
+MODEL_FILE, HISTORY_FILE, CURVES_FILE = "model.keras", "history.csv", "training_curves.png"
 
 
 _DEFAULT_LR = {Optimizer.RMSPROP: 1e-3, Optimizer.ADAM: 1e-3, Optimizer.SGD: 1e-2}
@@ -241,7 +241,7 @@ def train_model(
             out_dir=out_dir, model_path=final_model, spec=spec, summary=summary, dataset=described,
             metrics=metrics, epochs_run=len(hist.get("loss", [])), best_epoch=best_epoch, wall_time_s=wall,
             notice=dataset.notice,
-            files={"model": MODEL_FILE, "history": HISTORY_FILE, "curves": CURVES_FILE, "record": RECORD_FILE},
+            files={"model": MODEL_FILE, "history": HISTORY_FILE, "curves": CURVES_FILE, "record": TRAIN_RECORD_FILE},
         )
         record = {"schema": TRAIN_SCHEMA} | result.to_dict() | {
             "config": {k: (v.value if isinstance(v, Enum) else str(v) if isinstance(v, Path) else v)
@@ -251,7 +251,7 @@ def train_model(
         }
         for name in (MODEL_FILE, HISTORY_FILE, CURVES_FILE):
             os.replace(staging / name, out_dir / name)
-        write_json_atomic(out_dir / RECORD_FILE, record)
+        write_json_atomic(out_dir / TRAIN_RECORD_FILE, record)
     finally:
         with contextlib.suppress(OSError):
             shutil.rmtree(staging)

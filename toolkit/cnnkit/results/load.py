@@ -22,6 +22,10 @@ class ResultError(CnnkitError):
     """A result file that cannot be read back: not JSON, not cnnkit's, another schema, or a bad field."""
 
 
+TRAIN_RECORD_FILE = "train.json"  # written beside model.keras by cnnkit train
+TRAIN_SCHEMA = "cnnkit.train/1"
+
+
 @dataclass(frozen=True)
 class TrainRecord:
     """``train.json`` (written by :func:`cnnkit.keras.train.train_model`)."""
@@ -45,7 +49,7 @@ class TrainRecord:
 
 # schema -> (module:class of its typed result, what it is called in messages)
 SCHEMAS: dict[str, tuple[str, str]] = {
-    "cnnkit.train/1": ("cnnkit.results.load:TrainRecord", "training"),
+    TRAIN_SCHEMA: ("cnnkit.results.load:TrainRecord", "training"),
     "cnnkit.parity/1": ("cnnkit.parity.check:ParityResult", "parity"),
     "cnnkit.eval/1": ("cnnkit.evaluate.accuracy:EvalResult", "eval"),
     "cnnkit.bench/1": ("cnnkit.bench.benchmark:BenchResult", "benchmark"),
@@ -138,6 +142,23 @@ def from_dict(data: Any, source: str = "the result", expect: str | tuple[str, ..
 def load_result(path: str | Path, expect: str | tuple[str, ...] | None = None) -> Any:
     """Read ``path`` and return its typed result (see :func:`from_dict`)."""
     return from_dict(read_json(path), str(path), expect)
+
+
+def read_train_record(path: str | Path) -> TrainRecord:
+    """``train.json`` at ``path``, typed; anything else is a one-line :class:`ResultError`."""
+    return load_result(path, expect=TRAIN_SCHEMA)
+
+
+def train_record_beside(model: str | Path) -> TrainRecord | None:
+    """The ``train.json`` in a model's folder, typed: how cnnkit trained it (spec, dataset, metrics). None where
+    there is none, or where the file is not a complete training record: then cnnkit did not train the model."""
+    path = Path(model).parent / TRAIN_RECORD_FILE
+    if not path.is_file():
+        return None
+    try:
+        return read_train_record(path)
+    except ResultError:
+        return None
 
 
 def _location(loc: tuple[Any, ...]) -> str:
