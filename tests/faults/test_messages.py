@@ -136,3 +136,51 @@ def test_sniff_names_each_kind(model: Path, tmp_path: Path) -> None:
     assert sniff(tmp_path / "m.tflite") == "a TFLite model"
     assert sniff(_png(tmp_path / "i.png")) == "an image"
     assert sniff(tmp_path / "noise") == "binary data"
+
+
+# --- 9. found by fault injection ---------------------------------------------------------------------------
+
+
+def test_export_with_one_name_for_input_and_output(tmp_path: Path) -> None:
+    out = tmp_path / "m.onnx"
+    assert_fails(cli("export", _keras_file(tmp_path / "x.keras"), "-o", out, "--input-name", "x", "--output-name", "x"),
+                 "--input-name and --output-name are both 'x'", "--output-name probabilities")
+    assert_fails(cli("export", _keras_file(tmp_path / "x.keras"), "-o", out, "--input-name", " "), "--input-name is empty")
+    assert_clean(tmp_path, out)
+
+
+@pytest.mark.parametrize(
+    ("args", "fragments"),
+    [
+        (("eval", "{model}", "--batch-size", "abc"), ("--batch-size", "'abc' is not a whole number")),
+        (("export", "{model}", "-o", "m.onnx", "--opset", "abc"), ("--opset", "'abc' is not a whole number")),
+        (("bench", "{model}", "--min-time", "soon"), ("--min-time", "'soon' is not a number")),
+    ],
+    ids=["batch-size-text", "opset-text", "min-time-text"],
+)
+def test_a_mistyped_number_is_named(model: Path, args, fragments) -> None:
+    assert_fails(cli(*[str(a).format(model=model) for a in args]), *fragments, code=2)
+
+
+@pytest.mark.parametrize("what", ["model", "data-dir", "image-folder"])
+def test_an_unreadable_input_is_a_one_line_error(model: Path, data: Path, tmp_path: Path, monkeypatch, what: str) -> None:
+    """Mode 000 as a user other than root. Root reads whatever the mode, so os.access is made to answer as for such a
+    user; Typer's own path check asked it too, and stopped with a usage error (exit 2) where a missing file is exit 1."""
+    import os
+
+    folder = tmp_path / "images" / "3"
+    folder.mkdir(parents=True)
+    _png(folder / "a.png")
+    locked = {"model": model, "data-dir": data, "image-folder": tmp_path / "images"}[what]
+    real_access = os.access
+    monkeypatch.setattr(os, "access", lambda p, mode, **kw: False if Path(p) == locked and mode & os.R_OK
+                        else real_access(p, mode, **kw))
+    line = assert_fails(cli("eval", model, "--data-dir", data if what != "image-folder" else locked), str(locked),
+                        "permission denied", "check its permissions")
+    assert "cannot read" in line or "cannot list" in line
+
+
+def test_parity_of_models_with_different_inputs_says_what_to_do(model: Path, data: Path, tmp_path: Path) -> None:
+    other = tiny_cnn(tmp_path / "m32.onnx", size=32)
+    assert_fails(cli("parity", model, other, "--data-dir", data), "input shapes differ", "28x28x1", "32x32x1",
+                 "cnnkit eval REFERENCE CANDIDATE")

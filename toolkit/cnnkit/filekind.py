@@ -62,6 +62,8 @@ def require_file(path: str | os.PathLike[str], what: str = "model file", hint: s
     "PATH is a folder, not a ``what``" (``hint``: what to pass instead; default: the ONNX models in it)."""
     p = Path(path)
     if p.is_file():
+        if not os.access(p, os.R_OK):
+            raise ModelFileError(f"cannot read {what} {p}: permission denied", hint=f"check its permissions (ls -l {p})")
         return p
     if p.is_dir():
         onnx = sorted(p.glob("*.onnx"))

@@ -9,6 +9,7 @@ that refuses an output (full, read-only, no permission, name too long) or a clos
 from __future__ import annotations
 
 import errno
+import inspect
 import os
 import signal
 import sys
@@ -63,7 +64,9 @@ class CnnkitGroup(TyperGroup):
             result = super().invoke(ctx)
             sys.stdout.flush()  # a reader that left shows here, not as a stray message at exit
             return result
-        except (typer.Exit, typer.Abort, typer.TyperException):  # Typer's own: usage errors exit 2
+        except (typer.Exit, typer.Abort, typer.TyperException) as exc:  # Typer's own: usage errors exit 2
+            if isinstance(exc, typer.BadParameter):
+                _name_the_value(exc)
             try:
                 sys.stdout.flush()
             except BrokenPipeError:
@@ -93,6 +96,18 @@ class CnnkitGroup(TyperGroup):
             raise typer.Exit(EXIT_USER_ERROR) from None
         except Exception as exc:  # noqa: BLE001 (the one place bugs are reported)
             _report_bug(ctx, exc)
+
+
+def _name_the_value(exc: typer.BadParameter) -> None:
+    """Typer checks types with pydantic, whose message ("Input should be a valid integer") leaves out the value."""
+    cause = exc.__cause__
+    errors = cause.errors() if callable(getattr(cause, "errors", None)) else None
+    if not errors or "input" not in errors[0]:
+        return
+    kind = {"int_parsing": "a whole number", "float_parsing": "a number", "bool_parsing": "true or false"}
+    wanted = kind.get(str(errors[0].get("type")))
+    value = errors[0]["input"]
+    exc.message = f"{value!r} is not {wanted}" if wanted else f"{exc.message.rstrip('.')} (got {value!r})"
 
 
 def _report_bug(ctx: typer.Context, exc: BaseException) -> None:
@@ -151,6 +166,16 @@ def _register() -> None:
     app.command("compare")(compare.compare_command)
     app.command("featuremaps")(featuremaps.featuremaps_command)
     app.command("report")(report.report_command)
+    for info in app.registered_commands:
+        _own_path_checks(info.callback)
+
+
+def _own_path_checks(command: Any) -> None:
+    """Typer checks that every path argument is readable and, if not, stops with a usage error (exit 2), where a
+    missing file is cnnkit's one-line error (exit 1): leave the check to cnnkit's loaders, which say it in one line."""
+    for param in inspect.signature(command).parameters.values():
+        if isinstance(param.default, typer.models.ParameterInfo):
+            param.default.readable = False
 
 
 _register()

@@ -282,6 +282,8 @@ def _load_from_dir(name: DatasetName, path: Path, require_train: bool = True) ->
         return _load_npz(name, path)
     if not path.exists():
         raise DatasetError(f"data dir {path} does not exist", hint="pass --data-dir with the IDX files or an .npz file")
+    if not os.access(path, os.R_OK):
+        raise DatasetError(f"cannot read data dir {path}: permission denied", hint=f"check its permissions (ls -ld {path})")
     if not path.is_dir():
         raise DatasetError(f"{path} is neither a folder nor an .npz file", hint="pass --data-dir with the IDX files or an .npz file")
     npz = path / f"{name.value}.npz"

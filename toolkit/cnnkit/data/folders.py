@@ -239,9 +239,12 @@ def scan_image_folder(root: str | os.PathLike[str], class_names: Sequence[str] |
     if not root.is_dir():
         raise DatasetError(f"{root} is not a folder", hint="pass --data-dir with a folder of images")
     try:
+        if not os.access(root, os.R_OK):
+            raise PermissionError
         names = sorted(os.listdir(root))
     except PermissionError:
-        raise DatasetError(f"cannot list image folder {root}: permission denied") from None
+        raise DatasetError(f"cannot list image folder {root}: permission denied",
+                           hint=f"check its permissions (ls -ld {root})") from None
     subdirs = [n for n in names if not n.startswith(".") and (root / n).is_dir() and _has_images(root / n)]
     if subdirs:
         if class_names is not None:

@@ -159,6 +159,13 @@ def export_onnx(config: ExportConfig) -> ExportResult:
     check_writable(out, config.force)
     if not 7 <= config.opset <= 21:
         raise ExportError(f"--opset {config.opset} is outside what tf2onnx supports", hint="use 13..18 (default 17)")
+    for option, name, example in (("--input-name", config.input_name, "images"),
+                                  ("--output-name", config.output_name, "probabilities")):
+        if not name.strip():
+            raise ExportError(f"{option} is empty", hint=f"name the tensor, e.g. {option} {example}")
+    if config.input_name == config.output_name:  # ONNX Runtime would refuse the graph: "Duplicate definition of name"
+        raise ExportError(f"--input-name and --output-name are both '{config.input_name}': an ONNX graph names each tensor once",
+                          hint="choose two names, e.g. --input-name images --output-name probabilities")
     model_path = Path(config.model_path)
     keras_model = load_keras_model(model_path)
     _check_io(keras_model, model_path)

@@ -641,7 +641,7 @@ def check_parity(config: ParityConfig, dataset: Dataset | ImageSource | None = N
     cand_geo = (*cand_record.size, cand_record.channels)
     if ref_geo != cand_geo:
         raise ParityError(f"input shapes differ: reference takes {'x'.join(map(str, ref_geo))} images, candidate "
-                          f"{'x'.join(map(str, cand_geo))} ({cand_record.layout})")
+                          f"{'x'.join(map(str, cand_geo))} ({cand_record.layout})", hint=_SHAPES_DIFFER_HINT)
     labelled = True
     if dataset is None and config.dataset != "none":
         names, names_from = model_class_names(cand_info.metadata, config.labels_file)
@@ -659,6 +659,10 @@ def check_parity(config: ParityConfig, dataset: Dataset | ImageSource | None = N
     return _run_and_compare(config, mode, reference, candidate, cand_info, inputs, ref_record, cand_record, tol,
                             {"preprocess": cand_record.to_dict(), "preprocess_note": note,
                              "skipped_images": skipped.to_dict() if skipped else {"count": 0, "examples": []}})
+
+
+_SHAPES_DIFFER_HINT = ("parity compares one model in two forms (a .keras and its export, FP32 and INT8); models that take "
+                       "different inputs are different models: compare their accuracy with cnnkit eval REFERENCE CANDIDATE")
 
 
 def _check_signals(config: ParityConfig, cand_info: Any, candidate: Any, tol: Tolerance,
@@ -681,7 +685,8 @@ def _check_signals(config: ParityConfig, cand_info: Any, candidate: Any, tol: To
         ref_shape = tuple(reference.input_shape[1:])
         mode = "onnx-onnx"
     if tuple(ref_shape) != shape:
-        raise ParityError(f"input shapes differ: reference takes {list(ref_shape)}, candidate {list(shape)}")
+        raise ParityError(f"input shapes differ: reference takes {list(ref_shape)}, candidate {list(shape)}",
+                          hint=_SHAPES_DIFFER_HINT)
     inputs = make_inputs(None, None, config.samples, config.seed, shape=shape)
     return _run_and_compare(config, mode, reference, candidate, cand_info, inputs, None, None, tol, {"preprocess": None})
 
