@@ -11,7 +11,7 @@ folders), saved, and taken through the CLI exactly as a user would:
 A small PyTorch CNN exported by ``torch.onnx.export`` (NCHW, batch fixed at 1; needs ``pip install torch``) and
 ``light_squeezenet.onnx`` (NCHW, batch 1, from the onnx package's test data) take the ONNX-side commands.
 Every command's exit code, wall time and last line go into ``matrix.json``; ``--markdown`` prints the table
-for the README. Eval's top-1 is re-computed with a direct ONNX Runtime session (Pillow + numpy, not cnnkit's
+for docs/measurements.md. Eval's top-1 is re-computed with a direct ONNX Runtime session (Pillow + numpy, not cnnkit's
 loaders) and, for the PyTorch model, with PyTorch itself; parity's pass is re-checked as "outputs vary across
 the images". ``--train-epochs N`` trains each application N epochs on the shipped MNIST training split first:
 random-weight deep networks are chaotic (their top-1 moves under half a grey level), trained ones are not.
@@ -382,7 +382,7 @@ def main() -> int:
     ap.add_argument("--train-epochs", type=int, default=0,
                     help="train each named application this many epochs on the shipped MNIST training split (default 0: "
                          "random weights, BatchNorm calibrated)")
-    ap.add_argument("--markdown", action="store_true", help="print the table for the README")
+    ap.add_argument("--markdown", action="store_true", help="print the table for docs/measurements.md")
     args = ap.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
     folder = args.out / "images"

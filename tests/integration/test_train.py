@@ -90,7 +90,7 @@ def test_interrupted_training_leaves_no_files(tmp_path: Path) -> None:
 
 @pytest.mark.shared_data
 def test_seed_setup_reaches_97_percent_on_real_mnist(shared_data: Path, tmp_path: Path) -> None:
-    """The README's claim: defaults on the 8,000/2,000 split of the real MNIST test set."""
+    """docs/measurements.md's figure: defaults on the 8,000/2,000 split of the real MNIST test set."""
     result = train_model(TrainConfig(data_dir=shared_data / "mnist-t10k-split", out_dir=tmp_path / "m"))
     assert result.dataset["test_samples"] == 2000
     assert result.metrics["test_accuracy"] >= 0.97
