@@ -28,7 +28,7 @@ ARCHITECTURE_PAGE = ROOT / "docs" / "architecture.md"
 # toolkit/cnnkit (subpackages and top-level modules; "__init__" is cnnkit/__init__.py). docs/architecture.md
 # lists the same, between its <!-- layers --> markers.
 LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
-    ("foundations", ("__init__", "errors", "io", "envinfo", "_deps", "finite", "choices", "stats", "topk")),
+    ("foundations", ("__init__", "errors", "io", "envinfo", "_deps", "finite", "choices", "stats", "topk", "filekind")),
     ("results", ("results",)),
     ("graph", ("graph",)),
     ("data", ("data",)),

@@ -3,8 +3,8 @@
 Latency: rows match by model file name x runtime and provider x batch size (and device, for fleet results, which
 are compared device by device). Per row, the ratio of the new median to the baseline's, with a 95 % bootstrap
 confidence interval over blocks of the stored raw samples (:func:`cnnkit.stats.ratio_interval`: each run's
-interleaved rounds, or fifths of its samples). Verdicts (table, JSON and docs/commands/compare.md use these words alike), with
-``t`` the threshold, symmetric for both directions:
+interleaved rounds, or fifths of its samples). Verdicts (table, JSON and docs/commands/compare.md use these words
+alike), with ``t`` the threshold, symmetric for both directions:
 
 - ``regression``: the interval lies above ``1 + t`` (a slowdown beyond the threshold, confirmed);
 - ``improvement``: the interval lies below ``1 - t`` (a speed-up beyond the threshold, confirmed);
