@@ -47,8 +47,10 @@ def links(page: Path) -> list[str]:
 
 
 def test_github_slug_matches_githubs_rule() -> None:
-    assert github_slug("Runtimes: `--runtime onnxruntime|openvino|litert`") == "runtimes---runtime-onnxruntimeopenvinolitert"
-    assert github_slug("The done-when matrix: `keras.applications` models") == "the-done-when-matrix-kerasapplications-models"
+    slug = github_slug("Runtimes: `--runtime onnxruntime|openvino|litert`")
+    assert slug == "runtimes---runtime-onnxruntimeopenvinolitert"
+    slug = github_slug("The done-when matrix: `keras.applications` models")
+    assert slug == "the-done-when-matrix-kerasapplications-models"
 
 
 def test_pages_exist() -> None:
@@ -90,7 +92,8 @@ def test_every_command_option_is_on_its_page() -> None:
             for flag in getattr(param, "opts", []) + getattr(param, "secondary_opts", []):
                 documented = re.search(rf"(?<![\w-]){re.escape(flag)}(?![\w-])", text)
                 if flag.startswith("-") and flag not in ("--help", "-h") and not documented:
-                    missing.append(f"{name}: {flag} is not in docs/commands/{name}.md")
+                    missing.append(f"{name}: {flag} is not in docs/commands/{name}.md "
+                                   f"(python scripts/docs_options.py {name} prints its options table)")
     assert not missing, "\n".join(missing)
 
 
