@@ -91,7 +91,7 @@ def test_eval_bad_inputs(exported_model: Path, tmp_path: Path) -> None:
 
 
 def test_bench_cuda_that_does_not_load(exported_model: Path) -> None:
-    from tests.unit.test_sessions import CUDA_LOADS
+    from tests.runtimes.test_sessions import CUDA_LOADS
 
     if CUDA_LOADS:
         pytest.skip("CUDA loads here")
@@ -114,7 +114,7 @@ def test_doctor(tmp_path: Path) -> None:
 
 
 def test_doctor_exit_1_for_an_unusable_provider() -> None:
-    from tests.unit.test_sessions import CUDA_LOADS
+    from tests.runtimes.test_sessions import CUDA_LOADS
 
     if CUDA_LOADS or "CUDAExecutionProvider" not in ort.get_available_providers():
         pytest.skip("needs CUDA listed but not loadable")
@@ -123,7 +123,7 @@ def test_doctor_exit_1_for_an_unusable_provider() -> None:
 
 def test_bench_profile_memory_cold_start_concurrency(tmp_path: Path) -> None:
     """Every measurement beside latency through the CLI, on a real session over a small graph; 80 columns."""
-    from tests.unit.test_bench_measurements import image_model
+    from tests.bench.test_measurements import image_model
 
     model = image_model(tmp_path / "tiny.onnx")
     out = tmp_path / "bench.json"

@@ -49,7 +49,7 @@ def test_results_of_one_folder_are_not_devices(tmp_path: Path) -> None:
 
 
 def _fleet(entries: list[tuple[str, dict]], missing: tuple = ()) -> dict:
-    """A fleet result around real bench results (what --engine ray writes: tests/integration/test_ray_fleet.py)."""
+    """A fleet result around real bench results (what --engine ray writes: tests/distributed/test_fleet.py)."""
     return {"schema": "cnnkit.fleet-bench/1", "created": "2026-01-01T00:00:00+00:00", "selector": "all",
             "entries": [{"device": d, "node_id": f"{i:056x}", "hostname": d, "labels": {"device": d}, "result": r}
                         for i, (d, r) in enumerate(entries)], "missing": list(missing), "engine": {}}

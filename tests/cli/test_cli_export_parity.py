@@ -96,7 +96,7 @@ def test_parity_missing_and_corrupt_onnx(trained_model: Path, tmp_path: Path) ->
 def test_parity_cuda_without_cuda(trained_model: Path, exported_model: Path) -> None:
     import onnxruntime as ort
 
-    from tests.unit.test_sessions import CUDA_LOADS
+    from tests.runtimes.test_sessions import CUDA_LOADS
 
     if CUDA_LOADS:
         pytest.skip("CUDA loads here")

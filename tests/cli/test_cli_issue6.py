@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from tests.cli.test_cli_foundation import assert_user_error, run
-from tests.unit.test_compare import _bench
+from tests.results.test_compare import _bench
 
 
 

@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 
 from cnnkit.runtimes.sessions import SessionConfig, create_session
-from tests.unit.test_sessions import CUDA_LOADS, _tiny_model
+from tests.runtimes.test_sessions import CUDA_LOADS, _tiny_model
 
 pytestmark = [pytest.mark.gpu, pytest.mark.skipif(not CUDA_LOADS, reason="the CUDA execution provider does not load here")]
 
@@ -51,7 +51,7 @@ def test_tune_on_cuda_tries_conv_search_and_cuda_graphs(exported_model: Path) ->
 
 def test_memory_child_reads_gpu_memory_on_cuda(tmp_path: Path) -> None:
     from cnnkit.bench.memory import measure_in_child
-    from tests.unit.test_bench_measurements import image_model
+    from tests.bench.test_measurements import image_model
 
     model = image_model(tmp_path / "tiny.onnx")
     m = measure_in_child(model, SessionConfig(provider="cuda").to_dict(), (28, 28, 1), "float32", "images", (1, 8), 1, runs=2)

@@ -12,7 +12,7 @@ import typer
 
 from cnnkit.cli.app import app
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[1]
 PAGES = sorted([ROOT / "README.md", *(ROOT / "docs").rglob("*.md")])
 COMMANDS = ROOT / "docs" / "commands"
 

@@ -20,7 +20,7 @@ import re
 from functools import cache
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[1]
 PACKAGE = ROOT / "toolkit" / "cnnkit"
 ARCHITECTURE_PAGE = ROOT / "docs" / "architecture.md"
 
@@ -309,7 +309,7 @@ def test_no_import_cycles_between_modules() -> None:
         unexpected.append(f"cycle {sorted(cycle)}: " + "; ".join(edges))
     assert not unexpected, "\n".join(unexpected)
     gone = [name for name, cycle in ALLOWED_CYCLES.items() if cycle not in cycles]
-    assert not gone, f"the allowed cycle is gone (or changed): delete {gone} from tests/unit/test_architecture.py"
+    assert not gone, f"the allowed cycle is gone (or changed): delete {gone} from tests/test_architecture.py"
 
 
 def test_the_result_loader_names_real_classes_and_is_the_only_upward_string() -> None:

@@ -202,7 +202,7 @@ def test_failing_stage_stops_and_keeps_the_finished_ones(tmp_path: Path) -> None
     import onnxruntime as ort
 
     from cnnkit.pipeline import PipelineStageError
-    from tests.unit.test_sessions import CUDA_LOADS
+    from tests.runtimes.test_sessions import CUDA_LOADS
 
     if CUDA_LOADS or "CUDAExecutionProvider" not in ort.get_available_providers():
         pytest.skip("needs a provider that is listed but does not load")

@@ -11,7 +11,7 @@ import pytest
 from cnnkit.errors import CnnkitError
 from cnnkit.results.load import SCHEMAS, load_result, result_type
 from tests.cli.test_cli_foundation import assert_user_error, run
-from tests.unit.test_nonfinite import classifier, dataset_npz
+from tests.foundation.test_finite import classifier, dataset_npz
 
 
 def _strict(path: Path) -> dict:
