@@ -84,16 +84,15 @@ def _layer_name(node_name: str) -> str:
 
 def conv_activation_tensors(model: Any) -> list[tuple[str, str]]:
     """``(layer, tensor)`` per Conv node: its activation's output if one follows it alone, else its own."""
-    consumers: dict[str, list[Any]] = {}
-    for n in model.graph.node:
-        for i in n.input:
-            consumers.setdefault(i, []).append(n)
+    from cnnkit.graph.index import GraphIndex
+
+    index = GraphIndex.of(model)
     out = []
-    for node in model.graph.node:
+    for node in index.nodes:
         if node.op_type not in ("Conv", "QLinearConv", "ConvInteger"):
             continue
         tensor = node.output[0]
-        users = consumers.get(tensor, [])
+        users = index.consumers(tensor)
         if len(users) == 1 and users[0].op_type in _ACTIVATIONS:
             tensor = users[0].output[0]
         out.append((_layer_name(node.name), tensor))

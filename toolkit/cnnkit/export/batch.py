@@ -22,6 +22,7 @@ import numpy as np
 
 from cnnkit.errors import CnnkitError
 from cnnkit.graph.fold import infer_shapes_folded
+from cnnkit.graph.index import GraphIndex
 from cnnkit.graph.info import image_input, load_onnx
 from cnnkit.io import atomic_path, check_not_input, check_writable
 
@@ -143,11 +144,7 @@ def make_batch_dynamic(source: str | os.PathLike[str], output: str | os.PathLike
         raise BatchRewriteError(f"{src}: the batch of input {image.name} {list(image.shape)} is already dynamic",
                                 hint="use the model as it is")
     old = image.batch
-    producers = {o: n for n in model.graph.node for o in n.output}
-    users: dict[str, int] = {}
-    for node in model.graph.node:
-        for i in node.input:
-            users[i] = users.get(i, 0) + 1
+    index = GraphIndex.of(model)
     rewritten: list[str] = []
     for node, target, shape in _reshapes_to_rewrite(model, old, str(src)):
         label = node.name or node.output[0]
@@ -165,7 +162,7 @@ def make_batch_dynamic(source: str | os.PathLike[str], output: str | os.PathLike
             model.graph.input.append(onnx.helper.make_tensor_value_info(name, onnx.TensorProto.INT64, list(new.shape)))
         node.input[1] = name
         rewritten.append(label)
-        if producers.get(target) is None and users.get(target, 0) == 1:
+        if target not in index.producers and index.uses(target) == 1:
             # The old target goes, and with it its graph-input entry (IR 3 lists it; a later IR may too).
             for field in (model.graph.initializer, model.graph.input):
                 keep = [i for i in field if i.name != target]

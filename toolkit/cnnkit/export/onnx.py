@@ -33,6 +33,7 @@ from cnnkit.choices import InputDtype
 from cnnkit.envinfo import package_versions
 from cnnkit.errors import ExportError
 from cnnkit.io import atomic_path, check_not_input, check_writable, sha256_file
+from cnnkit.graph.index import GraphIndex
 from cnnkit.graph.info import value_dims
 from cnnkit.results.load import TrainRecord, train_record_beside
 
@@ -415,7 +416,7 @@ def _fold_captured_inputs(model_proto: Any, concrete: Any, n_inputs: int) -> Non
     for placeholder, value in zip(concrete.inputs[n_inputs:], concrete.captured_inputs, strict=False):
         if placeholder.dtype.name != "resource":
             captured[placeholder.name] = value
-    read = {name for node in model_proto.graph.node for name in node.input}
+    read = GraphIndex.of(model_proto).readers
     for inp in list(model_proto.graph.input):
         if inp.name not in captured:
             continue
@@ -469,7 +470,7 @@ def _layer_name(scope: str) -> str:
 def _drop_unread_inputs(model_proto: Any, image_input: str) -> None:
     """Remove graph inputs besides the image that no node reads (captured constants that TensorFlow's
     optimiser already folded in: both routes leave Normalization's statistics behind as such inputs)."""
-    read = {name for node in model_proto.graph.node for name in node.input}
+    read = GraphIndex.of(model_proto).readers
     for inp in list(model_proto.graph.input):
         if inp.name != image_input and inp.name not in read:
             model_proto.graph.input.remove(inp)

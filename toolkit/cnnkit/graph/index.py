@@ -1,10 +1,13 @@
-"""Reading exported ONNX graphs: which tensor holds which Keras layer's output, in which layout.
+"""Indexes over an ONNX graph.
 
-tf2onnx names every node after the TensorFlow name scope it came from, and Keras opens one scope per
-layer call (``<model>/<layer>[_N]/<op>``; TensorFlow appends ``_N`` to make scopes unique). A layer's output
-is the last tensor of its scope that leaves the scope. tf2onnx runs convolutions in NCHW and transposes
-back to NHWC where Keras' layout matters again (before Flatten, at the output), so each tensor's layout is
-found by walking back to the op that fixed it.
+:class:`GraphIndex` is the one lookup of a graph's tensors: the node that makes each, the nodes that read it,
+the initializers, the graph inputs and outputs, by name. Every module that walks a graph builds it here.
+
+The rest maps Keras layers to tensors. tf2onnx names every node after the TensorFlow name scope it came from,
+and Keras opens one scope per layer call (``<model>/<layer>[_N]/<op>``; TensorFlow appends ``_N`` to make
+scopes unique). A layer's output is the last tensor of its scope that leaves the scope. tf2onnx runs
+convolutions in NCHW and transposes back to NHWC where Keras' layout matters again (before Flatten, at the
+output), so each tensor's layout is found by walking back to the op that fixed it.
 """
 
 from __future__ import annotations
@@ -20,6 +23,45 @@ _NCHW_OPS = {"Conv", "ConvTranspose", "MaxPool", "AveragePool", "BatchNormalizat
 _LAYOUT_KEEPING = {"Relu", "LeakyRelu", "Elu", "Selu", "Sigmoid", "HardSigmoid", "Tanh", "Softplus", "Softsign",
                    "Clip", "Add", "Sub", "Mul", "Div", "Identity", "Cast", "Dropout", "PRelu", "HardSwish", "Gelu",
                    "Erf", "Abs", "Neg", "Max", "Min", "Pad", "QuantizeLinear", "DequantizeLinear"}
+
+
+@dataclass(frozen=True)
+class GraphIndex:
+    """Lookups over one graph, built once by :meth:`of`. A snapshot: build another after editing the graph.
+
+    ``inputs`` are the graph inputs that are not initializers (IR 3 lists every initializer as an input too).
+    """
+
+    nodes: tuple[Any, ...]  # in graph (topological) order
+    producers: dict[str, Any]  # tensor -> the node that outputs it
+    readers: dict[str, tuple[int, ...]]  # tensor -> positions in ``nodes`` of its readers, once per input slot
+    initializers: dict[str, Any]  # name -> TensorProto
+    inputs: dict[str, Any]  # name -> ValueInfoProto
+    outputs: dict[str, Any]  # name -> ValueInfoProto
+
+    @classmethod
+    def of(cls, model_or_graph: Any) -> GraphIndex:
+        """The index of an ``onnx.ModelProto`` or ``GraphProto``."""
+        graph = getattr(model_or_graph, "graph", model_or_graph)
+        nodes = tuple(graph.node)
+        readers: dict[str, list[int]] = {}
+        for i, node in enumerate(nodes):
+            for name in node.input:
+                if name:  # "" is an omitted optional input
+                    readers.setdefault(name, []).append(i)
+        initializers = {t.name: t for t in graph.initializer}
+        return cls(nodes, {out: node for node in nodes for out in node.output if out},
+                   {name: tuple(at) for name, at in readers.items()}, initializers,
+                   {vi.name: vi for vi in graph.input if vi.name not in initializers},
+                   {vi.name: vi for vi in graph.output})
+
+    def consumers(self, tensor: str) -> list[Any]:
+        """The nodes that read ``tensor``, in graph order (a node reading it twice, twice)."""
+        return [self.nodes[i] for i in self.readers.get(tensor, ())]
+
+    def uses(self, tensor: str) -> int:
+        """How many node inputs read ``tensor`` (graph outputs not counted)."""
+        return len(self.readers.get(tensor, ()))
 
 
 @dataclass(frozen=True)
@@ -55,12 +97,7 @@ def map_layers_to_tensors(model: Any, layer_names: list[str]) -> dict[str, Tenso
             scopes[scope] = []
             order.append(scope)
         scopes[scope].append(i)
-    consumers: dict[str, set[int]] = {}
-    for i, node in enumerate(graph.node):
-        for name in node.input:
-            consumers.setdefault(name, set()).add(i)
-    graph_outputs = {o.name for o in graph.output}
-    producers = {out: node for node in graph.node for out in node.output}
+    index = GraphIndex.of(graph)
 
     used: set[str] = set()
     result: dict[str, TensorRef] = {}
@@ -75,25 +112,25 @@ def map_layers_to_tensors(model: Any, layer_names: list[str]) -> dict[str, Tenso
             out
             for i in scopes[scope]
             for out in graph.node[i].output
-            if out in graph_outputs or (consumers.get(out, set()) - members)
+            if out in index.outputs or (set(index.readers.get(out, ())) - members)
         ]
         if leaving:
-            result[layer] = TensorRef(layer, leaving[-1], tensor_layout(model, leaving[-1], producers),
+            result[layer] = TensorRef(layer, leaving[-1], tensor_layout(model, leaving[-1], index),
                                       tuple(dict.fromkeys(reversed(leaving[:-1]))))
     return result
 
 
-def tensor_layout(model: Any, tensor: str, producers: dict[str, Any] | None = None) -> str:
-    """NHWC or NCHW for a 4-D tensor, by walking back to the op that decided it; else ``unknown``."""
-    if producers is None:
-        producers = {out: node for node in model.graph.node for out in node.output}
-    inputs = {i.name for i in model.graph.input}
+def tensor_layout(model: Any, tensor: str, index: GraphIndex | None = None) -> str:
+    """NHWC or NCHW for a 4-D tensor, by walking back to the op that decided it; else ``unknown``.
+
+    ``index``: the model's :class:`GraphIndex`, when the caller has one."""
+    index = index or GraphIndex.of(model)
     seen = 0
     while seen < 10_000:
         seen += 1
-        if tensor in inputs:
+        if tensor in index.inputs:
             return "NHWC"  # Keras' layout; cnnkit exports without inputs_as_nchw
-        node = producers.get(tensor)
+        node = index.producers.get(tensor)
         if node is None:
             return "unknown"
         if node.op_type in _NCHW_OPS:

@@ -23,6 +23,7 @@ from typing import Any
 import numpy as np
 
 from cnnkit.errors import CnnkitError, ModelFileError
+from cnnkit.graph.index import GraphIndex
 from cnnkit.filekind import not_onnx_error, require_file
 
 _INT8_STATIC_OPS = {"QLinearConv", "QLinearMatMul", "QGemm", "QuantizeLinear", "DequantizeLinear"}
@@ -137,19 +138,15 @@ def value_dims(value_info: Any) -> tuple[Any, ...]:
                  for d in value_info.type.tensor_type.shape.dim)
 
 
-def _structural_layout(graph: Any, input_name: str) -> tuple[str, str] | None:
+def _structural_layout(index: GraphIndex, input_name: str) -> tuple[str, str] | None:
     """NCHW/NHWC from what the input flows into (element-wise ops are followed), or None."""
-    consumers: dict[str, list[Any]] = {}
-    for node in graph.node:
-        for name in node.input:
-            consumers.setdefault(name, []).append(node)
     frontier, seen = [input_name], set()
     while frontier:
         tensor = frontier.pop()
         if tensor in seen or len(seen) > 64:
             continue
         seen.add(tensor)
-        for node in consumers.get(tensor, []):
+        for node in index.consumers(tensor):
             if node.op_type in _CONV_OPS and node.input and node.input[0] == tensor:
                 return "NCHW", f"the input feeds a {node.op_type} ({node.name or 'unnamed'}) directly; ONNX convolutions are NCHW"
             if node.op_type == "Transpose":
@@ -183,8 +180,8 @@ def describe_inputs(inputs: list[Any]) -> str:
 def image_input(model: Any, label: str) -> ImageInput:
     """The one image input of ``model`` (an ``onnx.ModelProto``); anything else is a one-line error."""
     graph = model.graph
-    initializer_names = {i.name for i in graph.initializer}
-    inputs = [i for i in graph.input if i.name not in initializer_names]
+    index = GraphIndex.of(graph)
+    inputs = list(index.inputs.values())
     described = describe_inputs(inputs)
     if len(inputs) != 1:
         raise ModelFileError(f"{label}: cnnkit runs image classifiers with one input; this one has {len(inputs)}: "
@@ -205,7 +202,7 @@ def image_input(model: Any, label: str) -> ImageInput:
     found = None
     if meta.get("input_layout") in ("NHWC", "NCHW"):
         found = (meta["input_layout"], "the model's metadata (input_layout)")
-    found = found or _structural_layout(graph, inp.name) or _shape_layout(dims)
+    found = found or _structural_layout(index, inp.name) or _shape_layout(dims)
     if found is None:
         found = ("NHWC", f"a guess: shape {list(dims)} and graph do not tell; NHWC is Keras' default")
     layout, reason = found
@@ -262,8 +259,7 @@ def describe_onnx(path: str | os.PathLike[str], require_image: bool = True) -> O
         image = image_input(model, str(p))
         name, shape, dtype, layout = image.name, image.shape, image.dtype, image.layout
     else:
-        initializer_names = {i.name for i in graph.initializer}
-        inputs = [i for i in graph.input if i.name not in initializer_names]
+        inputs = list(GraphIndex.of(graph).inputs.values())
         if len(inputs) != 1 or not graph.output:
             raise ModelFileError(f"{p}: cnnkit runs models with one input and at least one output; this one has "
                                  f"{len(inputs)} input(s) ({describe_inputs(inputs) or 'none'}) and "

@@ -17,6 +17,8 @@ from typing import Any
 
 import numpy as np
 
+from cnnkit.graph.index import GraphIndex, with_extra_outputs
+
 
 @dataclass
 class SimplifyReport:
@@ -48,10 +50,6 @@ def simplify_graph(model: Any) -> SimplifyReport:
     return report
 
 
-def _initializers(model: Any) -> dict[str, Any]:
-    return {i.name: i for i in model.graph.initializer}
-
-
 def _static_reshapes(model: Any, report: SimplifyReport) -> None:
     """Give a Reshape with a computed target the constant ``[-1, d1, ...]`` when that is what it computes.
 
@@ -62,9 +60,7 @@ def _static_reshapes(model: Any, report: SimplifyReport) -> None:
     import onnx
     from onnx import numpy_helper
 
-    from cnnkit.graph.index import with_extra_outputs
-
-    inits = _initializers(model)
+    inits = GraphIndex.of(model).initializers
     candidates = [n for n in model.graph.node if n.op_type == "Reshape" and len(n.input) == 2 and n.input[1] not in inits]
     if not candidates:
         return
@@ -115,20 +111,11 @@ def _run_shapes(serialized: bytes, model: Any, names: list[str]) -> list[dict[st
     return result
 
 
-def _consumers(model: Any) -> dict[str, list[Any]]:
-    out: dict[str, list[Any]] = {}
-    for node in model.graph.node:
-        for name in node.input:
-            out.setdefault(name, []).append(node)
-    return out
-
-
 def _fold_input_scale(model: Any, report: SimplifyReport) -> None:
     from onnx import numpy_helper
 
-    inits = _initializers(model)
-    consumers = _consumers(model)
-    graph_outputs = {o.name for o in model.graph.output}
+    index = GraphIndex.of(model)
+    inits = index.initializers
     for mul in list(model.graph.node):
         if mul.op_type != "Mul":
             continue
@@ -140,8 +127,8 @@ def _fold_input_scale(model: Any, report: SimplifyReport) -> None:
         # Follow single-consumer, layout-only ops (and an Add of zero) down to a Conv.
         chain, tensor, node = [], mul.output[0], None
         while True:
-            users = consumers.get(tensor, [])
-            if len(users) != 1 or tensor in graph_outputs:
+            users = index.consumers(tensor)
+            if len(users) != 1 or tensor in index.outputs:
                 node = None
                 break
             node = users[0]
@@ -160,7 +147,7 @@ def _fold_input_scale(model: Any, report: SimplifyReport) -> None:
         if node is None or node.op_type != "Conv" or node.input[0] != tensor or node.input[1] not in inits:
             continue
         weight = inits[node.input[1]]
-        if sum(1 for n in model.graph.node for i in n.input if i == weight.name) != 1:
+        if index.uses(weight.name) != 1:
             continue  # shared weights: scaling them would change another node
         w = numpy_helper.to_array(weight)
         weight.CopyFrom(numpy_helper.from_array((w * np.asarray(scale, dtype=w.dtype)).astype(w.dtype), weight.name))
@@ -168,8 +155,8 @@ def _fold_input_scale(model: Any, report: SimplifyReport) -> None:
         for removed in [mul, *chain]:
             _bypass(model, removed, data if removed is mul else removed_input(removed, inits))
         report.folded_scales.append(node.name)
-        inits = _initializers(model)
-        consumers = _consumers(model)
+        index = GraphIndex.of(model)  # the graph changed
+        inits = index.initializers
 
 
 def removed_input(node: Any, inits: dict[str, Any]) -> str:

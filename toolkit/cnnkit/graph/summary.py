@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from cnnkit.graph.fold import infer_shapes_folded, shape_of
+from cnnkit.graph.index import GraphIndex
 from cnnkit.graph.info import _DTYPES, ImageInput, image_input, load_onnx, model_precision
 
 SCHEMA = "cnnkit.onnx-summary/1"
@@ -150,13 +151,13 @@ def summarize_onnx(path: str | os.PathLike[str]) -> OnnxSummary:
         more = shapes | {k: v for k, v in folded.shapes.items() if _known(v) or k not in shapes}
         if sum(_macs(n, more) is not None for n in mac_nodes) > counted_before:
             shapes, shapes_folded = more, folded.folded
-    producers = {out: n for n in graph.node for out in n.output}
+    index = GraphIndex.of(graph)
 
     def weight_sources(tensor: str, depth: int = 0) -> list[str]:
         """The constants a stored weight is made of (through dequantize/cast/reshape); [] for an activation."""
         if tensor in consts:
             return [tensor]
-        node = producers.get(tensor)
+        node = index.producers.get(tensor)
         if node is None or node.op_type not in _CONST_PASS or depth > 4:
             return []
         found = [weight_sources(i, depth + 1) for i in node.input if i]
@@ -189,12 +190,11 @@ def summarize_onnx(path: str | os.PathLike[str]) -> OnnxSummary:
         layout = f"{image.layout} ({image.layout_reason})" if is_image and image is not None else None
         return TensorDesc(vi.name, _shape(vi) or (), _DTYPES.get(vi.type.tensor_type.elem_type, "?"), layout)
 
-    init_names = {i.name for i in graph.initializer}
     return OnnxSummary(
         schema=SCHEMA, model=str(p), size_bytes=p.stat().st_size, ir_version=int(model.ir_version), opset=opset,
         producer=" ".join(x for x in (model.producer_name, model.producer_version) if x) or "unknown",
         precision=model_precision(model),
-        inputs=tuple(desc(vi, image is not None and vi.name == image.name) for vi in graph.input if vi.name not in init_names),
+        inputs=tuple(desc(vi, image is not None and vi.name == image.name) for vi in index.inputs.values()),
         outputs=tuple(desc(vi, False) for vi in graph.output),
         image_input=image.to_dict() if image is not None else None, image_error=image_error,
         layers=tuple(layers), total_params=int(total_params),

@@ -23,6 +23,7 @@ from cnnkit.data.datasets import Dataset
 from cnnkit.envinfo import environment
 from cnnkit.errors import CnnkitError, ParityError
 from cnnkit.finite import nonfinite, require_finite
+from cnnkit.graph.index import GraphIndex
 from cnnkit.parity.rounding import ROUNDING_HEADROOM, rounding_floor
 from cnnkit.runtimes.runners import KerasRunner, OnnxRuntimeRunner, run_batched
 from cnnkit.runtimes.registry import DEFAULT_RUNTIME, RuntimeChoice, create_runner
@@ -464,7 +465,7 @@ def localize_divergence(keras_runner: Any, onnx_path: Path, x_ref: np.ndarray, s
     runner = OnnxRuntimeRunner(with_extra_outputs(model, tensors), session, label="onnx-layers")
     onnx_values = runner.infer({runner.input_name: x_onnx})
     keras_values = keras_runner.infer_layers(x_ref, comparable)
-    producers = {out: node for node in model.graph.node for out in node.output}
+    index = GraphIndex.of(model)
 
     rows: list[LayerDiff] = []
     for i, layer in enumerate(layers):
@@ -482,7 +483,7 @@ def localize_divergence(keras_runner: Any, onnx_path: Path, x_ref: np.ndarray, s
             rows.append(LayerDiff(layer.name, cls, fused.tensor if fused else None, layout, tuple(ref.shape), None,
                                   scale, None, False))
             continue
-        tensor, got, layout = _matching_tensor(tref, onnx_values, ref.shape, model, producers)
+        tensor, got, layout = _matching_tensor(tref, onnx_values, ref.shape, model, index)
         if got is None:  # no tensor of the layer's scope has its output's shape
             shape = "x".join(map(str, onnx_values[tref.tensor].shape))
             rows.append(LayerDiff(layer.name, cls, tref.tensor, f"unmatched: ONNX shape {shape}", tuple(ref.shape), None,
@@ -503,13 +504,13 @@ def localize_divergence(keras_runner: Any, onnx_path: Path, x_ref: np.ndarray, s
 
 
 def _matching_tensor(tref: Any, values: dict[str, np.ndarray], shape: tuple[int, ...], model: Any,
-                     producers: dict[str, Any]) -> tuple[str, np.ndarray | None, str]:
+                     index: GraphIndex) -> tuple[str, np.ndarray | None, str]:
     """The first of the scope's leaving tensors that holds the layer's output shape (NCHW ones transposed)."""
     from cnnkit.graph.index import tensor_layout
 
     for i, tensor in enumerate((tref.tensor, *tref.alternatives)):
         got = values[tensor].astype(np.float64)
-        layout = tref.layout if i == 0 else tensor_layout(model, tensor, producers)
+        layout = tref.layout if i == 0 else tensor_layout(model, tensor, index)
         if got.ndim == 4 and (layout == "NCHW" or (layout == "unknown" and got.shape != shape
                                                      and got.transpose(0, 2, 3, 1).shape == shape)):
             got, layout = got.transpose(0, 2, 3, 1), "NCHW->NHWC"

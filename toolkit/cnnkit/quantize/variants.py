@@ -398,8 +398,11 @@ def rank_nodes_by_error(float_model: Path, variant: Path, config: QuantizeConfig
     """
     import onnx
 
+    from cnnkit.graph.index import GraphIndex
+
     model = onnx.load(str(float_model))
-    inits = {i.name: i for i in model.graph.initializer}
+    index = GraphIndex.of(model)
+    inits = index.initializers
     ranked: list[tuple[float, tuple[str, ...], str]] = []  # (badness, nodes, why); higher badness is worse
     if config.mode is QuantMode.STATIC and calib is not None:
         from onnxruntime.quantization import qdq_loss_debug as dbg
@@ -418,16 +421,15 @@ def rank_nodes_by_error(float_model: Path, variant: Path, config: QuantizeConfig
             qdq_acts = dbg.collect_activations(str(aug_qdq), _ImageReader(input_name, sample, batch))
             errors = dbg.compute_activation_error(dbg.create_activation_matching(qdq_acts, float_acts))
         sqnr = {t: float(e["xmodel_err"]) for t, e in errors.items() if "xmodel_err" in e}
-        producers = {o: n for n in model.graph.node for o in n.output}
         for tensor, out_sqnr in sqnr.items():
-            segment, upstream = _segment_to_measured(tensor, producers, sqnr, input_name, max(sqnr.values()))
+            segment, upstream = _segment_to_measured(tensor, index.producers, sqnr, input_name, max(sqnr.values()))
             segment = [n for n in segment if n.name and n.name not in excluded]
             if not segment or not upstream:
                 continue
             fall = min(upstream) - out_sqnr
             names = ", ".join(n.name for n in segment)
             ranked.append((fall, tuple(n.name for n in segment), f"SQNR falls {fall:.1f} dB across {names}, to {out_sqnr:.1f} dB"))
-    for node in model.graph.node:
+    for node in index.nodes:
         if node.op_type in _QUANTIZABLE_OPS and node.name not in excluded:
             w = _weight_sqnr(node, inits, fp16=config.mode is QuantMode.FP16, per_channel=config.per_channel)
             if np.isfinite(w):
