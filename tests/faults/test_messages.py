@@ -184,3 +184,66 @@ def test_parity_of_models_with_different_inputs_says_what_to_do(model: Path, dat
     other = tiny_cnn(tmp_path / "m32.onnx", size=32)
     assert_fails(cli("parity", model, other, "--data-dir", data), "input shapes differ", "28x28x1", "32x32x1",
                  "cnnkit eval REFERENCE CANDIDATE")
+
+
+# --- 7. every refusal has a hint; nothing is cut mid-word ---------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("args", "fragments"),
+    [
+        (("bench", "{model}", "--min-time", "-1"), ("--min-time", "-1", "hint: ", "--min-time 1")),
+        (("quantize", "{model}", "-o", "{tmp}/q.onnx", "--data-dir", "{data}", "--calibration-samples", "0"),
+         ("--calibration-samples", "got 0", "hint: ", "--calibration-samples 256")),
+        (("featuremaps", "{model}", "--index", "99999", "--data-dir", "{data}", "-o", "{tmp}/maps"),
+         ("--index 99999", "20 images", "hint: pass --index 0..19")),
+        (("eval", "{model}", "--data-dir", "{data}", "--batch-size", "0"), ("--batch-size", "got 0", "hint: ")),
+        (("predict", "{model}", "{tmp}/x.png", "--top-k", "0"), ("--top-k", "got 0", "hint: ")),
+    ],
+    ids=["min-time-negative", "calibration-samples-zero", "index-out-of-range", "batch-size-zero", "top-k-zero"],
+)
+def test_refusals_carry_a_hint(model: Path, data: Path, tmp_path: Path, args, fragments) -> None:
+    assert_fails(cli(*[str(a).format(model=model, data=data, tmp=tmp_path) for a in args]), *fragments)
+
+
+def test_compare_of_two_kinds_of_result_says_what_to_do(model: Path, data: Path, tmp_path: Path) -> None:
+    bench, ev = tmp_path / "b.json", tmp_path / "e.json"
+    assert cli("bench", model, "--batch-sizes", "1", "--min-time", "0", "--min-iterations", "3", "--warmup", "1",
+               "--json", bench).exit_code == 0
+    assert cli("eval", model, "--data-dir", data, "--json", ev).exit_code == 0
+    assert_fails(cli("compare", bench, ev), "cannot compare a cnnkit.bench/1 result", "cnnkit.eval/1",
+                 "hint: compare two results of one kind", "cnnkit report")
+
+
+def test_long_errors_are_cut_at_a_word_boundary() -> None:
+    from cnnkit.errors import shorten
+
+    text = "Unable to find data type for weight_name='conv1/Conv_quantized' " * 10
+    short = shorten(ValueError(text), 200)
+    assert len(short) <= 200 and short.endswith("…")
+    assert text.startswith(short[:-1]) and text[len(short) - 1] == " "  # whole words: the cut falls on a space
+    assert shorten("a  short\n message", 200) == "a short message"
+    assert shorten("x" * 500, 100) == "x" * 99 + "…"  # one long word: cut, and marked as cut
+
+
+def test_the_quantizers_error_is_kept_whole_or_cut_at_a_word(model: Path, tmp_path: Path, monkeypatch) -> None:
+    """onnxruntime's quantizer failing with a long message: the line ends in a whole word and "…", not mid-word."""
+    import onnxruntime.quantization as q
+
+    from cnnkit.errors import CnnkitError
+    from cnnkit.quantize import variants
+
+    detail = "The quantizer could not find a data type for tensor conv1_output_quantized " * 8
+
+    def failing(*_a, **_k):
+        raise RuntimeError(detail)
+
+    monkeypatch.setattr(q, "quantize_static", failing)
+    import numpy as np
+
+    out = tmp_path / "q.onnx"
+    with pytest.raises(CnnkitError) as info:
+        variants.build_variant(model, out, variants.QuantizeConfig(model, out), np.zeros((4, 28, 28, 1), np.float32),
+                               "images", [])
+    line = info.value.one_line()
+    assert line.endswith("…") and detail.startswith(line.split("RuntimeError: ", 1)[1][:-1])

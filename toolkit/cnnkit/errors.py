@@ -25,6 +25,17 @@ class CnnkitError(Exception):
         return text
 
 
+def shorten(text: object, limit: int = 300) -> str:
+    """``text`` (an exception, say) on one line; longer than ``limit`` characters, it is cut at a word boundary and
+    ends in "…", so that no message ends mid-word."""
+    line = " ".join(str(text).split())
+    if len(line) <= limit:
+        return line
+    cut = line[: limit - 1]
+    space = cut.rfind(" ")
+    return (cut[:space] if space > limit // 2 else cut).rstrip(" ,;:") + "…"
+
+
 class SpecError(CnnkitError):
     """A model spec that cannot be found or does not describe a valid model."""
 

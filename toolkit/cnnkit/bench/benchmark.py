@@ -72,11 +72,12 @@ class BenchConfig:
         if self.batch_sizes is not None and (not self.batch_sizes or any(b <= 0 for b in self.batch_sizes)):
             raise CnnkitError(f"--batch-sizes must be positive integers, got {list(self.batch_sizes)}")
         if self.warmup is not None and self.warmup < 0:
-            raise CnnkitError(f"--warmup must be >= 0, got {self.warmup}")
+            raise CnnkitError(f"--warmup must be >= 0, got {self.warmup}", hint="untimed runs per shape, e.g. --warmup 10 (the default); 0: none")
         if self.min_iterations is not None and self.min_iterations <= 0:
-            raise CnnkitError(f"--min-iterations must be positive, got {self.min_iterations}")
+            raise CnnkitError(f"--min-iterations must be positive, got {self.min_iterations}", hint="timed runs per shape, at least, e.g. --min-iterations 50")
         if self.min_time_s is not None and not (self.min_time_s >= 0 and math.isfinite(self.min_time_s)):
-            raise CnnkitError(f"--min-time must be a non-negative number of seconds, got {self.min_time_s}")
+            raise CnnkitError(f"--min-time must be a non-negative number of seconds, got {self.min_time_s}",
+                              hint="seconds of timed runs per shape, e.g. --min-time 1 (the default); 0: --min-iterations alone")
         if not self.runtimes:
             raise CnnkitError("no runtime given", hint="--runtime onnxruntime,openvino,litert")
         if self.tflite is not None and len(self.models) > 1:
@@ -84,9 +85,9 @@ class BenchConfig:
                               hint="put each model's .tflite beside its .onnx (same name) instead")
         for flag, value in (("--profile-runs", self.profile_runs), ("--memory-runs", self.memory_runs)):
             if value <= 0:
-                raise CnnkitError(f"{flag} must be positive, got {value}")
+                raise CnnkitError(f"{flag} must be positive, got {value}", hint=f"e.g. {flag} 5")
         if self.cold_starts < 0:
-            raise CnnkitError(f"--cold-starts must be >= 0, got {self.cold_starts}")
+            raise CnnkitError(f"--cold-starts must be >= 0, got {self.cold_starts}", hint="e.g. --cold-starts 3; 0: none")
         if any(n <= 0 for n in self.concurrency):
             raise CnnkitError(f"--concurrency must be positive integers, got {list(self.concurrency)}")
         asked = [flag for flag, on in (("--profile", self.profile), ("--memory", self.memory),

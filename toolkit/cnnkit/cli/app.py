@@ -20,7 +20,7 @@ import typer
 from typer.core import TyperGroup
 
 from cnnkit import __version__
-from cnnkit.errors import CnnkitError
+from cnnkit.errors import CnnkitError, shorten
 
 EXIT_USER_ERROR, EXIT_USAGE, EXIT_BUG, EXIT_INTERRUPTED, EXIT_TERMINATED = 1, 2, 3, 130, 143
 # OSErrors that name a user's file or folder problem, not a cnnkit bug.
@@ -116,7 +116,7 @@ def _report_bug(ctx: typer.Context, exc: BaseException) -> None:
         hint = ""
     else:
         hint = " (run with --debug for the traceback, and please report it)"
-    detail = " ".join(str(exc).split())[:300]
+    detail = shorten(exc, 300)
     _say(f"cnnkit: internal error: {type(exc).__name__}: {detail}{hint}")
     raise typer.Exit(EXIT_BUG) from None
 

@@ -83,9 +83,9 @@ def bench_command(
             raise CnnkitError(f"--max-accuracy-drop must be between 0 and 100 points, got {max_accuracy_drop}")
     for flag, value in (("--threads", threads), ("--inter-op-threads", inter_op_threads)):
         if value < 0:
-            raise CnnkitError(f"{flag} must be >= 0, got {value}")
+            raise CnnkitError(f"{flag} must be >= 0, got {value}", hint=f"0 lets ONNX Runtime choose; e.g. {flag} 4")
     if cold_start and cold_start_runs <= 0:
-        raise CnnkitError(f"--cold-start-runs must be positive, got {cold_start_runs}")
+        raise CnnkitError(f"--cold-start-runs must be positive, got {cold_start_runs}", hint="e.g. --cold-start-runs 5 (the default)")
     check_json_target(json_out, force)
     config = BenchConfig(
         models=tuple(models), batch_sizes=parse_batch_sizes(batch_sizes) if batch_sizes is not None else None,

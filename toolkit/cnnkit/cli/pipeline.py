@@ -32,7 +32,7 @@ def pipeline_command(
 
     check_json_target(json_out, force)
     if epochs <= 0:
-        raise CnnkitError(f"--epochs must be positive, got {epochs}")
+        raise CnnkitError(f"--epochs must be positive, got {epochs}", hint="e.g. --epochs 5 (the default)")
     config = PipelineConfig(spec=spec, dataset=dataset, data_dir=data_dir, provider=provider,
                             batch_sizes=parse_batch_sizes(batch_sizes), out_dir=out, report_dir=report_dir, epochs=epochs,
                             seed=seed, max_accuracy_drop=max_accuracy_drop, bench_min_time_s=bench_min_time,

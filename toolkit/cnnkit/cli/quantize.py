@@ -46,7 +46,7 @@ def quantize_command(
     from cnnkit.runtimes.sessions import SessionConfig
 
     if batch_size <= 0:
-        raise CnnkitError(f"--batch-size must be positive, got {batch_size}")
+        raise CnnkitError(f"--batch-size must be positive, got {batch_size}", hint="e.g. --batch-size 64 (the default)")
     check_json_target(json_out, force)
     from cnnkit.distributed.cluster import check_engine
 

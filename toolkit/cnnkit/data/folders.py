@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from cnnkit.errors import DatasetError
+from cnnkit.errors import DatasetError, shorten
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp")
 DECODE_THREADS = 4  # Pillow decodes and resizes without the GIL
@@ -167,7 +167,7 @@ def open_image(path: Path) -> Any:
     except FileNotFoundError:
         raise BadImageError(path, "the file disappeared") from None
     except Exception as exc:  # noqa: BLE001 (Pillow raises OSError, SyntaxError, ValueError, zlib errors ...)
-        reason = " ".join(str(exc).split())[:160] or type(exc).__name__
+        reason = shorten(exc, 160) or type(exc).__name__
         if type(exc).__name__ == "UnidentifiedImageError":
             reason = "not an image Pillow can read"
         raise BadImageError(path, reason) from None

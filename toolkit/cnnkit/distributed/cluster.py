@@ -9,7 +9,7 @@ from collections.abc import Iterator
 from typing import Any
 
 from cnnkit._deps import capture_native_stderr, require_ray
-from cnnkit.errors import CnnkitError
+from cnnkit.errors import CnnkitError, shorten
 
 ENGINES = ("local", "ray")
 
@@ -44,7 +44,7 @@ def ray_cluster(address: str | None) -> Iterator[Any]:
                      configure_logging=True)
     except (ConnectionError, ValueError, RuntimeError) as exc:
         where = address or os.environ.get("RAY_ADDRESS") or "a local cluster"
-        reason = " ".join(str(exc).split())[:200]
+        reason = shorten(exc, 200)
         raise CnnkitError(f"cannot connect to Ray at {where}: {reason}",
                           hint="start one with `ray start --head`, or pass --address auto|HOST:PORT|ray://HOST:PORT"
                           ) from None

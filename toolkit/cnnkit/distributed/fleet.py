@@ -18,7 +18,7 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from cnnkit.errors import CnnkitError
+from cnnkit.errors import CnnkitError, shorten
 
 SCHEMA = "cnnkit.fleet-bench/1"
 KILL_NODE_ENV = "CNNKIT_RAY_KILL_NODE"  # fault injection for tests: LABEL=VALUE of a node whose raylet the task kills
@@ -203,4 +203,4 @@ def _reason(exc: BaseException) -> str:
     if "NodeDied" in name or "WorkerCrashed" in name or "ActorDied" in name or "ObjectLost" in name:
         return f"the node died or lost its worker during the benchmark ({name})"
     cause = getattr(exc, "cause", None) or exc
-    return " ".join(f"{type(cause).__name__}: {cause}".split())[:300]
+    return shorten(f"{type(cause).__name__}: {cause}")

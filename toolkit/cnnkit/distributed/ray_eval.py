@@ -23,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-from cnnkit.errors import CnnkitError, DatasetError
+from cnnkit.errors import CnnkitError, DatasetError, shorten
 
 MAX_BLOCKS = 2000  # Ray Data blocks the file list is cut into (at least one batch each)
 KILL_ONCE_ENV = "CNNKIT_RAY_KILL_WORKER_ONCE"  # fault injection for tests: a marker file; the worker that claims it dies
@@ -132,7 +132,7 @@ def evaluate_on_ray(config: Any, address: str | None = None, workers: int | None
     from cnnkit.graph.info import describe_onnx
 
     if workers is not None and workers <= 0:
-        raise CnnkitError(f"--workers must be positive, got {workers}")
+        raise CnnkitError(f"--workers must be positive, got {workers}", hint="leave it out to use every CPU of the cluster")
     require_ray()  # before any other output
     say = notify or (lambda _m: None)
     infos = [describe_onnx(m) for m in config.models]
@@ -326,5 +326,4 @@ def _check_every_image_once(index: np.ndarray, total: int, folder: Any) -> None:
 
 def _one_line(exc: BaseException) -> str:
     cause = getattr(exc, "cause", None) or exc
-    text = " ".join(str(cause).split())
-    return text[:300] or type(cause).__name__
+    return shorten(cause) or type(cause).__name__

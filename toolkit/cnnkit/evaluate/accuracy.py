@@ -52,9 +52,9 @@ class EvalConfig:
         if not self.models:
             raise CnnkitError("no model given", hint="cnnkit eval MODEL.onnx [MORE.onnx ...]")
         if self.batch_size <= 0:
-            raise CnnkitError(f"--batch-size must be positive, got {self.batch_size}")
+            raise CnnkitError(f"--batch-size must be positive, got {self.batch_size}", hint="images per call, e.g. --batch-size 256 (the default)")
         if self.limit is not None and self.limit <= 0:
-            raise CnnkitError(f"--limit must be positive, got {self.limit}")
+            raise CnnkitError(f"--limit must be positive, got {self.limit}", hint="e.g. --limit 500; leave it out to evaluate every test image")
 
 
 @dataclass(frozen=True)

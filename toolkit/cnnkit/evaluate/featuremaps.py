@@ -210,7 +210,8 @@ def feature_maps_from_dataset(model_path: Path, dataset: str | None, data_dir: P
 
     source = open_images(dataset, data_dir, "test", model=model_path)
     if not 0 <= index < len(source):
-        raise CnnkitError(f"--index {index} is out of range: {source.provenance.get('source')} has {len(source)} images")
+        raise CnnkitError(f"--index {index} is out of range: {source.provenance.get('source')} has {len(source)} images",
+                          hint=f"pass --index 0..{len(source) - 1}, or --image FILE" if len(source) else "pass --image FILE")
     if source.folder is not None:
         label = int(source.labels[index])
         name = source.folder.root / source.folder.files[index]

@@ -40,7 +40,7 @@ class PredictConfig:
         if not self.images:
             raise CnnkitError("no image given", hint="cnnkit predict MODEL.onnx IMAGE [IMAGE ...]")
         if self.top_k <= 0:
-            raise CnnkitError(f"--top-k must be positive, got {self.top_k}")
+            raise CnnkitError(f"--top-k must be positive, got {self.top_k}", hint="classes shown per image, e.g. --top-k 5 (the default)")
 
 
 @dataclass(frozen=True)

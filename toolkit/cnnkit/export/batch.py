@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from cnnkit.errors import CnnkitError
+from cnnkit.errors import CnnkitError, shorten
 from cnnkit.graph.fold import infer_shapes_folded
 from cnnkit.graph.index import GraphIndex
 from cnnkit.graph.info import image_input, load_onnx
@@ -138,7 +138,7 @@ def make_batch_dynamic(source: str | os.PathLike[str], output: str | os.PathLike
         try:  # weights beside the file (torch.onnx's dynamo exporter writes MODEL.onnx.data): the copy carries them
             model = onnx.load(str(src), load_external_data=True)
         except Exception as exc:  # noqa: BLE001 (a missing or short .data file)
-            raise BatchRewriteError(f"{src}: cannot read its external weights: {' '.join(str(exc).split())[:200]}",
+            raise BatchRewriteError(f"{src}: cannot read its external weights: {shorten(exc, 200)}",
                                     hint="keep the .onnx.data file beside the .onnx") from None
     if image.batch is None:
         raise BatchRewriteError(f"{src}: the batch of input {image.name} {list(image.shape)} is already dynamic",
@@ -180,7 +180,7 @@ def make_batch_dynamic(source: str | os.PathLike[str], output: str | os.PathLike
         onnx.checker.check_model(model)
         onnx.shape_inference.infer_shapes(model, check_type=True, strict_mode=True)
     except Exception as exc:  # noqa: BLE001 (onnx raises its own ValidationError/InferenceError)
-        raise BatchRewriteError(f"{src}: the rewritten graph fails the ONNX checks: {' '.join(str(exc).split())[:200]}") from None
+        raise BatchRewriteError(f"{src}: the rewritten graph fails the ONNX checks: {shorten(exc, 200)}") from None
     data = model.SerializeToString()
     max_diff = _check_runs(src, data, image)
     onnx.helper.set_model_props(model, {**{p.key: p.value for p in model.metadata_props},
@@ -209,7 +209,7 @@ def _check_runs(src: Path, rewritten: bytes, image: Any) -> float:
                            candidate.session.run(None, {candidate.input_name: image.to_model(x)}), strict=True))
         except Exception as exc:  # noqa: BLE001 (ORT's own error types: a shape baked in somewhere)
             raise BatchRewriteError(f"{src}: the rewritten graph does not run at batch {b}: "
-                                    f"{' '.join(str(exc).split())[:200]}",
+                                    f"{shorten(exc, 200)}",
                                     hint="the batch is baked in somewhere; export the model again with a dynamic batch") from None
         for name, ref in want.items():
             value = got[name]

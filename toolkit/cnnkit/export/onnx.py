@@ -31,7 +31,7 @@ from typing import Any
 import cnnkit
 from cnnkit.choices import InputDtype
 from cnnkit.envinfo import package_versions
-from cnnkit.errors import ExportError
+from cnnkit.errors import ExportError, shorten
 from cnnkit.io import atomic_path, check_not_input, check_writable, sha256_file
 from cnnkit.graph.index import GraphIndex
 from cnnkit.graph.info import value_dims
@@ -351,7 +351,7 @@ def _finish_graph(model_proto: Any, keras_model: Any, config: ExportConfig) -> s
         onnx.checker.check_model(model_proto, full_check=True)
         onnx.shape_inference.infer_shapes(model_proto, check_type=True, strict_mode=True)
     except Exception as exc:  # noqa: BLE001
-        raise ExportError(f"the exported graph fails the ONNX checker: {' '.join(str(exc).split())[:300]}") from None
+        raise ExportError(f"the exported graph fails the ONNX checker: {shorten(exc, 300)}") from None
     return simplified
 
 
@@ -386,7 +386,7 @@ def _check_against_keras(model_proto: Any, keras_model: Any, config: ExportConfi
     try:
         floor, outs = rounding_floor(model_proto.SerializeToString(), x, label="exported graph")
     except Exception as exc:  # noqa: BLE001 (ONNX Runtime rejects a broken graph in many ways)
-        raise ExportError(f"ONNX Runtime cannot run the exported graph: {' '.join(str(exc).split())[:300]}") from None
+        raise ExportError(f"ONNX Runtime cannot run the exported graph: {shorten(exc, 300)}") from None
     got = outs[config.output_name].astype(np.float64)
     want = np.asarray(keras_model(x, training=False), dtype=np.float64)
     diff = np.abs(got - want)
@@ -626,4 +626,4 @@ def _conversion_failure(exc: Exception, log: str) -> str:
         return f"unsupported TensorFlow op(s) {unsupported.group(1)}"
     node = re.search(r"(?:node|Node) ([\w/.-]+)", str(exc))
     where = f" at {node.group(1)}" if node else ""
-    return f"{type(exc).__name__}{where}: {' '.join(str(exc).split())[:200]}"
+    return f"{type(exc).__name__}{where}: {shorten(exc, 200)}"

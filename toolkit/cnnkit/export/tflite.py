@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from cnnkit.errors import ExportError
+from cnnkit.errors import ExportError, shorten
 from cnnkit.io import check_writable, write_bytes_atomic
 
 ROUTE = "tf.lite.TFLiteConverter.from_concrete_functions(frozen tf.function(model(x, training=False)))"
@@ -73,7 +73,7 @@ def export_tflite(config: TfliteExportConfig) -> TfliteExportResult:
             frozen = convert_variables_to_constants_v2(fn.get_concrete_function())
             data = tf.lite.TFLiteConverter.from_concrete_functions([frozen], keras_model).convert()
     except Exception as exc:  # noqa: BLE001 (the converter raises many kinds)
-        detail = " ".join(str(exc).split())[:300]
+        detail = shorten(exc, 300)
         raise ExportError(f"{model_path}: the TFLite converter could not convert it: {detail}",
                           hint=f"converter log: {' '.join(log.text.split())[-200:]}" if log.text else None) from None
 

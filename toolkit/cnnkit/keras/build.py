@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from cnnkit._deps import require_keras
-from cnnkit.errors import ModelFileError
+from cnnkit.errors import ModelFileError, shorten
 from cnnkit.filekind import KERAS, require_file, sniff
 from cnnkit.keras.spec import ModelSpec, PoolKind
 
@@ -68,5 +68,5 @@ def load_keras_model(path: str | os.PathLike[str]) -> Any:
     try:
         return keras.saving.load_model(str(p), compile=False)
     except Exception as exc:  # noqa: BLE001 (Keras raises many kinds for a bad file)
-        detail = " ".join(str(exc).split())[:200]
+        detail = shorten(exc, 200)
         raise ModelFileError(f"cannot load {p}: {type(exc).__name__}: {detail}", hint="is it a complete Keras 3 .keras file?") from None

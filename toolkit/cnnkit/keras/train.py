@@ -59,16 +59,17 @@ class TrainConfig:
     def __post_init__(self) -> None:
         for name in ("epochs", "batch_size"):
             if getattr(self, name) <= 0:
-                raise CnnkitError(f"--{name.replace('_', '-')} must be positive, got {getattr(self, name)}")
+                raise CnnkitError(f"--{name.replace('_', '-')} must be positive, got {getattr(self, name)}",
+                                  hint=f"e.g. --{name.replace('_', '-')} { {'epochs': 5, 'batch_size': 64}[name]} (the default)")
         if not 0 < self.validation_split < 1:
-            raise CnnkitError(f"--validation-split must be in (0, 1), got {self.validation_split}")
+            raise CnnkitError(f"--validation-split must be in (0, 1), got {self.validation_split}", hint="a share of the training images, e.g. --validation-split 0.1")
         require_finite("--lr", self.learning_rate)
         if self.learning_rate is not None and self.learning_rate <= 0:
-            raise CnnkitError(f"--lr must be positive, got {self.learning_rate}")
+            raise CnnkitError(f"--lr must be positive, got {self.learning_rate}", hint="e.g. --lr 0.001; leave it out for the optimizer's default")
         for name in ("limit_train", "limit_test"):
             value = getattr(self, name)
             if value is not None and value <= 0:
-                raise CnnkitError(f"--{name.replace('_', '-')} must be positive, got {value}")
+                raise CnnkitError(f"--{name.replace('_', '-')} must be positive, got {value}", hint="leave it out to use every sample")
 
 
 @dataclass(frozen=True)

@@ -21,7 +21,7 @@ from cnnkit.data.preprocess import PreprocessChoice, PreprocessRecord, record_fo
 from cnnkit.data.sources import ImageSource, model_class_names, open_images
 from cnnkit.data.datasets import Dataset
 from cnnkit.envinfo import environment
-from cnnkit.errors import CnnkitError, ParityError
+from cnnkit.errors import CnnkitError, ParityError, shorten
 from cnnkit.finite import nonfinite, require_finite
 from cnnkit.graph.index import GraphIndex
 from cnnkit.parity.rounding import ROUNDING_HEADROOM, rounding_floor
@@ -95,7 +95,7 @@ class ParityConfig:
         if not self.batch_sizes or any(b <= 0 for b in self.batch_sizes):
             raise CnnkitError(f"--batch-sizes must be positive integers, got {list(self.batch_sizes)}")
         if self.samples <= 0:
-            raise CnnkitError(f"--samples must be positive, got {self.samples}")
+            raise CnnkitError(f"--samples must be positive, got {self.samples}", hint="dataset images to compare on, e.g. --samples 200 (the default)")
         for name in ("atol", "rtol", "min_agreement", "max_accuracy_drop"):
             require_finite(f"--{name.replace('_', '-')}", getattr(self, name))
         for name in ("atol", "rtol"):
@@ -726,7 +726,7 @@ def _run_and_compare(config: ParityConfig, mode: str, reference: Any, candidate:
                                                    config.session, x_onnx=inputs.feed(cand_record, worst))
         except Exception as exc:  # noqa: BLE001 (a diagnostic: the verdict above stands without it)
             log.debug("per-layer comparison failed", exc_info=True)
-            why = f"per-layer comparison not available: {type(exc).__name__}: {' '.join(str(exc).split())[:200]}"
+            why = f"per-layer comparison not available: {type(exc).__name__}: {shorten(exc, 200)}"
     return ParityResult(
         schema=SCHEMA, passed=passed, reference=str(config.reference), candidate=str(config.candidate), mode=mode,
         tolerance=tol, batch_sizes=tuple(batch_sizes),

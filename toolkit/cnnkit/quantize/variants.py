@@ -34,7 +34,7 @@ from cnnkit.data.preprocess import PreprocessChoice, PreprocessRecord, record_fo
 from cnnkit.data.sources import ImageSource, model_class_names, open_folder
 from cnnkit.data.datasets import Dataset, DatasetName, default_data_dir, load_dataset
 from cnnkit.envinfo import environment
-from cnnkit.errors import CnnkitError
+from cnnkit.errors import CnnkitError, shorten
 from cnnkit.evaluate.accuracy import accuracy_change_pp
 from cnnkit.finite import require_finite
 from cnnkit.io import atomic_path, check_not_input, check_writable
@@ -81,11 +81,12 @@ class QuantizeConfig:
     def __post_init__(self) -> None:
         require_finite("--max-accuracy-drop", self.max_accuracy_drop)
         if self.calibration_samples <= 0:
-            raise CnnkitError(f"--calibration-samples must be positive, got {self.calibration_samples}")
+            raise CnnkitError(f"--calibration-samples must be positive, got {self.calibration_samples}",
+                              hint="static INT8 needs images to measure value ranges on, e.g. --calibration-samples 256 (the default)")
         if self.max_attempts < 0:
-            raise CnnkitError(f"--max-attempts must be >= 0, got {self.max_attempts}")
+            raise CnnkitError(f"--max-attempts must be >= 0, got {self.max_attempts}", hint="e.g. --max-attempts 8 (the default); 0: no rebuilds")
         if self.eval_samples is not None and self.eval_samples <= 0:
-            raise CnnkitError(f"--eval-samples must be positive, got {self.eval_samples}")
+            raise CnnkitError(f"--eval-samples must be positive, got {self.eval_samples}", hint="e.g. --eval-samples 1000; leave it out to use every test image")
 
     def settings(self) -> dict[str, Any]:
         s: dict[str, Any] = {"mode": self.mode.value}
@@ -325,7 +326,7 @@ def preprocess(model: Path, out: Path) -> Path:
         with _quiet():
             quant_pre_process(str(model), str(out), skip_symbolic_shape=False)
     except Exception as exc:  # noqa: BLE001
-        raise QuantizeError(f"{model}: quantization pre-processing failed: {' '.join(str(exc).split())[:200]}") from None
+        raise QuantizeError(f"{model}: quantization pre-processing failed: {shorten(exc, 200)}") from None
     return out
 
 
@@ -380,7 +381,7 @@ def _build_variant(source: Path, out: Path, config: QuantizeConfig, calib: np.nd
         )
     except Exception as exc:  # noqa: BLE001 (the quantizer raises many kinds)
         raise QuantizeError(f"{config.model}: onnxruntime's quantizer failed: {type(exc).__name__}: "
-                            f"{' '.join(str(exc).split())[:200]}") from None
+                            f"{shorten(exc, 200)}") from None
 
 
 # --- which nodes hurt -----------------------------------------------------------------------------

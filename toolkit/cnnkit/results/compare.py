@@ -186,7 +186,9 @@ def compare_results(config: CompareConfig) -> CompareResult:
     base = _benches(load_result(config.baseline, expect=KNOWN), config.baseline)
     new = _benches(load_result(config.new, expect=KNOWN), config.new)
     if base.schema != new.schema:
-        raise CnnkitError(f"cannot compare a {base.schema} result ({config.baseline}) with a {new.schema} one ({config.new})")
+        raise CnnkitError(f"cannot compare a {base.schema} result ({config.baseline}) with a {new.schema} one ({config.new})",
+                          hint=f"compare two results of one kind (two bench or two eval results); cnnkit report {config.baseline} "
+                               f"{config.new} -o DIR shows them side by side")
     thresholds = {"max_latency_regression": config.max_latency_regression, "max_accuracy_drop_pp": config.max_accuracy_drop}
     env_flags = _env_differences(base.environment, new.environment)
     notes = []

@@ -8,7 +8,7 @@ from typing import Any
 
 import numpy as np
 
-from cnnkit.errors import ModelFileError
+from cnnkit.errors import ModelFileError, shorten
 
 
 class LiteRtRunner:
@@ -39,7 +39,7 @@ class LiteRtRunner:
                 self.interpreter = litert.Interpreter(model_path=str(path), num_threads=self.threads)
                 self.interpreter.allocate_tensors()
         except Exception as exc:  # noqa: BLE001 (LiteRT raises ValueError/RuntimeError)
-            raise ModelFileError(f"LiteRT cannot load {path}: {' '.join(str(exc).split())[:300]}",
+            raise ModelFileError(f"LiteRT cannot load {path}: {shorten(exc, 300)}",
                                  hint="is it a complete .tflite file? make one with cnnkit export --format tflite") from None
         details = self.interpreter.get_input_details()
         if len(details) != 1:

@@ -8,7 +8,7 @@ from typing import Any
 
 import numpy as np
 
-from cnnkit.errors import CnnkitError, ModelFileError
+from cnnkit.errors import CnnkitError, ModelFileError, shorten
 
 _HINTS = {"fp32": "f32", "bf16": "bf16"}
 _NUMPY = {"f32": np.float32, "f16": np.float16, "u8": np.uint8, "i8": np.int8}
@@ -47,7 +47,7 @@ class OpenVinoRunner:
                 self.options["INFERENCE_NUM_THREADS"] = int(threads)
             self.compiled = core.compile_model(ov_model, "CPU", self.options)
         except Exception as exc:  # noqa: BLE001 (OpenVINO raises RuntimeError for any failure)
-            detail = " ".join(str(exc).split())[:300]
+            detail = shorten(exc, 300)
             raise ModelFileError(f"OpenVINO cannot compile {model}: {detail}",
                                  hint="run it in ONNX Runtime (--runtime onnxruntime) to see whether the model is at fault") from None
         self.request = self.compiled.create_infer_request()

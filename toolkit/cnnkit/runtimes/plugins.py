@@ -13,6 +13,8 @@ from dataclasses import asdict, dataclass, field
 from importlib import metadata
 from typing import Any
 
+from cnnkit.errors import shorten
+
 PREFIX = "onnxruntime-ep-"
 _registered: dict[str, str] = {}  # registration name -> library path, for this process
 
@@ -74,7 +76,7 @@ def load_plugin(distribution: str, version: str, module: str | None) -> PluginSt
         library = mod.get_library_path()
         ep_names = tuple(mod.get_ep_names()) if hasattr(mod, "get_ep_names") else (mod.get_ep_name(),)
     except Exception as exc:  # noqa: BLE001 (a broken or foreign package)
-        return PluginStatus(distribution, version, module, None, (), error=f"cannot read its library path: {exc}"[:300])
+        return PluginStatus(distribution, version, module, None, (), error=shorten(f"cannot read its library path: {exc}"))
     if distribution not in _registered:
         from cnnkit._deps import capture_native_stderr
 
@@ -84,7 +86,7 @@ def load_plugin(distribution: str, version: str, module: str | None) -> PluginSt
         except Exception as exc:  # noqa: BLE001 (ORT's Fail)
             if "already registered" not in str(exc):
                 return PluginStatus(distribution, version, module, library, ep_names,
-                                    error=" ".join(str(exc).split())[:300])
+                                    error=shorten(exc, 300))
         _registered[distribution] = library
     devices = tuple(
         PluginDevice(d.ep_name, d.device.type.name, d.device.vendor or d.ep_vendor, {k: str(v) for k, v in dict(d.ep_metadata).items()})

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from cnnkit.choices import CudnnConvAlgoSearch, ExecutionMode, GraphOptimization
-from cnnkit.errors import CnnkitError, ModelFileError
+from cnnkit.errors import CnnkitError, ModelFileError, shorten
 from cnnkit.filekind import ONNX, not_onnx_error, require_file, sniff
 
 _ALIASES = {
@@ -278,7 +278,7 @@ def create_session(model: str | os.PathLike[str] | bytes, config: SessionConfig 
             session = ort.InferenceSession(source, so, providers=chain)
     except Exception as exc:  # noqa: BLE001 (ORT raises its own Fail/InvalidGraph/... types)
         detail = " ".join(str(exc).split())
-        detail = re.sub(r"^\[ONNXRuntimeError\] : \d+ : \w+ : ", "", detail)[:300]
+        detail = shorten(re.sub(r"^\[ONNXRuntimeError\] : \d+ : \w+ : ", "", detail))
         if type(exc).__name__ == "RuntimeError":
             # A failed check inside ONNX Runtime while setting the session up: the options, not the file.
             raise SessionError(f"ONNX Runtime cannot create a session for {label} with these options: {detail}",
