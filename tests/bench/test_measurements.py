@@ -176,7 +176,8 @@ def test_bench_with_every_measurement_round_trips(model: Path, tmp_path: Path) -
 
     steps = []
     result = run_benchmark(BenchConfig(models=(model,), batch_sizes=(1, 8), min_time_s=0.05, min_iterations=5, warmup=1,
-                                       profile=True, profile_runs=3, memory=True, memory_runs=2, cold_starts=2,
+                                       profile=True, profile_runs=3, memory=True, memory_runs=2, cold_start=True,
+                                       cold_start_runs=2,
                                        concurrency=(1, 2), session=SessionConfig(cpu_mem_arena=False)),
                            lambda what, done, total: steps.append((done, total)))
     assert steps[-1][0] == steps[-1][1]  # the progress total counted every step
@@ -218,7 +219,8 @@ def test_report_sections_and_runtime_comparison(model: Path, tmp_path: Path) -> 
 
     result = run_benchmark(BenchConfig(models=(model,), batch_sizes=(1, 4), min_time_s=0.0, min_iterations=5, warmup=1,
                                        runtimes=parse_runtimes("onnxruntime,openvino"), rounds=2, profile=True,
-                                       profile_runs=2, memory=True, memory_runs=2, cold_starts=1, concurrency=(1, 2)))
+                                       profile_runs=2, memory=True, memory_runs=2, cold_start=True, cold_start_runs=1,
+                                       concurrency=(1, 2)))
     write_json_atomic(tmp_path / "bench.json", result.to_dict())
     written = write_report([tmp_path / "bench.json"], tmp_path / "rep")
     assert {"latency.png", "throughput.png", "concurrency.png"} <= set(written["files"])

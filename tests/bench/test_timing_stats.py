@@ -1,6 +1,7 @@
 """Statistics against hand-computed values, and the timing loop's stopping rule."""
 
 import math
+import re
 
 import pytest
 from cnnkit.bench.benchmark import time_calls
@@ -50,6 +51,49 @@ def test_bench_config_validation() -> None:
         BenchConfig(models=(Path("m.onnx"),), min_iterations=0)
     with pytest.raises(CnnkitError, match="no model"):
         BenchConfig(models=())
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        ({"nodes": "all"}, "--nodes needs --engine ray"),
+        ({"engine": "warp"}, "unknown --engine 'warp'"),
+        ({"engine": "ray", "recommend": "default"}, "--recommend runs on this machine only"),
+        ({"recommend": {"max_accuracy_drop": 100.0}}, "--max-accuracy-drop must be between 0 and 100 points, got 100.0"),
+        ({"recommend": {"max_accuracy_drop": float("nan")}}, "--max-accuracy-drop must be between 0 and 100"),
+        ({"cold_start": True, "cold_start_runs": 0}, "--cold-start-runs must be positive, got 0"),
+        ({"session": {"intra_op_threads": -1}}, "--threads must be >= 0, got -1"),
+    ],
+)
+def test_bench_config_checks_every_option_itself(options: dict, message: str) -> None:
+    """The CLI only parses: BenchConfig (and the configs it holds) refuse bad values with the flag's name."""
+    from pathlib import Path
+
+    from cnnkit.bench.benchmark import BenchConfig, RecommendConfig
+    from cnnkit.runtimes.sessions import SessionConfig
+
+    def build() -> BenchConfig:
+        kw = dict(options)
+        if "recommend" in kw:
+            kw["recommend"] = RecommendConfig() if kw["recommend"] == "default" else RecommendConfig(**kw["recommend"])
+        if "session" in kw:
+            kw["session"] = SessionConfig(**kw["session"])
+        return BenchConfig(models=(Path("m.onnx"),), **kw)
+
+    with pytest.raises(CnnkitError, match=re.escape(message)):
+        build()
+
+
+def test_recommend_and_ray_are_config_fields() -> None:
+    from pathlib import Path
+
+    from cnnkit.bench.benchmark import BenchConfig, RecommendConfig
+    from cnnkit.runtimes.registry import parse_runtimes
+
+    # --recommend adds ONNX Runtime itself, so --profile beside --runtime openvino is fine with it.
+    c = BenchConfig(models=(Path("m.onnx"),), runtimes=parse_runtimes("openvino"), profile=True, recommend=RecommendConfig())
+    assert c.recommend is not None and c.recommend.rounds == 10 and c.cold_starts == 0
+    assert BenchConfig(models=(Path("m.onnx"),), engine="ray", nodes="gpu=1").nodes == "gpu=1"
 
 
 def test_output_shapes_fix_the_batch_and_skip_dynamic_outputs() -> None:

@@ -24,7 +24,7 @@ def results(exported_model: Path, trained_model: Path, tmp_path_factory) -> list
     d = tmp_path_factory.mktemp("results")
     write_json_atomic(d / "bench.json", run_benchmark(BenchConfig(
         models=(exported_model,), batch_sizes=(1, 4), min_time_s=0.0, min_iterations=5, warmup=1, profile=True,
-        profile_runs=2, memory=True, memory_runs=2, cold_starts=2, concurrency=(1, 2))).to_dict())
+        profile_runs=2, memory=True, memory_runs=2, cold_start=True, cold_start_runs=2, concurrency=(1, 2))).to_dict())
     write_json_atomic(d / "eval.json", evaluate_models(EvalConfig((exported_model,), dataset="digits")).to_dict())
     write_json_atomic(d / "parity.json", check_parity(ParityConfig(trained_model, exported_model, dataset="digits",
                                                                    samples=50)).to_dict())

@@ -65,3 +65,15 @@ class ExportFormat(str, Enum):
 
     ONNX = "onnx"
     TFLITE = "tflite"
+
+
+ENGINES = ("local", "ray")  # --engine: this process, or a Ray cluster (cnnkit.distributed)
+
+
+def check_engine(engine: str) -> str:
+    """``engine`` if it is one of ``ENGINES``; else a one-line error."""
+    if engine not in ENGINES:
+        from cnnkit.errors import CnnkitError
+
+        raise CnnkitError(f"unknown --engine {engine!r}", hint=f"one of: {', '.join(ENGINES)}")
+    return engine

@@ -26,7 +26,7 @@ from cnnkit.bench.extras import extra_steps, measure_extras
 from cnnkit.bench.inputs import input_record, make_input
 from cnnkit.bench.memory import ColdStartResult, MemoryResult
 from cnnkit.bench.profile import OperatorProfile
-from cnnkit.choices import CudnnConvAlgoSearch, ExecutionMode, GraphOptimization
+from cnnkit.choices import CudnnConvAlgoSearch, ExecutionMode, GraphOptimization, check_engine
 from cnnkit.envinfo import cpu_info, environment, gpu_info
 from cnnkit.errors import CnnkitError
 from cnnkit.graph.info import OnnxModelInfo, describe_onnx
@@ -40,10 +40,27 @@ DEFAULT_WARMUP, DEFAULT_MIN_TIME_S, DEFAULT_MIN_ITERATIONS = 10, 1.0, 50
 
 
 @dataclass(frozen=True)
+class RecommendConfig:
+    """``bench --recommend`` (see :mod:`cnnkit.bench.recommend`). Defaults: a candidate may lose 0.1 points of
+    top-1 accuracy against the default, on the model's own dataset; 10 interleaved rounds."""
+
+    max_accuracy_drop: float = 0.1  # percentage points
+    dataset: str | None = None  # None: the dataset the model's metadata names
+    data_dir: Path | None = None
+    rounds: int = 10  # a lead must show round by round, so more rounds than a plain bench's
+
+    def __post_init__(self) -> None:
+        if not (0 <= self.max_accuracy_drop < 100):  # NaN fails too
+            raise CnnkitError(f"--max-accuracy-drop must be between 0 and 100 points, got {self.max_accuracy_drop}")
+        if self.rounds < 2:
+            raise CnnkitError(f"--recommend needs at least 2 interleaved rounds, got {self.rounds}")
+
+
+@dataclass(frozen=True)
 class BenchConfig:
     """Defaults: CPU; batch sizes, warm-up runs, minimum runs and time per shape fitted to the model's MACs
-    (:func:`fit_defaults`; for a small model: batches 1..256, 10 warm-up runs, >= 50 runs and >= 1 s per shape).
-    A value given explicitly is kept as given."""
+    (:func:`fit_defaults`; for a small model: batches 1..256, 10 warm-up runs, >= 50 runs and >= 1 s per shape);
+    on this machine (``engine`` local). A value given explicitly is kept as given."""
 
     models: tuple[Path, ...]
     batch_sizes: tuple[int, ...] | None = None  # None: fitted to the model
@@ -63,8 +80,13 @@ class BenchConfig:
     profile_runs: int = 10
     memory: bool = False  # RSS in fresh processes, arena on and off
     memory_runs: int = 5  # runs per batch size in the memory process
-    cold_starts: int = 0  # fresh processes timing session creation and first inference (median reported)
+    cold_start: bool = False  # fresh processes timing session creation and first inference (median reported)
+    cold_start_runs: int = 5  # such processes
     concurrency: tuple[int, ...] = ()  # requests in flight, e.g. (1, 2)
+    recommend: RecommendConfig | None = None  # name the runtime x precision to deploy (local engine only)
+    engine: str = "local"  # or "ray": the same benchmark on every selected node of a Ray cluster
+    address: str | None = None  # engine ray: the cluster (default: $RAY_ADDRESS, else a local one)
+    nodes: str | None = None  # engine ray: "all" or LABEL=VALUE (default: all)
 
     def __post_init__(self) -> None:
         if not self.models:
@@ -83,18 +105,27 @@ class BenchConfig:
         if self.tflite is not None and len(self.models) > 1:
             raise CnnkitError("--tflite names one model's .tflite, but several models were given",
                               hint="put each model's .tflite beside its .onnx (same name) instead")
-        for flag, value in (("--profile-runs", self.profile_runs), ("--memory-runs", self.memory_runs)):
+        for flag, value in (("--profile-runs", self.profile_runs), ("--memory-runs", self.memory_runs),
+                            ("--cold-start-runs", self.cold_start_runs)):
             if value <= 0:
                 raise CnnkitError(f"{flag} must be positive, got {value}", hint=f"e.g. {flag} 5")
-        if self.cold_starts < 0:
-            raise CnnkitError(f"--cold-starts must be >= 0, got {self.cold_starts}", hint="e.g. --cold-starts 3; 0: none")
         if any(n <= 0 for n in self.concurrency):
             raise CnnkitError(f"--concurrency must be positive integers, got {list(self.concurrency)}")
         asked = [flag for flag, on in (("--profile", self.profile), ("--memory", self.memory),
-                                       ("--cold-start", self.cold_starts > 0), ("--concurrency", bool(self.concurrency))) if on]
-        if asked and not any(r.runtime == "onnxruntime" for r in self.runtimes):
+                                       ("--cold-start", self.cold_start), ("--concurrency", bool(self.concurrency))) if on]
+        # --recommend adds ONNX Runtime (the default to beat) to the runtimes it compares.
+        if asked and self.recommend is None and not any(r.runtime == "onnxruntime" for r in self.runtimes):
             raise CnnkitError(f"{', '.join(asked)} measure ONNX Runtime, which is not among the runtimes given",
                               hint="add it: --runtime onnxruntime," + ",".join(r.label for r in self.runtimes))
+        if check_engine(self.engine) == "ray" and self.recommend is not None:
+            raise CnnkitError("--recommend runs on this machine only", hint="drop --engine ray, or --recommend")
+        if self.engine != "ray" and self.nodes is not None:  # (--address may come from $RAY_ADDRESS: not checked)
+            raise CnnkitError("--nodes needs --engine ray", hint="add --engine ray, or drop --nodes")
+
+    @property
+    def cold_starts(self) -> int:
+        """Fresh processes for the cold start (0: not measured)."""
+        return self.cold_start_runs if self.cold_start else 0
 
     def entries(self) -> list[tuple[Path, RuntimeChoice]]:
         """What is measured: every model on every runtime, in the order given."""
@@ -538,7 +569,7 @@ def run_benchmark(config: BenchConfig, progress: ProgressCallback | None = None,
     entries = config.entries()
     described = {m: describe_onnx(m) for m in config.models}  # fail on a bad file before measuring anything
     infos = [described[m] for m, _ in entries]
-    _check_runtimes(config)
+    check_runtimes(config)
     given_batches = config.batch_sizes is not None
     config, fitted = resolve_defaults(config)
     assert config.batch_sizes is not None and config.warmup is not None
@@ -658,7 +689,7 @@ def _entry_name(model: Path, choice: RuntimeChoice) -> str:
     return f"{Path(model).name} [{choice.label}]"
 
 
-def _check_runtimes(config: BenchConfig) -> None:
+def check_runtimes(config: BenchConfig) -> None:
     """Every runtime importable and every .tflite present before anything is measured (one-line errors)."""
     from cnnkit.runtimes.registry import require_runtime, tflite_path
 

@@ -11,14 +11,24 @@ is never slower than the best single runtime by more than the noise that could n
 
 from __future__ import annotations
 
+import dataclasses
 import shlex
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from cnnkit.bench.benchmark import BenchCase, BenchConfig, BenchResult, session_flags
+from cnnkit.bench.benchmark import (
+    BenchCase,
+    BenchConfig,
+    BenchResult,
+    ProgressCallback,
+    check_runtimes,
+    run_benchmark,
+    session_flags,
+)
 from cnnkit.errors import CnnkitError
 from cnnkit.runtimes.registry import RuntimeChoice, parse_runtimes, runtime_label
 from cnnkit.stats import ratio_interval
@@ -62,6 +72,34 @@ class Recommendation:
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Recommendation:
+        """The record a bench result holds (``BenchResult.recommendation``), typed again."""
+        return cls(**(data | {"accuracy": tuple(CandidateAccuracy(**a) for a in data["accuracy"]),
+                              "batches": tuple(BatchRecommendation(**b) for b in data["batches"])}))
+
+
+def run_recommended(config: BenchConfig, progress: ProgressCallback | None = None,
+                    notify: Callable[[str], None] | None = None) -> BenchResult:
+    """``bench --recommend``: the benchmark of ``config`` with ``result.recommendation`` filled in.
+
+    The candidates (:func:`candidate_runtimes`) are evaluated first, so that a dataset problem fails before
+    minutes of timing, then measured in ``config.recommend.rounds`` interleaved rounds.
+    """
+    wanted = config.recommend
+    if wanted is None:
+        raise ValueError("run_recommended needs config.recommend")
+    config = dataclasses.replace(config, runtimes=candidate_runtimes(config.runtimes), rounds=wanted.rounds)
+    check_runtimes(config)
+    if progress:
+        progress("evaluating accuracy on every runtime and precision", 0, 0)
+    dataset, accuracy = evaluate_candidates(config, wanted.dataset, wanted.data_dir, wanted.max_accuracy_drop)
+    if dataset.get("notice") and notify:
+        notify(dataset["notice"])
+    result = run_benchmark(config, progress)
+    advice = recommend(result, accuracy, wanted.max_accuracy_drop, dataset, config.seed)
+    return dataclasses.replace(result, recommendation=advice.to_dict())
 
 
 def case_label(case: BenchCase) -> str:

@@ -7,8 +7,22 @@ from pathlib import Path
 import typer
 
 from cnnkit.choices import CudnnConvAlgoSearch, ExecutionMode, GraphOptimization
-from cnnkit.cli.options import address_option, engine_option, parse_batch_sizes, parse_provider_options, parse_concurrency
-from cnnkit.cli.render import JSON_HELP, check_json_target, console, emit_json, err_console, json_to_stdout, notice
+from cnnkit.cli.options import (
+    address_option,
+    engine_option,
+    parse_batch_sizes,
+    parse_concurrency,
+    parse_provider_options,
+)
+from cnnkit.cli.render import (
+    JSON_HELP,
+    check_json_target,
+    console,
+    emit_json,
+    err_console,
+    json_to_stdout,
+    notice,
+)
 
 
 def bench_command(
@@ -66,27 +80,20 @@ def bench_command(
                               "ray start --labels). One benchmark per node, none sharing a node. Default: all."),
 ) -> None:
     """Time every inference on its own after a warm-up per shape; report percentiles and images/s."""
-    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+    )
 
-    from cnnkit.bench.benchmark import BenchConfig, run_benchmark
+    from cnnkit.bench.benchmark import BenchConfig, RecommendConfig
+    from cnnkit.distributed.engine import run_bench
     from cnnkit.envinfo import cpu_info
-    from cnnkit.errors import CnnkitError
     from cnnkit.runtimes.registry import parse_runtimes
     from cnnkit.runtimes.sessions import SessionConfig
 
-    runtimes = parse_runtimes(runtime)
-    if recommend:
-        from cnnkit.bench.recommend import candidate_runtimes
-
-        runtimes = candidate_runtimes(runtimes)
-        if not (max_accuracy_drop >= 0 and max_accuracy_drop < 100):
-            raise CnnkitError(f"--max-accuracy-drop must be between 0 and 100 points, got {max_accuracy_drop}")
-    for flag, value in (("--threads", threads), ("--inter-op-threads", inter_op_threads)):
-        if value < 0:
-            raise CnnkitError(f"{flag} must be >= 0, got {value}", hint=f"0 lets ONNX Runtime choose; e.g. {flag} 4")
-    if cold_start and cold_start_runs <= 0:
-        raise CnnkitError(f"--cold-start-runs must be positive, got {cold_start_runs}", hint="e.g. --cold-start-runs 5 (the default)")
-    check_json_target(json_out, force)
     config = BenchConfig(
         models=tuple(models), batch_sizes=parse_batch_sizes(batch_sizes) if batch_sizes is not None else None,
         session=SessionConfig(provider=provider, provider_options=parse_provider_options(provider_option), intra_op_threads=threads, inter_op_threads=inter_op_threads,
@@ -94,53 +101,31 @@ def bench_command(
                               device_id=device_id, cudnn_conv_algo_search=cudnn_conv_algo_search, cuda_graph=cuda_graph,
                               allow_fallback=allow_fallback, cpu_mem_arena=arena),
         warmup=warmup, min_time_s=min_time, min_iterations=min_iterations, include_copies=include_copies, tune=tune,
-        runtimes=runtimes, tflite=tflite, **({"rounds": 10} if recommend else {}),
-        profile=profile, profile_runs=profile_runs, memory=memory, cold_starts=cold_start_runs if cold_start else 0,
+        runtimes=parse_runtimes(runtime), tflite=tflite, profile=profile, profile_runs=profile_runs, memory=memory,
+        cold_start=cold_start, cold_start_runs=cold_start_runs,
         concurrency=parse_concurrency(concurrency, cpu_info()["usable_cores"] or 1) if concurrency is not None else (),
+        recommend=RecommendConfig(max_accuracy_drop, dataset, data_dir) if recommend else None,
+        engine=engine, address=address, nodes=nodes,
     )
-    from cnnkit.distributed.cluster import check_engine
-
-    if check_engine(engine) == "ray":
-        if recommend:
-            raise CnnkitError("--recommend runs on this machine only", hint="drop --engine ray, or --recommend")
-        from cnnkit.distributed.fleet import run_fleet_benchmark
-
-        with err_console.status("benchmarking on the Ray cluster's nodes"):
-            fleet = run_fleet_benchmark(config, nodes or "all", address, notify=notice)
-        if not json_to_stdout(json_out):
-            render_fleet(fleet.to_dict())
-        emit_json(json_out, fleet.to_dict(), force)
-        return
-    if nodes is not None:
-        raise CnnkitError("--nodes needs --engine ray", hint="add --engine ray, or drop --nodes")
-    accuracy = None
-    if recommend:  # evaluated first: a dataset problem fails before minutes of timing
-        from cnnkit.bench.benchmark import _check_runtimes
-        from cnnkit.bench.recommend import evaluate_candidates
-
-        _check_runtimes(config)
-        with err_console.status("evaluating accuracy on every runtime and precision"):
-            accuracy = evaluate_candidates(config, dataset, data_dir, max_accuracy_drop)
-        if accuracy[0].get("notice"):
-            err_console.print(f"[yellow]note:[/] {accuracy[0]['notice']}")
-    with Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
-                  TimeElapsedColumn(), console=err_console, transient=True) as bar:
+    check_json_target(json_out, force)
+    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                  console=err_console, transient=True) as bar:
         task = bar.add_task("starting", total=None)
 
         def progress(what: str, done: int, total: int) -> None:
-            bar.update(task, description=what, completed=done, total=total)
+            bar.update(task, description=what, completed=done, total=total or None)
 
-        result = run_benchmark(config, progress)
-    advice = None
-    if accuracy is not None:
-        from cnnkit.bench.recommend import recommend as recommend_deployment
-
-        advice = recommend_deployment(result, accuracy[1], max_accuracy_drop, accuracy[0], config.seed)
+        result = run_bench(config, progress, notice)
     if not json_to_stdout(json_out):
-        render_bench(result, wide)
-        if advice is not None:
-            render_recommendation(advice)
-    emit_json(json_out, result.to_dict() | ({"recommendation": advice.to_dict()} if advice else {}), force)
+        if config.engine == "ray":
+            render_fleet(result.to_dict())
+        else:
+            render_bench(result, wide)
+            if result.recommendation is not None:
+                from cnnkit.bench.recommend import Recommendation
+
+                render_recommendation(Recommendation.from_dict(result.recommendation))
+    emit_json(json_out, result.to_dict(), force)
 
 
 def render_fleet(fleet: dict) -> None:

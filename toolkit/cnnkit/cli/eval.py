@@ -45,7 +45,7 @@ def eval_command(
                         skip_bad_images, labels, runtime=parse_one_runtime(runtime, "eval"), tflite=tflite)
     for m in config.models:  # a bad model file fails before any data is loaded
         describe_onnx(m)
-    from cnnkit.distributed.cluster import check_engine
+    from cnnkit.choices import check_engine
     from cnnkit.errors import CnnkitError
 
     if check_engine(engine) == "local" and workers is not None:

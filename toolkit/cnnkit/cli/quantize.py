@@ -48,7 +48,7 @@ def quantize_command(
     if batch_size <= 0:
         raise CnnkitError(f"--batch-size must be positive, got {batch_size}", hint="e.g. --batch-size 64 (the default)")
     check_json_target(json_out, force)
-    from cnnkit.distributed.cluster import check_engine
+    from cnnkit.choices import check_engine
 
     if check_engine(engine) == "ray" and auto:
         raise CnnkitError("--engine ray checks the accuracy of one quantize run, not --auto's candidates",

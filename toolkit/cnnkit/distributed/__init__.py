@@ -1,4 +1,5 @@
 """Work spread over a Ray cluster: distributed eval (Ray Data) and the fleet benchmark (one Ray task per node).
 
-Nothing here is imported unless ``--engine ray`` is asked for; Ray itself is imported inside the functions.
+Ray itself is imported only inside the functions that use it; :mod:`cnnkit.distributed.engine` runs ``cnnkit bench``
+where its config says (this process, or the cluster).
 """

@@ -11,14 +11,6 @@ from typing import Any
 from cnnkit._deps import capture_native_stderr, require_ray
 from cnnkit.errors import CnnkitError, shorten
 
-ENGINES = ("local", "ray")
-
-
-def check_engine(engine: str) -> str:
-    if engine not in ENGINES:
-        raise CnnkitError(f"unknown --engine {engine!r}", hint=f"one of: {', '.join(ENGINES)}")
-    return engine
-
 
 def worker_env() -> dict[str, str]:
     """The driver's ``CNNKIT_*`` variables (offline mode, debug, fault injection), passed on to Ray workers."""

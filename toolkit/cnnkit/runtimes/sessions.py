@@ -71,6 +71,11 @@ class SessionConfig:
     cpu_mem_arena: bool = True  # ONNX Runtime's CPU memory arena; --no-arena turns it off
     provider_options: tuple[tuple[str, str], ...] = ()  # --provider-option KEY=VALUE: an accelerator's or plugin's own
 
+    def __post_init__(self) -> None:
+        for flag, value in (("--threads", self.intra_op_threads), ("--inter-op-threads", self.inter_op_threads)):
+            if value < 0:
+                raise CnnkitError(f"{flag} must be >= 0, got {value}", hint=f"0 lets ONNX Runtime choose; e.g. {flag} 4")
+
     def to_dict(self) -> dict[str, Any]:
         return {k: (v.value if hasattr(v, "value") else v) for k, v in asdict(self).items()}
 
