@@ -247,3 +247,31 @@ def test_the_quantizers_error_is_kept_whole_or_cut_at_a_word(model: Path, tmp_pa
                                "images", [])
     line = info.value.one_line()
     assert line.endswith("…") and detail.startswith(line.split("RuntimeError: ", 1)[1][:-1])
+
+
+# --- 3. quantize says on which images it measured accuracy -------------------------------------------------
+
+
+def test_quantize_calibrating_on_every_image_does_not_call_them_held_out(model: Path, tmp_path: Path) -> None:
+    from tests.imaging import write_digit_folder
+
+    folder = tmp_path / "digits"
+    write_digit_folder(folder, n=20)
+    out = tmp_path / "q.onnx"
+    result = cli("quantize", model, "-o", out, "--data-dir", folder, "--eval-samples", "8", "--max-accuracy-drop", "100")
+    assert result.exit_code == 0, result.output
+    text = " ".join(result.output.split())
+    assert "accuracy is measured on the calibration images themselves" in text
+    assert "held-out" not in text and "on 8 image-folder images (calibration images: none held out)" in text, text
+    # With more images than --calibration-samples, the rest measure accuracy and are called held-out.
+    result = cli("quantize", model, "-o", out, "--force", "--data-dir", folder, "--calibration-samples", "12",
+                 "--max-accuracy-drop", "100")
+    assert result.exit_code == 0, result.output
+    text = " ".join(result.output.split())
+    assert "on 8 held-out image-folder images" in text and "themselves" not in text, text
+    # fp16 calibrates nothing: every image measures accuracy, and none is called held out.
+    result = cli("quantize", model, "-o", out, "--force", "--mode", "fp16", "--data-dir", folder,
+                 "--calibration-samples", "12", "--max-accuracy-drop", "100")
+    assert result.exit_code == 0, result.output
+    text = " ".join(result.output.split())
+    assert "on 20 image-folder images;" in text and "held-out" not in text, text

@@ -91,9 +91,11 @@ def render_quantize(r) -> None:  # noqa: ANN001 (QuantizeResult)
         console.print(f"accuracy not checked: {r.dataset.get('metric')}")
     else:
         what = r.dataset.get("metric", "accuracy").split(" (")[0]
+        images = {True: f"held-out {r.dataset['name']} images", None: f"{r.dataset['name']} images",
+                  False: f"{r.dataset['name']} images (calibration images: none held out)"}[r.dataset.get("held_out")]
         console.print(f"{what} {100 * r.accuracy:.2f} % vs FP32 {100 * r.fp32_accuracy:.2f} % "
                       f"({r.accuracy_change_pp:+.2f} pp, drop budget {r.budget_pp:g} pp) on {r.dataset['evaluated_samples']:,} "
-                      f"held-out {r.dataset['name']} images; top-1 agreement {100 * r.top1_agreement:.2f} %")
+                      f"{images}; top-1 agreement {100 * r.top1_agreement:.2f} %")
     if r.dataset.get("calibration"):
         console.print(f"calibrated on {r.dataset['calibration']}")
     if r.dataset.get("preprocess"):

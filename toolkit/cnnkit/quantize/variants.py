@@ -247,6 +247,7 @@ def prepare_quant_data(config: QuantizeConfig, info: OnnxModelInfo, dataset: Dat
     if isinstance(dataset, Dataset):
         calib_src, eval_src = ImageSource.from_dataset(dataset, "train"), ImageSource.from_dataset(dataset, "test")
         how = "the dataset's training split"
+        held_out: bool | None = True
     elif where is not None and is_image_folder(where):
         if config.dataset is not None:
             raise QuantizeError(f"--dataset {config.dataset} and --data-dir {where} (a folder of images) disagree",
@@ -257,14 +258,18 @@ def prepare_quant_data(config: QuantizeConfig, info: OnnxModelInfo, dataset: Dat
         k = min(config.calibration_samples, n)
         order = np.random.default_rng(0).permutation(n)
         calib_src = folder.subset(np.sort(order[:k]))
-        if n > k:
+        if not static:  # nothing is calibrated: every image measures accuracy
+            eval_src, how, held_out = folder, "", None
+        elif n > k:
             eval_src = folder.subset(np.sort(order[k:]))
             how = f"{k:,} images of {where} drawn with seed 0; the other {n - k:,} measure accuracy"
+            held_out = True
         else:
             eval_src = folder
             how = f"all {n:,} images of {where}"
+            held_out = False
             notes.append(f"{where} holds {n:,} images, not more than --calibration-samples {config.calibration_samples}: "
-                         f"accuracy is measured on the calibration images themselves")
+                         f"accuracy is measured on the calibration images themselves (none is held out)")
     else:
         meta = _model_dataset(info)
         if config.dataset is not None and meta is not None and config.dataset != meta:
@@ -286,6 +291,7 @@ def prepare_quant_data(config: QuantizeConfig, info: OnnxModelInfo, dataset: Dat
             notes.append(ds.notice)
         calib_src, eval_src = ImageSource.from_dataset(ds, "train"), ImageSource.from_dataset(ds, "test")
         how = "the dataset's training split"
+        held_out = True  # the test split
     skipped = SkippedImages() if config.skip_bad_images else None
     calib = None
     if static:
@@ -303,8 +309,10 @@ def prepare_quant_data(config: QuantizeConfig, info: OnnxModelInfo, dataset: Dat
             pixels = pixels[: len(pixels) - len(pixels) % batch]  # whole batches only: the model takes no other size
         calib = record.normalize(pixels)
     eval_src = eval_src.take(config.eval_samples)
+    # held_out: no accuracy image was calibrated on, nor trained on if a split says so (None: a folder, not calibrated).
     provenance = eval_src.describe() | {"calibration": how if static else None,
-                                        "calibration_samples": 0 if calib is None else int(len(calib))}
+                                        "calibration_samples": 0 if calib is None else int(len(calib)),
+                                        "held_out": held_out}
     return QuantData(record, calib, eval_src, provenance, tuple(notes), skipped)
 
 
