@@ -81,3 +81,43 @@ def write_digit_folder(root: Path, n: int = 60, size: int | None = None, rgb: bo
         written.append((f"{int(label)}/{i:05d}" if labelled else f"{i:05d}", np.asarray(pil), int(label)))
     written.sort(key=lambda t: t[0])
     return np.stack([w[1] for w in written]), np.asarray([w[2] for w in written], np.int64)
+
+
+def colour_keyed_classifier(path: Path, keys: dict[int, tuple[int, int, int]], classes: int = 1000,
+                            size: int = 16) -> Path:
+    """An NHWC float32 classifier (pixels 0..255) of ``classes`` classes that knows colours: class ``i`` of
+    ``keys`` scores highest for an image of the RGB colour ``keys[i]`` (the score is minus the squared distance
+    of the image's mean colour to the key), every other class far below. A stand-in for an ImageNet model that
+    is right about the images it was trained on."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    # -|m - k|^2 = 2 m.k - |k|^2 - |m|^2: the last term is the same for every class and left out.
+    weights = np.zeros((3, classes), np.float32)
+    bias = np.full(classes, -1e6, np.float32)
+    for cls, key in keys.items():
+        k = np.asarray(key, np.float32)
+        weights[:, cls] = 2 * k
+        bias[cls] = -float(k @ k)
+    nodes = [helper.make_node("ReduceMean", ["image", "hw"], ["mean"], keepdims=0, name="mean_colour"),
+             helper.make_node("Gemm", ["mean", "w", "b"], ["scores"], name="keys")]
+    graph = helper.make_graph(
+        nodes, "colour_keys", [helper.make_tensor_value_info("image", TensorProto.FLOAT, ["batch", size, size, 3])],
+        [helper.make_tensor_value_info("scores", TensorProto.FLOAT, ["batch", classes])],
+        [numpy_helper.from_array(np.array([1, 2], np.int64), "hw"), numpy_helper.from_array(weights, "w"),
+         numpy_helper.from_array(bias, "b")])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)], ir_version=9)
+    onnx.checker.check_model(model)
+    onnx.save(model, str(path))
+    return path
+
+
+def write_colour_folder(root: Path, folders: dict[str, list[tuple[int, int, int]]], size: int = 16) -> Path:
+    """PNG images of one colour each, in class folders: ``{"281": [(255, 0, 0), ...], ...}``."""
+    from PIL import Image
+
+    for name, colours in folders.items():
+        (root / name).mkdir(parents=True, exist_ok=True)
+        for i, colour in enumerate(colours):
+            Image.new("RGB", (size, size), colour).save(root / name / f"{i:03d}.png")
+    return root

@@ -43,8 +43,39 @@ def test_eval_on_an_image_folder_matches_onnxruntime(tmp_path: Path, layout: str
     top5 = np.argsort(-scores, axis=1)[:, :5]
     assert m["top5_accuracy"] == pytest.approx(np.mean(np.any(top5 == labels[:, None], axis=1)))
     assert m["preprocess"]["name"] == "unit" and m["preprocess"]["layout"] == layout
-    assert data["dataset"]["kind"] == "image folder" and data["dataset"]["labels_from"] == "sorted folder names"
+    assert data["dataset"]["kind"] == "image folder" and data["dataset"]["labels_from"] == "folder names as class indices (0..9)"
     assert data["images_per_s"] > 0 and "top-5" in result.stdout
+    assert "read as class indices" not in result.output  # "0".."9" in sorted order: nothing to say
+
+
+def test_imagenet_index_folders_for_a_1000_class_model(tmp_path: Path) -> None:
+    """Class folders named by ImageNet index (281/, 967/), no --labels: eval, parity and quantize read them as the
+    model's class indices (75 %, the truth: 3 of 4 images are the colour their folder's class knows), and say so.
+    Folders that are not indices are labelled 0, 1 as before, with a warning on their count and on the 0 %."""
+    from tests.imaging import colour_keyed_classifier, write_colour_folder
+
+    red, blue = (220, 30, 30), (30, 30, 220)
+    model = colour_keyed_classifier(tmp_path / "m.onnx", {281: red, 967: blue}, classes=1000)
+    write_colour_folder(tmp_path / "val", {"281": [red, red], "967": [blue, red]})
+    r = run("eval", model, "--data-dir", tmp_path / "val", "--json", tmp_path / "e.json")
+    assert r.exit_code == 0, r.output
+    e = json.loads((tmp_path / "e.json").read_text())
+    assert e["models"][0]["accuracy"] == pytest.approx(0.75)
+    assert e["dataset"]["labels_from"] == "folder names as class indices (0..999)"
+    assert "281/, 967/ read as class indices of the model's 1000 classes" in " ".join(r.output.split())
+    r = run("parity", model, model, "--data-dir", tmp_path / "val")
+    assert r.exit_code == 0 and "reference 75.00 %" in r.stdout, r.output
+    r = run("quantize", model, "--mode", "fp16", "--data-dir", tmp_path / "val", "-o", tmp_path / "q.onnx")
+    assert r.exit_code == 0 and "accuracy 75.00 % vs FP32 75.00 %" in r.stdout, r.output
+    assert "read as class indices" in " ".join(r.output.split())
+
+    write_colour_folder(tmp_path / "named", {"cat": [red, red], "dog": [blue, blue]})
+    r = run("eval", model, "--data-dir", tmp_path / "named", "--json", tmp_path / "n.json")
+    assert r.exit_code == 0, r.output
+    assert json.loads((tmp_path / "n.json").read_text())["models"][0]["accuracy"] == 0
+    said = " ".join(r.output.split())
+    assert "2 class folder(s) labelled 0..1 in sorted name order, but the model has 1000 classes" in said
+    assert "0 % top-1 on 4 images labelled by sorted folder names" in said and "--labels FILE" in said
 
 
 def test_grey_28px_digits_are_resized_for_a_colour_model(tmp_path: Path) -> None:

@@ -61,6 +61,43 @@ def test_model_class_names_and_labels_file(tmp_path: Path) -> None:
         read_labels_file(labels)
 
 
+def test_numbered_class_folders_are_class_indices_of_the_model(tmp_path: Path) -> None:
+    """ImageNet-style folders (281/, 967/) for a 1000-class model are its class indices, said in one line; a
+    folder count that is not the model's class count is warned about; names the model knows still win."""
+    write_class_folder(tmp_path / "imagenet", per_class=2, classes=("281", "967"))
+    folder = open_folder(tmp_path / "imagenet", None, "", strict_names=False, model_classes=1000)
+    assert folder.labels.tolist() == [281, 281, 967, 967] and len(folder.class_names) == 1000
+    assert folder.labels_from == "folder names as class indices (0..999)"
+    assert "281/, 967/ read as class indices of the model's 1000 classes" in folder.notice
+    assert folder.describe()["images_per_class"] == {"281": 2, "967": 2} and "notice" in folder.describe()
+    # The same folders labelled the way they were before: 0 and 1, with a warning now.
+    unknown = open_folder(tmp_path / "imagenet", None, "", strict_names=False, model_classes=None)
+    assert unknown.labels.tolist() == [0, 0, 1, 1] and unknown.notice is None  # the model's classes unknown
+    # The model's real class names from metadata: the folders are still indices, the names are the model's.
+    names = tuple(f"class{i}" for i in range(1000))
+    named = open_folder(tmp_path / "imagenet", names, "metadata", strict_names=False, model_classes=1000)
+    assert named.labels.tolist() == [281, 281, 967, 967] and named.class_names[281] == "class281"
+    with pytest.raises(DatasetError, match="not among the model's 1000 class names"):  # a labels file is the rule
+        open_folder(tmp_path / "imagenet", names, "labels file x", strict_names=True, model_classes=1000)
+    # 0..10: numeric order, not the sorted names' (0, 1, 10, 2, ...).
+    write_class_folder(tmp_path / "eleven", per_class=1, classes=tuple(str(i) for i in range(11)))
+    eleven = open_folder(tmp_path / "eleven", None, "", strict_names=False, model_classes=11)
+    assert eleven.labels.tolist() == [0, 1, 10, *range(2, 10)] and "read as class indices" in eleven.notice
+    # 0..2 for a 3-class model: the same as their sorted order, nothing to say.
+    write_class_folder(tmp_path / "three", per_class=1, classes=("0", "1", "2"))
+    assert open_folder(tmp_path / "three", None, "", strict_names=False, model_classes=3).notice is None
+    # A number past the model's classes is no index: sorted order, and the count is warned about.
+    write_class_folder(tmp_path / "past", per_class=1, classes=("5", "1000"))
+    past = open_folder(tmp_path / "past", None, "", strict_names=False, model_classes=1000)
+    assert past.labels.tolist() == [0, 1] and past.labels_from == "sorted folder names"
+    assert "2 class folder(s) labelled 0..1 in sorted name order, but the model has 1000 classes" in past.notice
+    write_class_folder(tmp_path / "pets", per_class=1, classes=("cat", "dog"))
+    assert "but the model has 1000 classes" in open_folder(tmp_path / "pets", None, "", False, 1000).notice
+    assert open_folder(tmp_path / "pets", None, "", False, 2).notice is None
+    source = open_images(None, tmp_path / "pets", model_classes=1000)
+    assert source.notice and source.labels.tolist() == [0, 1]
+
+
 def test_unlabelled_folder_and_detection(tmp_path: Path) -> None:
     from PIL import Image
 

@@ -131,10 +131,10 @@ def evaluate_candidates(config: BenchConfig, dataset_name: str | None, data_dir:
     out: list[CandidateAccuracy] = []
     described: dict[str, Any] = {}
     for model in config.models:
-        metadata = describe_onnx(model).metadata
-        names, names_from = model_class_names(metadata)
+        info = describe_onnx(model)
+        names, names_from = model_class_names(info.metadata)
         # With no --dataset, the dataset the model was trained on (from --data-dir if given); never silently another.
-        data = open_images(dataset_name, data_dir, "test", names, names_from, model=model)
+        data = open_images(dataset_name, data_dir, "test", names, names_from, model=model, model_classes=info.classes)
         base = None
         for choice in config.runtimes:
             ev = evaluate_models(EvalConfig((Path(model),), session=config.session, limit=limit, runtime=choice,

@@ -60,6 +60,7 @@ class ImageFolder:
     labels: np.ndarray  # int64 per file; -1 when unlabelled
     class_names: tuple[str, ...]  # index -> name (the model's classes when they are named)
     labels_from: str | None  # "sorted folder names", "model's class names", "labels file X"; None: unlabelled
+    notice: str | None = None  # how the labels were read, where the user should know (one line)
 
     @property
     def labelled(self) -> bool:
@@ -71,7 +72,7 @@ class ImageFolder:
     def subset(self, indices: Sequence[int] | np.ndarray) -> ImageFolder:
         idx = np.asarray(indices, dtype=np.int64)
         return ImageFolder(self.root, tuple(self.files[i] for i in idx), self.labels[idx], self.class_names,
-                           self.labels_from)
+                           self.labels_from, self.notice)
 
     def describe(self) -> dict[str, Any]:
         per_class = np.bincount(self.labels[self.labels >= 0], minlength=len(self.class_names)) if self.labelled else []
@@ -87,7 +88,7 @@ class ImageFolder:
             "classes": len(self.class_names),
             "images_per_class": {n: int(c) for n, c in zip(self.class_names, per_class, strict=False) if c},
             "fingerprint": self.fingerprint(),
-        }
+        } | ({"notice": self.notice} if self.notice else {})
 
     def fingerprint(self) -> str:
         """SHA-256 over each file's relative path, label and size: which images these are, without reading them."""

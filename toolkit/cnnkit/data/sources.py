@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -38,7 +38,7 @@ class ImageSource:
 
     @classmethod
     def from_folder(cls, folder: ImageFolder) -> ImageSource:
-        return cls(folder.describe(), folder.class_names, folder=folder)
+        return cls(folder.describe(), folder.class_names, folder=folder, notice=folder.notice)
 
     @property
     def name(self) -> str:
@@ -110,15 +110,50 @@ def model_class_names(metadata: dict[str, str], labels_file: str | os.PathLike[s
 
 
 def open_folder(root: str | os.PathLike[str], class_names: Sequence[str] | None, names_from: str,
-                strict_names: bool) -> ImageFolder:
-    """Scan an image folder; folder names are matched to ``class_names`` when they are all among them (always,
-    when ``strict_names``: a labels file), else labelled by their sorted order."""
+                strict_names: bool, model_classes: int | None = None) -> ImageFolder:
+    """Scan an image folder and label its class folders, the first rule that applies:
+
+    * by the model's ``class_names``: always when ``strict_names`` (a labels file), else when every folder is
+      among them;
+    * as class indices when every folder name is a number below ``model_classes`` (ImageNet's ``281/``,
+      ``967/``), said in the folder's notice where that differs from their sorted order;
+    * an error when the model's names are real names (not "0", "1", ...) and the folders are not among them;
+    * by their sorted order; the notice warns when their count is not ``model_classes``.
+    """
     folder = scan_image_folder(root)
-    if class_names is None or not folder.labelled:
+    if not folder.labelled:
         return folder
-    if strict_names or set(folder.class_names) <= set(class_names) or not _numbered(class_names):
+    if class_names is not None and (strict_names or set(folder.class_names) <= set(class_names)):
         return scan_image_folder(root, class_names, names_from)
-    return folder  # the model's names are just indices ("0", "1", ...) and the folders are named otherwise
+    indices = _class_indices(folder.class_names, model_classes)
+    if indices is not None and model_classes is not None:
+        names = (tuple(class_names) if class_names is not None and len(class_names) == model_classes
+                 else tuple(str(i) for i in range(model_classes)))
+        notice = None
+        if indices != list(range(len(indices))):
+            shown = ", ".join(f"{n}/" for n in folder.class_names[:3]) + (", ..." if len(indices) > 3 else "")
+            notice = (f"{folder.root}: class folders {shown} read as class indices of the model's {model_classes} "
+                      f"classes (--labels FILE names them otherwise)")
+        return replace(folder, labels=np.asarray(indices, np.int64)[folder.labels], class_names=names,
+                       labels_from=f"folder names as class indices (0..{model_classes - 1})", notice=notice)
+    if class_names is not None and not _numbered(class_names):
+        return scan_image_folder(root, class_names, names_from)  # raises: the folders are not the model's names
+    k = len(folder.class_names)
+    if model_classes is not None and k != model_classes:
+        return replace(folder, notice=(
+            f"{folder.root}: {k} class folder(s) labelled 0..{k - 1} in sorted name order, but the model has "
+            f"{model_classes} classes; unless they are its first {k} in that order, pass --labels FILE"))
+    return folder
+
+
+def _class_indices(folder_names: Sequence[str], model_classes: int | None) -> list[int] | None:
+    """The folder names as class indices, when every one is a plain number below ``model_classes``."""
+    if model_classes is None or not all(n.isascii() and n.isdigit() for n in folder_names):
+        return None
+    indices = [int(n) for n in folder_names]
+    if len(set(indices)) != len(indices) or max(indices) >= model_classes:
+        return None  # "7" and "07" are one class twice; a number past the outputs is not an index
+    return indices
 
 
 def _numbered(names: Sequence[str]) -> bool:
@@ -127,9 +162,10 @@ def _numbered(names: Sequence[str]) -> bool:
 
 def open_images(dataset: str | None, data_dir: str | os.PathLike[str] | None, split: str = "test",
                 class_names: Sequence[str] | None = None, names_from: str = "", strict_names: bool = False,
-                model: str | os.PathLike[str] | None = None) -> ImageSource:
-    """``--data-dir`` as an image folder, else the named dataset's ``split`` (``test`` or ``train``); with
-    ``model`` and no ``dataset``, the dataset the model's metadata names (never silently another one)."""
+                model: str | os.PathLike[str] | None = None, model_classes: int | None = None) -> ImageSource:
+    """``--data-dir`` as an image folder (labelled as :func:`open_folder` says; ``model_classes``: the model's
+    class count), else the named dataset's ``split`` (``test`` or ``train``); with ``model`` and no ``dataset``,
+    the dataset the model's metadata names (never silently another one)."""
     from cnnkit.data.datasets import default_data_dir, load_dataset, load_dataset_for_model
 
     where = Path(data_dir) if data_dir is not None else default_data_dir()
@@ -137,7 +173,7 @@ def open_images(dataset: str | None, data_dir: str | os.PathLike[str] | None, sp
         if dataset is not None:
             raise DatasetError(f"--dataset {dataset} and --data-dir {where} (a folder of images) disagree",
                                hint="give one of them: an image folder needs no --dataset")
-        return ImageSource.from_folder(open_folder(where, class_names, names_from, strict_names))
+        return ImageSource.from_folder(open_folder(where, class_names, names_from, strict_names, model_classes))
     if model is not None:
         return ImageSource.from_dataset(load_dataset_for_model(model, dataset, data_dir, require_train=split == "train"),
                                         split)

@@ -168,6 +168,12 @@ def evaluate_models(config: EvalConfig, dataset: Dataset | ImageSource | None = 
                           t.runner.session_info.to_dict() if ort else t.runner.provider, config.runtime.runtime,
                           getattr(t.runner, "size_bytes", t.info.size_bytes))
          for t, ort in zip(tallies, on_ort, strict=True)], y, source)
+    if source.folder is not None:  # labels read off folder names: a mismatch gives a figure that cannot be right
+        for r in results:
+            if r.accuracy == 0 and r.samples >= 2:
+                say(f"{Path(r.model).name}: 0 % top-1 on {r.samples} images labelled by "
+                    f"{source.provenance.get('labels_from')}: a trained model's classes are likely not these labels "
+                    "(--labels FILE names them: one class per line, in the model's output order)")
     described = source.describe() | {"evaluated_samples": int(len(y)), "split": source.provenance.get("split", "test")}
     return EvalResult(SCHEMA, described, tuple(class_names), tuple(results), environment(),
                       skipped.to_dict() if skipped else {"count": 0, "examples": []},
@@ -196,7 +202,7 @@ def open_eval_source(config: EvalConfig, infos: list[Any], dataset: Dataset | Im
     else:
         names, names_from = model_class_names(infos[0].metadata, config.labels_file)
         source = open_images(config.dataset, config.data_dir, "test", names, names_from, model=config.models[0],
-                             strict_names=config.labels_file is not None)
+                             strict_names=config.labels_file is not None, model_classes=infos[0].classes)
     if source.notice:
         say(source.notice)
     if not source.labelled:

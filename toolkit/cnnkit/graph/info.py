@@ -15,6 +15,7 @@ Layout rule, first match wins (the reason is kept in ``ImageInput.layout_reason`
 
 from __future__ import annotations
 
+import math
 import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -120,6 +121,7 @@ class OnnxModelInfo:
     layout: str  # NHWC or NCHW (see the module docstring for the rule); "-" without require_image
     metadata: dict[str, str] = field(default_factory=dict)
     input: ImageInput | None = None  # None only with require_image=False and a non-image input
+    classes: int | None = None  # scores per image in the first output (a classifier's classes); None: unknown
 
     @property
     def image_shape(self) -> tuple[int, ...]:
@@ -246,6 +248,28 @@ def model_precision(model: Any) -> str:
     return "fp32"
 
 
+def output_classes(model: Any) -> int | None:
+    """How many scores the first output gives per image (a classifier's class count): the product of its
+    non-batch dimensions, as declared or, where not declared, by shape inference; None where unknown."""
+    import onnx
+
+    def per_image(value_info: Any) -> int | None:
+        dims = value_dims(value_info)
+        if len(dims) < 2 or not all(isinstance(d, int) and d > 0 for d in dims[1:]):
+            return None
+        return math.prod(dims[1:])
+
+    if not model.graph.output:
+        return None
+    found = per_image(model.graph.output[0])
+    if found is None:
+        try:
+            found = per_image(onnx.shape_inference.infer_shapes(model).graph.output[0])
+        except Exception:  # noqa: BLE001 (a custom op or a malformed graph: unknown)
+            return None
+    return found
+
+
 def describe_onnx(path: str | os.PathLike[str], require_image: bool = True) -> OnnxModelInfo:
     """Read ``path`` and describe it; a missing or corrupt file, or (with ``require_image``) a model whose
     one input is not a fixed-size image tensor, is a one-line error naming the inputs."""
@@ -277,5 +301,5 @@ def describe_onnx(path: str | os.PathLike[str], require_image: bool = True) -> O
         path=str(p), sha256=sha256_file(p), size_bytes=p.stat().st_size, opset=opset, input_name=name,
         input_shape=shape, input_dtype=dtype, output_names=tuple(o.name for o in graph.output),
         precision=model_precision(model), layout=layout, metadata={m.key: m.value for m in model.metadata_props},
-        input=image,
+        input=image, classes=output_classes(model),
     )

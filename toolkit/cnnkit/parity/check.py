@@ -647,7 +647,8 @@ def check_parity(config: ParityConfig, dataset: Dataset | ImageSource | None = N
     if dataset is None and config.dataset != "none":
         names, names_from = model_class_names(cand_info.metadata, config.labels_file)
         dataset = open_images(config.dataset, config.data_dir, "test", names, names_from,
-                              strict_names=config.labels_file is not None, model=config.candidate)
+                              strict_names=config.labels_file is not None, model=config.candidate,
+                              model_classes=cand_info.classes)
         # A default dataset the model was not trained on still gives real images, but its labels mean nothing here.
         from cnnkit.data.datasets import default_data_dir
 

@@ -253,7 +253,10 @@ def prepare_quant_data(config: QuantizeConfig, info: OnnxModelInfo, dataset: Dat
             raise QuantizeError(f"--dataset {config.dataset} and --data-dir {where} (a folder of images) disagree",
                                 hint="give one of them: an image folder needs no --dataset")
         names, names_from = model_class_names(info.metadata, config.labels_file)
-        folder = ImageSource.from_folder(open_folder(where, names, names_from, config.labels_file is not None))
+        folder = ImageSource.from_folder(open_folder(where, names, names_from, config.labels_file is not None,
+                                                     info.classes))
+        if folder.notice:
+            notes.append(folder.notice)
         n = len(folder)
         k = min(config.calibration_samples, n)
         order = np.random.default_rng(0).permutation(n)
