@@ -275,3 +275,54 @@ def test_quantize_calibrating_on_every_image_does_not_call_them_held_out(model: 
     assert result.exit_code == 0, result.output
     text = " ".join(result.output.split())
     assert "on 20 image-folder images;" in text and "held-out" not in text, text
+
+
+# --- 5. feature-map grids of different blocks carry different titles ----------------------------------------
+
+
+def _blocks_model(path: Path, blocks: int = 3, scope: str = "/_blocks.{k}/_project_conv/Conv") -> Path:
+    """NHWC input -> per block a 1x1 Conv -> Relu, named as PyTorch exports EfficientNet's blocks
+    (/_blocks.K/_project_conv/Conv): the last scope is the same in every block."""
+    import numpy as np
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(0)
+    nodes = [helper.make_node("Transpose", ["images"], ["x0"], perm=[0, 3, 1, 2], name="/Transpose")]
+    inits = []
+    for k in range(blocks):
+        inits.append(numpy_helper.from_array(rng.normal(0, 1, (2, 1 if k == 0 else 2, 1, 1)).astype(np.float32), f"w{k}"))
+        nodes += [helper.make_node("Conv", [f"x{k}", f"w{k}"], [f"c{k}"], name=scope.format(k=k)),
+                  helper.make_node("Relu", [f"c{k}"], [f"x{k + 1}"], name=f"/_blocks.{k}/Relu")]
+    nodes += [helper.make_node("GlobalAveragePool", [f"x{blocks}"], ["g"]), helper.make_node("Flatten", ["g"], ["f"]),
+              helper.make_node("Softmax", ["f"], ["probabilities"], axis=1)]
+    graph = helper.make_graph(nodes, "blocks", [helper.make_tensor_value_info("images", TensorProto.FLOAT, [1, 8, 8, 1])],
+                              [helper.make_tensor_value_info("probabilities", TensorProto.FLOAT, [1, 2])], inits)
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=9), path)
+    return path
+
+
+def test_feature_map_titles_are_unique_and_say_where(tmp_path: Path) -> None:
+    import json
+
+    import numpy as np
+    import onnx
+    from PIL import Image
+
+    from cnnkit.evaluate.featuremaps import _layer_name, conv_activation_tensors
+
+    model = _blocks_model(tmp_path / "blocks.onnx")
+    png = tmp_path / "img.png"
+    Image.fromarray(np.arange(64, dtype=np.uint8).reshape(8, 8)).save(png)
+    result = cli("featuremaps", model, "--image", png, "-o", tmp_path / "maps")
+    assert result.exit_code == 0, result.output
+    layers = json.loads((tmp_path / "maps" / "featuremaps.json").read_text())["layers"]
+    assert [x["layer"] for x in layers] == ["_blocks.0._project_conv", "_blocks.1._project_conv", "_blocks.2._project_conv"]
+    titles = [x["title"] for x in layers]
+    assert len(set(titles)) == 3 and titles[1].startswith("_blocks.1._project_conv (conv layer 2 of 3): 2 maps of 8x8")
+    assert len({x["png"] for x in layers}) == 3
+    # Scopes that repeat their parent's name are said once; names that still collide are numbered.
+    assert _layer_name("/features/features.0/features.0.0/Conv") == "features.0.0"
+    assert _layer_name("model/conv1/Conv2D") == "conv1"
+    same = onnx.load(str(_blocks_model(tmp_path / "same.onnx", scope="/_project_conv/Conv")))
+    assert [layer for layer, _ in conv_activation_tensors(same)] == ["_project_conv#1", "_project_conv#2", "_project_conv#3"]

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 import re
+from collections import Counter
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -33,6 +34,7 @@ class FeatureMapLayer:
     shape: tuple[int, ...]  # (channels, height, width)
     png: str
     channels_shown: tuple[int, ...] = ()  # which channels the grid shows, in grid order
+    title: str = ""  # the grid's title: layer, its place among the convolution layers, maps and their size
 
 
 @dataclass(frozen=True)
@@ -76,14 +78,23 @@ def load_image(path: Path, record: Any) -> np.ndarray:
 
 def _layer_name(node_name: str) -> str:
     parts = node_name.split("/")
-    if node_name.startswith("/") and len(parts) > 2:  # PyTorch: /features/features.0/Conv
-        return parts[-2]
+    if node_name.startswith("/") and len(parts) > 2:  # PyTorch: /features/features.0/Conv, /_blocks.1/_project_conv/Conv
+        # The module path, each scope once: "features.0", "_blocks.1._project_conv" (the last scope alone,
+        # "_project_conv", is the same in every block).
+        path: list[str] = []
+        for scope in parts[1:-1]:
+            if path and scope.startswith(path[-1] + "."):
+                path[-1] = scope
+            else:
+                path.append(scope)
+        return ".".join(path)
     name = parts[1] if len(parts) > 2 else node_name  # tf2onnx: model/conv1/Conv2D
     return re.sub(r"_\d+$", "", name)
 
 
 def conv_activation_tensors(model: Any) -> list[tuple[str, str]]:
-    """``(layer, tensor)`` per Conv node: its activation's output if one follows it alone, else its own."""
+    """``(layer, tensor)`` per Conv node: its activation's output if one follows it alone, else its own.
+    Layer names are unique: a name that several nodes share is numbered (``name#1``, ``name#2``)."""
     from cnnkit.graph.index import GraphIndex
 
     index = GraphIndex.of(model)
@@ -95,8 +106,14 @@ def conv_activation_tensors(model: Any) -> list[tuple[str, str]]:
         users = index.consumers(tensor)
         if len(users) == 1 and users[0].op_type in _ACTIVATIONS:
             tensor = users[0].output[0]
-        out.append((_layer_name(node.name), tensor))
-    return out
+        out.append((_layer_name(node.name) or tensor, tensor))
+    counts = Counter(layer for layer, _ in out)
+    seen: Counter[str] = Counter()
+    numbered = []
+    for layer, tensor in out:
+        seen[layer] += 1
+        numbered.append((f"{layer}#{seen[layer]}" if counts[layer] > 1 else layer, tensor))
+    return numbered
 
 
 def spread(n: int, k: int | None) -> list[int]:
@@ -156,7 +173,8 @@ def save_feature_maps(model_path: Path, image: np.ndarray, out_dir: Path, source
     targets = conv_activation_tensors(model)
     if not targets:
         raise CnnkitError(f"{model_path} has no convolution layers")
-    chosen = [targets[i] for i in spread(len(targets), max_layers)]
+    positions = spread(len(targets), max_layers)
+    chosen = [targets[i] for i in positions]
     runner = OnnxRuntimeRunner(with_extra_outputs(model, [t for _, t in chosen]), label=model_path.name)
     values = runner.infer({runner.input_name: record.normalize(image[None])})
     from cnnkit.finite import NonFiniteError, nonfinite
@@ -171,7 +189,7 @@ def save_feature_maps(model_path: Path, image: np.ndarray, out_dir: Path, source
                                  hint="the model is broken for this input: check it with cnnkit eval or parity")
     layers = []
     with staged_dir(out_dir, force) as staging:  # the folder appears complete, or not at all
-        for i, (layer, tensor) in enumerate(chosen, 1):
+        for i, (position, (layer, tensor)) in enumerate(zip(positions, chosen, strict=True), 1):
             fmap = values[tensor][0]  # ONNX convolutions are NCHW: (C, H, W)
             if fmap.ndim != 3:
                 continue  # a 1-D or 3-D convolution: no 2-D maps to draw
@@ -187,13 +205,15 @@ def save_feature_maps(model_path: Path, image: np.ndarray, out_dir: Path, source
             ax.axis("off")
             ax.imshow(grid, cmap="viridis", interpolation="nearest")
             what = f"{len(shown)} of {channels} maps" if len(shown) < channels else f"{channels} maps"
-            fig.suptitle(f"{layer}: {what} of {fmap.shape[1]}x{fmap.shape[2]}", fontsize=9)
+            # The name, and where it sits: block names repeat across models' stages, positions do not.
+            title = f"{layer} (conv layer {position + 1} of {len(targets)}): {what} of {fmap.shape[1]}x{fmap.shape[2]}"
+            fig.suptitle(title, fontsize=9)
             name = f"{i:02d}-{re.sub(r'[^A-Za-z0-9_.-]', '_', layer)}.png"
             try:
                 fig.savefig(staging / name, dpi=80)
             finally:
                 plt.close(fig)
-            layers.append(FeatureMapLayer(layer, tensor, tuple(int(d) for d in fmap.shape), name, tuple(shown)))
+            layers.append(FeatureMapLayer(layer, tensor, tuple(int(d) for d in fmap.shape), name, tuple(shown), title))
         probs = values[runner.output_names[0]]
         result = FeatureMapsResult(str(model_path), source, int(np.argmax(probs)), tuple(layers), len(targets),
                                    max_layers, max_channels, record.to_dict(), provenance)
