@@ -2,7 +2,7 @@
 
     python scripts/docs_options.py eval          # paste under "## Options" in docs/commands/eval.md
 
-tests/unit/test_docs.py fails when a command has an option its page does not name; this prints the current
+tests/test_docs.py fails when a command has an option its page does not name; this prints the current
 table from the command's own definitions (help text, type, default, environment variable).
 """
 
