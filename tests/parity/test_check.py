@@ -50,6 +50,20 @@ def test_layer_table_on_a_pass(trained_model: Path, exported_model: Path) -> Non
     # The export folds the input scale into conv1, so the rescale layer has no tensor of its own.
     assert by_name["rescale"].onnx_tensor is None and not by_name["rescale"].diverges
     assert all(r.onnx_tensor and not r.diverges for r in result.layers if r.layer != "rescale")
+    assert by_name["rescale"].layout == "folded"  # the export's metadata says so (folded_layers)
+
+
+def test_layer_table_reads_folded_layers_from_an_older_export(trained_model: Path, exported_model: Path,
+                                                              tmp_path: Path) -> None:
+    """Exports before ``folded_layers`` said it only in prose (graph_simplification): still read."""
+    model = onnx.load(str(exported_model))
+    props = {p.key: p.value for p in model.metadata_props}
+    assert "input scale folded into" in props["graph_simplification"]
+    del props["folded_layers"]
+    helper.set_model_props(model, props)
+    onnx.save(model, str(tmp_path / "older.onnx"))
+    result = check_parity(_config(trained_model, tmp_path / "older.onnx", batch_sizes=(2,), layers=True))
+    assert result.passed and {r.layer: r.layout for r in result.layers}["rescale"] == "folded"
 
 
 def test_unsimplified_export_maps_every_layer(trained_model: Path, tmp_path: Path) -> None:

@@ -64,24 +64,26 @@ def export_command(
     if json_to_stdout(json_out):
         emit_json(json_out, result.to_dict(), force)
         return
+    from cnnkit.graph import metadata as meta
+
     m = result.metadata
     console.print(f"wrote {result.output_path} ({result.size_bytes:,} bytes), opset {result.opset}")
-    console.print(f"input  {input_name}: {input_dtype.value} {shape_text(result.input_shape)} (NHWC, raw pixels {m['input_value_range']})")
-    if "preprocess" in m:
+    console.print(f"input  {input_name}: {input_dtype.value} {shape_text(result.input_shape)} (NHWC, raw pixels {m[meta.INPUT_VALUE_RANGE]})")
+    if meta.PREPROCESS in m:
         from cnnkit.data.preprocess import PreprocessRecord
 
-        console.print(f"preprocessing record: {PreprocessRecord.from_json(m['preprocess']).describe()}")
+        console.print(f"preprocessing record: {PreprocessRecord.from_json(m[meta.PREPROCESS]).describe()}")
     console.print(f"output {output_name}: {shape_text(result.output_shape)}")
     verdict = "equal" if result.params_match else result.params_note
     console.print(f"parameters: Keras {result.keras_params:,}, ONNX {result.onnx_params:,} ({verdict})")
     console.print(f"graph simplification: {result.simplification}")
-    check = json.loads(m["conversion_check"])
+    check = json.loads(m[meta.CONVERSION_CHECK])
     console.print(f"checks: one input and one output, onnx.checker (full), strict shape inference; ONNX Runtime vs "
                   f"Keras on {check['samples']} random images: max |diff| {check['max_abs_diff']:.3g}")
-    for failed in json.loads(m.get("conversion_routes_failed", "[]")):
+    for failed in json.loads(m.get(meta.CONVERSION_ROUTES_FAILED, "[]")):
         console.print(f"route not kept: {failed}")
-    console.print(f"route: {m['conversion_route']}; tensorflow {m['tensorflow_version']}, keras {m['keras_version']}, "
-                  f"tf2onnx {m['tf2onnx_version']}, onnx {m['onnx_version']}")
+    versions = ", ".join(f"{name} {m[meta.version_key(name)]}" for name in meta.VERSIONED_PACKAGES)
+    console.print(f"route: {m[meta.CONVERSION_ROUTE]}; {versions}")
     emit_json(json_out, result.to_dict(), force)
 
 

@@ -200,7 +200,9 @@ def model_dataset(model: str | os.PathLike[str]) -> str | None:
     if path.suffix == ".onnx":
         from cnnkit.graph.info import describe_onnx
 
-        name = describe_onnx(path, require_image=False).metadata.get("dataset")
+        from cnnkit.graph import metadata as meta
+
+        name = meta.dataset(describe_onnx(path, require_image=False).metadata)
     else:
         from cnnkit.results.load import train_record_beside
 

@@ -22,8 +22,9 @@ from typing import Any
 import numpy as np
 
 from cnnkit.errors import CnnkitError
+from cnnkit.graph import metadata as meta
+from cnnkit.graph.metadata import InputDescription
 
-METADATA_KEY = "preprocess"  # the ONNX metadata_props key holding a record's JSON
 SCHEMA = "cnnkit.preprocess/1"
 IMAGENET_MEAN_RGB = (0.485, 0.456, 0.406)
 IMAGENET_STD_RGB = (0.229, 0.224, 0.225)
@@ -323,21 +324,18 @@ def record_from_metadata(metadata: dict[str, str]) -> PreprocessRecord | None:
 
     ``None`` when the model says nothing (a model from another exporter).
     """
-    text = metadata.get(METADATA_KEY)
-    if text:
+    declared = InputDescription.from_metadata(metadata)
+    if declared.preprocess:
         try:
-            return replace(PreprocessRecord.from_json(text), source="model metadata")
+            return replace(PreprocessRecord.from_json(declared.preprocess), source="model metadata")
         except PreprocessError as exc:
-            raise PreprocessError(f"the model's '{METADATA_KEY}' metadata is invalid: {exc.message}",
+            raise PreprocessError(f"the model's '{meta.PREPROCESS}' metadata is invalid: {exc.message}",
                                   hint="pass --preprocess to override it") from None
-    if "cnnkit_version" in metadata and "input_value_range" in metadata:
-        try:
-            lo, hi = json.loads(metadata["input_value_range"])
-        except (ValueError, TypeError):
-            return None
+    if meta.exported_by_cnnkit(metadata) and declared.value_range is not None:
+        lo, hi = declared.value_range
         found = preset_for_value_range((lo, hi))  # cnnkit exports before the record (raw: normalisation inside)
         if found is not None:
-            return replace(found, source=f"model metadata (input_value_range {lo:g}..{hi:g})")
+            return replace(found, source=f"model metadata ({meta.INPUT_VALUE_RANGE} {lo:g}..{hi:g})")
     return None
 
 

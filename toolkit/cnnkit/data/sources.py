@@ -6,7 +6,6 @@ of uint8 pixels at the model's size and channels, and normalises them with the s
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, replace
@@ -17,6 +16,7 @@ import numpy as np
 
 from cnnkit.data.folders import ImageFolder, SkippedImages, is_image_folder, read_labels_file, scan_image_folder
 from cnnkit.errors import DatasetError
+from cnnkit.graph import metadata as meta
 
 
 @dataclass(frozen=True, eq=False)
@@ -100,13 +100,8 @@ def model_class_names(metadata: dict[str, str], labels_file: str | os.PathLike[s
     """The model's class names, from a labels file or its metadata (``class_names``), and where they came from."""
     if labels_file is not None:
         return read_labels_file(labels_file), f"labels file {labels_file}"
-    try:
-        names = json.loads(metadata.get("class_names", "null"))
-    except ValueError:
-        names = None
-    if isinstance(names, list) and names and all(isinstance(n, str) for n in names):
-        return tuple(names), "the model's class names (metadata)"
-    return None, ""
+    names = meta.class_names(metadata)
+    return (names, "the model's class names (metadata)") if names is not None else (None, "")
 
 
 def open_folder(root: str | os.PathLike[str], class_names: Sequence[str] | None, names_from: str,

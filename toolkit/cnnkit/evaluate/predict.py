@@ -17,6 +17,7 @@ from cnnkit.data.preprocess import PreprocessChoice, record_for_model
 from cnnkit.data.sources import model_class_names
 from cnnkit.errors import CnnkitError, DatasetError
 from cnnkit.finite import NonFiniteError, nonfinite
+from cnnkit.graph import metadata as meta
 from cnnkit.graph.info import describe_onnx
 from cnnkit.runtimes.sessions import SessionConfig
 from cnnkit.topk import ranking
@@ -140,7 +141,7 @@ def predict_images(config: PredictConfig) -> PredictResult:
         except BadImageError as exc:
             raise CnnkitError(exc.message, hint="is it a complete JPEG or PNG file?") from None
     runner = OnnxRuntimeRunner(config.model, config.session)
-    reference = dataset_reference(info.metadata.get("dataset"), record)
+    reference = dataset_reference(meta.dataset(info.metadata), record)
     predictions = []
     kind = ""
     for path, px in zip(config.images, pixels, strict=True):

@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 
 from cnnkit.errors import CnnkitError, shorten
+from cnnkit.graph import metadata as meta
 from cnnkit.graph.fold import infer_shapes_folded
 from cnnkit.graph.index import GraphIndex
 from cnnkit.graph.info import image_input, load_onnx
@@ -183,8 +184,7 @@ def make_batch_dynamic(source: str | os.PathLike[str], output: str | os.PathLike
         raise BatchRewriteError(f"{src}: the rewritten graph fails the ONNX checks: {shorten(exc, 200)}") from None
     data = model.SerializeToString()
     max_diff = _check_runs(src, data, image)
-    onnx.helper.set_model_props(model, {**{p.key: p.value for p in model.metadata_props},
-                                        "batch_made_dynamic": f"cnnkit: fixed batch {old} -> dynamic"})
+    meta.write(model, {meta.BATCH_MADE_DYNAMIC: f"cnnkit: fixed batch {old} -> dynamic"})
     with atomic_path(out, force=force) as tmp:
         onnx.save_model(model, str(tmp))
     return DynamicBatchResult(str(src), str(out), old, tuple(rewritten), CHECK_BATCHES, max_diff)

@@ -33,8 +33,11 @@ from cnnkit.choices import InputDtype
 from cnnkit.envinfo import package_versions
 from cnnkit.errors import ExportError, shorten
 from cnnkit.io import atomic_path, check_not_input, check_writable, sha256_file
+from cnnkit.graph import metadata as meta
 from cnnkit.graph.index import GraphIndex
+from cnnkit.graph.metadata import InputDescription
 from cnnkit.graph.info import value_dims
+from cnnkit.graph.simplify import SimplifyReport, simplify_graph
 from cnnkit.results.load import TrainRecord, train_record_beside
 
 log = logging.getLogger(__name__)
@@ -79,7 +82,7 @@ class ExportResult:
 
     @property
     def simplification(self) -> str:
-        return self.metadata.get("graph_simplification", "off")
+        return self.metadata.get(meta.GRAPH_SIMPLIFICATION, "off")
 
     @property
     def params_match(self) -> bool:
@@ -177,13 +180,13 @@ def export_onnx(config: ExportConfig) -> ExportResult:
     logging.getLogger("tf2onnx").setLevel(logging.ERROR)
     versions = package_versions()
     record = train_record_beside(model_path)
-    feed = _preprocess_record(config, record, keras_model)
+    feed = _preprocess_record(config, record, keras_model)  # the record's JSON, or None
     attempts: list[str] = []
     chosen = None
     for route, convert in ((ROUTE, _convert_with_tf2onnx), (KERAS_ROUTE, _convert_with_keras_export)):
         try:
             model_proto = convert(keras_model, config, versions)
-            simplified = _finish_graph(model_proto, keras_model, config)
+            simplified = _finish_graph(model_proto, keras_model, config)  # None: simplification off
             check = _check_against_keras(model_proto, keras_model, config, feed)
         except ExportError as exc:
             attempts.append(f"{_route_label(route)}: {exc.one_line()}")
@@ -200,27 +203,30 @@ def export_onnx(config: ExportConfig) -> ExportResult:
 
     dataset = record.dataset.get("name", "unknown") if record else "unknown"
     class_names = _class_names(dataset, int(keras_model.outputs[0].shape[-1]))
-    metadata = {
-        "cnnkit_version": cnnkit.__version__,
-        "source_model": model_path.name,
-        "source_sha256": sha256_file(model_path),
-        "spec": record.spec.get("name", keras_model.name) if record else keras_model.name,
-        "dataset": dataset,
-        "class_names": json.dumps(class_names),
-        "input_layout": "NHWC",
-        "input_dtype": config.input_dtype.value,
-        "input_value_range": json.dumps(_value_range(record)),
-        "preprocessing": json.dumps(_preprocessing(keras_model)),
-        **feed,
-        "conversion_route": route,
-        "conversion_check": json.dumps(check),
-        **({"conversion_routes_failed": json.dumps(attempts)} if attempts else {}),
-        "graph_simplification": simplified,
-        "opset": str(config.opset),
-        **{f"{name}_version": str(versions.get(name)) for name in ("tensorflow", "keras", "tf2onnx", "onnx")},
+    steps = tuple(_preprocessing(keras_model))
+    image = InputDescription(layout="NHWC", dtype=config.input_dtype.value, value_range=_value_range(record),
+                             preprocessing_layers=steps, preprocess=feed)
+    spec = record.spec.get("name", keras_model.name) if record else keras_model.name
+    props = {
+        meta.CNNKIT_VERSION: cnnkit.__version__,
+        meta.SOURCE_MODEL: model_path.name,
+        meta.SOURCE_SHA256: sha256_file(model_path),
+        meta.SPEC: spec,
+        meta.DATASET: dataset,
+        meta.CLASS_NAMES: json.dumps(class_names),
+        **image.to_metadata(),
+        meta.CONVERSION_ROUTE: route,
+        meta.CONVERSION_CHECK: json.dumps(check),
+        **({meta.CONVERSION_ROUTES_FAILED: json.dumps(attempts)} if attempts else {}),
+        meta.GRAPH_SIMPLIFICATION: simplified.describe() if simplified else "off",
+        # The input scale goes into the first convolution: the Rescaling layers' work is done there now.
+        meta.FOLDED_LAYERS: json.dumps(sorted(meta.rescale_layers(steps) if simplified and simplified.folded_scales
+                                              else ())),
+        meta.OPSET: str(config.opset),
+        **{meta.version_key(name): str(versions.get(name)) for name in meta.VERSIONED_PACKAGES},
     }
-    onnx.helper.set_model_props(model_proto, metadata)
-    model_proto.doc_string = f"{metadata['spec']} exported by cnnkit {cnnkit.__version__} from {model_path.name}"
+    meta.write(model_proto, props)
+    model_proto.doc_string = f"{spec} exported by cnnkit {cnnkit.__version__} from {model_path.name}"
 
     keras_params = int(keras_model.count_params())
     onnx_params = onnx_param_count(model_proto)
@@ -251,7 +257,7 @@ def export_onnx(config: ExportConfig) -> ExportResult:
         onnx_params=onnx_params,
         params_note=note,
         size_bytes=out.stat().st_size,
-        metadata=metadata,
+        metadata=props,
     )
 
 
@@ -334,19 +340,15 @@ def _convert_with_keras_export(keras_model: Any, config: ExportConfig, versions:
     return model_proto
 
 
-def _finish_graph(model_proto: Any, keras_model: Any, config: ExportConfig) -> str:
-    """Dynamic batch, I/O and checker checks, simplification; returns what simplification did."""
+def _finish_graph(model_proto: Any, keras_model: Any, config: ExportConfig) -> SimplifyReport | None:
+    """Dynamic batch, I/O and checker checks, simplification; returns what simplification did (None: off)."""
     import onnx
 
     _drop_unread_inputs(model_proto, config.input_name)
     _check_onnx_io(model_proto, keras_model, config)
     _name_fused_nodes(model_proto)
     _set_dynamic_batch(model_proto)
-    simplified = "off"
-    if config.simplify:
-        from cnnkit.graph.simplify import simplify_graph
-
-        simplified = simplify_graph(model_proto).describe()
+    simplified = simplify_graph(model_proto) if config.simplify else None
     try:
         onnx.checker.check_model(model_proto, full_check=True)
         onnx.shape_inference.infer_shapes(model_proto, check_type=True, strict_mode=True)
@@ -368,7 +370,7 @@ def _check_onnx_io(model_proto: Any, keras_model: Any, config: ExportConfig) -> 
                               f"it has {len(found)}: {listed}")
 
 
-def _check_against_keras(model_proto: Any, keras_model: Any, config: ExportConfig, feed: dict[str, str]
+def _check_against_keras(model_proto: Any, keras_model: Any, config: ExportConfig, feed: str | None
                          ) -> dict[str, Any]:
     """Run the graph on a few seeded random images, fed as its preprocessing record says, and compare with
     Keras within 1e-3 (or 4x the graph's own rounding: optimisations on vs off)."""
@@ -380,9 +382,9 @@ def _check_against_keras(model_proto: Any, keras_model: Any, config: ExportConfi
     shape = tuple(int(d) for d in keras_model.inputs[0].shape[1:])
     x = np.random.default_rng(0).integers(0, 256, (ROUTE_CHECK_SAMPLES, *shape)).astype(np.float32)
     if feed:
-        from cnnkit.data.preprocess import METADATA_KEY, PreprocessRecord
+        from cnnkit.data.preprocess import PreprocessRecord
 
-        x = PreprocessRecord.from_json(feed[METADATA_KEY]).normalize(x).astype(np.float32)
+        x = PreprocessRecord.from_json(feed).normalize(x).astype(np.float32)
     try:
         floor, outs = rounding_floor(model_proto.SerializeToString(), x, label="exported graph")
     except Exception as exc:  # noqa: BLE001 (ONNX Runtime rejects a broken graph in many ways)
@@ -589,25 +591,26 @@ def _class_names(dataset: str, n: int) -> list[str]:
     return names if len(names) == n else [str(i) for i in range(n)]
 
 
-def _preprocess_record(config: ExportConfig, record: TrainRecord | None, keras_model: Any) -> dict[str, str]:
-    """The preprocessing record (``cnnkit.data.preprocess``) as metadata: how to feed the exported graph."""
-    from cnnkit.data.preprocess import METADATA_KEY, preset, preset_for_value_range
+def _preprocess_record(config: ExportConfig, record: TrainRecord | None, keras_model: Any) -> str | None:
+    """The preprocessing record (``cnnkit.data.preprocess``) as JSON for the metadata: how to feed the exported
+    graph; None where cnnkit does not feed the input (no preset fits, not an image)."""
+    from cnnkit.data.preprocess import preset, preset_for_value_range
 
     chosen = preset(config.preprocess) if config.preprocess else preset_for_value_range(_value_range(record))
     if chosen is None:
-        return {}
+        return None
     shape = tuple(keras_model.inputs[0].shape[1:])
     if len(shape) != 3 or shape[-1] not in (1, 3):
-        return {}  # not an image input cnnkit feeds (e.g. Conv1D signals)
+        return None  # not an image input cnnkit feeds (e.g. Conv1D signals)
     h, w, c = (int(d) for d in shape)
     bound = chosen.bind(h, w, c, "NHWC", config.input_dtype.value)
-    return {METADATA_KEY: replace(bound, source="model metadata").to_json()}
+    return replace(bound, source="model metadata").to_json()
 
 
-def _value_range(record: TrainRecord | None) -> list[float]:
+def _value_range(record: TrainRecord | None) -> tuple[float, float]:
     """The input value range the spec trained on (``train.json``); raw pixels 0..255 when nothing says."""
     vr = (record.spec.get("input") or {}).get("value_range") if record else None
-    return list(vr) if vr else [0.0, 255.0]
+    return tuple(vr) if vr else (0.0, 255.0)
 
 
 def _set_dynamic_batch(model_proto: Any) -> None:

@@ -5,7 +5,7 @@ whether the batch is fixed, the dtype, and how cnnkit's canonical images (``(N, 
 0..255, as every dataset and image loader yields them) become what the model takes (:meth:`ImageInput.to_model`).
 
 Layout rule, first match wins (the reason is kept in ``ImageInput.layout_reason``):
-1. the model's metadata says so (``input_layout``, written by ``cnnkit export``);
+1. the model's metadata says so (``input_layout``, written by ``cnnkit export``; :mod:`cnnkit.graph.metadata`);
 2. the graph says so: the input reaches a ``Conv`` (through element-wise ops only: NCHW) or a
    ``Transpose`` with ``perm=[0, 3, 1, 2]`` (NHWC, as tf2onnx writes);
 3. the shape says so: a channel-like size (1..4) in the last place and not the second is NHWC, in the
@@ -24,7 +24,9 @@ from typing import Any
 import numpy as np
 
 from cnnkit.errors import CnnkitError, ModelFileError
+from cnnkit.graph import metadata
 from cnnkit.graph.index import GraphIndex
+from cnnkit.graph.metadata import InputDescription
 from cnnkit.filekind import not_onnx_error, require_file
 
 _INT8_STATIC_OPS = {"QLinearConv", "QLinearMatMul", "QGemm", "QuantizeLinear", "DequantizeLinear"}
@@ -200,10 +202,10 @@ def image_input(model: Any, label: str) -> ImageInput:
                              hint="cnnkit benchmarks and evaluates image classifiers")
     if dtype not in IMAGE_DTYPES:
         raise ModelFileError(f"{not_image}: dtype {dtype}", hint=f"cnnkit feeds images as {', '.join(IMAGE_DTYPES)}")
-    meta = {m.key: m.value for m in model.metadata_props}
+    declared = InputDescription.from_metadata(metadata.read(model))
     found = None
-    if meta.get("input_layout") in ("NHWC", "NCHW"):
-        found = (meta["input_layout"], "the model's metadata (input_layout)")
+    if declared.layout is not None:
+        found = (declared.layout, f"the model's metadata ({metadata.INPUT_LAYOUT})")
     found = found or _structural_layout(index, inp.name) or _shape_layout(dims)
     if found is None:
         found = ("NHWC", f"a guess: shape {list(dims)} and graph do not tell; NHWC is Keras' default")
@@ -300,6 +302,6 @@ def describe_onnx(path: str | os.PathLike[str], require_image: bool = True) -> O
     return OnnxModelInfo(
         path=str(p), sha256=sha256_file(p), size_bytes=p.stat().st_size, opset=opset, input_name=name,
         input_shape=shape, input_dtype=dtype, output_names=tuple(o.name for o in graph.output),
-        precision=model_precision(model), layout=layout, metadata={m.key: m.value for m in model.metadata_props},
+        precision=model_precision(model), layout=layout, metadata=metadata.read(model),
         input=image, classes=output_classes(model),
     )

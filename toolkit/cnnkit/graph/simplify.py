@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 
 from cnnkit.graph.index import GraphIndex, with_extra_outputs
+from cnnkit.graph.metadata import SCALE_FOLDED
 
 
 @dataclass
@@ -31,7 +32,7 @@ class SimplifyReport:
         if self.static_reshapes:
             parts.append(f"static shape for {len(self.static_reshapes)} reshape(s)")
         if self.folded_scales:
-            parts.append(f"input scale folded into {', '.join(self.folded_scales)}")
+            parts.append(f"{SCALE_FOLDED} into {', '.join(self.folded_scales)}")
         parts.append(f"{self.removed_nodes} node(s) removed")
         return "; ".join(parts)
 

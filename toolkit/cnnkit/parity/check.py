@@ -23,6 +23,7 @@ from cnnkit.data.datasets import Dataset
 from cnnkit.envinfo import environment
 from cnnkit.errors import CnnkitError, ParityError, shorten
 from cnnkit.finite import nonfinite, require_finite
+from cnnkit.graph import metadata as meta
 from cnnkit.graph.index import GraphIndex
 from cnnkit.parity.rounding import ROUNDING_HEADROOM, rounding_floor
 from cnnkit.runtimes.runners import KerasRunner, OnnxRuntimeRunner, run_batched
@@ -460,7 +461,7 @@ def localize_divergence(keras_runner: Any, onnx_path: Path, x_ref: np.ndarray, s
     n = _layer_table_samples(comparable, len(x_ref))
     x_ref, x_onnx = x_ref[:n], x_onnx[:n]
     refs = map_layers_to_tensors(model, [layer.name for layer in comparable])
-    folded = _folded_layers(model)
+    folded = meta.folded_layers(meta.read(model))  # whose work cnnkit's export moved into another node
     tensors = list(dict.fromkeys(t for r in refs.values() for t in (r.tensor, *r.alternatives)))
     runner = OnnxRuntimeRunner(with_extra_outputs(model, tensors), session, label="onnx-layers")
     onnx_values = runner.infer({runner.input_name: x_onnx})
@@ -565,19 +566,6 @@ def _fused_into(layers: list[Any], i: int, refs: dict[str, Any]) -> str | None:
     return f"fused into {nxt.name}"
 
 
-def _folded_layers(model: Any) -> set[str]:
-    """Layers whose work cnnkit's export folded into another node (its metadata says which)."""
-    import json
-
-    meta = {p.key: p.value for p in model.metadata_props}
-    if "input scale folded" not in meta.get("graph_simplification", ""):
-        return set()
-    try:
-        return {step["layer"] for step in json.loads(meta.get("preprocessing", "[]")) if step.get("op") == "rescale"}
-    except (ValueError, TypeError, KeyError):
-        return set()
-
-
 _NO_OP_LAYERS = {"Dropout", "SpatialDropout2D", "GaussianNoise", "GaussianDropout", "ActivityRegularization"}
 
 
@@ -653,7 +641,7 @@ def check_parity(config: ParityConfig, dataset: Dataset | ImageSource | None = N
         from cnnkit.data.datasets import default_data_dir
 
         chosen = config.dataset is not None or config.data_dir is not None or default_data_dir() is not None
-        labelled = dataset.labelled and (chosen or cand_info.metadata.get("dataset") == dataset.name)
+        labelled = dataset.labelled and (chosen or meta.dataset(cand_info.metadata) == dataset.name)
     source = ImageSource.from_dataset(dataset) if isinstance(dataset, Dataset) else dataset
     skipped = SkippedImages() if config.skip_bad_images else None
     inputs = make_inputs(source, cand_record, config.samples, config.seed, labelled and source is not None

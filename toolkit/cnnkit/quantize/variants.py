@@ -37,8 +37,9 @@ from cnnkit.envinfo import environment
 from cnnkit.errors import CnnkitError, shorten
 from cnnkit.evaluate.accuracy import accuracy_change_pp
 from cnnkit.finite import require_finite
-from cnnkit.io import atomic_path, check_not_input, check_writable
+from cnnkit.graph import metadata as meta
 from cnnkit.graph.info import OnnxModelInfo, describe_onnx
+from cnnkit.io import atomic_path, check_not_input, check_writable
 from cnnkit.runtimes.sessions import SessionConfig
 
 SCHEMA = "cnnkit.quantize/1"
@@ -229,7 +230,7 @@ class QuantData:
 
 
 def _model_dataset(info: OnnxModelInfo) -> str | None:
-    name = info.metadata.get("dataset")
+    name = meta.dataset(info.metadata)
     return name if name in {d.value for d in DatasetName} else None
 
 
@@ -274,12 +275,12 @@ def prepare_quant_data(config: QuantizeConfig, info: OnnxModelInfo, dataset: Dat
             notes.append(f"{where} holds {n:,} images, not more than --calibration-samples {config.calibration_samples}: "
                          f"accuracy is measured on the calibration images themselves (none is held out)")
     else:
-        meta = _model_dataset(info)
-        if config.dataset is not None and meta is not None and config.dataset != meta:
+        trained_on = _model_dataset(info)
+        if config.dataset is not None and trained_on is not None and config.dataset != trained_on:
             raise QuantizeError(
-                f"{model} was trained on {meta} (its metadata says so), not on --dataset {config.dataset}",
-                hint=f"calibrate on {meta} (--dataset {meta}), or on a folder of the model's own images (--data-dir DIR)")
-        name = config.dataset or (meta if where is None or meta != DatasetName.DIGITS.value else None)
+                f"{model} was trained on {trained_on} (its metadata says so), not on --dataset {config.dataset}",
+                hint=f"calibrate on {trained_on} (--dataset {trained_on}), or on a folder of the model's own images (--data-dir DIR)")
+        name = config.dataset or (trained_on if where is None or trained_on != DatasetName.DIGITS.value else None)
         if name is None and where is None:
             if static:
                 raise QuantizeError(
@@ -668,17 +669,14 @@ def quantize_model(config: QuantizeConfig, dataset: Dataset | QuantData | None =
         say(f"timing the variant against FP32 (batch {' and '.join(map(str, speed_batches))}, interleaved)")
         speed = _measure_speed(Path(config.model), candidate, config.session, speed_batches) if config.measure_speed else {}
         model = onnx.load(str(candidate))
-        meta = {p.key: p.value for p in model.metadata_props}
-        meta |= {
-            "quantized_from": Path(config.model).name,
-            "quantized_from_sha256": info.sha256,
-            "quantization": json.dumps(config.settings() | {"excluded_nodes": excluded}),
-            "quantized_by": f"cnnkit {cnnkit.__version__}",
-            "cnnkit_gate": "failed" if failures else "passed",
-        }
-        if failures:
-            meta["cnnkit_gate_failures"] = json.dumps(failures)
-        onnx.helper.set_model_props(model, meta)
+        meta.write(model, {
+            meta.QUANTIZED_FROM: Path(config.model).name,
+            meta.QUANTIZED_FROM_SHA256: info.sha256,
+            meta.QUANTIZATION: json.dumps(config.settings() | {"excluded_nodes": excluded}),
+            meta.QUANTIZED_BY: f"cnnkit {cnnkit.__version__}",
+            meta.GATE: "failed" if failures else "passed",
+            **({meta.GATE_FAILURES: json.dumps(failures)} if failures else {}),
+        })
         with atomic_path(out, force=config.force) as tmp_out:
             onnx.save(model, str(tmp_out))
     p_out = parity.outputs[0]
