@@ -128,7 +128,8 @@ def evaluate_on_ray(config: Any, address: str | None = None, workers: int | None
     from cnnkit.data.folders import BadImageError, SkippedImages
     from cnnkit.distributed.cluster import ray_cluster
     from cnnkit.envinfo import environment
-    from cnnkit.evaluate.accuracy import SCHEMA, EvalResult, ModelPredictions, model_records, open_eval_source, summarise_predictions
+    from cnnkit.evaluate.accuracy import (SCHEMA, EvalResult, ModelPredictions, label_mismatch_warnings, model_records,
+                                          open_eval_source, summarise_predictions)
     from cnnkit.graph.info import describe_onnx
 
     if workers is not None and workers <= 0:
@@ -195,6 +196,8 @@ def evaluate_on_ray(config: Any, address: str | None = None, workers: int | None
         "steady_images_per_s": ((scored.returned - first[1]) / (seconds - first[0])
                                 if first and seconds > first[0] and scored.returned > first[1] else None),
     }
+    for line in label_mismatch_warnings(results, source):
+        say(line)
     described = source.describe() | {"evaluated_samples": n, "split": "test"}
     return EvalResult(SCHEMA, described, class_names, tuple(results), environment(),
                       skipped.to_dict() if config.skip_bad_images else {"count": 0, "examples": []},

@@ -7,7 +7,7 @@ batch through each model's preprocessing record, so a 50,000-image folder is nev
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -168,12 +168,8 @@ def evaluate_models(config: EvalConfig, dataset: Dataset | ImageSource | None = 
                           t.runner.session_info.to_dict() if ort else t.runner.provider, config.runtime.runtime,
                           getattr(t.runner, "size_bytes", t.info.size_bytes))
          for t, ort in zip(tallies, on_ort, strict=True)], y, source)
-    if source.folder is not None:  # labels read off folder names: a mismatch gives a figure that cannot be right
-        for r in results:
-            if r.accuracy == 0 and r.samples >= 2:
-                say(f"{Path(r.model).name}: 0 % top-1 on {r.samples} images labelled by "
-                    f"{source.provenance.get('labels_from')}: a trained model's classes are likely not these labels "
-                    "(--labels FILE names them: one class per line, in the model's output order)")
+    for line in label_mismatch_warnings(results, source):
+        say(line)
     described = source.describe() | {"evaluated_samples": int(len(y)), "split": source.provenance.get("split", "test")}
     return EvalResult(SCHEMA, described, tuple(class_names), tuple(results), environment(),
                       skipped.to_dict() if skipped else {"count": 0, "examples": []},
@@ -228,6 +224,17 @@ class ModelPredictions:
     provider: dict[str, Any]
     runtime: str
     size_bytes: int  # of what the runtime ran (a LiteRT .tflite is not the .onnx)
+
+
+def label_mismatch_warnings(results: Sequence[ModelEval], source: ImageSource) -> list[str]:
+    """A line per model whose top-1 is 0 % on labels read off folder names: a figure that cannot be right for a
+    trained model, most likely labels that are not its classes."""
+    if source.folder is None:
+        return []
+    return [f"{Path(r.model).name}: 0 % top-1 on {r.samples} images labelled by "
+            f"{source.provenance.get('labels_from')}: a trained model's classes are likely not these labels "
+            "(--labels FILE names them: one class per line, in the model's output order)"
+            for r in results if r.accuracy == 0 and r.samples >= 2]
 
 
 def summarise_predictions(models: list[ModelPredictions], y: np.ndarray, source: ImageSource
