@@ -326,3 +326,37 @@ def test_feature_map_titles_are_unique_and_say_where(tmp_path: Path) -> None:
     assert _layer_name("model/conv1/Conv2D") == "conv1"
     same = onnx.load(str(_blocks_model(tmp_path / "same.onnx", scope="/_project_conv/Conv")))
     assert [layer for layer, _ in conv_activation_tensors(same)] == ["_project_conv#1", "_project_conv#2", "_project_conv#3"]
+
+
+# --- 4. the report: quantized variants in words, agreement not called accuracy --------------------------------
+
+
+def test_report_of_quantize_on_an_unlabelled_folder(model: Path, tmp_path: Path) -> None:
+    import json
+
+    from cnnkit.quantize.variants import QuantizeConfig, auto_quantize
+    from tests.imaging import write_digit_folder
+
+    write_digit_folder(tmp_path / "labelled", n=20)
+    write_digit_folder(tmp_path / "flat", n=20, labelled=False)
+    results = tmp_path / "results"
+    results.mkdir()
+    assert cli("eval", model, "--data-dir", tmp_path / "labelled", "--json", results / "eval.json").exit_code == 0
+    r = cli("quantize", model, "-o", tmp_path / "q.onnx", "--data-dir", tmp_path / "flat", "--max-accuracy-drop", "100",
+            "--json", results / "quantize.json")
+    assert r.exit_code == 0, r.output
+    auto = auto_quantize(QuantizeConfig(model, tmp_path / "best.onnx", data_dir=tmp_path / "flat", max_accuracy_drop=100),
+                         batch_sizes=(1, 4), min_time_s=0.01)
+    (results / "auto.json").write_text(json.dumps(auto.to_dict()))
+    r = cli("report", results, "-o", tmp_path / "report")
+    assert r.exit_code == 0, r.output
+    md = (tmp_path / "report" / "report.md").read_text()
+    variant = md[md.index("## Quantized variant"):].split("\n\n")[1]
+    assert "{'" not in md and variant.startswith("mode=static, format=qdq, "), variant
+    assert "top-1 agreement with FP32" in variant and "unlabelled images (no labels: accuracy not measured" in variant
+    assert "accuracy 100.00 %" not in md
+    assert "x larger" in variant  # this tiny model's INT8 variant is bigger than FP32, never "0.21x smaller"
+    auto_table = md[md.index("## Quantization (--auto)"):].split("\n\n")[2]
+    assert auto_table.splitlines()[0].startswith("| variant | top-1 agreement with FP32 |"), auto_table
+    sized = md[md.index("## Accuracy vs size"):].split("\n\n")[1]  # eval's accuracy only, not agreement beside it
+    assert "quantize --auto" not in sized and "m" in sized

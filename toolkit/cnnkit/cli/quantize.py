@@ -85,6 +85,8 @@ def quantize_command(
 
 
 def render_quantize(r) -> None:  # noqa: ANN001 (QuantizeResult)
+    from cnnkit.quantize.variants import size_change
+
     marked = " [red](FAILED its gate, kept by --keep-failed)[/]" if not r.passed else ""
     console.print(f"wrote {r.output}{marked}: {', '.join(f'{k}={v}' for k, v in r.settings.items())}")
     if r.accuracy is None:
@@ -102,7 +104,7 @@ def render_quantize(r) -> None:  # noqa: ANN001 (QuantizeResult)
         from cnnkit.data.preprocess import PreprocessRecord
 
         console.print(f"preprocessing: {PreprocessRecord.from_dict(r.dataset['preprocess']).describe()}")
-    console.print(f"size {r.size_bytes:,} bytes vs FP32 {r.fp32_size_bytes:,} ({r.size_ratio:.2f}x smaller)")
+    console.print(f"size {r.size_bytes:,} bytes vs FP32 {r.fp32_size_bytes:,} ({size_change(r.size_ratio)})")
     p = r.parity
     console.print(f"parity vs FP32 (ONNX vs ONNX): max |diff| {number(p['max_abs'])}, mean {number(p['mean_abs'])}, "
                   f"top-1 agreement {p['top1_agreement']:.4f}: {'pass' if p['passed'] else 'FAIL'}")

@@ -161,6 +161,15 @@ class QuantizeResult:
         return asdict(self) | {"size_ratio": self.size_ratio, "speed_warning": self.speed_warning}
 
 
+def size_change(ratio: float) -> str:
+    """FP32's size over the variant's, in words: "3.90x smaller", or "4.76x larger" (a tiny model's INT8 variant
+    carries more in scales and Q/DQ nodes than it saves in weights)."""
+    return f"{ratio:.2f}x smaller" if ratio >= 1 else f"{1 / ratio:.2f}x larger"
+
+
+def metric_name(dataset: dict[str, Any]) -> str:
+    """What a quantize result's "accuracy" figures are: accuracy, or on unlabelled images top-1 agreement with FP32."""
+    return "top-1 agreement with FP32" if str(dataset.get("metric", "")).startswith("top-1 agreement") else "accuracy"
 
 
 # --- building variants --------------------------------------------------------------------------------
@@ -878,4 +887,4 @@ def auto_quantize(base: QuantizeConfig, batch_sizes: tuple[int, int] = (1, 64), 
             with atomic_path(out, force=base.force) as tmp_out:
                 shutil.copyfile(work / f"{winner.name}.onnx", tmp_out)
     return AutoResult(AUTO_SCHEMA, str(base.model), str(out), winner.name, objective, base.max_accuracy_drop,
-                      sinfo.to_dict(), tuple(final), summary, bench.environment, data.provenance)
+                      sinfo.to_dict(), tuple(final), summary, bench.environment, data.provenance | {"metric": data.metric})

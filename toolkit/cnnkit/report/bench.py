@@ -9,6 +9,7 @@ from typing import Any
 
 from cnnkit.bench.concurrency import saturation
 from cnnkit.stats import ADVICE, noise_reasons
+from cnnkit.quantize.variants import metric_name
 from cnnkit.runtimes.sessions import provider_label
 
 Result = tuple[Path, dict[str, Any]]
@@ -269,6 +270,8 @@ def accuracy_points(evals: list[Result], autos: list[Result]) -> list[dict[str, 
     points = [{"label": f"{_name(m['model'])} ({m['precision']})", "size_kib": m["size_bytes"] / 1024,
                "accuracy": m["accuracy"], "kind": "eval"} for _, d in evals for m in d.get("models", [])]
     for _, q in autos:
+        if metric_name(q.get("dataset") or {}) != "accuracy":  # agreement with FP32 on unlabelled images: not accuracy
+            continue
         for c in q.get("candidates", []):
             if c.get("accuracy") is None or c.get("size_bytes") is None:
                 continue

@@ -17,6 +17,7 @@ from typing import Any
 
 from cnnkit.errors import CnnkitError
 from cnnkit.evaluate.accuracy import accuracy_change_pp
+from cnnkit.quantize.variants import metric_name, size_change
 from cnnkit.finite import number
 from cnnkit.io import check_output_dir, staged_dir
 from cnnkit.report.bench import (
@@ -231,8 +232,9 @@ def markdown(inputs: ReportInputs, plots: dict[str, bytes], title: str) -> str:
                               f"{100 * m['agreement_with_first']:.2f} %"] for m in e["models"]]), ""]
     for _, q in inputs.of("cnnkit.quantize-auto/1"):
         fp32_acc = q["candidates"][0]["accuracy"] if q["candidates"] else None
+        metric = metric_name(q.get("dataset") or {})
         parts += ["## Quantization (--auto)", "", q["summary"], "",
-                  md_table(["variant", "accuracy", "Δ pp vs FP32", "p50 batch 1 ms", f"p50 batch {q['objective_batch']} ms", "verdict"],
+                  md_table(["variant", metric, "Δ pp vs FP32", "p50 batch 1 ms", f"p50 batch {q['objective_batch']} ms", "verdict"],
                             [[c["name"], "" if c["accuracy"] is None else f"{100 * c['accuracy']:.2f} %",
                               "" if c["accuracy"] is None or fp32_acc is None
                               else f"{accuracy_change_pp(fp32_acc, c['accuracy']):+.2f}",
@@ -240,13 +242,19 @@ def markdown(inputs: ReportInputs, plots: dict[str, bytes], title: str) -> str:
                               f"{c['latency_ms'].get(str(q['objective_batch']), c['latency_ms'].get(q['objective_batch'], float('nan'))):.3f}" if c["latency_ms"] else "",
                               c["verdict"]] for c in q["candidates"]]), ""]
     for _, q in inputs.of("cnnkit.quantize/1"):
+        settings = ", ".join(f"{k}={v}" for k, v in q["settings"].items())
+        d = q.get("dataset") or {}
+        if q.get("accuracy") is None:
+            checked = "accuracy not checked (no images)"
+        elif metric_name(d) == "accuracy":
+            checked = (f"accuracy {100 * q['accuracy']:.2f} % vs FP32 {100 * q['fp32_accuracy']:.2f} % "
+                       f"({accuracy_change_pp(q['fp32_accuracy'], q['accuracy']):+.2f} pp, drop budget {q['budget_pp']:g} pp)")
+        else:  # unlabelled images: the figure is agreement with FP32, not accuracy (FP32's own would read 100 %)
+            checked = (f"top-1 agreement with FP32 {100 * q['accuracy']:.2f} % on {d.get('evaluated_samples', '?')} "
+                       f"unlabelled images (no labels: accuracy not measured; drop budget {q['budget_pp']:g} pp)")
         parts += [f"## Quantized variant `{Path(q['output']).name}`", "",
-                  (f"{q['settings']}: accuracy {100 * q['accuracy']:.2f} % vs FP32 {100 * q['fp32_accuracy']:.2f} % "
-                   f"({accuracy_change_pp(q['fp32_accuracy'], q['accuracy']):+.2f} pp, drop budget {q['budget_pp']} pp); "
-                   if q.get("accuracy") is not None else f"{q['settings']}: accuracy not checked (no images); ")
-                  + f"{q['size_ratio']:.2f}x smaller" + ("" if q["passed"] else
-                                                        f"; FAILED its gate, kept by --keep-failed: {'; '.join(q['failures'])}"),
-                  ""]
+                  f"{settings}: {checked}; {size_change(q['size_ratio'])}"
+                  + ("" if q["passed"] else f"; FAILED its gate, kept by --keep-failed: {'; '.join(q['failures'])}"), ""]
     parts += accuracy_section(_accuracy_points(inputs))
     benches = inputs.of("cnnkit.bench/1")
     for section in (settings_section, latency_section, runtime_section, recommendation_section, profile_section, memory_section,
