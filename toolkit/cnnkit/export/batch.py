@@ -170,8 +170,8 @@ def make_batch_dynamic(source: str | os.PathLike[str], output: str | os.PathLike
                 del field[:]
                 field.extend(keep)
 
-    constants = {i.name for i in model.graph.initializer}  # listed as inputs too in IR 3: no batch of theirs
-    for vi in [*(i for i in model.graph.input if i.name not in constants), *model.graph.output]:
+    # The graph as rewritten; initializers (inputs too in IR 3) have no batch of theirs.
+    for vi in [*GraphIndex.of(model).inputs.values(), *model.graph.output]:
         dims = vi.type.tensor_type.shape.dim
         if dims and dims[0].HasField("dim_value") and dims[0].dim_value == old:
             dims[0].Clear()

@@ -97,10 +97,9 @@ def _at_batch_one(model: Any) -> Any:
 
     copy = onnx.ModelProto()
     copy.CopyFrom(model)
-    inits = {i.name for i in copy.graph.initializer}
-    for inp in copy.graph.input:
+    for inp in GraphIndex.of(copy).inputs.values():  # not the initializers IR 3 lists as inputs
         dims = inp.type.tensor_type.shape.dim
-        if inp.name not in inits and len(dims) >= 1 and not dims[0].HasField("dim_value"):
+        if len(dims) >= 1 and not dims[0].HasField("dim_value"):
             dims[0].Clear()
             dims[0].dim_value = 1
     del copy.graph.value_info[:]
