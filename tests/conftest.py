@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gzip
+import importlib.util
 import struct
 from pathlib import Path
 
@@ -10,6 +11,22 @@ import numpy as np
 import pytest
 
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+
+# Session fixtures that train or export the seed CNN with TensorFlow: a test that uses one is an integration test.
+TRAINING_FIXTURES = frozenset({"trained_model", "exported_model"})
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Markers tell the truth: a test that needs a trained model is marked ``integration`` whichever way it gets it,
+    and tests that need the [train] extra are skipped, saying why, on the base install (``pip install cnnkit``)."""
+    have = {name: importlib.util.find_spec(name) is not None for name in ("tensorflow", "sklearn")}
+    for item in items:
+        if TRAINING_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.integration)
+        if item.get_closest_marker("integration") and not have["tensorflow"]:
+            item.add_marker(pytest.mark.skip(reason="needs TensorFlow: pip install 'cnnkit[train]'"))
+        elif item.get_closest_marker("digits") and not have["sklearn"]:
+            item.add_marker(pytest.mark.skip(reason="needs scikit-learn's digits: pip install 'cnnkit[train]'"))
 
 
 @pytest.fixture(autouse=True)

@@ -20,6 +20,7 @@ def _model(tmp_path: Path, layout, batch, dtype) -> Path:
     return tiny_classifier(tmp_path / f"{layout}-{batch}-{dtype}.onnx", layout, batch, dtype, hw=28, channels=1, classes=10)
 
 
+@pytest.mark.digits
 @pytest.mark.parametrize(("layout", "batch", "dtype"), VARIANTS, ids=lambda v: str(v))
 def test_every_command_on_an_onnx_classifier(tmp_path: Path, layout, batch, dtype) -> None:
     from cnnkit.data.datasets import load_dataset
@@ -82,6 +83,7 @@ def test_every_command_on_an_onnx_classifier(tmp_path: Path, layout, batch, dtyp
     assert fm["predicted"] == int(want[0])
 
 
+@pytest.mark.digits
 def test_static_quantization_of_a_fixed_batch_nchw_model(tmp_path: Path) -> None:
     model = _model(tmp_path, "NCHW", 1, "float32")
     r = run("quantize", model, "-o", tmp_path / "int8.onnx", "--dataset", "digits", "--calibration-samples", "20",
@@ -176,6 +178,7 @@ def test_summary_and_bench_see_through_a_computed_same_padding(tmp_path: Path) -
 
 @pytest.mark.parametrize("name", ["conv1d", "two_inputs", "dynamic_hw", "int64_input", "batch_zero", "segmentation",
                                   "dense_nhwc"])
+@pytest.mark.digits
 def test_no_model_shape_ends_in_exit_3(tmp_path: Path, name: str) -> None:
     from PIL import Image
 
@@ -200,6 +203,7 @@ def test_no_model_shape_ends_in_exit_3(tmp_path: Path, name: str) -> None:
     assert run("summary", model).exit_code == 0  # summary describes what it can, refusals included
 
 
+@pytest.mark.digits
 def test_openvino_runs_a_fixed_batch_model_a_batch_at_a_time(tmp_path: Path) -> None:
     pytest.importorskip("openvino")
     model = _model(tmp_path, "NCHW", 4, "float32")

@@ -35,6 +35,7 @@ def _dead_relu_classifier(path: Path, classes: int = 1000) -> Path:
     return path
 
 
+@pytest.mark.digits
 def test_eval_on_tied_scores_reports_top5_at_least_top1(tmp_path: Path) -> None:
     from cnnkit.data.datasets import load_dataset
 

@@ -93,6 +93,7 @@ def test_unknown_dataset_and_missing_dir(tmp_path: Path) -> None:
         load_dataset("mnist", tmp_path / "nowhere")
 
 
+@pytest.mark.digits
 def test_digits_works_offline_and_looks_like_mnist() -> None:
     ds = load_dataset("digits")
     assert ds.name is DatasetName.DIGITS
@@ -128,6 +129,7 @@ def test_shipped_split_is_the_shared_split(shared_data: Path) -> None:
     np.testing.assert_array_equal(shipped.y_test, shared.y_test)
 
 
+@pytest.mark.digits
 def test_without_the_shipped_files_the_default_is_digits(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     monkeypatch.setattr(datasets, "SHIPPED_MNIST", tmp_path / "missing")
     ds = load_dataset(None)

@@ -436,6 +436,7 @@ def test_the_models_dataset_is_the_default(model: Path, tmp_path: Path) -> None:
     assert json.loads(out.read_text())["dataset"]["name"] == "mnist"
 
 
+@pytest.mark.digits
 def test_another_dataset_only_when_named_and_said(model: Path, tmp_path: Path) -> None:
     out = tmp_path / "e.json"
     result = cli("eval", model, "--dataset", "digits", "--limit", "20", "--json", out)

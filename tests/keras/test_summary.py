@@ -38,6 +38,7 @@ def test_receptive_field_share_is_capped_at_the_input() -> None:
     assert last.receptive_field == (21, 21) and last.rf_share == pytest.approx(1.0)
 
 
+@pytest.mark.integration
 def test_receptive_field_of_a_functional_model_is_the_max_over_paths() -> None:
     """Branches of 3x3 and 5x5 joined by Add see 5x5; a stride-2 conv, a nested model, a bare op (x + y) and a
     Dense applied per position are followed; after global pooling every unit sees the whole image."""
