@@ -94,3 +94,20 @@ def test_seed_setup_reaches_97_percent_on_real_mnist(shared_data: Path, tmp_path
     result = train_model(TrainConfig(data_dir=shared_data / "mnist-t10k-split", out_dir=tmp_path / "m"))
     assert result.dataset["test_samples"] == 2000
     assert result.metrics["test_accuracy"] >= 0.97
+
+
+def test_train_cli_stderr_has_no_native_log_lines(tmp_path: Path) -> None:
+    """TensorFlow's C++ logger (E0000/W0000/I0000 lines, e.g. tf.data's use_unbounded_threadpool one during
+    evaluate) never reaches a user's terminal on a normal run."""
+    import os
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if k not in ("CNNKIT_DEBUG", "TF_CPP_MIN_LOG_LEVEL")}
+    done = subprocess.run([sys.executable, "-m", "cnnkit", "train", "--dataset", "digits", "--epochs", "1",
+                           "--limit-train", "200", "--limit-test", "50", "--out", str(tmp_path / "run")],
+                          capture_output=True, text=True, env=env, timeout=900)
+    assert done.returncode == 0, done.stderr
+    native = [line for line in done.stderr.splitlines() if line.startswith(("E0000", "W0000", "I0000"))]
+    assert not native, done.stderr
+    assert "test accuracy" in done.stdout

@@ -221,9 +221,12 @@ def train_model(
         # The checkpoint holds the best epoch; evaluate exactly what is saved.
         model.load_weights(str(staging / MODEL_FILE))
         metrics = {}
-        for split, (xs, ys) in {"train": (x_train, y_train), "val": (x_val, y_val), "test": (x_test, y_test)}.items():
-            loss, acc = model.evaluate(xs, ys, batch_size=256, verbose=0)
-            metrics[f"{split}_loss"], metrics[f"{split}_accuracy"] = float(loss), float(acc)
+        # evaluate() builds its own tf.data pipeline, and TensorFlow's C++ logger writes about it to fd 2
+        # (E0000 ... use_unbounded_threadpool): held back like fit's.
+        with capture_native_stderr():
+            for split, (xs, ys) in {"train": (x_train, y_train), "val": (x_val, y_val), "test": (x_test, y_test)}.items():
+                loss, acc = model.evaluate(xs, ys, batch_size=256, verbose=0)
+                metrics[f"{split}_loss"], metrics[f"{split}_accuracy"] = float(loss), float(acc)
         if not all(np.isfinite(v) for v in metrics.values()):
             raise NonFiniteError(f"training of {spec.name} gave non-finite metrics {metrics}; nothing was written",
                                  hint="lower --lr, or check the data for NaN pixels")
