@@ -569,8 +569,17 @@ def _wait_for(predicate, timeout: float = 60.0) -> None:
 @pytest.mark.parametrize(("sig", "code", "word"), [(signal.SIGTERM, 143, "terminated"), (signal.SIGINT, 130, "interrupted")],
                          ids=["sigterm-mid-bench", "sigint-mid-bench"])
 def test_signal_mid_run_leaves_nothing(model: Path, tmp_path: Path, sig: int, code: int, word: str) -> None:
+    """Ctrl-C and SIGTERM while bench times: one line, exit 130/143, no --json file.
+
+    The child gets SIGINT's default disposition back: a test run started as a background job of a script
+    (`pytest ... &`) inherits SIGINT ignored, and a program that inherits it ignored rightly stays deaf to it
+    (Python installs its Ctrl-C handler only over the default), which once hung this test for 60 s."""
     out = tmp_path / "bench.json"
-    proc = _cnnkit("bench", model, "--batch-sizes", "1", "--min-time", "60", "--json", out, stdout=subprocess.DEVNULL)
+    proc = _cnnkit("bench", model, "--batch-sizes", "1", "--min-time", "60", "--json", out, stdout=subprocess.DEVNULL,
+                   preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    maps = Path(f"/proc/{proc.pid}/maps")
+    if maps.exists():  # mid-run: ONNX Runtime is loaded (however slow the start on a loaded machine)
+        _wait_for(lambda: proc.poll() is not None or "onnxruntime" in maps.read_text())
     time.sleep(4)  # started and timing
     proc.send_signal(sig)
     _, err = proc.communicate(timeout=60)

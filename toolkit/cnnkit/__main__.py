@@ -1,4 +1,4 @@
-from cnnkit.cli.app import main
+from cnnkit.cli import main
 
 if __name__ == "__main__":
     main()
