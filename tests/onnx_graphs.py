@@ -226,3 +226,36 @@ def same_padding_classifier(path: Path, hw: int = 8, channels: int = 3, classes:
                          producer_name="pytorch", producer_version="2.1.0")
     path.write_bytes(model.SerializeToString())
     return path
+
+
+def tf_range_digit_classifier(path: Path, train_images: int = 2000, gain: float = 0.1) -> Path:
+    """An MNIST classifier that works only on pixels scaled to [-1, 1] (the ``tf`` preset), as a pretrained model
+    works only on the values it was trained on: each pixel becomes "is it background" (1 at -1, falling to 0 at
+    -0.75: relu(1 - 4|x + 1|)), matched against per-class templates of that feature from real training digits.
+    Fed 0..255, [0, 1] or mean-subtracted values, every feature is 0 and every answer is the same."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    from tests.imaging import mnist_digits
+
+    x, y = mnist_digits(train_images, "train")
+    feat = np.maximum(0.0, 1 - 4 * np.abs(x.astype(np.float64) / 127.5 - 1 + 1)).reshape(len(x), -1)
+    means = np.stack([feat[y == c].mean(axis=0) for c in range(10)])
+    # Nearest class mean: argmax of m_c . f - |m_c|^2 / 2.
+    inits = [numpy_helper.from_array(np.array(v, np.float32), n) for n, v in (("one", 1.0), ("four", 4.0))]
+    inits += [numpy_helper.from_array((gain * means.T).astype(np.float32), "templates"),
+              numpy_helper.from_array((-gain / 2 * (means**2).sum(axis=1)).astype(np.float32), "bias")]
+    nodes = [
+        helper.make_node("Add", ["images", "one"], ["shifted"], name="shift"),
+        helper.make_node("Abs", ["shifted"], ["distance"], name="distance"),
+        helper.make_node("Mul", ["distance", "four"], ["scaled"], name="scale"),
+        helper.make_node("Sub", ["one", "scaled"], ["closeness"], name="closeness"),
+        helper.make_node("Relu", ["closeness"], ["background"], name="background"),
+        helper.make_node("Flatten", ["background"], ["flat"], name="flatten"),
+        helper.make_node("Gemm", ["flat", "templates", "bias"], ["logits"], name="match"),
+        helper.make_node("Softmax", ["logits"], ["probabilities"], axis=1, name="softmax"),
+    ]
+    graph = helper.make_graph(nodes, "tf_range", [helper.make_tensor_value_info("images", TensorProto.FLOAT, ["batch", 28, 28, 1])],
+                              [helper.make_tensor_value_info("probabilities", TensorProto.FLOAT, ["batch", 10])], inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=9, producer_name="onnx.helper")
+    path.write_bytes(model.SerializeToString())
+    return path

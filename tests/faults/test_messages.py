@@ -360,3 +360,55 @@ def test_report_of_quantize_on_an_unlabelled_folder(model: Path, tmp_path: Path)
     assert auto_table.splitlines()[0].startswith("| variant | top-1 agreement with FP32 |"), auto_table
     sized = md[md.index("## Accuracy vs size"):].split("\n\n")[1]  # eval's accuracy only, not agreement beside it
     assert "quantize --auto" not in sized and "m" in sized
+
+
+# --- 2. a probe for the preprocessing a model without a record wants -----------------------------------------
+
+
+@pytest.fixture(scope="module")
+def tf_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from tests.onnx_graphs import tf_range_digit_classifier
+
+    return tf_range_digit_classifier(tmp_path_factory.mktemp("probe") / "tf_range.onnx")
+
+
+@pytest.mark.parametrize("labelled", [True, False], ids=["labelled", "unlabelled"])
+def test_probe_names_the_preset_the_model_answers_to(tf_model: Path, tmp_path: Path, labelled: bool) -> None:
+    import json
+
+    from tests.imaging import write_digit_folder
+
+    write_digit_folder(tmp_path / "digits", n=60, labelled=labelled)
+    out = tmp_path / "probe.json"
+    result = cli("predict", tf_model, "--probe-preprocess", "--data-dir", tmp_path / "digits", "--json", out)
+    assert result.exit_code == 0, result.output
+    text = " ".join(result.stdout.split())
+    assert "the model's preprocessing record: none" in text
+    for name in ("raw", "unit", "tf", "torch", "caffe"):
+        assert f"│ {name} " in result.stdout
+    assert "suggestion: --preprocess tf (best " + ("agreement with the labels" if labelled else "margin x stability") in text
+    assert ("no labels: a hint, not proof" in text) is not labelled
+    assert "nothing was applied: pass --preprocess tf" in text
+    probe = json.loads(out.read_text())
+    scores = {s["preset"]: s for s in probe["scores"]}
+    assert probe["suggestion"] == "tf" and probe["images"] == 32 and probe["labelled"] is labelled
+    # Fed any other range, the model answers one class for every image, confidently: never suggested.
+    assert all(scores[p]["note"] == "one class for every image" for p in ("raw", "unit", "torch", "caffe"))
+    assert scores["tf"]["stability"] >= 0.9 and scores["tf"]["distinct_top1"] >= 5
+    if labelled:
+        assert scores["tf"]["label_agreement"] > 0.6 and scores["raw"]["label_agreement"] < 0.3
+
+
+def test_probe_applies_nothing_and_is_offered_where_raw_pixels_are_guessed(tf_model: Path, tmp_path: Path) -> None:
+    from tests.imaging import write_digit_folder
+
+    write_digit_folder(tmp_path / "digits", n=20)
+    result = cli("eval", tf_model, "--data-dir", tmp_path / "digits")
+    assert result.exit_code == 0, result.output
+    assert "cnnkit predict MODEL --probe-preprocess --data-dir DIR tries each" in " ".join(result.stderr.split())
+    assert_fails(cli("predict", tf_model, "--probe-preprocess", "--preprocess", "tf", "--data-dir", tmp_path / "digits"),
+                 "--probe-preprocess tries every preset itself", "drop")
+    assert_fails(cli("predict", tf_model, "--probe-preprocess"), "needs images", "--data-dir DIR")
+    one = next((tmp_path / "digits").rglob("*.png"))
+    result = cli("predict", tf_model, one, "--probe-preprocess")  # image files work too; one image says little
+    assert result.exit_code == 0 and "1 image(s) from 1 image file(s), unlabelled" in result.stdout, result.output

@@ -295,6 +295,8 @@ PRESETS: dict[str, PreprocessRecord] = {
     "torch": PreprocessRecord("torch", scale=1 / 255, mean=IMAGENET_MEAN_RGB, std=IMAGENET_STD_RGB),
     "caffe": PreprocessRecord("caffe", channel_order="bgr", mean=CAFFE_MEAN_BGR),
 }
+# How to find out which preset a model wants (cnnkit.evaluate.probe): named wherever cnnkit guesses raw pixels.
+PROBE_HINT = "cnnkit predict MODEL --probe-preprocess --data-dir DIR"
 PRESET_HELP = ("raw (0..255), unit ([0, 1]), tf ([-1, 1]), torch (ImageNet mean/std, RGB), "
                "caffe (BGR, ImageNet mean subtracted)")
 
@@ -368,7 +370,8 @@ def resolve_record(choice: PreprocessChoice | None, metadata: dict[str, str]) ->
             return from_model, None
         return (replace(PRESETS["raw"], source="default (the model carries no preprocessing record)"),
                 "the model carries no preprocessing record; feeding raw pixels 0..255 "
-                "(pass --preprocess unit|tf|torch|caffe, or --scale/--mean/--std, if it wants others)")
+                "(pass --preprocess unit|tf|torch|caffe, or --scale/--mean/--std, if it wants others; "
+                f"{PROBE_HINT} tries each)")
     base = preset(choice.preset) if choice.preset else replace(PRESETS["raw"], name="custom", source="")
     explicit = {k: v for k, v in (("scale", choice.scale), ("mean", choice.mean), ("std", choice.std),
                                   ("channel_order", choice.channel_order), ("crop_fraction", choice.crop_fraction))

@@ -39,7 +39,8 @@ class PredictConfig:
 
     def __post_init__(self) -> None:
         if not self.images:
-            raise CnnkitError("no image given", hint="cnnkit predict MODEL.onnx IMAGE [IMAGE ...]")
+            raise CnnkitError("no image given", hint="cnnkit predict MODEL.onnx IMAGE [IMAGE ...], or --probe-preprocess "
+                                                     "--data-dir DIR to find the preprocessing it wants")
         if self.top_k <= 0:
             raise CnnkitError(f"--top-k must be positive, got {self.top_k}", hint="classes shown per image, e.g. --top-k 5 (the default)")
 
