@@ -50,13 +50,8 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
 # string loads are exempt from the layer and cycle rules; each must still name a class that exists.
 RESULT_LOADER = "cnnkit.results.load"
 
-# A known cycle, allowed until it is removed (branch `contract`): the registry builds the OpenVINO and LiteRT
-# runners, and those import the registry's require_runtime. Once the cycle is gone this allowance fails the test:
-# delete it then.
-KNOWN_CYCLE_RUNTIME_REGISTRY = frozenset(
-    {"cnnkit.runtimes.registry", "cnnkit.runtimes.openvino", "cnnkit.runtimes.litert"}
-)
-ALLOWED_CYCLES = {"KNOWN_CYCLE_RUNTIME_REGISTRY": KNOWN_CYCLE_RUNTIME_REGISTRY}
+# Cycles allowed until they are removed (name -> the modules in it); a listed cycle that is gone fails the test.
+ALLOWED_CYCLES: dict[str, frozenset[str]] = {}
 
 # Never imported while `cnnkit --help` runs (top-level package names).
 HEAVY = frozenset({"tensorflow", "keras", "tf2onnx", "sklearn", "onnxruntime", "openvino", "ai_edge_litert", "ray",

@@ -49,7 +49,7 @@ def test_bench_result_round_trips(exported_model: Path, tmp_path: Path) -> None:
 
 def test_tune_searches_and_keeps_what_it_can_confirm(exported_model: Path) -> None:
     result = run_benchmark(_quick([exported_model], batch_sizes=(1,), tune=True, tune_time_s=0.15))
-    candidates = tune_candidates(SessionConfig(), "CPUExecutionProvider")
+    candidates = tune_candidates(SessionConfig(), on_gpu=False)
     assert len(result.trials) == len(candidates) > 4
     assert {t.options["allow_spinning"] for t in result.trials} >= {True, False}
     assert all(t.count >= 3 * 3 and t.p50_ms > 0 for t in result.trials)  # 3 rounds, >= 3 runs each
@@ -85,7 +85,7 @@ def test_tune_records_a_candidate_that_cannot_run_and_goes_on(exported_model: Pa
 
 
 def test_cuda_tune_space_covers_conv_search_and_graphs() -> None:
-    space = tune_candidates(SessionConfig(provider="cuda"), "CUDAExecutionProvider")
+    space = tune_candidates(SessionConfig(provider="cuda"), on_gpu=True)
     assert {c.cudnn_conv_algo_search for c in space} == {"EXHAUSTIVE", "HEURISTIC", "DEFAULT"}
     assert {c.cuda_graph for c in space} == {True, False}
 
@@ -129,7 +129,7 @@ def test_non_image_model_is_refused(tmp_path: Path) -> None:
 
 def test_eval_matches_a_hand_count(exported_model: Path, trained_model: Path) -> None:
     from cnnkit.data.datasets import load_dataset
-    from cnnkit.runtimes.runners import OnnxRuntimeRunner
+    from cnnkit.runtimes.onnxruntime import OnnxRuntimeRunner
 
     result = evaluate_models(EvalConfig((exported_model, exported_model), dataset="digits", batch_size=50))
     ds = load_dataset("digits")

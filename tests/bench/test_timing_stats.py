@@ -99,7 +99,7 @@ def test_recommend_and_ray_are_config_fields() -> None:
 def test_output_shapes_fix_the_batch_and_skip_dynamic_outputs() -> None:
     from types import SimpleNamespace as Out
 
-    from cnnkit.bench.benchmark import output_shapes
+    from cnnkit.runtimes.onnxruntime import output_shapes
 
     outs = [Out(name="probabilities", shape=["batch", 10]), Out(name="maps", shape=["batch", "h", 4]), Out(name="s", shape=[])]
     assert output_shapes(outs, 7) == {"probabilities": (7, 10)}

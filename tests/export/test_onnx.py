@@ -11,7 +11,7 @@ from cnnkit.choices import InputDtype
 from cnnkit.errors import ExportError, ModelFileError, OutputExistsError
 from cnnkit.export.onnx import ROUTE, ExportConfig, export_onnx
 from cnnkit.parity.check import ParityConfig, check_parity
-from cnnkit.runtimes.runners import OnnxRuntimeRunner
+from cnnkit.runtimes.onnxruntime import OnnxRuntimeRunner
 
 pytestmark = pytest.mark.integration
 

@@ -76,7 +76,7 @@ def models(tmp_path: Path) -> dict[str, Path]:
 
 
 def test_planted_graph_is_nan_only_where_planted(models: dict[str, Path]) -> None:
-    from cnnkit.runtimes.runners import OnnxRuntimeRunner
+    from cnnkit.runtimes.onnxruntime import OnnxRuntimeRunner
 
     x = np.random.default_rng(0).integers(1, 256, (4, 28, 28, 1)).astype(np.float32)
     x[2] = 0

@@ -57,3 +57,26 @@ def test_memory_child_reads_gpu_memory_on_cuda(tmp_path: Path) -> None:
     m = measure_in_child(model, SessionConfig(provider="cuda").to_dict(), (28, 28, 1), "float32", "images", (1, 8), 1, runs=2)
     assert m.provider == "CUDAExecutionProvider"
     assert m.gpu_mb is not None and m.gpu_mb > 0  # the CUDA context and the arena are held by the child
+
+
+def test_onnxruntime_runner_on_cuda_times_device_resident_calls(tmp_path: Path) -> None:
+    """The runner's timed call is bench's IO-binding path: input and outputs on the device, the same numbers."""
+    import numpy as np
+
+    from cnnkit.bench.benchmark import time_calls
+    from cnnkit.runtimes.registry import DEFAULT_RUNTIME, create_runner
+    from tests.onnx_graphs import tiny_classifier
+
+    model = tiny_classifier(tmp_path / "m.onnx", layout="NCHW", batch="N")
+    runner = create_runner(DEFAULT_RUNTIME, model, SessionConfig(provider="cuda"))
+    assert runner.info.on_gpu and runner.info.device == "cuda:0" and runner.info.active == "CUDAExecutionProvider"
+    x = np.random.default_rng(0).integers(0, 256, (4, 3, 8, 8)).astype(np.float32)
+    want = create_runner(DEFAULT_RUNTIME, model).infer({runner.input_name: x})["probs"]
+    timed = runner.timed_call(x)
+    assert timed.io_binding
+    assert len(time_calls(timed.run, warmup=1, min_iterations=5, min_time_s=0)) >= 5
+    np.testing.assert_allclose(timed.outputs()["probs"], want, atol=1e-4)
+    copies = runner.timed_call(x, include_copies=True)
+    assert not copies.io_binding
+    copies.run()
+    np.testing.assert_allclose(copies.outputs()["probs"], want, atol=1e-4)

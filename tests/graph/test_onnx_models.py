@@ -63,7 +63,8 @@ def test_feeding_converts_layout_and_dtype(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize(("layout", "batch", "dtype"), MODELS)
 def test_runner_takes_any_batch_and_matches_onnxruntime(tmp_path: Path, layout, batch, dtype) -> None:
-    from cnnkit.runtimes.runners import ImageRunner, OnnxRuntimeRunner, run_batched
+    from cnnkit.runtimes.base import ImageRunner, run_batched
+    from cnnkit.runtimes.onnxruntime import OnnxRuntimeRunner
 
     path = tiny_classifier(tmp_path / "m.onnx", layout, batch, dtype, hw=10)
     images = np.random.default_rng(1).integers(0, 256, (7, 10, 10, 3)).astype(np.float32)
@@ -216,7 +217,7 @@ def test_fitted_bench_defaults() -> None:
 
 def test_make_batch_dynamic(tmp_path: Path) -> None:
     from cnnkit.export.batch import BatchRewriteError, make_batch_dynamic
-    from cnnkit.runtimes.runners import OnnxRuntimeRunner
+    from cnnkit.runtimes.onnxruntime import OnnxRuntimeRunner
 
     src = tiny_classifier(tmp_path / "fixed.onnx", "NCHW", 1, "float32", hw=8, reshape_batch=True)
     done = make_batch_dynamic(src, tmp_path / "dyn.onnx")

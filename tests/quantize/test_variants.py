@@ -11,7 +11,7 @@ from cnnkit.data.datasets import load_dataset
 from cnnkit.errors import CnnkitError
 from cnnkit.graph.info import describe_onnx
 from cnnkit.quantize.variants import QuantizeConfig, QuantizeError, auto_quantize, quantize_model
-from cnnkit.runtimes.runners import OnnxRuntimeRunner
+from cnnkit.runtimes.onnxruntime import OnnxRuntimeRunner
 
 pytestmark = pytest.mark.integration
 

@@ -63,8 +63,9 @@ def _conv_model(path: Path) -> Path:
 
 def test_openvino_runner_matches_onnxruntime(tmp_path: Path) -> None:
     pytest.importorskip("openvino")
-    from cnnkit.runtimes.runners import OnnxRuntimeRunner
-    from cnnkit.runtimes.registry import bf16_supported, create_runner
+    from cnnkit.runtimes.onnxruntime import OnnxRuntimeRunner
+    from cnnkit.runtimes.openvino import bf16_supported
+    from cnnkit.runtimes.registry import create_runner
 
     model = _conv_model(tmp_path / "tiny.onnx")
     x = np.random.default_rng(1).integers(0, 256, (5, 8, 8, 1)).astype(np.float32) / 255
@@ -72,16 +73,17 @@ def test_openvino_runner_matches_onnxruntime(tmp_path: Path) -> None:
     assert np.ptp(want, axis=0).max() > 1e-4  # outputs vary with the input: a pass means something
     fp32 = create_runner(RuntimeChoice("openvino", "fp32"), model)
     got = fp32.infer({"images": x})
-    assert list(got) == ["probabilities"] and fp32.precision == "fp32"
+    assert list(got) == ["probabilities"] and fp32.info.precision == "fp32"
     np.testing.assert_allclose(got["probabilities"], want, atol=1e-5)
     static = create_runner(RuntimeChoice("openvino", "fp32"), model, batch_size=5)
-    assert static.input_shape[0] == 5 and static.provider["options"]["static_batch"] == 5
+    assert static.input_shape[0] == 5 and static.info.options["static_batch"] == 5
     bf16 = create_runner(RuntimeChoice("openvino", "bf16"), model)
     # The precision stated is the one the compiled model reports, never fp32 when it computes in bf16.
-    assert bf16.precision == ("bf16" if bf16_supported() else "fp32")
+    assert bf16.info.precision == ("bf16" if bf16_supported() else "fp32")
     np.testing.assert_allclose(bf16.infer({"images": x})["probabilities"], want, atol=2e-2)
     run = fp32.timed_call(x)
-    run()
+    run.run()
+    np.testing.assert_allclose(run.outputs()["probabilities"], want, atol=1e-5)
 
 
 def test_plugin_provider_without_device_is_a_clear_error() -> None:

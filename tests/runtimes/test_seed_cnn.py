@@ -34,7 +34,7 @@ def _cnnkit(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
 
 
 def test_litert_runner_matches_onnxruntime(exported_model: Path, tflite_model: Path) -> None:
-    from cnnkit.runtimes.runners import OnnxRuntimeRunner
+    from cnnkit.runtimes.onnxruntime import OnnxRuntimeRunner
     from cnnkit.runtimes.registry import RuntimeChoice, create_runner
 
     from cnnkit.graph.info import describe_onnx
@@ -43,11 +43,30 @@ def test_litert_runner_matches_onnxruntime(exported_model: Path, tflite_model: P
     x = np.random.default_rng(0).integers(0, 256, (7, *shape)).astype(np.float32)
     want = OnnxRuntimeRunner(exported_model).infer({"images": x})["probabilities"]
     runner = create_runner(RuntimeChoice("litert"), exported_model)
-    assert runner.provider["active"] == "LiteRT XNNPACK" and runner.input_name == "images"
-    assert len(runner.provider["options"]["tflite_sha256"]) == 64  # the bench row names the file it timed
+    assert runner.info.active == "LiteRT XNNPACK" and runner.input_name == "images"
+    assert len(runner.info.options["tflite_sha256"]) == 64  # the bench row names the file it timed
     for batch in (7, 1, 3):  # the batch dimension is resized on demand
         got = runner.infer({"images": x[:batch]})["probabilities"]
         np.testing.assert_allclose(got, want[:batch], atol=1e-5)
+
+
+def test_litert_and_keras_runners_keep_the_contract(trained_model: Path, exported_model: Path, tflite_model: Path) -> None:
+    """Built from a choice, a batch in, a timed call that times real inferences, one RunnerInfo that survives
+    JSON (the contract ONNX Runtime and OpenVINO keep in tests/runtimes/test_runner_contract.py)."""
+    from cnnkit.runtimes.registry import DEFAULT_RUNTIME, RuntimeChoice, create_runner
+    from cnnkit.runtimes.sessions import SessionConfig
+    from tests.runtimes.test_runner_contract import check_contract
+
+    x = np.random.default_rng(5).integers(0, 256, (3, *create_runner(DEFAULT_RUNTIME, exported_model).input_shape[1:]))
+    x = x.astype(np.float32)
+    want = create_runner(DEFAULT_RUNTIME, exported_model).infer({"images": x})["probabilities"]
+    litert = create_runner(RuntimeChoice("litert"), exported_model, SessionConfig(intra_op_threads=1))
+    np.testing.assert_allclose(check_contract(litert, x, "litert")["probabilities"], want, atol=1e-5)
+    assert litert.info.threads == 1 and litert.info.model_path == str(tflite_model)
+    assert litert.info.model_bytes == tflite_model.stat().st_size  # the file it ran, not the .onnx
+    keras = create_runner(RuntimeChoice("keras"), trained_model, names=("images", ("probabilities",)))
+    np.testing.assert_allclose(check_contract(keras, x, "keras")["probabilities"], want, atol=1e-5)
+    assert keras.info.options["dtype_policy"] == "float32" and keras.info.model_path == str(trained_model)
 
 
 def test_export_tflite_cli_refuses_overwrite(trained_model: Path, tmp_path: Path) -> None:
@@ -73,7 +92,7 @@ def test_interleaved_bench_labels_every_row(exported_model: Path, tflite_model: 
                     ("openvino", "OpenVINO CPU", 1), ("openvino", "OpenVINO CPU", 4),
                     ("litert", "LiteRT XNNPACK", 1), ("litert", "LiteRT XNNPACK", 4)]
     bf16 = [c for c in data["cases"] if c["provider"]["options"].get("INFERENCE_PRECISION_HINT") == "bf16"]
-    from cnnkit.runtimes.registry import bf16_supported
+    from cnnkit.runtimes.openvino import bf16_supported
 
     assert {c["precision"] for c in bf16} == {"bf16" if bf16_supported() else "fp32"}
     for c in data["cases"]:

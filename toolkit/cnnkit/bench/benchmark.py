@@ -2,8 +2,9 @@
 
 Method: inputs are generated before timing; each input shape is warmed up on its own (a new shape costs
 extra, on CUDA a lot); every inference is timed on its own with ``time.perf_counter_ns`` and kept; timing
-runs until both a minimum count and a minimum time are met. On CUDA the inputs and outputs are bound on
-the device (IO binding), so host<->device copies are measured only with ``include_copies``. Statistics are
+runs until both a minimum count and a minimum time are met. What is timed is the runner's own timed call
+(:meth:`cnnkit.runtimes.base.Runner.timed_call`): on a GPU the inputs and outputs are bound on the device
+(IO binding), so host<->device copies are measured only with ``include_copies``. Statistics are
 derived from the kept samples; every result carries the environment it was measured in.
 """
 
@@ -30,8 +31,9 @@ from cnnkit.choices import CudnnConvAlgoSearch, ExecutionMode, GraphOptimization
 from cnnkit.envinfo import cpu_info, environment, gpu_info
 from cnnkit.errors import CnnkitError
 from cnnkit.graph.info import OnnxModelInfo, describe_onnx
-from cnnkit.runtimes.registry import DEFAULT_RUNTIME, RuntimeChoice, runtime_versions
-from cnnkit.runtimes.sessions import SessionConfig, SessionInfo, create_session
+from cnnkit.runtimes.base import Runner, TimedCall, runtime_versions
+from cnnkit.runtimes.registry import DEFAULT_RUNTIME, RuntimeChoice, create_runner
+from cnnkit.runtimes.sessions import SessionConfig
 from cnnkit.stats import LatencyStats, fastest_confirmed
 
 SCHEMA = "cnnkit.bench/1"
@@ -144,7 +146,7 @@ class BenchCase:
     model_sha256: str
     precision: str
     batch_size: int
-    provider: dict[str, Any]  # SessionInfo: requested, active, fallback and why, options
+    provider: dict[str, Any]  # RunnerInfo.provider_record(): requested, active, fallback and why, options
     stats: LatencyStats
     samples_ns: tuple[int, ...]
     warmup: int
@@ -360,95 +362,33 @@ def resolve_defaults(config: BenchConfig) -> tuple[BenchConfig, FittedDefaults |
     return dataclasses.replace(config, **{f: getattr(fitted, f) for f in open_fields}), fitted
 
 
-def _runner(session: Any, info: OnnxModelInfo, x: np.ndarray, sinfo: SessionInfo, config: SessionConfig,
-            include_copies: bool) -> tuple[Callable[[], Any], bool]:
-    """The call to time. On CUDA without ``include_copies``: IO binding with device-resident input and output."""
-    on_gpu = sinfo.active in ("CUDAExecutionProvider", "TensorrtExecutionProvider")
-    if not on_gpu or include_copies:
-        feeds = {info.input_name: x}
-        return (lambda: session.run(None, feeds)), False
-    import onnxruntime as ort
-
-    binding = session.io_binding()
-    x_dev = ort.OrtValue.ortvalue_from_numpy(x, "cuda", config.device_id)
-    binding.bind_ortvalue_input(info.input_name, x_dev)
-    shapes = output_shapes(session.get_outputs(), x.shape[0])
-    for out in session.get_outputs():
-        if out.name in shapes:
-            # Preallocated: a CUDA graph replays fixed addresses, so outputs must not move between runs.
-            y_dev = ort.OrtValue.ortvalue_from_shape_and_type(shapes[out.name], _numpy_dtype(out.type), "cuda", config.device_id)
-            binding.bind_ortvalue_output(out.name, y_dev)
-        else:
-            binding.bind_output(out.name, "cuda", config.device_id)
-    binding.synchronize_inputs()
-
-    def run() -> None:
-        session.run_with_iobinding(binding)
-        binding.synchronize_outputs()
-
-    run.outputs = binding.copy_outputs_to_cpu  # type: ignore[attr-defined]  # for the check of the first call
-    return run, True
-
-
-def output_shapes(outputs: Any, batch_size: int) -> dict[str, tuple[int, ...]]:
-    """Output name -> shape at ``batch_size``, for outputs whose other dimensions are all fixed.
-
-    ``outputs``: ``session.get_outputs()`` (objects with ``.name`` and ``.shape``; the first dim is the batch).
-    """
-    shapes = {}
-    for out in outputs:
-        rest = list(out.shape[1:])
-        if out.shape and all(isinstance(d, int) and d > 0 for d in rest):
-            shapes[out.name] = (batch_size, *rest)
-    return shapes
-
-
-def _numpy_dtype(onnx_type: str) -> type:
-    return {"tensor(float)": np.float32, "tensor(float16)": np.float16, "tensor(double)": np.float64,
-            "tensor(int64)": np.int64, "tensor(int32)": np.int32, "tensor(uint8)": np.uint8}.get(onnx_type, np.float32)
-
-
 def _peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0  # KiB on Linux
 
 
-def _prepare(model: Path, info: OnnxModelInfo, batch_size: int, session_config: SessionConfig,
-             config: BenchConfig) -> dict[str, Any]:
-    """A fresh session with its creation and first inference timed, then warmed up for this shape."""
+@dataclass
+class _Prepared:
+    """A runner built for one batch size, its timed call and the first call's time."""
+
+    runner: Runner
+    timed: TimedCall
+    first_ms: float
+
+
+def _prepare(model: Path, choice: RuntimeChoice, info: OnnxModelInfo, batch_size: int, session_config: SessionConfig,
+             config: BenchConfig) -> _Prepared:
+    """A fresh runner (its build timed by the runner), its first inference timed and checked, then warmed up.
+
+    Every runtime is fed the same seeded input (:func:`make_input`: the model's own layout and dtype)."""
+    runner = create_runner(choice, model, session_config, config.tflite, batch_size=batch_size)
+    timed = runner.timed_call(make_input(info, batch_size, config.seed), config.include_copies)
     t0 = time.perf_counter_ns()
-    session, sinfo = create_session(model, session_config)
-    created_ms = (time.perf_counter_ns() - t0) / 1e6
-    x = make_input(info, batch_size, config.seed)
-    run, bound = _runner(session, info, x, sinfo, session_config, config.include_copies)
-    t0 = time.perf_counter_ns()
-    outputs = run()
+    timed.run()
     first_ms = (time.perf_counter_ns() - t0) / 1e6
-    if bound:
-        outputs = run.outputs()  # type: ignore[attr-defined]  # device buffers, copied to the host once
-    check_outputs_finite(model, batch_size, dict(zip([o.name for o in session.get_outputs()], outputs, strict=False)))
+    check_outputs_finite(model, batch_size, timed.outputs())  # its buffers, copied to the host once
     for _ in range(config.warmup):
-        run()
-    return {"session": session, "info": sinfo, "run": run, "bound": bound, "created_ms": created_ms, "first_ms": first_ms}
-
-
-def _prepare_runtime(model: Path, choice: RuntimeChoice, batch_size: int, config: BenchConfig) -> dict[str, Any]:
-    """:func:`_prepare` for a runtime other than ONNX Runtime: a runner for this batch size, timed and warmed up."""
-    from cnnkit.runtimes.registry import create_runner
-
-    t0 = time.perf_counter_ns()
-    runner = create_runner(choice, model, config.session, config.tflite, batch_size=batch_size)
-    created_ms = (time.perf_counter_ns() - t0) / 1e6
-    rng = np.random.default_rng(config.seed + batch_size)  # the same pixels as make_input, in the runner's layout
-    x = rng.integers(0, 256, (batch_size, *runner.image_shape)).astype(runner.input_dtype)
-    run = runner.timed_call(x)
-    t0 = time.perf_counter_ns()
-    run()
-    first_ms = (time.perf_counter_ns() - t0) / 1e6
-    check_outputs_finite(model, batch_size, runner.infer({runner.input_name: x}))  # its buffers, copied out
-    for _ in range(config.warmup):
-        run()
-    return {"session": runner, "info": runner.provider, "run": run, "bound": False, "created_ms": created_ms,
-            "first_ms": first_ms, "precision": runner.precision}
+        timed.run()
+    return _Prepared(runner, timed, first_ms)
 
 
 def check_outputs_finite(model: Path, batch_size: int, outputs: dict[str, Any]) -> None:
@@ -465,11 +405,12 @@ def check_outputs_finite(model: Path, batch_size: int, outputs: dict[str, Any]) 
 # --- tuning -----------------------------------------------------------------------------------------
 
 
-def tune_candidates(base: SessionConfig, active_provider: str) -> list[SessionConfig]:
-    """Session options worth trying for this provider; the base configuration is always among them."""
+def tune_candidates(base: SessionConfig, on_gpu: bool) -> list[SessionConfig]:
+    """ONNX Runtime session options worth trying on the provider that runs (``on_gpu``: CUDA's options, else
+    the CPU's); the base configuration is always among them."""
     replace = dataclasses.replace
     out = [base]
-    if active_provider in ("CUDAExecutionProvider", "TensorrtExecutionProvider"):
+    if on_gpu:
         out += [replace(base, cudnn_conv_algo_search=algo, cuda_graph=graph)
                 for algo in CudnnConvAlgoSearch for graph in (False, True)]
         return list(dict.fromkeys(out))
@@ -510,8 +451,8 @@ def session_flags(options: dict[str, Any], on_gpu: bool) -> str:
 TUNE_ROUNDS = 10  # short paired rounds: on a shared machine the speed drifts over seconds
 
 
-def _tune_batch(model: Path, info: OnnxModelInfo, batch_size: int, plan: list[SessionConfig], config: BenchConfig,
-                rng: Any, step: Callable[[str], None]) -> tuple[SessionConfig, list[TuneTrial]]:
+def _tune_batch(model: Path, choice: RuntimeChoice, info: OnnxModelInfo, batch_size: int, plan: list[SessionConfig],
+                config: BenchConfig, rng: Any, step: Callable[[str], None]) -> tuple[SessionConfig, list[TuneTrial]]:
     """Measure every candidate at one batch size and pick the options to use.
 
     All candidates are prepared first, then timed in ``TUNE_ROUNDS`` shuffled rounds on quiet cores; see
@@ -521,12 +462,12 @@ def _tune_batch(model: Path, info: OnnxModelInfo, batch_size: int, plan: list[Se
     """
     name = Path(model).name
     trials: list[TuneTrial] = []
-    entries: list[tuple[SessionConfig, dict[str, Any]]] = []
+    entries: list[tuple[SessionConfig, _Prepared]] = []
     failure: CnnkitError | None = None
     for candidate in plan:
         step(f"tuning {name} batch {batch_size}: sessions")
         try:
-            entries.append((candidate, _prepare(model, info, batch_size, candidate, config)))
+            entries.append((candidate, _prepare(model, choice, info, batch_size, candidate, config)))
         except CnnkitError as exc:
             # A candidate this provider cannot run (e.g. a CUDA graph with nodes left on the CPU) is a recorded
             # result of the search, not the end of it.
@@ -542,7 +483,7 @@ def _tune_batch(model: Path, info: OnnxModelInfo, batch_size: int, plan: list[Se
         rng.shuffle(order)
         for i in order:
             step(f"tuning {name} batch {batch_size}")
-            got = time_slice(entries[i][1]["run"], 3, config.tune_time_s / TUNE_ROUNDS)
+            got = time_slice(entries[i][1].timed.run, 3, config.tune_time_s / TUNE_ROUNDS)
             samples[i] += got
             round_medians[i, r] = np.median(got)
     base_i = next((i for i, (c, _) in enumerate(entries) if c == plan[0]), None)
@@ -588,9 +529,10 @@ def run_benchmark(config: BenchConfig, progress: ProgressCallback | None = None,
         raise CnnkitError(f"nothing to measure: {first.reason}", hint=first.hint)
     plans: list[list[SessionConfig]] = []
     for model, choice in entries:
-        if config.tune and choice.runtime == "onnxruntime":
-            _, probe = create_session(model, config.session)  # the provider that really runs sets the search
-            plans.append(tune_candidates(config.session, probe.active))
+        if config.tune and choice.runtime == "onnxruntime":  # the session options tuned are ONNX Runtime's
+            probe = create_runner(choice, model, config.session)  # the provider that really runs sets the search
+            plans.append(tune_candidates(config.session, probe.info.on_gpu))
+            del probe
         else:
             plans.append([])
 
@@ -622,7 +564,7 @@ def run_benchmark(config: BenchConfig, progress: ProgressCallback | None = None,
             if not plans[i]:
                 chosen.append(config.session)
                 continue
-            options, tried = _tune_batch(entries[i][0], infos[i], b, plans[i], config, rng, step)
+            options, tried = _tune_batch(entries[i][0], entries[i][1], infos[i], b, plans[i], config, rng, step)
             trials += tried
             chosen.append(options)
         # One session per model, created and first-run timed, warmed up; then the alternating rounds.
@@ -630,10 +572,7 @@ def run_benchmark(config: BenchConfig, progress: ProgressCallback | None = None,
         for i, session_config in zip(here, chosen, strict=True):
             (model, choice), info = entries[i], infos[i]
             step(f"{_entry_name(model, choice)} batch {b}: session")
-            if choice.runtime == "onnxruntime":
-                prepared.append(_prepare(model, info, b, session_config, config) | {"precision": info.precision})
-            else:
-                prepared.append(_prepare_runtime(model, choice, b, config))
+            prepared.append(_prepare(model, choice, info, b, session_config, config))
         samples: list[list[int]] = [[] for _ in prepared]
         round_p50: list[list[float]] = [[] for _ in prepared]
         order = list(range(len(prepared)))
@@ -641,19 +580,18 @@ def run_benchmark(config: BenchConfig, progress: ProgressCallback | None = None,
             rng.shuffle(order)
             for k in order:
                 step(f"{_entry_name(*entries[here[k]])} batch {b}")
-                got = time_slice(prepared[k]["run"], max(1, -(-config.min_iterations // rounds_b)),
+                got = time_slice(prepared[k].timed.run, max(1, -(-config.min_iterations // rounds_b)),
                                  config.min_time_s / rounds_b)
                 samples[k] += got
                 round_p50[k].append(float(np.median(got)) / 1e6)
         for k, (i, prep, got) in enumerate(zip(here, prepared, samples, strict=True)):
-            (model, choice), info = entries[i], infos[i]
-            provider = prep["info"] if isinstance(prep["info"], dict) else prep["info"].to_dict()
+            (model, choice), info, ran = entries[i], infos[i], prep.runner.info
             measured.append((i, BenchCase(
-                model=str(model), model_sha256=info.sha256, precision=prep["precision"], batch_size=b,
-                provider=provider, stats=LatencyStats.from_samples(got, b), samples_ns=tuple(got),
-                warmup=config.warmup, session_create_ms=prep["created_ms"], first_inference_ms=prep["first_ms"],
-                peak_rss_mb=_peak_rss_mb(), io_binding=prep["bound"], include_copies=config.include_copies,
-                tuned=bool(plans[i]), runtime=choice.runtime, round_p50_ms=tuple(round_p50[k]),
+                model=str(model), model_sha256=info.sha256, precision=ran.precision, batch_size=b,
+                provider=ran.provider_record(), stats=LatencyStats.from_samples(got, b), samples_ns=tuple(got),
+                warmup=config.warmup, session_create_ms=prep.runner.build_ms, first_inference_ms=prep.first_ms,
+                peak_rss_mb=_peak_rss_mb(), io_binding=prep.timed.io_binding, include_copies=config.include_copies,
+                tuned=bool(plans[i]), runtime=ran.runtime, round_p50_ms=tuple(round_p50[k]),
             )))
         prepared.clear()  # release this batch size's sessions (and their thread pools) before the next
     measured.sort(key=lambda item: (item[0], item[1].batch_size))  # entry by entry, as given
@@ -691,7 +629,8 @@ def _entry_name(model: Path, choice: RuntimeChoice) -> str:
 
 def check_runtimes(config: BenchConfig) -> None:
     """Every runtime importable and every .tflite present before anything is measured (one-line errors)."""
-    from cnnkit.runtimes.registry import require_runtime, tflite_path
+    from cnnkit.runtimes.base import require_runtime
+    from cnnkit.runtimes.registry import tflite_path
 
     for choice in config.runtimes:
         require_runtime(choice.runtime)
@@ -738,10 +677,12 @@ def measure_overhead(model: Path, batch_size: int = 1, rounds: int = 10, round_t
                      session: SessionConfig | None = None) -> OverheadResult:
     """Alternate rounds of the harness's timing loop and of a bare loop, so drift hits both alike."""
     info = describe_onnx(model)
-    config = session or SessionConfig(intra_op_threads=1)
-    sess, sinfo = create_session(model, config)
+    from cnnkit.runtimes.onnxruntime import OnnxRuntimeRunner
+
+    runner = OnnxRuntimeRunner(model, session or SessionConfig(intra_op_threads=1))
+    sess = runner.session  # the bare loop is ONNX Runtime's own
     x = make_input(info, batch_size, 0)
-    run, _ = _runner(sess, info, x, sinfo, config, include_copies=False)
+    run = runner.timed_call(x).run
     feeds = {info.input_name: x}
     harness: list[int] = []
     bare: list[int] = []

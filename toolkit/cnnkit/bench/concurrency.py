@@ -1,7 +1,7 @@
 """Throughput under load: N requests in flight on one session, as a server would run them.
 
-N Python threads share one ONNX Runtime session (``InferenceSession.run`` is thread-safe and releases
-the GIL while it runs). Each thread sends its next request as soon as the last one returns, and times
+N Python threads share one ONNX Runtime runner (its ``infer`` is one ``InferenceSession.run``, which is
+thread-safe and releases the GIL while it runs): requests come from the host and their outputs go back to it. Each thread sends its next request as soon as the last one returns, and times
 each request on its own. images/s is the images completed over the wall time of the timed window;
 the latency percentiles are those of every request in that window. Unless the user sets ``--threads``,
 one request in flight gets ONNX Runtime's default intra-op threads (as the latency runs) and N > 1 get
@@ -21,7 +21,8 @@ from typing import Any
 
 import numpy as np
 
-from cnnkit.runtimes.sessions import SessionConfig, create_session
+from cnnkit.runtimes.registry import DEFAULT_RUNTIME, create_runner
+from cnnkit.runtimes.sessions import SessionConfig
 
 SATURATION_GAIN = 0.05  # a level that adds less than 5 % images/s over the last one has stopped growing
 
@@ -62,10 +63,10 @@ def measure_concurrency(model: str | Path, config: SessionConfig, x: np.ndarray,
                         cores: int, min_time_s: float = 1.0, min_requests: int = 20, warmup: int = 3) -> ConcurrencyPoint:
     """Keep ``streams`` requests of batch ``x`` in flight for at least ``min_time_s`` and ``min_requests``."""
     threads, over = threads_for(streams, config.intra_op_threads, cores)
-    session, _ = create_session(model, dataclasses.replace(config, intra_op_threads=threads))
-    feeds = {input_name: x}
+    runner = create_runner(DEFAULT_RUNTIME, model, dataclasses.replace(config, intra_op_threads=threads))
+    infer, feeds = runner.infer, {input_name: x}
     for _ in range(warmup):
-        session.run(None, feeds)
+        infer(feeds)
     per_thread: list[list[int]] = [[] for _ in range(streams)]
     ends: list[int] = [0] * streams
     start_line = threading.Barrier(streams + 1)
@@ -77,11 +78,11 @@ def measure_concurrency(model: str | Path, config: SessionConfig, x: np.ndarray,
         clock = time.perf_counter_ns
         got = per_thread[i]
         try:
-            session.run(None, feeds)  # each thread's own warm-up
+            infer(feeds)  # each thread's own warm-up
             start_line.wait()
             while not state["stop"] or len(got) < min_each:
                 t0 = clock()
-                session.run(None, feeds)
+                infer(feeds)
                 got.append(clock() - t0)
         except BaseException as exc:  # noqa: BLE001 (re-raised in the caller's thread)
             errors.append(exc)

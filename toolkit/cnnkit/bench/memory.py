@@ -170,7 +170,9 @@ def _child(spec: dict[str, Any]) -> dict[str, Any]:
             session.run(None, {name: x})
         del x
         peaks[b] = _peak_mb(resettable)
-    gpu = gpu_memory_mb(os.getpid()) if info.active in ("CUDAExecutionProvider", "TensorrtExecutionProvider") else None
+    from cnnkit.runtimes.onnxruntime import session_runner_info  # after the measurements: not part of them
+
+    gpu = gpu_memory_mb(os.getpid()) if session_runner_info(info, config, precision="model").on_gpu else None
     return asdict(ChildMeasurement(
         import_ms, create_ms, first_ms, first, before, after, after_first, peaks,
         "VmHWM reset per batch size" if resettable else "ru_maxrss (process lifetime)", info.active,

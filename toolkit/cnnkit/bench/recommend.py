@@ -113,7 +113,7 @@ def candidate_runtimes(runtimes: tuple[RuntimeChoice, ...]) -> tuple[RuntimeChoi
     out = [RuntimeChoice()]
     for choice in runtimes:
         if choice.runtime == "openvino":
-            from cnnkit.runtimes.registry import bf16_supported
+            from cnnkit.runtimes.openvino import bf16_supported
 
             out += [RuntimeChoice("openvino", "fp32")] + ([RuntimeChoice("openvino", "bf16")] if bf16_supported() else [])
         else:
@@ -206,7 +206,9 @@ def reproduce_command(result: BenchResult, case: BenchCase) -> str:
     if case.runtime == "onnxruntime":
         chosen = result.chosen_trial(case.model, case.batch_size)
         options = chosen.options if chosen else session
-        on_gpu = session["provider"].lower() in ("cuda", "tensorrt", "trt", "cudaexecutionprovider", "tensorrtexecutionprovider")
+        from cnnkit.runtimes.onnxruntime import recorded_info
+
+        on_gpu = recorded_info(case.provider).on_gpu  # where it ran (a fallback ran on the CPU)
         if session["provider"] not in ("cpu", "CPUExecutionProvider"):
             args += ["--provider", session["provider"]]
         for key, value in session.get("provider_options", ()):

@@ -178,7 +178,8 @@ def render_bench(result, wide: bool = False) -> None:  # noqa: ANN001 (BenchResu
         console.print(f"session options chosen by --tune ({len(result.trials)} trials"
                       + (f", {len(failed)} could not run" if failed else "")
                       + "; another set replaces the given one only when the samples confirm it is faster):")
-        on_gpu = result.config["session"]["provider"] not in ("cpu", "CPUExecutionProvider")
+        from cnnkit.runtimes.onnxruntime import recorded_info
+
         for c in result.cases:
             pick = result.chosen_trial(c.model, c.batch_size) if c.runtime == "onnxruntime" else None
             if pick is None:
@@ -189,6 +190,7 @@ def render_bench(result, wide: bool = False) -> None:  # noqa: ANN001 (BenchResu
                 vs = "the options given"
             else:
                 vs = f"{1 - pick.ratio_to_base:.0%} faster than the options given"
+            on_gpu = recorded_info(c.provider).on_gpu
             console.print(f"  {Path(c.model).name} batch {c.batch_size}: {session_flags(pick.options, on_gpu)} "
                           f"({vs}) -> p50 {c.stats.p50_ms:.4g} ms")
     render_extras(result, wide)

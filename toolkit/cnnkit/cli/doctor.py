@@ -56,7 +56,7 @@ def render_doctor(report) -> None:  # noqa: ANN001 (DoctorReport, imported lazil
             console.print(f"  {plugin.distribution} {plugin.version} ({', '.join(plugin.ep_names) or '?'}): {what}")
     else:
         console.print("plugin execution providers: none installed (onnxruntime-ep-* packages)")
-    from cnnkit.runtimes.registry import INSTALL
+    from cnnkit.runtimes.base import INSTALL
 
     console.print("runtimes (cnnkit bench/eval --runtime): " + ", ".join(
         f"{name} {version}" if version else f"{name} not installed ({INSTALL[name]})"

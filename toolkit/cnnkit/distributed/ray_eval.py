@@ -42,10 +42,7 @@ class EvalWorker:
         self.records = [PreprocessRecord.from_dict(r) for r in records]
         config = SessionConfig.from_dict(session)
         self.runners = [create_runner(RuntimeChoice(**runtime), m, config, tflite) for m in models]
-        self.meta = json.dumps({"node": _node_id(), "pid": os.getpid(),
-                                "providers": [_provider(r) for r in self.runners],
-                                "precisions": [getattr(r, "precision", None) for r in self.runners],
-                                "sizes": [getattr(r, "size_bytes", None) for r in self.runners]})
+        self.meta = json.dumps({"node": _node_id(), "pid": os.getpid(), "ran": [r.info.to_dict() for r in self.runners]})
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         from cnnkit.data.folders import BadImageError, ImageFolder
@@ -93,12 +90,6 @@ def _node_id() -> str:
     import ray
 
     return ray.get_runtime_context().get_node_id()
-
-
-def _provider(runner: Any) -> dict[str, Any]:
-    from cnnkit.runtimes.runners import OnnxRuntimeRunner
-
-    return runner.session_info.to_dict() if isinstance(runner, OnnxRuntimeRunner) else dict(runner.provider)
 
 
 def _maybe_die() -> None:
@@ -168,20 +159,23 @@ def evaluate_on_ray(config: Any, address: str | None = None, workers: int | None
         from cnnkit.finite import NonFiniteError
 
         raise NonFiniteError("; ".join(broken), hint="the model is broken for these inputs; no accuracy is reported")
+    from cnnkit.runtimes.base import RunnerInfo
+
     n_outputs: dict[int, int] = {}
-    providers: list[list[dict[str, Any]]] = []
+    providers: list[list[dict[str, Any]]] = []  # each distinct set the workers report
     for m in metas:
         n_outputs |= {int(k): int(v) for k, v in m["n_outputs"].items()}
-        if m["providers"] not in providers:
-            providers.append(m["providers"])
+        ran = [RunnerInfo.from_dict(r).provider_record() for r in m["ran"]]
+        if ran not in providers:
+            providers.append(ran)
+    first_ran = [RunnerInfo.from_dict(r) for r in metas[0]["ran"]]
     predictions = []
     for k, (model, info, record) in enumerate(zip(config.models, infos, records, strict=True)):
         preds = scored.columns[f"pred_{k}"][keep]
         hits = int(scored.columns[f"top5_{k}"][keep].sum())
         provider = providers[0][k] if len(providers) == 1 else {"workers": [p[k] for p in providers]}
-        precision = info.precision if config.runtime.runtime == "onnxruntime" else str(metas[0]["precisions"][k])
-        predictions.append(ModelPredictions(Path(model), info, record, preds, hits, n_outputs[k], precision,
-                                            provider, config.runtime.runtime, metas[0]["sizes"][k] or info.size_bytes))
+        predictions.append(ModelPredictions.ran_by(first_ran[k], Path(model), info, record, preds, hits, n_outputs[k],
+                                                   provider))
     results, class_names = summarise_predictions(predictions, y, source)
     n = int(keep.sum())
     engine = {
@@ -209,7 +203,7 @@ class RayScores:
     """What the workers sent back, in the folder's order (``columns``: ``bad``, ``pred_k``, ``top5_k``)."""
 
     columns: dict[str, np.ndarray]
-    metas: list[dict[str, Any]]  # one per batch: node, pid, providers, precisions, sizes, n_outputs
+    metas: list[dict[str, Any]]  # one per batch: node, pid, ran (each model's RunnerInfo.to_dict()), n_outputs
     pool: int
     nodes: int
     cpus: int

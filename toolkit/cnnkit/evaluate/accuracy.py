@@ -22,7 +22,7 @@ from cnnkit.envinfo import environment
 from cnnkit.errors import CnnkitError, DatasetError
 from cnnkit.finite import NonFiniteError
 from cnnkit.graph.info import describe_onnx
-from cnnkit.runtimes.runners import OnnxRuntimeRunner
+from cnnkit.runtimes.base import Runner, RunnerInfo
 from cnnkit.runtimes.registry import DEFAULT_RUNTIME, RuntimeChoice, create_runner
 from cnnkit.runtimes.sessions import SessionConfig
 from cnnkit.topk import ScoreTally
@@ -114,7 +114,7 @@ class _Tally:
     model: Path
     info: Any
     record: Any
-    runner: Any  # an OnnxRuntimeRunner, or another runtime's runner (cnnkit.runtimes.registry)
+    runner: Runner  # built from config.runtime by cnnkit.runtimes.registry.create_runner
     scores: ScoreTally = field(default_factory=ScoreTally)  # NaN/Inf in them: no accuracy is reported
 
 
@@ -161,13 +161,9 @@ def evaluate_models(config: EvalConfig, dataset: Dataset | ImageSource | None = 
             say(f"{t.model.name}: {t.scores.tied} of {len(y)} image(s) have classes tied for the top score; "
                 "ties rank by class index (lowest first), the same for top-1 and top-5")
 
-    on_ort = [isinstance(t.runner, OnnxRuntimeRunner) for t in tallies]
     results, class_names = summarise_predictions(
-        [ModelPredictions(t.model, t.info, t.record, t.scores.predictions(), t.scores.top5_hits, t.scores.n_outputs,
-                          t.info.precision if ort else t.runner.precision,
-                          t.runner.session_info.to_dict() if ort else t.runner.provider, config.runtime.runtime,
-                          getattr(t.runner, "size_bytes", t.info.size_bytes))
-         for t, ort in zip(tallies, on_ort, strict=True)], y, source)
+        [ModelPredictions.ran_by(t.runner.info, t.model, t.info, t.record, t.scores.predictions(),
+                                 t.scores.top5_hits, t.scores.n_outputs) for t in tallies], y, source)
     for line in label_mismatch_warnings(results, source):
         say(line)
     described = source.describe() | {"evaluated_samples": int(len(y)), "split": source.provenance.get("split", "test")}
@@ -224,6 +220,14 @@ class ModelPredictions:
     provider: dict[str, Any]
     runtime: str
     size_bytes: int  # of what the runtime ran (a LiteRT .tflite is not the .onnx)
+
+    @classmethod
+    def ran_by(cls, ran: RunnerInfo, model: Path, info: Any, record: Any, preds: np.ndarray, top5_hits: int,
+               n_outputs: int, provider: dict[str, Any] | None = None) -> ModelPredictions:
+        """The predictions of a run ``ran`` says what ran (``provider``: a record to store instead of its own)."""
+        return cls(model, info, record, preds, top5_hits, n_outputs, ran.precision,
+                   provider if provider is not None else ran.provider_record(), ran.runtime,
+                   ran.model_bytes or info.size_bytes)
 
 
 def label_mismatch_warnings(results: Sequence[ModelEval], source: ImageSource) -> list[str]:

@@ -154,7 +154,7 @@ def save_feature_maps(model_path: Path, image: np.ndarray, out_dir: Path, source
     import onnx
 
     from cnnkit.graph.index import with_extra_outputs
-    from cnnkit.runtimes.runners import OnnxRuntimeRunner
+    from cnnkit.runtimes.registry import DEFAULT_RUNTIME, create_runner
 
     for flag, value in (("--max-layers", max_layers), ("--max-channels", max_channels)):
         if value is not None and value < 0:
@@ -175,7 +175,7 @@ def save_feature_maps(model_path: Path, image: np.ndarray, out_dir: Path, source
         raise CnnkitError(f"{model_path} has no convolution layers")
     positions = spread(len(targets), max_layers)
     chosen = [targets[i] for i in positions]
-    runner = OnnxRuntimeRunner(with_extra_outputs(model, [t for _, t in chosen]), label=model_path.name)
+    runner = create_runner(DEFAULT_RUNTIME, with_extra_outputs(model, [t for _, t in chosen]), label=model_path.name)
     values = runner.infer({runner.input_name: record.normalize(image[None])})
     from cnnkit.finite import NonFiniteError, nonfinite
 

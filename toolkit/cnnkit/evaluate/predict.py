@@ -127,7 +127,7 @@ def _probabilities(scores: np.ndarray) -> tuple[np.ndarray, str]:
 
 def predict_images(config: PredictConfig) -> PredictResult:
     """Run each image through the model's record and report its top-k classes."""
-    from cnnkit.runtimes.runners import OnnxRuntimeRunner
+    from cnnkit.runtimes.registry import DEFAULT_RUNTIME, create_runner
 
     info = describe_onnx(config.model)
     record, note = record_for_model(info, config.preprocess)
@@ -141,7 +141,7 @@ def predict_images(config: PredictConfig) -> PredictResult:
             pixels.append(record.fit_image(open_image(Path(path))))
         except BadImageError as exc:
             raise CnnkitError(exc.message, hint="is it a complete JPEG or PNG file?") from None
-    runner = OnnxRuntimeRunner(config.model, config.session)
+    runner = create_runner(DEFAULT_RUNTIME, config.model, config.session)
     reference = dataset_reference(meta.dataset(info.metadata), record)
     predictions = []
     kind = ""
@@ -164,6 +164,6 @@ def predict_images(config: PredictConfig) -> PredictResult:
         predictions.append(ImagePrediction(str(path), top, seen, (warning,) if warning else ()))
     return PredictResult(
         SCHEMA, str(config.model), info.sha256, record.to_dict(), names_from or "class indices (the model names none)",
-        {"name": runner.output_names[0], "kind": kind}, reference, runner.session_info.to_dict(), tuple(predictions),
+        {"name": runner.output_names[0], "kind": kind}, reference, runner.info.provider_record(), tuple(predictions),
         (note,) if note else (),
     )

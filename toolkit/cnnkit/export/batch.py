@@ -192,7 +192,7 @@ def make_batch_dynamic(source: str | os.PathLike[str], output: str | os.PathLike
 
 def _check_runs(src: Path, rewritten: bytes, image: Any) -> float:
     """Run the rewritten model at two batch sizes; every image must get what the original gives it."""
-    from cnnkit.runtimes.runners import OnnxRuntimeRunner
+    from cnnkit.runtimes.onnxruntime import OnnxRuntimeRunner
 
     original = OnnxRuntimeRunner(src, label=src.name)
     try:

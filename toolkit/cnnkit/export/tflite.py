@@ -50,7 +50,7 @@ def export_tflite(config: TfliteExportConfig) -> TfliteExportResult:
     from cnnkit._deps import capture_native_stderr, require_tensorflow
     from cnnkit.keras.build import load_keras_model
     from cnnkit.envinfo import package_versions
-    from cnnkit.runtimes.registry import require_runtime, runtime_versions
+    from cnnkit.runtimes.base import require_runtime, runtime_versions
 
     out = Path(config.output_path)
     check_writable(out, config.force)

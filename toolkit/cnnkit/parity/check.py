@@ -26,12 +26,13 @@ from cnnkit.finite import nonfinite, require_finite
 from cnnkit.graph import metadata as meta
 from cnnkit.graph.index import GraphIndex
 from cnnkit.parity.rounding import ROUNDING_HEADROOM, rounding_floor
-from cnnkit.runtimes.runners import KerasRunner, OnnxRuntimeRunner, run_batched
+from cnnkit.runtimes.base import Runner, run_batched
 from cnnkit.runtimes.registry import DEFAULT_RUNTIME, RuntimeChoice, create_runner
 from cnnkit.runtimes.sessions import SessionConfig
 from cnnkit.topk import top1
 
 log = logging.getLogger(__name__)
+KERAS = RuntimeChoice("keras")  # the reference of keras-onnx parity
 
 SCHEMA = "cnnkit.parity/1"
 DEFAULT_BATCH_SIZES = (1, 7, 64)
@@ -463,7 +464,7 @@ def localize_divergence(keras_runner: Any, onnx_path: Path, x_ref: np.ndarray, s
     refs = map_layers_to_tensors(model, [layer.name for layer in comparable])
     folded = meta.folded_layers(meta.read(model))  # whose work cnnkit's export moved into another node
     tensors = list(dict.fromkeys(t for r in refs.values() for t in (r.tensor, *r.alternatives)))
-    runner = OnnxRuntimeRunner(with_extra_outputs(model, tensors), session, label="onnx-layers")
+    runner = create_runner(DEFAULT_RUNTIME, with_extra_outputs(model, tensors), session, label="onnx-layers")
     onnx_values = runner.infer({runner.input_name: x_onnx})
     keras_values = keras_runner.infer_layers(x_ref, comparable)
     index = GraphIndex.of(model)
@@ -611,8 +612,7 @@ def check_parity(config: ParityConfig, dataset: Dataset | ImageSource | None = N
             f"{tol.reason}; a static INT8 candidate's activation ranges come from its calibration images, so top-1 "
             f"agreement is gated on real images (random and edge-case inputs clip: measured, reported, not gated)"))
     if config.keras_reference:
-        reference: Any = KerasRunner.from_file(config.reference, input_name=candidate.input_name,
-                                               output_names=candidate.output_names)
+        reference: Any = create_runner(KERAS, config.reference, names=(candidate.input_name, candidate.output_names))
         kshape = tuple(reference.model.inputs[0].shape[1:])
         if len(kshape) != 3 or any(d is None for d in kshape):
             raise ParityError(f"{config.reference}: input shape {kshape} is not a fixed-size image (height, width, channels)")
@@ -623,7 +623,7 @@ def check_parity(config: ParityConfig, dataset: Dataset | ImageSource | None = N
     else:
         if Path(config.reference).suffix != ".onnx":
             raise ParityError(f"{config.reference}: the reference must be a .keras or .onnx file")
-        reference = OnnxRuntimeRunner(config.reference, config.session)
+        reference = create_runner(DEFAULT_RUNTIME, config.reference, config.session)
         ref_record = record_for_model(describe_onnx(config.reference), config.preprocess)[0]
         mode = "onnx-onnx"
     ref_geo = (*ref_record.size, ref_record.channels)
@@ -666,12 +666,11 @@ def _check_signals(config: ParityConfig, cand_info: Any, candidate: Any, tol: To
         raise ParityError(f"the models take {list(shape)}, not images: no dataset can feed them",
                           hint="drop --dataset/--data-dir; parity uses random and edge-case inputs")
     if config.keras_reference:
-        reference: Any = KerasRunner.from_file(config.reference, input_name=candidate.input_name,
-                                               output_names=candidate.output_names)
+        reference: Any = create_runner(KERAS, config.reference, names=(candidate.input_name, candidate.output_names))
         ref_shape = tuple(reference.model.inputs[0].shape[1:])
         mode = "keras-onnx"
     else:
-        reference = OnnxRuntimeRunner(config.reference, config.session)
+        reference = create_runner(DEFAULT_RUNTIME, config.reference, config.session)
         ref_shape = tuple(reference.input_shape[1:])
         mode = "onnx-onnx"
     if tuple(ref_shape) != shape:
@@ -681,14 +680,14 @@ def _check_signals(config: ParityConfig, cand_info: Any, candidate: Any, tol: To
     return _run_and_compare(config, mode, reference, candidate, cand_info, inputs, None, None, tol, {"preprocess": None})
 
 
-def _run_and_compare(config: ParityConfig, mode: str, reference: Any, candidate: Any, cand_info: Any,
+def _run_and_compare(config: ParityConfig, mode: str, reference: Runner, candidate: Runner, cand_info: Any,
                      inputs: InputSet, ref_record: PreprocessRecord | None, cand_record: PreprocessRecord | None,
                      tol: Tolerance, described: dict[str, Any]) -> ParityResult:
     """Run both sides at every batch size, compare, and localise a Keras/ONNX failure layer by layer."""
     ref_out = run_batched(reference, inputs.feed(ref_record), 64)
     cand_x = inputs.feed(cand_record)
     batch_sizes, batch_note = _accepted_batch_sizes(config.batch_sizes, candidate.label, cand_info.input, reference)
-    on_ort = isinstance(candidate, OnnxRuntimeRunner)
+    on_ort = candidate.info.runtime == "onnxruntime"  # the rounding floor and layer table run the .onnx in ORT
     floor = None
     if mode == "keras-onnx" and config.atol is None and on_ort:
         floor, _ = rounding_floor(Path(config.candidate), cand_x, config.session)
@@ -723,8 +722,10 @@ def _run_and_compare(config: ParityConfig, mode: str, reference: Any, candidate:
                 **described, "output_spread": output_spread(ref_out), "rounding_floor": floor,
                 "candidate_input": cand_info.input.to_dict() if getattr(cand_info, "input", None) is not None else None}
         | ({"batch_note": batch_note} if batch_note else {}),
-        provider=(candidate.session_info.to_dict() if on_ort else candidate.provider | {"precision": candidate.precision})
-        | {"runtime": config.runtime.runtime}, outputs=tuple(diffs), failures=failures, layers=tuple(rows),
+        provider=candidate.info.provider_record()
+        # A precision asked for (openvino:bf16) is stated as the one that really ran; the model's own is in the .onnx.
+        | ({"precision": candidate.info.precision} if config.runtime.precision != "model" else {})
+        | {"runtime": candidate.info.runtime}, outputs=tuple(diffs), failures=failures, layers=tuple(rows),
         first_divergent_layer=first, divergence=why, environment=environment(),
     )
 

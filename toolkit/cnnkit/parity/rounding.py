@@ -14,7 +14,8 @@ from dataclasses import replace
 
 import numpy as np
 
-from cnnkit.runtimes.runners import OnnxRuntimeRunner, run_batched
+from cnnkit.runtimes.base import run_batched
+from cnnkit.runtimes.registry import DEFAULT_RUNTIME, create_runner
 from cnnkit.runtimes.sessions import SessionConfig
 
 ROUNDING_HEADROOM = 4  # Keras vs ONNX atol: at least this many times the model's own rounding floor
@@ -31,7 +32,8 @@ def rounding_floor(model: str | os.PathLike[str] | bytes, x: np.ndarray, session
     from cnnkit.choices import GraphOptimization
 
     session = session or SessionConfig()
-    outs = [run_batched(OnnxRuntimeRunner(model, replace(session, graph_optimization=level), label=label), x, BATCH)
+    outs = [run_batched(create_runner(DEFAULT_RUNTIME, model, replace(session, graph_optimization=level), label=label),
+                        x, BATCH)
             for level in (GraphOptimization.ALL, GraphOptimization.DISABLE)]
     floor = 0.0
     for name, a in outs[0].items():

@@ -527,7 +527,7 @@ def _predictions(model: Path, data: QuantData, session: SessionConfig,
     ``label``, the count and the first image. ``dithered``: the first DITHERED_IMAGES images only, every pixel
     moved within ±½ grey level (seeded; :func:`cnnkit.parity.check.dither`), locally: how stable the model's own top-1 is."""
     from cnnkit.finite import NonFiniteError
-    from cnnkit.runtimes.runners import OnnxRuntimeRunner
+    from cnnkit.runtimes.registry import DEFAULT_RUNTIME, create_runner
     from cnnkit.topk import ScoreTally
 
     assert data.evaluation is not None
@@ -536,7 +536,7 @@ def _predictions(model: Path, data: QuantData, session: SessionConfig,
 
         return predictions_on_ray(model, data.evaluation, data.record, session, config.address, data.skipped,
                                   label=label)
-    runner = OnnxRuntimeRunner(model, session)
+    runner = create_runner(DEFAULT_RUNTIME, model, session)
     scores, labels = ScoreTally(), []
     from cnnkit.parity.check import dither
 
@@ -768,8 +768,9 @@ class AutoResult:
         return asdict(self)
 
 
-def auto_candidates(base: QuantizeConfig, provider_active: str, isa: list[str]) -> list[tuple[str, QuantizeConfig]]:
-    """The variants worth trying: dynamic, static QDQ/QOperator with sensible types and calibrations, FP16."""
+def auto_candidates(base: QuantizeConfig, device: str, isa: list[str]) -> list[tuple[str, QuantizeConfig]]:
+    """The variants worth trying: dynamic, static QDQ/QOperator with sensible types and calibrations, FP16
+    (``device``: where the FP32 model runs, a :attr:`cnnkit.runtimes.base.RunnerInfo.device`)."""
     r = dataclasses.replace
     static = r(base, mode=QuantMode.STATIC)
     out = [
@@ -780,8 +781,8 @@ def auto_candidates(base: QuantizeConfig, provider_active: str, isa: list[str]) 
         ("static-qdq-u8s8-entropy", r(static, calibration_method=CalibrationMethod.ENTROPY)),
         ("static-qoperator-u8s8-minmax", r(static, format=QuantFormat.QOPERATOR)),
     ]
-    # FP16 pays only where the provider has fast FP16 kernels: GPUs, or CPUs with AVX-512 FP16.
-    if provider_active != "CPUExecutionProvider" or "avx512_fp16" in isa:
+    # FP16 pays only where the device has fast FP16 kernels: accelerators, or CPUs with AVX-512 FP16.
+    if device != "cpu" or "avx512_fp16" in isa:
         out.append(("fp16", r(base, mode=QuantMode.FP16)))
     return out
 
@@ -793,7 +794,7 @@ def auto_quantize(base: QuantizeConfig, batch_sizes: tuple[int, int] = (1, 64), 
 
     from cnnkit.bench.benchmark import BenchConfig, run_benchmark
     from cnnkit.envinfo import cpu_info
-    from cnnkit.runtimes.sessions import create_session
+    from cnnkit.runtimes.registry import DEFAULT_RUNTIME, create_runner
 
     out = Path(base.output)
     check_not_input(out, base.model)
@@ -801,7 +802,7 @@ def auto_quantize(base: QuantizeConfig, batch_sizes: tuple[int, int] = (1, 64), 
     info = describe_onnx(base.model)
     if info.precision != "fp32":
         raise QuantizeError(f"{base.model} is already quantized ({info.precision})", hint="quantize the FP32 model")
-    _, sinfo = create_session(base.model, base.session)
+    ran = create_runner(DEFAULT_RUNTIME, base.model, base.session).info  # where the FP32 model really runs
     try:  # the images once, for every candidate: with calibration images where there are any
         data = prepare_quant_data(dataclasses.replace(base, mode=QuantMode.STATIC), info, dataset)
     except QuantizeError as exc:
@@ -816,7 +817,7 @@ def auto_quantize(base: QuantizeConfig, batch_sizes: tuple[int, int] = (1, 64), 
     with tempfile.TemporaryDirectory(prefix="cnnkit-auto-") as tmp:
         work = Path(tmp)
         built: list[tuple[str, QuantizeConfig, QuantizeResult | None, str | None]] = []
-        for name, cfg in auto_candidates(base, sinfo.active, cpu_info()["isa"]):
+        for name, cfg in auto_candidates(base, ran.device, cpu_info()["isa"]):
             say(f"candidate {name}")
             cfg = dataclasses.replace(cfg, output=work / f"{name}.onnx", force=True, max_attempts=min(base.max_attempts, 3),
                                       measure_speed=False, keep_failed=False)
@@ -875,7 +876,7 @@ def auto_quantize(base: QuantizeConfig, batch_sizes: tuple[int, int] = (1, 64), 
                 why += f"; {len(c.excluded_nodes)} node(s) kept in float to meet the budget"
             final.append(dataclasses.replace(c, verdict=why))
         if winner.name == "fp32":
-            summary = (f"no quantized variant is confirmed faster than FP32 at batch {objective} on {sinfo.active} "
+            summary = (f"no quantized variant is confirmed faster than FP32 at batch {objective} on {ran.active} "
                        f"within the {base.max_accuracy_drop:g} pp budget: FP32 is kept")
             with atomic_path(out, force=base.force) as tmp_out:
                 shutil.copyfile(base.model, tmp_out)
@@ -887,4 +888,4 @@ def auto_quantize(base: QuantizeConfig, batch_sizes: tuple[int, int] = (1, 64), 
             with atomic_path(out, force=base.force) as tmp_out:
                 shutil.copyfile(work / f"{winner.name}.onnx", tmp_out)
     return AutoResult(AUTO_SCHEMA, str(base.model), str(out), winner.name, objective, base.max_accuracy_drop,
-                      sinfo.to_dict(), tuple(final), summary, bench.environment, data.provenance | {"metric": data.metric})
+                      ran.provider_record(), tuple(final), summary, bench.environment, data.provenance | {"metric": data.metric})

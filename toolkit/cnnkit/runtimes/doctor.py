@@ -10,7 +10,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from cnnkit.envinfo import cpu_info, gpu_info, package_versions
-from cnnkit.runtimes.registry import runtime_versions
+from cnnkit.runtimes.base import runtime_versions
 from cnnkit.runtimes.plugins import plugin_statuses
 from cnnkit.runtimes.sessions import ProviderError, probe_provider, resolve_provider
 

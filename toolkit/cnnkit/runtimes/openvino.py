@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import os
+import time
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from cnnkit.errors import CnnkitError, ModelFileError, shorten
+from cnnkit.runtimes.base import RunnerInfo, TimedCall, in_fixed_batches, require_runtime
 
 _HINTS = {"fp32": "f32", "bf16": "bf16"}
 _NUMPY = {"f32": np.float32, "f16": np.float16, "u8": np.uint8, "i8": np.int8}
@@ -22,12 +24,9 @@ class OpenVinoRunner:
     ``batch_size``: reshape to that static batch first (as deployments do; dynamic shapes cost OpenVINO more).
     """
 
-    runtime = "openvino"
-
     def __init__(self, model: str | os.PathLike[str], precision: str = "fp32", threads: int = 0,
                  batch_size: int | None = None, label: str | None = None) -> None:
         from cnnkit.graph.info import describe_onnx
-        from cnnkit.runtimes.registry import require_runtime
 
         ov = require_runtime("openvino")
         if precision not in _HINTS:
@@ -37,6 +36,7 @@ class OpenVinoRunner:
         self.input_name = info.input_name
         self.output_names = info.output_names
         core = ov.Core()
+        t0 = time.perf_counter_ns()
         try:
             ov_model = core.read_model(str(model))
             if batch_size is not None:
@@ -51,32 +51,33 @@ class OpenVinoRunner:
             raise ModelFileError(f"OpenVINO cannot compile {model}: {detail}",
                                  hint="run it in ONNX Runtime (--runtime onnxruntime) to see whether the model is at fault") from None
         self.request = self.compiled.create_infer_request()
+        self.build_ms = (time.perf_counter_ns() - t0) / 1e6
         actual = self.compiled.get_property("INFERENCE_PRECISION_HINT").get_type_name()  # "f32", "bf16"
-        self.precision = {"f32": "fp32", "bf16": "bf16", "f16": "fp16"}.get(actual, actual)
         port = self.compiled.inputs[0]
         self.input_shape = tuple(str(d) if not d.is_static else d.get_length() for d in port.get_partial_shape())
         self.input_dtype = np.dtype(_NUMPY.get(port.get_element_type().get_type_name(), np.float32))
         self.threads = int(self.compiled.get_property("INFERENCE_NUM_THREADS"))
-        self.provider = {
-            "requested": f"openvino CPU {precision}", "providers": ["CPU"], "active": "OpenVINO CPU", "fallback": False,
-            "fallback_reason": None,
-            "options": {k: str(v) for k, v in self.options.items()} | {"threads_used": self.threads,
-                                                                       "static_batch": batch_size,
-                                                                       "openvino": ov.get_version()},
-        }
+        precision_text = {"f32": "fp32", "bf16": "bf16", "f16": "fp16"}.get(actual, actual)
+        self.info = RunnerInfo(
+            runtime="openvino", requested=f"openvino CPU {precision}", providers=("CPU",), active="OpenVINO CPU",
+            device="cpu", precision=precision_text, threads=self.threads, version=ov.get_version(),
+            options={k: str(v) for k, v in self.options.items()} | {"threads_used": self.threads,
+                                                                    "static_batch": batch_size,
+                                                                    "openvino": ov.get_version()},
+            model_path=str(model), model_bytes=Path(model).stat().st_size)
 
-    @property
-    def image_shape(self) -> tuple[int, ...]:
-        return tuple(int(d) for d in self.input_shape[1:])
-
-    def timed_call(self, x: np.ndarray) -> Any:
-        """The call a benchmark times: one synchronous inference on ``x`` (outputs stay in OpenVINO's buffers)."""
+    def timed_call(self, x: np.ndarray, include_copies: bool = False) -> TimedCall:
+        """One synchronous inference on ``x`` (the outputs stay in OpenVINO's buffers; on the CPU there is no
+        copy to leave out)."""
         request, feeds = self.request, {0: np.ascontiguousarray(x, dtype=self.input_dtype)}
-        return lambda: request.infer(feeds)
+        return TimedCall(lambda: request.infer(feeds), self._outputs)
+
+    def _outputs(self) -> dict[str, np.ndarray]:
+        # The request reuses its output buffers: copy before the next call overwrites them.
+        return {name: np.array(self.request.get_tensor(port).data)
+                for name, port in zip(self.output_names, self.compiled.outputs, strict=True)}
 
     def infer(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        from cnnkit.runtimes.runners import in_fixed_batches
-
         def run(x: np.ndarray) -> dict[str, np.ndarray]:
             out = self.request.infer({0: np.ascontiguousarray(x)})
             # The request reuses its output buffers: copy before the next call overwrites them.
@@ -85,3 +86,9 @@ class OpenVinoRunner:
         x = np.asarray(feeds[self.input_name], dtype=self.input_dtype)
         fixed = self.input_shape[0] if isinstance(self.input_shape[0], int) else None
         return in_fixed_batches(run, x, fixed)  # a static batch (the model's, or compiled for) takes no other
+
+
+def bf16_supported() -> bool:
+    """Whether OpenVINO's CPU plugin computes in bf16 here (AVX-512 BF16 or AMX); otherwise the hint is ignored."""
+    ov = require_runtime("openvino")
+    return "BF16" in ov.Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES")

@@ -1,29 +1,22 @@
-"""Runtimes besides ONNX Runtime, behind the one runner contract ``infer(feeds: dict) -> dict``.
+"""A choice of runtime -> a runner keeping the one contract of :mod:`cnnkit.runtimes.base`.
 
 A :class:`RuntimeChoice` names a runtime and the precision it computes in: ``onnxruntime`` (the model's own
 precision), ``openvino`` (reads the same .onnx; ``openvino:bf16`` sets the precision hint to bf16, reported as
-bf16, never as fp32) and ``litert`` (a .tflite made from the same Keras model by ``cnnkit export --format
-tflite``). Nothing here imports a runtime until a runner is built, so ``cnnkit --help`` stays fast.
+bf16, never as fp32), ``litert`` (a .tflite made from the same Keras model by ``cnnkit export --format
+tflite``) and ``keras`` (a .keras file; a reference, not a ``--runtime`` choice). Nothing here imports a
+runtime until a runner is built, so ``cnnkit --help`` stays fast; nothing in the package imports this module.
 """
 
 from __future__ import annotations
 
 import os
 from dataclasses import dataclass
-from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from cnnkit.errors import CnnkitError, MissingDependencyError
+from cnnkit.errors import CnnkitError
+from cnnkit.runtimes.base import RUNTIMES, Runner
 
-RUNTIMES = ("onnxruntime", "openvino", "litert")
-# The distribution each runtime comes from and the extra that installs it.
-DISTRIBUTIONS = {"onnxruntime": ("onnxruntime-gpu", "onnxruntime"), "openvino": ("openvino",), "litert": ("ai-edge-litert",)}
-INSTALL = {
-    "onnxruntime": "pip install onnxruntime-gpu (Linux x86_64) or pip install onnxruntime",
-    "openvino": "pip install 'cnnkit[openvino]'",
-    "litert": "pip install 'cnnkit[litert]'",
-}
 _PRECISIONS = {"onnxruntime": ("model",), "openvino": ("fp32", "bf16"), "litert": ("fp32",)}
 
 
@@ -84,37 +77,6 @@ def parse_one_runtime(text: str, command: str) -> RuntimeChoice:
     return runtimes[0]
 
 
-def require_runtime(name: str) -> Any:
-    """Import the runtime's Python module, or fail in one line saying what to install."""
-    import importlib
-
-    module = {"onnxruntime": "onnxruntime", "openvino": "openvino", "litert": "ai_edge_litert.interpreter"}[name]
-    try:
-        return importlib.import_module(module)
-    except ImportError as exc:
-        raise MissingDependencyError(f"runtime {name} is not installed ({exc})", hint=INSTALL[name]) from None
-
-
-def runtime_versions() -> dict[str, str | None]:
-    """Installed version of each runtime's distribution (None: not installed), from metadata, not imports."""
-    out: dict[str, str | None] = {}
-    for runtime, dists in DISTRIBUTIONS.items():
-        out[runtime] = None
-        for dist in dists:
-            try:
-                out[runtime] = metadata.version(dist)
-                break
-            except metadata.PackageNotFoundError:
-                continue
-    return out
-
-
-def bf16_supported() -> bool:
-    """Whether OpenVINO's CPU plugin computes in bf16 here (AVX-512 BF16 or AMX); otherwise the hint is ignored."""
-    ov = require_runtime("openvino")
-    return "BF16" in ov.Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES")
-
-
 def tflite_path(onnx_path: str | os.PathLike[str], given: str | os.PathLike[str] | None = None) -> Path:
     """The .tflite LiteRT runs for ``onnx_path``: ``given``, else the file beside it with the .tflite suffix."""
     path = Path(given) if given is not None else Path(onnx_path).with_suffix(".tflite")
@@ -127,22 +89,39 @@ def tflite_path(onnx_path: str | os.PathLike[str], given: str | os.PathLike[str]
     return path
 
 
-def create_runner(choice: RuntimeChoice, model: str | os.PathLike[str], session: Any = None,
-                  tflite: str | os.PathLike[str] | None = None, batch_size: int | None = None) -> Any:
-    """A runner for ``model`` (an .onnx) on ``choice``; ``session``: the :class:`SessionConfig` (its provider
-    for ONNX Runtime, its ``intra_op_threads`` for all); ``batch_size``: compile for that batch only where a
-    runtime prefers static shapes (OpenVINO), else any batch runs."""
+def create_runner(choice: RuntimeChoice, model: str | os.PathLike[str] | bytes, session: Any = None,
+                  tflite: str | os.PathLike[str] | None = None, batch_size: int | None = None,
+                  label: str | None = None, names: tuple[str, tuple[str, ...]] | None = None) -> Runner:
+    """A runner for ``model`` on ``choice``.
+
+    ``model``: an .onnx (ONNX Runtime also takes its bytes), or for ``keras`` a .keras file; ``session``: the
+    :class:`SessionConfig` (its provider for ONNX Runtime, its ``intra_op_threads`` for all; default: CPU);
+    ``tflite``: LiteRT's model (default: the .tflite beside the .onnx); ``batch_size``: compile for that batch
+    only where a runtime prefers static shapes (OpenVINO), else any batch runs; ``names``: (input, outputs)
+    a Keras model answers to (default: ``images`` and ``probabilities``).
+    """
     from cnnkit.runtimes.sessions import SessionConfig
 
     session = session or SessionConfig()
     if choice.runtime == "onnxruntime":
-        from cnnkit.runtimes.runners import OnnxRuntimeRunner
+        from cnnkit.runtimes.onnxruntime import OnnxRuntimeRunner
 
-        return OnnxRuntimeRunner(model, session)
+        return OnnxRuntimeRunner(model, session, label=label)
+    if isinstance(model, bytes):
+        raise ValueError(f"{choice.runtime} runs model files, not a model held in memory")
     if choice.runtime == "openvino":
         from cnnkit.runtimes.openvino import OpenVinoRunner
 
-        return OpenVinoRunner(model, choice.precision, threads=session.intra_op_threads, batch_size=batch_size)
-    from cnnkit.runtimes.litert import LiteRtRunner
+        return OpenVinoRunner(model, choice.precision, threads=session.intra_op_threads, batch_size=batch_size,
+                              label=label)
+    if choice.runtime == "litert":
+        from cnnkit.runtimes.litert import LiteRtRunner
 
-    return LiteRtRunner(tflite_path(model, tflite), onnx_model=model, threads=session.intra_op_threads)
+        return LiteRtRunner(tflite_path(model, tflite), onnx_model=model, threads=session.intra_op_threads,
+                            label=label)
+    if choice.runtime == "keras":
+        from cnnkit.runtimes.keras import KerasRunner
+
+        named = {"input_name": names[0], "output_names": names[1]} if names is not None else {}
+        return KerasRunner.from_file(model, **named, **({"label": label} if label else {}))
+    raise ValueError(f"unknown runtime {choice.runtime!r}")  # parse_runtimes admits none
