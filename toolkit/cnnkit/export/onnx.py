@@ -37,7 +37,7 @@ from cnnkit.graph import metadata as meta
 from cnnkit.graph.index import GraphIndex
 from cnnkit.graph.metadata import InputDescription
 from cnnkit.graph.info import value_dims
-from cnnkit.graph.simplify import SimplifyReport, simplify_graph
+from cnnkit.export.simplify import SimplifyReport, simplify_graph
 from cnnkit.results.load import TrainRecord, train_record_beside
 
 log = logging.getLogger(__name__)
@@ -63,7 +63,7 @@ class ExportConfig:
     input_name: str = "images"
     output_name: str = "probabilities"
     force: bool = False
-    simplify: bool = True  # fold the input scale into the first conv, static Flatten shape (see cnnkit.graph.simplify)
+    simplify: bool = True  # fold the input scale into the first conv, static Flatten shape (see cnnkit.export.simplify)
     preprocess: str | None = None  # preset recorded in the metadata; None: from the spec's value range (raw 0..255)
 
 

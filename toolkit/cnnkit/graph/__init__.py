@@ -1,1 +1,1 @@
-"""ONNX graph tools: model info, summary, graph index, simplification (read and rewrite graphs; run nothing)."""
+"""ONNX graph tools: model info, summary, graph index (read and rewrite graphs; run nothing)."""

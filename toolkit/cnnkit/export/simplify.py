@@ -92,7 +92,7 @@ def _static_reshapes(model: Any, report: SimplifyReport) -> None:
 
 def _run_shapes(serialized: bytes, model: Any, names: list[str]) -> list[dict[str, tuple[int, ...]]] | None:
     """Output shapes of ``names`` at batch sizes 1 and 3 (None if the graph's input is not batch-first static)."""
-    import onnxruntime as ort
+    from cnnkit.runtimes.sessions import create_session
 
     inp = model.graph.input[0]
     dims = inp.type.tensor_type.shape.dim
@@ -102,7 +102,7 @@ def _run_shapes(serialized: bytes, model: Any, names: list[str]) -> list[dict[st
     dtype = {1: np.float32, 2: np.uint8, 10: np.float16}.get(inp.type.tensor_type.elem_type)
     if dtype is None:
         return None
-    session = ort.InferenceSession(serialized, providers=["CPUExecutionProvider"])
+    session, _ = create_session(serialized)  # the one session builder (default: the CPU)
     out_names = [o.name for o in session.get_outputs()]
     result = []
     for b in (1, 3):
