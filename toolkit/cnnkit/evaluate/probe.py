@@ -75,7 +75,7 @@ def probe_preprocessing(model: str | os.PathLike[str], images: Sequence[str | os
     """
     from cnnkit.evaluate.predict import _probabilities
     from cnnkit.parity.check import dither
-    from cnnkit.runtimes.runners import OnnxRuntimeRunner
+    from cnnkit.runtimes.registry import DEFAULT_RUNTIME, create_runner
 
     if samples <= 0:
         raise CnnkitError(f"--probe-images must be positive, got {samples}", hint=f"e.g. --probe-images {DEFAULT_PROBE_IMAGES}")
@@ -85,7 +85,7 @@ def probe_preprocessing(model: str | os.PathLike[str], images: Sequence[str | os
                           "there is nothing to choose", hint="run cnnkit predict without --probe-preprocess")
     base = bind_to_model(PRESETS["raw"], info)  # every preset fits images alike; they differ in values only
     pixels, labels, source = _probe_images(model, info, base, images, data_dir, samples, labels_file)
-    runner = OnnxRuntimeRunner(model, session or SessionConfig())
+    runner = create_runner(DEFAULT_RUNTIME, model, session or SessionConfig())
     batch = info.input.batch if info.input is not None and info.input.batch else 32
     moved = dither(pixels, np.random.default_rng([seed, 0x5EED]))
     labelled = bool((labels >= 0).any())
