@@ -131,6 +131,6 @@ def test_tuning_keeps_the_given_options_unless_the_rounds_confirm_a_faster_one()
 
 
 def test_images_per_second_keeps_three_digits_for_slow_models() -> None:
-    from cnnkit.cli.bench_render import rate
+    from cnnkit.report.sections import rate
 
     assert rate(1.1682) == "1.17" and rate(42.04) == "42" and rate(15904.2) == "15,904"

@@ -121,10 +121,6 @@ def bench_command(
             render_fleet(result.to_dict())
         else:
             render_bench(result, wide)
-            if result.recommendation is not None:
-                from cnnkit.bench.recommend import Recommendation
-
-                render_recommendation(Recommendation.from_dict(result.recommendation))
     emit_json(json_out, result.to_dict(), force)
 
 
@@ -137,8 +133,17 @@ def render_fleet(fleet: dict) -> None:
 
 
 def render_bench(result, wide: bool = False) -> None:  # noqa: ANN001 (BenchResult, imported lazily)
+    """What the run was and where, then its sections (:mod:`cnnkit.report.sections`; 80 columns unless ``wide``)."""
     from cnnkit.bench.benchmark import session_flags
-    from cnnkit.cli.bench_render import latency_table, render_extras
+    from cnnkit.cli.render import print_section
+    from cnnkit.report.sections import (
+        cold_start_section,
+        concurrency_section,
+        latency_section,
+        memory_section,
+        profile_section,
+        recommendation_section,
+    )
 
     env = result.environment
     cpu = env["cpu"]
@@ -162,11 +167,7 @@ def render_bench(result, wide: bool = False) -> None:  # noqa: ANN001 (BenchResu
         reason = skips[0].reason.rsplit(", not ", 1)[0]
         console.print(f"[yellow]skipped:[/] {Path(model).name} at batch {', '.join(str(s.batch_size) for s in skips)}: "
                       f"{reason} (hint: {skips[0].hint})")
-    precisions = {c.precision for c in result.cases}
-    if len(precisions) > 1:
-        console.print(f"[yellow]note:[/] the rows differ in precision ({', '.join(sorted(precisions))}): they are not the same "
-                      "computation; compare speed only with the accuracy of each (cnnkit bench --recommend)")
-    latency_table(result, wide)
+    print_section(latency_section([result], compact=not wide))
     first = {}
     for c in result.cases:
         first.setdefault(c.model, c)
@@ -193,26 +194,9 @@ def render_bench(result, wide: bool = False) -> None:  # noqa: ANN001 (BenchResu
             on_gpu = recorded_info(c.provider).on_gpu
             console.print(f"  {Path(c.model).name} batch {c.batch_size}: {session_flags(pick.options, on_gpu)} "
                           f"({vs}) -> p50 {c.stats.p50_ms:.4g} ms")
-    render_extras(result, wide)
-
-
-def render_recommendation(advice) -> None:  # noqa: ANN001 (Recommendation, imported lazily)
-    from rich.table import Table
-
-    d = advice.dataset
-    console.print(f"accuracy on {d.get('name')} ({d.get('evaluated_samples', '?'):,} test images), budget "
-                  f"{advice.max_accuracy_drop_pp:g} points below the default:")
-    for a in advice.accuracy:
-        verdict = "ok" if a.admissible else "[red]over budget[/]"
-        console.print(f"  {Path(a.model).name} on {a.runtime}, {a.precision}: {100 * a.accuracy:.2f} % ({0.0 - a.drop_pp + 0.0:+.2f} pp) {verdict}")
-    table = Table(title=f"recommendation ({advice.rounds} interleaved rounds; a lead counts only where the rounds confirm it)",
-                  title_justify="left")
-    for col in ("model", "batch", "deploy", "p50 ms", "default p50", "confirmed"):
-        table.add_column(col, justify="right" if col in ("batch", "p50 ms", "default p50") else "left", no_wrap=col != "deploy")
-    for r in advice.batches:
-        table.add_row(Path(r.model).name, str(r.batch_size), r.recommended, f"{r.p50_ms:.4g}", f"{r.default_p50_ms:.4g}",
-                      "yes" if r.confirmed else "default is fastest" if r.fastest == r.default else "no confirmed lead: default")
-    console.print(table)
-    for r in advice.batches:
-        console.print(f"batch {r.batch_size}: {r.note}")
-        console.print(f"  reproduce: {r.command}", soft_wrap=True)
+    # --wide widens the latency and profile tables; the others fit 80 columns only in their compact form.
+    for section in (profile_section([result], not wide), memory_section([result], True),
+                    cold_start_section([result], True), concurrency_section([result], True),
+                    recommendation_section([result], True)):
+        if section is not None:
+            print_section(section)

@@ -74,7 +74,13 @@ def shape_text(shape: tuple[int, ...] | list[int]) -> str:
 @contextlib.contextmanager
 def image_progress(description: str = "images") -> Iterator[tuple[Any, Any]]:
     """A progress bar on stderr with done/total and images per second: ``with image_progress() as (bar, task)``."""
-    from rich.progress import BarColumn, Progress, ProgressColumn, TextColumn, TimeElapsedColumn
+    from rich.progress import (
+        BarColumn,
+        Progress,
+        ProgressColumn,
+        TextColumn,
+        TimeElapsedColumn,
+    )
     from rich.text import Text
 
     class _Count(ProgressColumn):
@@ -86,3 +92,39 @@ def image_progress(description: str = "images") -> Iterator[tuple[Any, Any]]:
     with Progress(TextColumn("{task.description}"), BarColumn(), _Count(), TimeElapsedColumn(),
                   console=err_console, transient=True) as bar:
         yield bar, bar.add_task(description, total=None)
+
+
+def rich_table(table: Any) -> Any:
+    """A neutral :class:`cnnkit.report.sections.Table` as a Rich table: no box, no padding at the edges (what
+    fits 80 columns), numbers right-aligned."""
+    from rich.markup import escape
+    from rich.table import Table
+
+    out = Table(title_justify="left", pad_edge=False, box=None, header_style="bold")
+    for i, header in enumerate(table.headers):
+        out.add_column(escape(header), justify="left" if table.aligned_left(i) else "right", no_wrap=True)
+    for row in table.rows:
+        out.add_row(*(escape(cell) for cell in row))
+    return out
+
+
+def print_section(section: Any) -> None:
+    """A neutral :class:`cnnkit.report.sections.Section` on the terminal: the title in bold with the intro in
+    brackets, each table under its sub-heading and lines, then the notes ("NOISY:" and "note:" in yellow)."""
+    from rich.markup import escape
+
+    if section.title:
+        console.print(f"\n[bold]{escape(section.title)}[/]" + (f" ({escape(section.intro)})" if section.intro else ""))
+    elif section.intro:
+        console.print(escape(section.intro))
+    for table in section.tables:
+        if table.title:
+            console.print(escape(table.title))
+        for line in table.lines:
+            console.print(f"  {escape(line)}")
+        console.print(rich_table(table))
+    for note in section.notes:
+        word, _, rest = note.partition(": ")
+        console.print(f"[yellow]{word}:[/] {escape(rest)}" if word in ("NOISY", "note") else f"  {escape(note)}")
+    for what, command in section.commands:  # whole, for copying
+        console.print(f"  {escape(what)}, reproduce: {escape(command)}", soft_wrap=True)

@@ -11,7 +11,7 @@ import base64
 import csv
 import html
 import io
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -26,18 +26,10 @@ from cnnkit.report.bench import (
     accuracy_section,
     batch_ticks,
     case_label,
-    cold_start_section,
     concurrency_plot,
-    concurrency_section,
-    latency_section,
-    md_table,
-    memory_section,
-    profile_section,
-    recommendation_section,
-    runtime_section,
-    settings_section,
     training_plot,
 )
+from cnnkit.report.sections import bench_sections, md_table, settings_lines, to_markdown
 from cnnkit.results.load import from_dict, read_json, schema_of
 
 SCHEMAS = ("cnnkit.train/1", "cnnkit.parity/1", "cnnkit.eval/1", "cnnkit.bench/1", "cnnkit.quantize/1",
@@ -46,9 +38,11 @@ SCHEMAS = ("cnnkit.train/1", "cnnkit.parity/1", "cnnkit.eval/1", "cnnkit.bench/1
 
 @dataclass
 class ReportInputs:
-    by_schema: dict[str, list[tuple[Path, dict[str, Any]]]] = field(default_factory=dict)
+    """The typed results (:mod:`cnnkit.results.load`) by schema, each with its file."""
 
-    def of(self, schema: str) -> list[tuple[Path, dict[str, Any]]]:
+    by_schema: dict[str, list[tuple[Path, Any]]] = field(default_factory=dict)
+
+    def of(self, schema: str) -> list[tuple[Path, Any]]:
         return self.by_schema.get(schema, [])
 
 
@@ -75,8 +69,7 @@ def collect_results(paths: list[Path]) -> ReportInputs:
         if schema not in SCHEMAS:
             raise CnnkitError(f"{f} has schema {schema!r}, which a report does not render", hint=f"known: {', '.join(SCHEMAS)}")
         # Rendered from the typed result: every field checked and defaults filled in (see cnnkit.results.load).
-        result = from_dict(data, str(f))
-        inputs.by_schema.setdefault(schema, []).append((f, result.to_dict() if hasattr(result, "to_dict") else asdict(result)))
+        inputs.by_schema.setdefault(schema, []).append((f, from_dict(data, str(f))))
     if not inputs.by_schema:
         raise CnnkitError("no results to report")
     return inputs
@@ -101,13 +94,14 @@ def _plot_png(draw: Any) -> bytes:
     return buf.getvalue()
 
 
-def _bench_series(inputs: ReportInputs) -> dict[str, list[dict[str, Any]]]:
-    series: dict[str, list[dict[str, Any]]] = {}
-    for _, data in inputs.of("cnnkit.bench/1"):
-        for c in data["cases"]:
+def _bench_series(inputs: ReportInputs) -> dict[str, list[Any]]:
+    """The benchmarks' cases (typed) by plot label, each series in batch-size order."""
+    series: dict[str, list[Any]] = {}
+    for _, result in inputs.of("cnnkit.bench/1"):
+        for c in result.cases:
             series.setdefault(case_label(c), []).append(c)
     for cases in series.values():
-        cases.sort(key=lambda c: c["batch_size"])
+        cases.sort(key=lambda c: c.batch_size)
     return series
 
 
@@ -120,7 +114,8 @@ PLOT_TITLES = {"training_curves.png": "Training curves", "latency.png": "Latency
 def _devices(inputs: ReportInputs) -> tuple[list[tuple[str, dict[str, Any]]], list[dict[str, str]]]:
     from cnnkit.report.devices import device_results
 
-    return device_results(inputs.of("cnnkit.fleet-bench/1") + inputs.of("cnnkit.bench/1"))
+    # cnnkit.report.devices reads a fleet's entries, which hold their bench results as JSON dicts.
+    return device_results([(p, r.to_dict()) for p, r in inputs.of("cnnkit.fleet-bench/1") + inputs.of("cnnkit.bench/1")])
 
 
 def _accuracy_points(inputs: ReportInputs) -> list[dict[str, Any]]:
@@ -133,14 +128,14 @@ def make_plots(inputs: ReportInputs) -> dict[str, bytes]:
     if draw_training is not None:
         plots["training_curves.png"] = _plot_png(draw_training)
     series = _bench_series(inputs)
-    sizes = sorted({c["batch_size"] for cases in series.values() for c in cases})
+    sizes = sorted({c.batch_size for cases in series.values() for c in cases})
     if series:
         def latency(ax: Any) -> None:
             for label, cases in series.items():
-                b = [c["batch_size"] for c in cases]
-                p50 = [c["stats"]["p50_ms"] for c in cases]
+                b = [c.batch_size for c in cases]
+                p50 = [c.stats.p50_ms for c in cases]
                 line = ax.plot(b, p50, marker="o", label=label)[0]
-                p90, p99 = [c["stats"]["p90_ms"] for c in cases], [c["stats"]["p99_ms"] for c in cases]
+                p90, p99 = [c.stats.p90_ms for c in cases], [c.stats.p99_ms for c in cases]
                 ax.fill_between(b, p50, p90, color=line.get_color(), alpha=0.3)
                 ax.fill_between(b, p90, p99, color=line.get_color(), alpha=0.12)
             ax.set(xscale="log", yscale="log", xlabel="batch size",
@@ -151,7 +146,7 @@ def make_plots(inputs: ReportInputs) -> dict[str, bytes]:
 
         def throughput(ax: Any) -> None:
             for label, cases in series.items():
-                ax.plot([c["batch_size"] for c in cases], [c["stats"]["images_per_s"] for c in cases], marker="o", label=label)
+                ax.plot([c.batch_size for c in cases], [c.stats.images_per_s for c in cases], marker="o", label=label)
             ax.set(xscale="log", xlabel="batch size", ylabel="images/s (batch / p50)", title="Throughput vs batch size")
             batch_ticks(ax, sizes)
             ax.legend(fontsize=7)
@@ -178,24 +173,24 @@ def csv_rows(inputs: ReportInputs) -> list[dict[str, Any]]:
     rows = []
     for label, cases in _bench_series(inputs).items():
         for c in cases:
-            s = c["stats"]
-            rows.append({"kind": "latency", "model": Path(c["model"]).name, "precision": c["precision"],
-                         "provider": c["provider"]["active"], "fallback": c["provider"].get("fallback", False),
-                         "batch_size": c["batch_size"], "p50_ms": s["p50_ms"], "p90_ms": s["p90_ms"], "p99_ms": s["p99_ms"],
-                         "mean_ms": s["mean_ms"], "std_ms": s["std_ms"], "images_per_s": s["images_per_s"],
-                         "samples": s["count"], "accuracy": ""})
-    for _, data in inputs.of("cnnkit.eval/1"):
-        for m in data["models"]:
-            rows.append({"kind": "accuracy", "model": Path(m["model"]).name, "precision": m["precision"],
-                         "provider": m["provider"]["active"], "fallback": m["provider"].get("fallback", False),
+            s = c.stats
+            rows.append({"kind": "latency", "model": Path(c.model).name, "precision": c.precision,
+                         "provider": c.provider["active"], "fallback": c.provider.get("fallback", False),
+                         "batch_size": c.batch_size, "p50_ms": s.p50_ms, "p90_ms": s.p90_ms, "p99_ms": s.p99_ms,
+                         "mean_ms": s.mean_ms, "std_ms": s.std_ms, "images_per_s": s.images_per_s,
+                         "samples": s.count, "accuracy": ""})
+    for _, e in inputs.of("cnnkit.eval/1"):
+        for m in e.models:
+            rows.append({"kind": "accuracy", "model": Path(m.model).name, "precision": m.precision,
+                         "provider": m.provider["active"], "fallback": m.provider.get("fallback", False),
                          "batch_size": "", "p50_ms": "", "p90_ms": "", "p99_ms": "", "mean_ms": "", "std_ms": "",
-                         "images_per_s": "", "samples": m["samples"], "accuracy": m["accuracy"]})
+                         "images_per_s": "", "samples": m.samples, "accuracy": m.accuracy})
     return rows
 
 
 def markdown(inputs: ReportInputs, plots: dict[str, bytes], title: str) -> str:
     parts = [f"# {title}", ""]
-    env = next((d.get("environment") for s in SCHEMAS for _, d in inputs.of(s) if d.get("environment")), None)
+    env = next((r.environment for sch in SCHEMAS for _, r in inputs.of(sch) if getattr(r, "environment", None)), None)
     if env:
         cpu, pk = env.get("cpu", {}), env.get("packages", {})
         parts += ["## Environment", "",
@@ -205,61 +200,63 @@ def markdown(inputs: ReportInputs, plots: dict[str, bytes], title: str) -> str:
                   f"onnx {pk.get('onnx')}, tensorflow {pk.get('tensorflow')}, numpy {pk.get('numpy')}",
                   f"- platform {env.get('platform')}; git commit {env.get('git_commit')}", ""]
     for _, t in inputs.of("cnnkit.train/1"):
-        m, d = t["metrics"], t["dataset"]
-        parts += ["## Model", "", f"- spec `{t['spec']['name']}`, {t['params']:,} parameters",
+        m, d = t.metrics, t.dataset
+        parts += ["## Model", "", f"- spec `{t.spec['name']}`, {t.params:,} parameters",
                   f"- trained on {d['name']} ({d['train_samples_used']:,} images, {d['validation_samples']:,} held out "
-                  f"for validation), {t['epochs_run']} epochs; test accuracy {100 * m['test_accuracy']:.2f} % on "
+                  f"for validation), {t.epochs_run} epochs; test accuracy {100 * m['test_accuracy']:.2f} % on "
                   f"{d['test_samples']:,} images", ""]
-    for path, p in inputs.of("cnnkit.parity/1"):
-        tol = p["tolerance"]
-        verdict = "PASS" if p["passed"] else "FAIL"
-        parts += [f"## Parity ({p['mode']}): {verdict}", "",
-                  f"`{Path(p['reference']).name}` vs `{Path(p['candidate']).name}` on {p['provider']['active']}; "
-                  f"tolerance atol {tol['atol']}, rtol {tol['rtol']}, top-1 agreement >= {tol['min_top1_agreement']} "
-                  f"({tol['reason']})", "",
+    for _, p in inputs.of("cnnkit.parity/1"):
+        tol = p.tolerance
+        verdict = "PASS" if p.passed else "FAIL"
+        parts += [f"## Parity ({p.mode}): {verdict}", "",
+                  f"`{Path(p.reference).name}` vs `{Path(p.candidate).name}` on {p.provider['active']}; "
+                  f"tolerance atol {tol.atol}, rtol {tol.rtol}, top-1 agreement >= {tol.min_top1_agreement} "
+                  f"({tol.reason})", "",
                   md_table(["output", "batch", "max abs diff", "mean abs diff", "top-1 agreement", "verdict"],
-                            [[o["output"], str(o["batch_size"]), number(o['max_abs']), number(o['mean_abs']),
-                              f"{o['top1_agreement']:.4f}", "pass" if o["passed"] else "FAIL"] for o in p["outputs"]]), ""]
-        if p.get("divergence"):
-            parts += [f"First divergent layer: {p['divergence']}", ""]
-    evals = [(path, d) for path, d in inputs.of("cnnkit.eval/1")]
-    for _, e in evals:
-        base = e["models"][0]["accuracy"]
-        parts += ["## Accuracy", "", f"{e['dataset']['evaluated_samples']:,} test images of {e['dataset']['name']}", "",
+                           [[o.output, str(o.batch_size), number(o.max_abs), number(o.mean_abs),
+                             f"{o.top1_agreement:.4f}", "pass" if o.passed else "FAIL"] for o in p.outputs]), ""]
+        if p.divergence:
+            parts += [f"First divergent layer: {p.divergence}", ""]
+    for _, e in inputs.of("cnnkit.eval/1"):
+        base = e.models[0].accuracy
+        parts += ["## Accuracy", "", f"{e.dataset['evaluated_samples']:,} test images of {e.dataset['name']}", "",
                   md_table(["model", "precision", "size KiB", "accuracy", "Δ vs first", "agreement with first"],
-                            [[Path(m["model"]).name, m["precision"], f"{m['size_bytes'] / 1024:,.0f}",
-                              f"{100 * m['accuracy']:.2f} %", f"{accuracy_change_pp(base, m['accuracy']):+.2f} pp",
-                              f"{100 * m['agreement_with_first']:.2f} %"] for m in e["models"]]), ""]
+                           [[Path(m.model).name, m.precision, f"{m.size_bytes / 1024:,.0f}",
+                             f"{100 * m.accuracy:.2f} %", f"{accuracy_change_pp(base, m.accuracy):+.2f} pp",
+                             f"{100 * m.agreement_with_first:.2f} %"] for m in e.models]), ""]
     for _, q in inputs.of("cnnkit.quantize-auto/1"):
-        fp32_acc = q["candidates"][0]["accuracy"] if q["candidates"] else None
-        metric = metric_name(q.get("dataset") or {})
-        parts += ["## Quantization (--auto)", "", q["summary"], "",
-                  md_table(["variant", metric, "Δ pp vs FP32", "p50 batch 1 ms", f"p50 batch {q['objective_batch']} ms", "verdict"],
-                            [[c["name"], "" if c["accuracy"] is None else f"{100 * c['accuracy']:.2f} %",
-                              "" if c["accuracy"] is None or fp32_acc is None
-                              else f"{accuracy_change_pp(fp32_acc, c['accuracy']):+.2f}",
-                              f"{c['latency_ms'].get('1', c['latency_ms'].get(1, float('nan'))):.4f}" if c["latency_ms"] else "",
-                              f"{c['latency_ms'].get(str(q['objective_batch']), c['latency_ms'].get(q['objective_batch'], float('nan'))):.3f}" if c["latency_ms"] else "",
-                              c["verdict"]] for c in q["candidates"]]), ""]
+        fp32_acc = q.candidates[0].accuracy if q.candidates else None
+        metric = metric_name(q.dataset)
+
+        def p50(c: Any, batch: int, digits: int) -> str:
+            return f"{c.latency_ms.get(batch, float('nan')):.{digits}f}" if c.latency_ms else ""
+
+        parts += ["## Quantization (--auto)", "", q.summary, "",
+                  md_table(["variant", metric, "Δ pp vs FP32", "p50 batch 1 ms", f"p50 batch {q.objective_batch} ms", "verdict"],
+                           [[c.name, "" if c.accuracy is None else f"{100 * c.accuracy:.2f} %",
+                             "" if c.accuracy is None or fp32_acc is None
+                             else f"{accuracy_change_pp(fp32_acc, c.accuracy):+.2f}",
+                             p50(c, 1, 4), p50(c, q.objective_batch, 3), c.verdict] for c in q.candidates]), ""]
     for _, q in inputs.of("cnnkit.quantize/1"):
-        settings = ", ".join(f"{k}={v}" for k, v in q["settings"].items())
-        d = q.get("dataset") or {}
-        if q.get("accuracy") is None:
+        settings = ", ".join(f"{k}={v}" for k, v in q.settings.items())
+        d = q.dataset
+        if q.accuracy is None:
             checked = "accuracy not checked (no images)"
         elif metric_name(d) == "accuracy":
-            checked = (f"accuracy {100 * q['accuracy']:.2f} % vs FP32 {100 * q['fp32_accuracy']:.2f} % "
-                       f"({accuracy_change_pp(q['fp32_accuracy'], q['accuracy']):+.2f} pp, drop budget {q['budget_pp']:g} pp)")
+            checked = (f"accuracy {100 * q.accuracy:.2f} % vs FP32 {100 * q.fp32_accuracy:.2f} % "
+                       f"({accuracy_change_pp(q.fp32_accuracy, q.accuracy):+.2f} pp, drop budget {q.budget_pp:g} pp)")
         else:  # unlabelled images: the figure is agreement with FP32, not accuracy (FP32's own would read 100 %)
-            checked = (f"top-1 agreement with FP32 {100 * q['accuracy']:.2f} % on {d.get('evaluated_samples', '?')} "
-                       f"unlabelled images (no labels: accuracy not measured; drop budget {q['budget_pp']:g} pp)")
-        parts += [f"## Quantized variant `{Path(q['output']).name}`", "",
-                  f"{settings}: {checked}; {size_change(q['size_ratio'])}"
-                  + ("" if q["passed"] else f"; FAILED its gate, kept by --keep-failed: {'; '.join(q['failures'])}"), ""]
+            checked = (f"top-1 agreement with FP32 {100 * q.accuracy:.2f} % on {d.get('evaluated_samples', '?')} "
+                       f"unlabelled images (no labels: accuracy not measured; drop budget {q.budget_pp:g} pp)")
+        parts += [f"## Quantized variant `{Path(q.output).name}`", "",
+                  f"{settings}: {checked}; {size_change(q.size_ratio)}"
+                  + ("" if q.passed else f"; FAILED its gate, kept by --keep-failed: {'; '.join(q.failures)}"), ""]
     parts += accuracy_section(_accuracy_points(inputs))
     benches = inputs.of("cnnkit.bench/1")
-    for section in (settings_section, latency_section, runtime_section, recommendation_section, profile_section, memory_section,
-                    cold_start_section, concurrency_section):
-        parts += section(benches)
+    for path, result in benches:
+        parts += settings_lines(path, result)
+    for section in bench_sections([r for _, r in benches], compact=False, report=True):
+        parts += to_markdown(section)
     from cnnkit.report.devices import device_section
 
     parts += device_section(*_devices(inputs))

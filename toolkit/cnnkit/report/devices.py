@@ -77,7 +77,7 @@ def best_device_per_batch(rows: list[DeviceRow]) -> dict[tuple[str, str, str, in
 
 def device_section(pairs: list[tuple[str, dict[str, Any]]], missing: list[dict[str, str]]) -> list[str]:
     """Markdown: each device's CPU, the latency/throughput table, the best device per batch size, the missing."""
-    from cnnkit.report.bench import md_table
+    from cnnkit.report.sections import md_table
 
     if not pairs and not missing:
         return []
