@@ -412,3 +412,88 @@ def test_probe_applies_nothing_and_is_offered_where_raw_pixels_are_guessed(tf_mo
     one = next((tmp_path / "digits").rglob("*.png"))
     result = cli("predict", tf_model, one, "--probe-preprocess")  # image files work too; one image says little
     assert result.exit_code == 0 and "1 image(s) from 1 image file(s), unlabelled" in result.stdout, result.output
+
+
+# --- 1. a failed gate names the missing preprocessing first; Keras advice only for Keras models --------------
+
+
+def _with_record(src: Path, dst: Path, preset_name: str = "raw") -> Path:
+    """``src`` carrying a preprocessing record in its metadata, as a cnnkit export does."""
+    import onnx
+
+    from cnnkit.data.preprocess import preset
+    from cnnkit.graph import metadata as meta
+
+    model = onnx.load(str(src))
+    onnx.helper.set_model_props(model, {meta.PREPROCESS: preset(preset_name).to_json()})
+    onnx.save(model, str(dst))
+    return dst
+
+
+def test_quantize_gate_names_the_missing_preprocessing_first(tmp_path: Path) -> None:
+    """A model whose top-1 flips under sub-grey-level noise (as a pretrained model fed the wrong range does)."""
+    from tests.imaging import write_digit_folder
+    from tests.onnx_graphs import chaotic_classifier
+
+    write_digit_folder(tmp_path / "digits", n=60, labelled=False)
+    bare = chaotic_classifier(tmp_path / "bare.onnx")
+    out = tmp_path / "q.onnx"
+    line = assert_fails(cli("quantize", bare, "-o", out, "--mode", "fp16", "--data-dir", tmp_path / "digits"),
+                        "most likely because it was fed raw pixels 0..255, as the model carries no preprocessing record "
+                        "and none was given", "hint: pass --preprocess unit|tf|torch|caffe",
+                        "--probe-preprocess", progress_ok=True)
+    assert line.index("most likely because") < line.index("tried:")  # the cause before the figures
+    assert_clean(tmp_path, out)
+    # The same model with a record: its preprocessing was said, so the gate does not blame it.
+    said = _with_record(bare, tmp_path / "said.onnx")
+    line = assert_fails(cli("quantize", said, "-o", out, "--mode", "fp16", "--data-dir", tmp_path / "digits"),
+                        "cannot meet the 0.1 pp accuracy budget", progress_ok=True)
+    assert "raw pixels" not in line and "--probe-preprocess" not in line
+    # parity names the cause where the reference's top-1 is unstable: first the guess, then untrained weights.
+    failed = tmp_path / "kept.onnx"
+    assert cli("quantize", bare, "-o", failed, "--mode", "fp16", "--data-dir", tmp_path / "digits",
+               "--keep-failed").exit_code == 1
+    result = cli("parity", bare, failed, "--data-dir", tmp_path / "digits")
+    assert result.exit_code == 1
+    text = " ".join(result.output.split())
+    assert "(likely cause: it was fed raw pixels 0..255" in text and "else untrained or random weights)" in text, text
+    result = cli("parity", said, _with_record(failed, tmp_path / "kept_said.onnx"), "--data-dir", tmp_path / "digits")
+    assert "(untrained or random weights?)" in " ".join(result.output.split()) and "likely cause" not in result.output
+
+
+def _constant_model(path: Path) -> Path:
+    """An image model whose output ignores its input (ReduceMean x 0 + a constant): what a model with uncalibrated
+    BatchNorm statistics does."""
+    import numpy as np
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    inits = [numpy_helper.from_array(np.zeros((1, 1), np.float32), "zero"),
+             numpy_helper.from_array(np.array([[0.2, 0.8]], np.float32), "const"),
+             numpy_helper.from_array(np.array([-1, 1], np.int64), "col")]
+    nodes = [helper.make_node("ReduceMean", ["images"], ["m"], axes=[1, 2, 3], keepdims=0),
+             helper.make_node("Reshape", ["m", "col"], ["m2"]), helper.make_node("Mul", ["m2", "zero"], ["z"]),
+             helper.make_node("Add", ["z", "const"], ["scores"])]
+    graph = helper.make_graph(nodes, "constant", [helper.make_tensor_value_info("images", TensorProto.FLOAT, ["batch", 28, 28, 1])],
+                              [helper.make_tensor_value_info("scores", TensorProto.FLOAT, ["batch", 2])], inits)
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=9), path)
+    return path
+
+
+def test_constant_output_advice_fits_the_reference(tmp_path: Path) -> None:
+    import numpy as np
+
+    from cnnkit.parity.check import Tolerance, constant_outputs_failure
+
+    said = _with_record(_constant_model(tmp_path / "c.onnx"), tmp_path / "said.onnx")
+    result = cli("parity", said, said, "--dataset", "none")
+    assert result.exit_code == 1
+    text = " ".join(result.output.split())
+    assert "parity on constant outputs proves nothing" in text and "calibrate_batchnorm" not in text, text
+    result = cli("parity", tmp_path / "c.onnx", tmp_path / "c.onnx", "--dataset", "none")
+    assert "Likely cause: it was fed raw pixels 0..255" in " ".join(result.output.split())
+    # A Keras reference is offered cnnkit's Keras BatchNorm calibration; an ONNX one is not.
+    constant = {"p": np.tile([[0.2, 0.8]], (10, 1))}
+    tol = Tolerance(1e-5, 1e-4, 1.0, None, "test")
+    assert "calibrate_batchnorm" in constant_outputs_failure(constant, tol, 10, keras_reference=True)
+    assert "calibrate_batchnorm" not in constant_outputs_failure(constant, tol, 10, keras_reference=False)

@@ -297,6 +297,19 @@ PRESETS: dict[str, PreprocessRecord] = {
 }
 # How to find out which preset a model wants (cnnkit.evaluate.probe): named wherever cnnkit guesses raw pixels.
 PROBE_HINT = "cnnkit predict MODEL --probe-preprocess --data-dir DIR"
+NO_RECORD_SOURCE = "default (the model carries no preprocessing record)"
+
+
+PREPROCESS_FIX = f"pass --preprocess unit|tf|torch|caffe ({PROBE_HINT} says which)"
+
+
+def guessed_raw_pixels(record: PreprocessRecord | None) -> str | None:
+    """Where ``record`` is cnnkit's guess (the model carries no record and none was given, so raw pixels): the
+    words that name it as the likely cause of erratic or constant answers. None for a record that was said."""
+    if record is None or record.source != NO_RECORD_SOURCE:
+        return None
+    return ("it was fed raw pixels 0..255, as the model carries no preprocessing record and none was given, and most "
+            "pretrained models want other values")
 PRESET_HELP = ("raw (0..255), unit ([0, 1]), tf ([-1, 1]), torch (ImageNet mean/std, RGB), "
                "caffe (BGR, ImageNet mean subtracted)")
 
@@ -368,7 +381,7 @@ def resolve_record(choice: PreprocessChoice | None, metadata: dict[str, str]) ->
     if not choice.given:
         if from_model is not None:
             return from_model, None
-        return (replace(PRESETS["raw"], source="default (the model carries no preprocessing record)"),
+        return (replace(PRESETS["raw"], source=NO_RECORD_SOURCE),
                 "the model carries no preprocessing record; feeding raw pixels 0..255 "
                 "(pass --preprocess unit|tf|torch|caffe, or --scale/--mean/--std, if it wants others; "
                 f"{PROBE_HINT} tries each)")

@@ -17,7 +17,14 @@ from typing import Any
 import numpy as np
 
 from cnnkit.data.folders import SkippedImages
-from cnnkit.data.preprocess import PreprocessChoice, PreprocessRecord, record_for_model, resolve_record
+from cnnkit.data.preprocess import (
+    PREPROCESS_FIX,
+    PreprocessChoice,
+    PreprocessRecord,
+    guessed_raw_pixels,
+    record_for_model,
+    resolve_record,
+)
 from cnnkit.data.sources import ImageSource, model_class_names, open_images
 from cnnkit.data.datasets import Dataset
 from cnnkit.envinfo import environment
@@ -305,9 +312,12 @@ def output_spread(outputs: dict[str, np.ndarray]) -> float:
     return spread
 
 
-def constant_outputs_failure(outputs: dict[str, np.ndarray], tol: Tolerance, n: int) -> str | None:
+def constant_outputs_failure(outputs: dict[str, np.ndarray], tol: Tolerance, n: int, keras_reference: bool = False,
+                             record: PreprocessRecord | None = None) -> str | None:
     """A failure when the reference gives (nearly) the same output for every input: within the tolerance band,
-    no candidate could fail, so the check would prove nothing."""
+    no candidate could fail, so the check would prove nothing. ``keras_reference``: the reference is a Keras model
+    (the BatchNorm calibration cnnkit offers is for those); ``record``: what fed it (a guess of raw pixels is named
+    as the likely cause)."""
     spread = output_spread(outputs)
     peak = max((float(np.nanmax(np.abs(np.where(np.isfinite(v), v, np.nan)))) for v in outputs.values()
                 if np.isfinite(v).any()), default=0.0)
@@ -315,9 +325,16 @@ def constant_outputs_failure(outputs: dict[str, np.ndarray], tol: Tolerance, n: 
     if spread > band:
         return None
     if spread <= max(1e-6 * peak, 1e-12):
+        guess = guessed_raw_pixels(record)
+        if guess:
+            cause = f"Likely cause: {guess}: {PREPROCESS_FIX}; else a random-weight model"
+        elif keras_reference:
+            cause = ("A random-weight model? Calibrate its BatchNorm statistics on real images first "
+                     "(cnnkit.keras.batchnorm.calibrate_batchnorm)")
+        else:
+            cause = "A random-weight model, or one whose BatchNorm statistics were never set on real images?"
         return (f"the reference's outputs vary by at most {spread:.3g} across {n} different inputs: parity on "
-                f"constant outputs proves nothing. A random-weight model? Calibrate its BatchNorm statistics on real "
-                f"images first (cnnkit.keras.batchnorm.calibrate_batchnorm)")
+                f"constant outputs proves nothing. {cause}")
     return (f"the reference's outputs vary by at most {spread:.3g} across {n} different inputs, within the tolerance "
             f"band {band:.3g}: parity cannot tell the models apart. Where the band comes from the model's own float32 "
             f"rounding, the model amplifies rounding (a random-weight network can); see the per-layer table (--layers)")
@@ -333,10 +350,12 @@ def compare_outputs(
     batch_size: int,
     inputs: InputSet,
     stability: dict[str, np.ndarray] | None = None,
+    suspect: str | None = None,
 ) -> list[OutputDiff]:
     """Compare every output; each gets its own verdict and list of failures. ``stability``: per output, whether the
     reference kept each input's top-1 under dither (:func:`reference_stability`); its share is recorded and
-    explains a failed top-1 agreement, and never changes a verdict."""
+    explains a failed top-1 agreement, and never changes a verdict. ``suspect``: the likely cause of an unstable
+    reference, when cnnkit knows one (a guess of raw pixels); else untrained or random weights are named."""
     diffs = []
     for i, (name, ref) in enumerate(reference.items()):
         cand = candidate.get(name)
@@ -346,7 +365,7 @@ def compare_outputs(
             diffs.append(_missing_output(name, ref, batch_size))
             continue
         diffs.append(_compare_one(name, ref.astype(np.float64), cand.astype(np.float64), tolerance, batch_size, inputs,
-                                  (stability or {}).get(name)))
+                                  (stability or {}).get(name), suspect))
     for d in diffs:
         log.info("output %s at batch %d: %s", d.output, d.batch_size, "pass" if d.passed else "; ".join(d.failures))
     return diffs
@@ -358,7 +377,7 @@ def _missing_output(name: str, ref: np.ndarray, batch_size: int) -> OutputDiff:
 
 
 def _compare_one(name: str, ref: np.ndarray, cand: np.ndarray, tol: Tolerance, batch_size: int, inputs: InputSet,
-                 kept: np.ndarray | None = None) -> OutputDiff:
+                 kept: np.ndarray | None = None, suspect: str | None = None) -> OutputDiff:
     failures = []
     if ref.shape != cand.shape:
         return OutputDiff(name, batch_size, tuple(ref.shape), tuple(cand.shape), None, None, None, None, None, 0.0, len(ref),
@@ -407,7 +426,9 @@ def _compare_one(name: str, ref: np.ndarray, cand: np.ndarray, tol: Tolerance, b
             f"({real_disagree} sample(s) differ, first {first}, {inputs.kinds[first]})"
             + (f"; the reference itself keeps its top-1 on only {stability:.4f} of these inputs when their pixels move "
                f"by up to {DITHER_GREY_LEVELS:g} grey level: its top-1 is not set by the image at 8-bit resolution "
-               f"(untrained or random weights?), so no reduced-precision candidate can be expected to agree"
+               + (f"(likely cause: {suspect}: {PREPROCESS_FIX}; else untrained or random weights)" if suspect
+                  else "(untrained or random weights?)")
+               + ", so no reduced-precision candidate can be expected to agree"
                if stability is not None and stability < tol.min_top1_agreement else "")
         )
     labelled = inputs.labels >= 0
@@ -695,13 +716,14 @@ def _run_and_compare(config: ParityConfig, mode: str, reference: Runner, candida
             tol = replace(tol, atol=float(f"{ROUNDING_HEADROOM * floor:.2g}"), reason=(
                 f"{tol.reason}; this model's own float32 rounding (ONNX Runtime with all vs no graph optimisations) "
                 f"moves its outputs by up to {floor:.2g}, so atol is {ROUNDING_HEADROOM}x that"))
-    constant = constant_outputs_failure(ref_out, tol, len(inputs))
+    constant = constant_outputs_failure(ref_out, tol, len(inputs), mode == "keras-onnx", ref_record)
     # ONNX vs ONNX gates a reduced-precision candidate on top-1 agreement: say how stable the reference's own
     # top-1 is, so a failure can tell a bad variant from a reference with no stable decisions.
     stability = reference_stability(reference, inputs, ref_record, ref_out, config.seed) if mode == "onnx-onnx" else None
     diffs: list[OutputDiff] = []
     for b in batch_sizes:
-        diffs += compare_outputs(ref_out, run_batched(candidate, cand_x, b), tol, b, inputs, stability)
+        diffs += compare_outputs(ref_out, run_batched(candidate, cand_x, b), tol, b, inputs, stability,
+                                 guessed_raw_pixels(ref_record))
     failures = tuple(([constant] if constant else []) + [f for d in diffs for f in d.failures])
     passed = not failures
 

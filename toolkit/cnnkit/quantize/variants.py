@@ -30,7 +30,7 @@ import numpy as np
 import cnnkit
 from cnnkit.choices import ActivationType, CalibrationMethod, QuantFormat, QuantMode
 from cnnkit.data.folders import SkippedImages, is_image_folder
-from cnnkit.data.preprocess import PreprocessChoice, PreprocessRecord, record_for_model
+from cnnkit.data.preprocess import PREPROCESS_FIX, PreprocessChoice, PreprocessRecord, guessed_raw_pixels, record_for_model
 from cnnkit.data.sources import ImageSource, model_class_names, open_folder
 from cnnkit.data.datasets import Dataset, DatasetName, default_data_dir, load_dataset
 from cnnkit.envinfo import environment
@@ -329,6 +329,15 @@ def prepare_quant_data(config: QuantizeConfig, info: OnnxModelInfo, dataset: Dat
     return QuantData(record, calib, eval_src, provenance, tuple(notes), skipped)
 
 
+def _gate_error(what: str, detail: str, record: PreprocessRecord, hint: str) -> QuantizeError:
+    """A failed gate: ``what`` failed, then ``detail``. Where the model was fed raw pixels only because it names
+    no preprocessing, that comes first, before the figures: it is the likeliest cause, and no --mode fixes it."""
+    guess = guessed_raw_pixels(record)
+    if guess is None:
+        return QuantizeError(f"{what}: {detail}", hint=hint)
+    return QuantizeError(f"{what}, most likely because {guess}: {detail}", hint=f"{PREPROCESS_FIX}; else {hint}")
+
+
 def _ort_quant() -> Any:
     from cnnkit._deps import require_onnxruntime
 
@@ -607,8 +616,10 @@ def quantize_model(config: QuantizeConfig, dataset: Dataset | QuantData | None =
             fp32_stability = float(np.mean(moved == fp32_preds[: len(moved)]))
             if fp32_stability < ONNX_ONNX_MIN_AGREEMENT:
                 agreement_target = None
-                say(f"note: FP32's own top-1 holds on only {100 * fp32_stability:.2f} % of the held-out images when "
-                    f"their pixels move by up to {DITHER_GREY_LEVELS:g} grey level: no node is kept in float for top-1 "
+                guess = guessed_raw_pixels(data.record)
+                say(f"note: FP32's own top-1 holds on only {100 * fp32_stability:.2f} % of the accuracy images when "
+                    f"their pixels move by up to {DITHER_GREY_LEVELS:g} grey level"
+                    + (f" (likely cause: {guess}: {PREPROCESS_FIX})" if guess else "") + ": no node is kept in float for top-1 "
                     f"agreement, which such a model cannot be relied on to keep; the loop aims at the accuracy budget "
                     f"(parity with FP32 still gates agreement)")
     with tempfile.TemporaryDirectory(prefix="cnnkit-quantize-") as tmp:
@@ -655,9 +666,10 @@ def quantize_model(config: QuantizeConfig, dataset: Dataset | QuantData | None =
             failures.append(f"cannot meet the {config.max_accuracy_drop:g} pp accuracy budget with {config.mode.value} "
                             f"quantization of {Path(config.model).name} (tried: {tried})")
             if not config.keep_failed:
-                raise QuantizeError(f"{failures[0]}; the variant is not written",
-                                    hint="raise --max-accuracy-drop, try another --mode or --calibration-method, "
-                                         "keep FP32, or pass --keep-failed to write it marked as failed")
+                raise _gate_error(f"cannot meet the {config.max_accuracy_drop:g} pp accuracy budget with {config.mode.value} "
+                                  f"quantization of {Path(config.model).name}", f"tried: {tried}; the variant is not written",
+                                  data.record, "raise --max-accuracy-drop, try another --mode or --calibration-method, "
+                                               "keep FP32, or pass --keep-failed to write it marked as failed")
         from cnnkit.parity.check import ParityConfig, check_parity
 
         say("checking parity with FP32 (ONNX vs ONNX)")
@@ -669,11 +681,11 @@ def quantize_model(config: QuantizeConfig, dataset: Dataset | QuantData | None =
         failures += [f"parity vs FP32: {f}" for f in parity.failures]
         if failures and not config.keep_failed:
             more = f" (and {len(failures) - 1} more)" if len(failures) > 1 else ""
-            raise QuantizeError(
-                f"the {config.mode.value} variant of {Path(config.model).name} fails its gate: {failures[0]}{more}; "
-                f"the variant is not written",
-                hint="run cnnkit parity on the two models for every figure, try another --mode, "
-                     "or pass --keep-failed to write it marked as failed")
+            raise _gate_error(
+                f"the {config.mode.value} variant of {Path(config.model).name} fails its gate",
+                f"{failures[0]}{more}; the variant is not written", data.record,
+                "run cnnkit parity on the two models for every figure, try another --mode, "
+                "or pass --keep-failed to write it marked as failed")
         speed_batches = _speed_batches(info, (1, 64))
         say(f"timing the variant against FP32 (batch {' and '.join(map(str, speed_batches))}, interleaved)")
         speed = _measure_speed(Path(config.model), candidate, config.session, speed_batches) if config.measure_speed else {}
