@@ -109,7 +109,10 @@ def test_harness_overhead_against_a_bare_loop(exported_model: Path) -> None:
 def test_bad_model_files(tmp_path: Path) -> None:
     bad = tmp_path / "bad.onnx"
     bad.write_bytes(b"junk")
-    with pytest.raises(ModelFileError, match="cannot read .*bad.onnx"):
+    with pytest.raises(ModelFileError, match="bad.onnx is a text file, not an ONNX model"):
+        run_benchmark(_quick([bad]))
+    bad.write_bytes(bytes([0x08, 0xFF, 0xFF, 0x13, 0x00, 0x91]))  # binary, but no complete protobuf
+    with pytest.raises(ModelFileError, match="cannot read .*bad.onnx as ONNX"):
         run_benchmark(_quick([bad]))
     with pytest.raises(ModelFileError, match="not found"):
         run_benchmark(_quick([tmp_path / "none.onnx"]))
