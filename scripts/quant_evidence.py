@@ -30,7 +30,8 @@ from onnx import TensorProto, helper
 from cnnkit.choices import ActivationType, QuantFormat, QuantMode
 from cnnkit.data.datasets import load_dataset
 from cnnkit.envinfo import environment
-from cnnkit.quantize.variants import QuantizeConfig, quantize_model
+from cnnkit.quantize.config import QuantizeConfig
+from cnnkit.quantize.loop import quantize_model
 
 
 def optimized_ops(model: Path, work: Path) -> dict[str, int]:

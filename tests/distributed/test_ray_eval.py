@@ -136,7 +136,8 @@ def test_quantize_checks_accuracy_through_the_distributed_eval(ray_local: str, d
     """Static INT8 calibrated on a seeded, bounded sample of the folder; the accuracy-aware loop's checks run on
     Ray workers and give the local run's figures."""
     from cnnkit.data.preprocess import PreprocessChoice
-    from cnnkit.quantize.variants import QuantizeConfig, quantize_model
+    from cnnkit.quantize.config import QuantizeConfig
+    from cnnkit.quantize.loop import quantize_model
 
     folder, a, _ = digits
     results = {}

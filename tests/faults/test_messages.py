@@ -231,7 +231,8 @@ def test_the_quantizers_error_is_kept_whole_or_cut_at_a_word(model: Path, tmp_pa
     import onnxruntime.quantization as q
 
     from cnnkit.errors import CnnkitError
-    from cnnkit.quantize import variants
+    from cnnkit.quantize.build import build_variant
+    from cnnkit.quantize.config import QuantizeConfig
 
     detail = "The quantizer could not find a data type for tensor conv1_output_quantized " * 8
 
@@ -243,7 +244,7 @@ def test_the_quantizers_error_is_kept_whole_or_cut_at_a_word(model: Path, tmp_pa
 
     out = tmp_path / "q.onnx"
     with pytest.raises(CnnkitError) as info:
-        variants.build_variant(model, out, variants.QuantizeConfig(model, out), np.zeros((4, 28, 28, 1), np.float32),
+        build_variant(model, out, QuantizeConfig(model, out), np.zeros((4, 28, 28, 1), np.float32),
                                "images", [])
     line = info.value.one_line()
     assert line.endswith("…") and detail.startswith(line.split("RuntimeError: ", 1)[1][:-1])
@@ -334,7 +335,8 @@ def test_feature_map_titles_are_unique_and_say_where(tmp_path: Path) -> None:
 def test_report_of_quantize_on_an_unlabelled_folder(model: Path, tmp_path: Path) -> None:
     import json
 
-    from cnnkit.quantize.variants import QuantizeConfig, auto_quantize
+    from cnnkit.quantize.auto import auto_quantize
+    from cnnkit.quantize.config import QuantizeConfig
     from tests.imaging import write_digit_folder
 
     write_digit_folder(tmp_path / "labelled", n=20)

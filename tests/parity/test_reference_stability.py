@@ -38,7 +38,8 @@ def test_stable_reference_failure_has_no_such_excuse(tmp_path: Path) -> None:
 
 def test_quantize_of_unstable_model_is_refused_with_the_reason(tmp_path: Path) -> None:
     from cnnkit.choices import QuantMode
-    from cnnkit.quantize.variants import QuantizeConfig, quantize_model
+    from cnnkit.quantize.config import QuantizeConfig
+    from cnnkit.quantize.loop import quantize_model
 
     model = chaotic_classifier(tmp_path / "m.onnx", gain=1e4)
     notes: list[str] = []

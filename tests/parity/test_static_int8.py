@@ -8,7 +8,8 @@ import numpy as np
 
 from cnnkit.choices import QuantMode
 from cnnkit.parity.check import ParityConfig, check_parity
-from cnnkit.quantize.variants import QuantizeConfig, quantize_model
+from cnnkit.quantize.config import QuantizeConfig
+from cnnkit.quantize.loop import quantize_model
 from tests.imaging import write_digit_folder
 from tests.onnx_graphs import tiny_classifier
 

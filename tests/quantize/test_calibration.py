@@ -8,20 +8,22 @@ import numpy as np
 import pytest
 
 from cnnkit.choices import CalibrationMethod, QuantMode
-from cnnkit.quantize.variants import QuantizeConfig, _ImageReader, quantize_model
+from cnnkit.quantize.config import QuantizeConfig
+from cnnkit.quantize.data import CalibrationReader
+from cnnkit.quantize.loop import quantize_model
 from tests.imaging import write_digit_folder
 from tests.onnx_graphs import tiny_classifier
 
 
 @pytest.mark.parametrize(("n", "sizes"), [(64, {32}), (40, {20}), (41, {1}), (100, {25}), (7, {7})])
 def test_dynamic_batch_reader_gives_equal_batches(n: int, sizes: set[int]) -> None:
-    reader = _ImageReader("x", np.zeros((n, 4, 4, 1), np.float32))
+    reader = CalibrationReader("x", np.zeros((n, 4, 4, 1), np.float32))
     got = [len(b["x"]) for b in reader]
     assert sum(got) == n and set(got) == sizes
 
 
 def test_fixed_batch_reader_pads_the_last_batch() -> None:
-    got = [len(b["x"]) for b in _ImageReader("x", np.zeros((5, 4, 4, 1), np.float32), fixed_batch=2)]
+    got = [len(b["x"]) for b in CalibrationReader("x", np.zeros((5, 4, 4, 1), np.float32), fixed_batch=2)]
     assert got == [2, 2, 2]
 
 

@@ -10,7 +10,9 @@ from cnnkit.choices import ActivationType, QuantFormat, QuantMode
 from cnnkit.data.datasets import load_dataset
 from cnnkit.errors import CnnkitError
 from cnnkit.graph.info import describe_onnx
-from cnnkit.quantize.variants import QuantizeConfig, QuantizeError, auto_quantize, quantize_model
+from cnnkit.quantize.auto import auto_quantize
+from cnnkit.quantize.config import QuantizeConfig, QuantizeError
+from cnnkit.quantize.loop import quantize_model
 from cnnkit.runtimes.onnxruntime import OnnxRuntimeRunner
 
 pytestmark = pytest.mark.integration

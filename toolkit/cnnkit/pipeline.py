@@ -262,7 +262,8 @@ def _run_locked(config: PipelineConfig, spec: Any, out: Path, report_dir: Path, 
     run("parity", _hash("parity", keras_path, onnx_path, data_hash, session.to_dict()), [out / "parity.json"], parity)
 
     def quantize() -> str:
-        from cnnkit.quantize.variants import QuantizeConfig, auto_quantize
+        from cnnkit.quantize.auto import auto_quantize
+        from cnnkit.quantize.config import QuantizeConfig
 
         large = max(config.batch_sizes)
         r = auto_quantize(QuantizeConfig(onnx_path, best_path, dataset=config.dataset, data_dir=config.data_dir,

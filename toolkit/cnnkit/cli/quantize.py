@@ -42,7 +42,9 @@ def quantize_command(
 ) -> None:
     """Quantize an FP32 model: dynamic or static INT8 (QDQ or QOperator), or FP16 with float32 I/O."""
     from cnnkit.errors import CnnkitError
-    from cnnkit.quantize.variants import QuantizeConfig, auto_quantize, quantize_model
+    from cnnkit.quantize.auto import auto_quantize
+    from cnnkit.quantize.config import QuantizeConfig
+    from cnnkit.quantize.loop import quantize_model
     from cnnkit.runtimes.sessions import SessionConfig
 
     if batch_size <= 0:
@@ -85,7 +87,7 @@ def quantize_command(
 
 
 def render_quantize(r) -> None:  # noqa: ANN001 (QuantizeResult)
-    from cnnkit.quantize.variants import size_change
+    from cnnkit.quantize.config import size_change
 
     marked = " [red](FAILED its gate, kept by --keep-failed)[/]" if not r.passed else ""
     console.print(f"wrote {r.output}{marked}: {', '.join(f'{k}={v}' for k, v in r.settings.items())}")

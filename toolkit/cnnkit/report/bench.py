@@ -8,7 +8,7 @@ from typing import Any
 
 from cnnkit.bench.benchmark import BenchCase, BenchResult
 from cnnkit.bench.concurrency import ConcurrencyPoint
-from cnnkit.quantize.variants import metric_name
+from cnnkit.quantize.config import metric_name
 from cnnkit.report.sections import md_table
 from cnnkit.runtimes.sessions import provider_label
 

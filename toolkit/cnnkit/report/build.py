@@ -17,7 +17,7 @@ from typing import Any
 
 from cnnkit.errors import CnnkitError
 from cnnkit.evaluate.accuracy import accuracy_change_pp
-from cnnkit.quantize.variants import metric_name, size_change
+from cnnkit.quantize.config import metric_name, size_change
 from cnnkit.finite import number
 from cnnkit.io import check_output_dir, staged_dir
 from cnnkit.report.bench import (
