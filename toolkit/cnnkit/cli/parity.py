@@ -72,16 +72,37 @@ def parity_command(
         raise typer.Exit(1)
 
 
-def render_parity(result) -> None:  # noqa: ANN001 (ParityResult; imported lazily)
-    from rich.table import Table
-
-    tol = result.tolerance
+def gate_text(tol) -> str:  # noqa: ANN001 (a parity Tolerance)
+    """The gate in one line: ``|diff| <= 1e-05 + 0.0001*|ref|; top-1 agreement >= 1``."""
     gates = []
     if tol.atol is not None:
         gates.append(f"|diff| <= {tol.atol:g} + {tol.rtol:g}*|ref|")
     gates.append(f"top-1 agreement >= {tol.min_top1_agreement:g}")
     if tol.max_accuracy_drop_pp is not None:
         gates.append(f"accuracy drop <= {tol.max_accuracy_drop_pp:g} pp")
+    return "; ".join(gates)
+
+
+def outputs_table(outputs) -> Any:  # noqa: ANN001 (OutputDiffs)
+    """One row per output and batch size: the differences, top-1 agreement, the worst sample, the verdict."""
+    from rich.table import Table
+
+    table = Table(title_justify="left")
+    for col in ("output", "batch", "max |diff|", "mean |diff|", "max rel", "min atol", "top-1 agree", "worst", "verdict"):
+        table.add_column(col, justify="left" if col in ("output", "verdict", "worst") else "right", no_wrap=True)
+    for d in outputs:
+        ties = f" ({d.near_ties} ties)" if d.near_ties else ""
+        bad = d.nonfinite_reference + d.nonfinite_candidate
+        table.add_row(d.output, str(d.batch_size), number(d.max_abs), number(d.mean_abs), number(d.max_rel),
+                      number(d.min_passing_atol), f"{d.top1_agreement:.4f}{ties}", f"#{d.worst_index} {d.worst_kind}",
+                      "[green]pass[/]" if d.passed else f"[red]FAIL[/]{f' ({bad} NaN/Inf)' if bad else ''}")
+    return table
+
+
+def render_parity(result) -> None:  # noqa: ANN001 (ParityResult; imported lazily)
+    from rich.table import Table
+
+    tol = result.tolerance
     prov = result.provider
     fallback = f" FALLBACK from {prov['requested']}: {prov['fallback_reason']}" if prov.get("fallback") else ""
     precision = f" ({prov['precision']})" if prov.get("precision") else ""
@@ -103,17 +124,8 @@ def render_parity(result) -> None:  # noqa: ANN001 (ParityResult; imported lazil
 
         console.print(f"reference top-1 stability: {stable:.4f} of the inputs keep their top-1 when pixels move by up to "
                       f"{DITHER_GREY_LEVELS:g} grey level")
-    console.print(f"gate: {'; '.join(gates)} — {tol.reason}")
-    table = Table(title_justify="left")
-    for col in ("output", "batch", "max |diff|", "mean |diff|", "max rel", "min atol", "top-1 agree", "worst", "verdict"):
-        table.add_column(col, justify="left" if col in ("output", "verdict", "worst") else "right", no_wrap=True)
-    for d in result.outputs:
-        ties = f" ({d.near_ties} ties)" if d.near_ties else ""
-        bad = d.nonfinite_reference + d.nonfinite_candidate
-        table.add_row(d.output, str(d.batch_size), number(d.max_abs), number(d.mean_abs), number(d.max_rel),
-                      number(d.min_passing_atol), f"{d.top1_agreement:.4f}{ties}", f"#{d.worst_index} {d.worst_kind}",
-                      "[green]pass[/]" if d.passed else f"[red]FAIL[/]{f' ({bad} NaN/Inf)' if bad else ''}")
-    console.print(table)
+    console.print(f"gate: {gate_text(tol)} — {tol.reason}")
+    console.print(outputs_table(result.outputs))
     ungated = next((d for d in result.outputs if d.ungated_top1_agreement is not None), None)
     if ungated is not None:
         console.print(f"not gated: top-1 agreement {ungated.ungated_top1_agreement:.4f} on the {ungated.ungated_inputs} "

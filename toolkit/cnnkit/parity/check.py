@@ -121,22 +121,55 @@ class ParityConfig:
     def tolerance(self) -> Tolerance:
         # A bf16 candidate (OpenVINO's bf16 hint) is not the fp32 computation: it is gated like a quantised model.
         reduced = self.runtime.precision == "bf16"
+        given = (self.atol, self.rtol, self.min_agreement, self.max_accuracy_drop)
         if self.keras_reference and not reduced:
-            return Tolerance(
-                atol=KERAS_ONNX_ATOL if self.atol is None else self.atol,
-                rtol=KERAS_ONNX_RTOL if self.rtol is None else self.rtol,
-                min_top1_agreement=1.0 if self.min_agreement is None else self.min_agreement,
-                max_accuracy_drop_pp=self.max_accuracy_drop,
-                reason=KERAS_ONNX_REASON if self.atol is None and self.rtol is None else "set by the user",
-            )
-        return Tolerance(
-            atol=self.atol,
-            rtol=0.0 if self.rtol is None else self.rtol,
-            min_top1_agreement=ONNX_ONNX_MIN_AGREEMENT if self.min_agreement is None else self.min_agreement,
-            max_accuracy_drop_pp=ONNX_ONNX_MAX_ACC_DROP if self.max_accuracy_drop is None else self.max_accuracy_drop,
-            reason=("set by the user" if self.atol is not None or self.min_agreement is not None
-                    else BF16_REASON if reduced else ONNX_ONNX_REASON),
-        )
+            return same_model_tolerance(*given)
+        return variant_tolerance(*given, bf16=reduced)
+
+
+def same_model_tolerance(atol: float | None = None, rtol: float | None = None, min_agreement: float | None = None,
+                         max_accuracy_drop: float | None = None) -> Tolerance:
+    """The gate for one float32 model in two forms (Keras and its export; the export on another runtime):
+    atol 1e-5, rtol 1e-4, every top-1 kept (near-ties excepted), accuracy not gated; each given value overrides."""
+    return Tolerance(
+        atol=KERAS_ONNX_ATOL if atol is None else atol,
+        rtol=KERAS_ONNX_RTOL if rtol is None else rtol,
+        min_top1_agreement=1.0 if min_agreement is None else min_agreement,
+        max_accuracy_drop_pp=max_accuracy_drop,
+        reason=KERAS_ONNX_REASON if atol is None and rtol is None else "set by the user",
+    )
+
+
+def variant_tolerance(atol: float | None = None, rtol: float | None = None, min_agreement: float | None = None,
+                      max_accuracy_drop: float | None = None, bf16: bool = False) -> Tolerance:
+    """The gate for a reduced-precision variant (INT8, FP16, bf16) against float32: top-1 agreement >= 0.99 and
+    an accuracy drop <= 0.5 points on labelled images, no elementwise tolerance; each given value overrides."""
+    return Tolerance(
+        atol=atol,
+        rtol=0.0 if rtol is None else rtol,
+        min_top1_agreement=ONNX_ONNX_MIN_AGREEMENT if min_agreement is None else min_agreement,
+        max_accuracy_drop_pp=ONNX_ONNX_MAX_ACC_DROP if max_accuracy_drop is None else max_accuracy_drop,
+        reason=("set by the user" if atol is not None or min_agreement is not None
+                else BF16_REASON if bf16 else ONNX_ONNX_REASON),
+    )
+
+
+def gate_for_precision(tol: Tolerance, precision: str) -> Tolerance:
+    """``tol`` fitted to a variant's precision: a static INT8 model's top-1 agreement is gated on real images."""
+    if precision != "int8-static":
+        return tol
+    return replace(tol, agreement_inputs="dataset", reason=(
+        f"{tol.reason}; a static INT8 candidate's activation ranges come from its calibration images, so top-1 "
+        f"agreement is gated on real images (random and edge-case inputs clip: measured, reported, not gated)"))
+
+
+def widen_for_rounding(tol: Tolerance, floor: float) -> Tolerance:
+    """``tol`` with atol raised to ROUNDING_HEADROOM x the model's own float32 rounding ``floor`` where that is larger."""
+    if tol.atol is None or ROUNDING_HEADROOM * floor <= tol.atol:
+        return tol
+    return replace(tol, atol=float(f"{ROUNDING_HEADROOM * floor:.2g}"), reason=(
+        f"{tol.reason}; this model's own float32 rounding (ONNX Runtime with all vs no graph optimisations) "
+        f"moves its outputs by up to {floor:.2g}, so atol is {ROUNDING_HEADROOM}x that"))
 
 
 @dataclass(frozen=True)
@@ -628,10 +661,8 @@ def check_parity(config: ParityConfig, dataset: Dataset | ImageSource | None = N
         return _check_signals(config, cand_info, candidate, tol, dataset)
     cand_info = describe_onnx(config.candidate)
     cand_record, note = record_for_model(cand_info, config.preprocess)
-    if not config.keras_reference and cand_info.precision == "int8-static":
-        tol = replace(tol, agreement_inputs="dataset", reason=(
-            f"{tol.reason}; a static INT8 candidate's activation ranges come from its calibration images, so top-1 "
-            f"agreement is gated on real images (random and edge-case inputs clip: measured, reported, not gated)"))
+    if not config.keras_reference:
+        tol = gate_for_precision(tol, cand_info.precision)
     if config.keras_reference:
         reference: Any = create_runner(KERAS, config.reference, names=(candidate.input_name, candidate.output_names))
         kshape = tuple(reference.model.inputs[0].shape[1:])
@@ -654,15 +685,7 @@ def check_parity(config: ParityConfig, dataset: Dataset | ImageSource | None = N
                           f"{'x'.join(map(str, cand_geo))} ({cand_record.layout})", hint=_SHAPES_DIFFER_HINT)
     labelled = True
     if dataset is None and config.dataset != "none":
-        names, names_from = model_class_names(cand_info.metadata, config.labels_file)
-        dataset = open_images(config.dataset, config.data_dir, "test", names, names_from,
-                              strict_names=config.labels_file is not None, model=config.candidate,
-                              model_classes=cand_info.classes)
-        # A default dataset the model was not trained on still gives real images, but its labels mean nothing here.
-        from cnnkit.data.datasets import default_data_dir
-
-        chosen = config.dataset is not None or config.data_dir is not None or default_data_dir() is not None
-        labelled = dataset.labelled and (chosen or meta.dataset(cand_info.metadata) == dataset.name)
+        dataset, labelled = open_model_images(config.dataset, config.data_dir, config.labels_file, cand_info)
     source = ImageSource.from_dataset(dataset) if isinstance(dataset, Dataset) else dataset
     skipped = SkippedImages() if config.skip_bad_images else None
     inputs = make_inputs(source, cand_record, config.samples, config.seed, labelled and source is not None
@@ -670,6 +693,19 @@ def check_parity(config: ParityConfig, dataset: Dataset | ImageSource | None = N
     return _run_and_compare(config, mode, reference, candidate, cand_info, inputs, ref_record, cand_record, tol,
                             {"preprocess": cand_record.to_dict(), "preprocess_note": note,
                              "skipped_images": skipped.to_dict() if skipped else {"count": 0, "examples": []}})
+
+
+def open_model_images(dataset: str | None, data_dir: Path | None, labels_file: Path | None,
+                      info: Any) -> tuple[ImageSource, bool]:
+    """The test images for the model ``info`` describes, and whether their labels are the model's classes (a
+    default dataset the model was not trained on still gives real images, but its labels mean nothing there)."""
+    from cnnkit.data.datasets import default_data_dir
+
+    names, names_from = model_class_names(info.metadata, labels_file)
+    source = open_images(dataset, data_dir, "test", names, names_from, strict_names=labels_file is not None,
+                         model=info.path, model_classes=info.classes)
+    chosen = dataset is not None or data_dir is not None or default_data_dir() is not None
+    return source, source.labelled and (chosen or meta.dataset(info.metadata) == source.name)
 
 
 _SHAPES_DIFFER_HINT = ("parity compares one model in two forms (a .keras and its export, FP32 and INT8); models that take "
@@ -712,10 +748,7 @@ def _run_and_compare(config: ParityConfig, mode: str, reference: Runner, candida
     floor = None
     if mode == "keras-onnx" and config.atol is None and on_ort:
         floor, _ = rounding_floor(Path(config.candidate), cand_x, config.session)
-        if ROUNDING_HEADROOM * floor > tol.atol:
-            tol = replace(tol, atol=float(f"{ROUNDING_HEADROOM * floor:.2g}"), reason=(
-                f"{tol.reason}; this model's own float32 rounding (ONNX Runtime with all vs no graph optimisations) "
-                f"moves its outputs by up to {floor:.2g}, so atol is {ROUNDING_HEADROOM}x that"))
+        tol = widen_for_rounding(tol, floor)
     constant = constant_outputs_failure(ref_out, tol, len(inputs), mode == "keras-onnx", ref_record)
     # ONNX vs ONNX gates a reduced-precision candidate on top-1 agreement: say how stable the reference's own
     # top-1 is, so a failure can tell a bad variant from a reference with no stable decisions.
