@@ -37,6 +37,7 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("checks", ("parity", "evaluate")),
     ("export", ("export",)),
     ("bench", ("bench",)),
+    ("verify", ("verify",)),
     ("distributed", ("distributed",)),
     ("quantize", ("quantize",)),
     ("report", ("report",)),

@@ -61,6 +61,29 @@ def test_fleet_bench_has_one_entry_per_node_and_renders_as_devices(two_nodes: ob
     assert r.exit_code == 1 and "no node of the cluster's 2 has that label" in r.stderr and "device=alpha" in r.stderr
 
 
+def test_fleet_verify_has_one_row_per_node(two_nodes: object, tmp_path: Path) -> None:
+    """cnnkit verify --engine ray: every node opens the bundle and verifies; one row per device, each its own fingerprint."""
+    from tests.imaging import write_digit_folder
+    from tests.onnx_graphs import tiny_classifier as graph_classifier
+
+    model = graph_classifier(tmp_path / "m.onnx", batch="batch", hw=28, channels=1, classes=10)
+    write_digit_folder(tmp_path / "digits", n=20)
+    r = run("bundle", model, "--data-dir", tmp_path / "digits", "--samples", "16", "-o", tmp_path / "m.cnnkit")
+    assert r.exit_code == 0, r.output
+    r = run("verify", tmp_path / "m.cnnkit", "--engine", "ray", "--nodes", "all", "--json", tmp_path / "fleet.json")
+    assert r.exit_code == 0, r.output
+    fleet = json.loads((tmp_path / "fleet.json").read_text())
+    assert fleet["schema"] == "cnnkit.fleet-verify/1" and fleet["passed"] is True
+    assert [row["device"] for row in fleet["rows"]] == ["alpha", "beta"]
+    for row in fleet["rows"]:
+        assert row["result"]["passed"] and row["result"]["bundle"]["path"] == str(tmp_path / "m.cnnkit")
+        assert row["result"]["environment"]["cpu"]["model"]
+    assert "alpha" in r.stdout and "beta" in r.stdout and "VERIFY PASS on every node" in r.stdout
+    from cnnkit.results.load import load_result
+
+    assert len(load_result(tmp_path / "fleet.json", expect="cnnkit.fleet-verify/1").rows) == 2
+
+
 def test_a_node_that_dies_is_missing_and_the_others_kept(two_nodes: object, model: Path, tmp_path: Path,
                                                          monkeypatch: pytest.MonkeyPatch) -> None:
     """A planted fault: the task on the beta node kills that node's raylet. Runs last: the node stays dead."""
@@ -78,3 +101,4 @@ def test_a_node_that_dies_is_missing_and_the_others_kept(two_nodes: object, mode
     assert r.exit_code == 0, r.output
     md = (tmp_path / "rep" / "report.md").read_text()
     assert "## Devices" in md and "| alpha | tiny.onnx |" in md and "missing: **beta**" in md
+

@@ -150,7 +150,8 @@ def _root(
 def _register() -> None:
     # Command modules import only Typer and light cnnkit modules at import time.
     from cnnkit.cli import (
-        bench, compare, doctor, eval, export, featuremaps, parity, pipeline, predict, quantize, report, summary, train,
+        bench, bundle, compare, doctor, eval, export, featuremaps, parity, pipeline, predict, quantize, report, summary,
+        train, verify,
     )
 
     app.command("pipeline")(pipeline.pipeline_command)
@@ -166,6 +167,8 @@ def _register() -> None:
     app.command("compare")(compare.compare_command)
     app.command("featuremaps")(featuremaps.featuremaps_command)
     app.command("report")(report.report_command)
+    app.command("bundle")(bundle.bundle_command)
+    app.command("verify")(verify.verify_command)
     for info in app.registered_commands:
         _own_path_checks(info.callback)
 

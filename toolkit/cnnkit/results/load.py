@@ -61,6 +61,9 @@ SCHEMAS: dict[str, tuple[str, str]] = {
     "cnnkit.recommend/1": ("cnnkit.bench.recommend:Recommendation", "recommendation"),
     "cnnkit.predict/1": ("cnnkit.evaluate.predict:PredictResult", "predict"),
     "cnnkit.onnx-summary/1": ("cnnkit.graph.summary:OnnxSummary", "ONNX summary"),
+    "cnnkit.bundle/1": ("cnnkit.verify.bundle:BundleManifest", "bundle manifest"),
+    "cnnkit.verify/1": ("cnnkit.verify.check:VerifyResult", "verify"),
+    "cnnkit.fleet-verify/1": ("cnnkit.distributed.fleet_verify:FleetVerifyResult", "fleet verify"),
 }
 
 # Keys inside free-form dict fields that readers (compare, report) rely on: path -> type. "[]" walks a list.
@@ -71,6 +74,9 @@ _REQUIRED: dict[str, dict[str, type | tuple[type, ...]]] = {
     "cnnkit.eval/1": {"dataset.name": str, "dataset.evaluated_samples": int, "models[].provider.active": str},
     "cnnkit.bench/1": {"cases[].provider.active": str},
     "cnnkit.quantize/1": {"dataset.name": str, "dataset.evaluated_samples": int},
+    "cnnkit.bundle/1": {"model.sha256": str, "model.precision": str, "input.height": int, "input.width": int,
+                        "input.channels": int, "inputs.total": int, "inputs.kinds": list},
+    "cnnkit.verify/1": {"provider.runtime": str, "model.sha256": str},
 }
 
 
