@@ -181,7 +181,9 @@ def build_bundle(config: BundleConfig) -> BundleResult:
     from cnnkit.data.sources import ImageSource
     from cnnkit.filekind import ONNX, require_file, sniff
     from cnnkit.parity.rounding import rounding_floor
-    from cnnkit.runtimes.runners import KerasRunner, OnnxRuntimeRunner, run_batched
+    from cnnkit.parity.check import KERAS
+    from cnnkit.runtimes.base import run_batched
+    from cnnkit.runtimes.registry import DEFAULT_RUNTIME, create_runner
     from cnnkit.runtimes.sessions import SessionConfig
 
     model = Path(config.model)
@@ -203,7 +205,7 @@ def build_bundle(config: BundleConfig) -> BundleResult:
     if note:
         log.info(note)
     cpu = SessionConfig()
-    candidate = OnnxRuntimeRunner(model, cpu)
+    candidate = create_runner(DEFAULT_RUNTIME, model, cpu)
     source, labelled = open_model_images(config.dataset, config.data_dir, config.labels_file, info)
     source = source if isinstance(source, ImageSource) else ImageSource.from_dataset(source)
     inputs = make_inputs(source, record, config.samples, config.seed, labelled and source.labelled)
@@ -218,13 +220,12 @@ def build_bundle(config: BundleConfig) -> BundleResult:
         ref_path = Path(config.reference)
         require_file(ref_path)
         if ref_path.suffix == ".keras":
-            reference = KerasRunner.from_file(ref_path, input_name=candidate.input_name,
-                                              output_names=candidate.output_names)
+            reference = create_runner(KERAS, ref_path, names=(candidate.input_name, candidate.output_names))
             h, w, c = info.input.hwc
             ref_record = resolve_record(config.preprocess, info.metadata)[0].bind(h, w, c, "NHWC", "float32")
             runs_on = "keras"
         elif sniff(ref_path) == ONNX:
-            reference = OnnxRuntimeRunner(ref_path, cpu)
+            reference = create_runner(DEFAULT_RUNTIME, ref_path, cpu)
             ref_info = describe_onnx(ref_path)
             if ref_info.input.hwc != info.input.hwc:
                 raise BundleError(f"the reference {ref_path} takes {_hwc(ref_info.input.hwc)} images, the model "
@@ -290,7 +291,7 @@ def build_bundle(config: BundleConfig) -> BundleResult:
         "gate": asdict(gate),
         "variant_gate": asdict(variant),
         "batch_sizes": list(batch_sizes),
-        "build_check": {"runtime": "onnxruntime", "provider": candidate.session_info.to_dict(), "rounding_floor": floor,
+        "build_check": {"runtime": "onnxruntime", "provider": candidate.info.to_dict(), "rounding_floor": floor,
                         "outputs": [{"output": d.output, "max_abs": d.max_abs, "top1_agreement": d.top1_agreement,
                                      "reference_top1_stability": d.reference_top1_stability,
                                      "reference_accuracy": d.reference_accuracy, "candidate_accuracy": d.candidate_accuracy}

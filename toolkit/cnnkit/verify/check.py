@@ -97,7 +97,7 @@ def verify_opened(bundle: Any, config: VerifyConfig) -> VerifyResult:
         variant_tolerance,
     )
     from cnnkit.runtimes.registry import create_runner
-    from cnnkit.runtimes.runners import OnnxRuntimeRunner, run_batched
+    from cnnkit.runtimes.base import run_batched
 
     m = bundle.manifest
     onnx_path, tflite = bundle.model_path, bundle.tflite_path
@@ -200,9 +200,8 @@ def verify_opened(bundle: Any, config: VerifyConfig) -> VerifyResult:
     passed = not failures
     if not passed:
         diagnosis += _diagnose(bundle, onnx_path, other, diffs, x, config.session)
-    on_ort = isinstance(runner, OnnxRuntimeRunner)
-    provider = (runner.session_info.to_dict() if on_ort else dict(getattr(runner, "provider", {}))
-                | {"precision": getattr(runner, "precision", None)})
+    provider = runner.info.provider_record() | {"precision": runner.info.precision, "device": runner.info.device,
+                                                "version": runner.info.version}
     return VerifyResult(
         schema=SCHEMA, passed=passed,
         bundle={"path": str(bundle.path), "sha256": bundle.sha256, "model_sha256": m.model["sha256"],
@@ -290,12 +289,12 @@ def first_nonfinite_node(model_path: Path, x: np.ndarray, session: SessionConfig
     import onnx
 
     from cnnkit.graph.index import with_extra_outputs
-    from cnnkit.runtimes.runners import OnnxRuntimeRunner
+    from cnnkit.runtimes.registry import DEFAULT_RUNTIME, create_runner
 
     model = onnx.load(str(model_path))
     produced = [(node, out) for node in model.graph.node for out in node.output if out]
-    runner = OnnxRuntimeRunner(with_extra_outputs(model, [out for _, out in produced]), session,
-                               label="onnx-nodes")
+    runner = create_runner(DEFAULT_RUNTIME, with_extra_outputs(model, [out for _, out in produced]), session,
+                           label="onnx-nodes")
     values = runner.infer({runner.input_name: x})
     for node, out in produced:
         value = values.get(out)
