@@ -199,8 +199,17 @@ def test_parity_of_models_with_different_inputs_says_what_to_do(model: Path, dat
          ("--index 99999", "20 images", "hint: pass --index 0..19")),
         (("eval", "{model}", "--data-dir", "{data}", "--batch-size", "0"), ("--batch-size", "got 0", "hint: ")),
         (("predict", "{model}", "{tmp}/x.png", "--top-k", "0"), ("--top-k", "got 0", "hint: ")),
+        (("featuremaps", "{model}", "-o", "{tmp}/maps"), ("exactly one input", "hint: e.g. cnnkit featuremaps")),
+        (("featuremaps", "{model}", "--index", "0", "--data-dir", "{data}", "-o", "{tmp}/maps", "--max-layers", "-1"),
+         ("--max-layers", "hint: e.g. --max-layers 0")),
+        (("parity", "{model}", "{model}", "--min-agreement", "2"), ("--min-agreement", "hint: ")),
+        (("eval", "{model}", "--data-dir", "{data}", "--json", "{tmp}"), ("is a directory", "hint: name a file in it")),
+        (("report", "{tmp}/none.json", "-o", "{tmp}/r"), ("none.json not found", "hint: pass cnnkit result files")),
+        (("eval", "{tmp}/none.onnx", "--data-dir", "{data}"), ("none.onnx not found", "hint: check the path")),
     ],
-    ids=["min-time-negative", "calibration-samples-zero", "index-out-of-range", "batch-size-zero", "top-k-zero"],
+    ids=["min-time-negative", "calibration-samples-zero", "index-out-of-range", "batch-size-zero", "top-k-zero",
+         "featuremaps-no-input", "max-layers-negative", "min-agreement-over-1", "json-is-a-folder", "report-missing",
+         "model-missing"],
 )
 def test_refusals_carry_a_hint(model: Path, data: Path, tmp_path: Path, args, fragments) -> None:
     assert_fails(cli(*[str(a).format(model=model, data=data, tmp=tmp_path) for a in args]), *fragments)

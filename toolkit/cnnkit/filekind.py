@@ -70,7 +70,7 @@ def require_file(path: str | os.PathLike[str], what: str = "model file", hint: s
         default = (f"pass the model files in it, e.g. {p / '*.onnx'} ({len(onnx)} there)" if onnx
                    else "pass the file itself, not its folder")
         raise ModelFileError(f"{p} is a folder, not a {what}", hint=hint or default)
-    raise ModelFileError(f"{what} {p} not found")
+    raise ModelFileError(f"{what} {p} not found", hint="check the path (relative paths start from the current folder)")
 
 
 def not_onnx_error(path: str | os.PathLike[str], detail: str) -> ModelFileError:

@@ -57,7 +57,7 @@ def merge(a: NonFinite | None, b: NonFinite | None) -> NonFinite | None:
 def require_finite(option: str, value: float | None) -> None:
     """A numeric option must be a number: ``nan`` or ``inf`` would make every comparison with it false."""
     if value is not None and not math.isfinite(value):
-        raise CnnkitError(f"{option} must be a finite number, got {value}")
+        raise CnnkitError(f"{option} must be a finite number, got {value}", hint=f"give a number, e.g. {option} 1")
 
 
 def finite_or_none(value: float) -> float | None:

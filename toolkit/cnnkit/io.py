@@ -79,10 +79,10 @@ def check_writable(path: Path, force: bool) -> None:
     """
     path = Path(path)
     _check_name_length(path)
+    if path.is_dir():  # --force would not help: a folder is never replaced by a file
+        raise CnnkitError(f"{path} is a directory, expected a file path", hint=f"name a file in it, e.g. {path / 'out.json'}")
     if _exists(path) and not force:
         raise OutputExistsError(f"{path} already exists", hint="pass --force to overwrite it")
-    if path.is_dir():
-        raise CnnkitError(f"{path} is a directory, expected a file path")
     _check_folder_writable(path)
     check_parent_exists(path)
 

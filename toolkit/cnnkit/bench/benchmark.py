@@ -53,7 +53,8 @@ class RecommendConfig:
 
     def __post_init__(self) -> None:
         if not (0 <= self.max_accuracy_drop < 100):  # NaN fails too
-            raise CnnkitError(f"--max-accuracy-drop must be between 0 and 100 points, got {self.max_accuracy_drop}")
+            raise CnnkitError(f"--max-accuracy-drop must be between 0 and 100 points, got {self.max_accuracy_drop}",
+                              hint="percentage points of top-1 accuracy, e.g. --max-accuracy-drop 0.5")
         if self.rounds < 2:
             raise CnnkitError(f"--recommend needs at least 2 interleaved rounds, got {self.rounds}")
 
@@ -94,7 +95,8 @@ class BenchConfig:
         if not self.models:
             raise CnnkitError("no model given", hint="cnnkit bench MODEL.onnx [MORE.onnx ...]")
         if self.batch_sizes is not None and (not self.batch_sizes or any(b <= 0 for b in self.batch_sizes)):
-            raise CnnkitError(f"--batch-sizes must be positive integers, got {list(self.batch_sizes)}")
+            raise CnnkitError(f"--batch-sizes must be positive integers, got {list(self.batch_sizes)}",
+                              hint="e.g. --batch-sizes 1,8,64")
         if self.warmup is not None and self.warmup < 0:
             raise CnnkitError(f"--warmup must be >= 0, got {self.warmup}", hint="untimed runs per shape, e.g. --warmup 10 (the default); 0: none")
         if self.min_iterations is not None and self.min_iterations <= 0:
@@ -112,7 +114,8 @@ class BenchConfig:
             if value <= 0:
                 raise CnnkitError(f"{flag} must be positive, got {value}", hint=f"e.g. {flag} 5")
         if any(n <= 0 for n in self.concurrency):
-            raise CnnkitError(f"--concurrency must be positive integers, got {list(self.concurrency)}")
+            raise CnnkitError(f"--concurrency must be positive integers, got {list(self.concurrency)}",
+                              hint="e.g. --concurrency 1,2,4, or --concurrency sweep")
         asked = [flag for flag, on in (("--profile", self.profile), ("--memory", self.memory),
                                        ("--cold-start", self.cold_start), ("--concurrency", bool(self.concurrency))) if on]
         # --recommend adds ONNX Runtime (the default to beat) to the runtimes it compares.

@@ -34,7 +34,8 @@ def featuremaps_command(
 
     check_json_target(json_out, force)
     if (image is None) == (index is None):
-        raise CnnkitError("give exactly one input: --image PNG, or --index N (with --dataset)")
+        raise CnnkitError("give exactly one input: --image PNG, or --index N (with --dataset)",
+                          hint=f"e.g. cnnkit featuremaps {model} --index 0 -o maps/")
     info = describe_onnx(model)
     record, note = record_for_model(info, preprocessing)
     if note:

@@ -90,7 +90,8 @@ def preprocess_choice(preprocess: str | None = None, scale: float | None = None,
     if preprocess is not None:
         preset(preprocess)  # an unknown name fails here, naming it
     if channel_order is not None and channel_order.lower() not in ("rgb", "bgr"):
-        raise CnnkitError(f"--channel-order must be rgb or bgr, got '{channel_order}'")
+        raise CnnkitError(f"--channel-order must be rgb or bgr, got '{channel_order}'",
+                          hint="bgr for Caffe-style models (or --preprocess caffe), else rgb")
     return PreprocessChoice(
         preset=preprocess.lower() if preprocess else None, scale=scale,
         mean=parse_floats(mean, "--mean"), std=parse_floats(std, "--std"),

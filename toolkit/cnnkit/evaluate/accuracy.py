@@ -218,7 +218,8 @@ def open_eval_source(config: EvalConfig, infos: list[Any], dataset: Dataset | Im
                            hint="put the images in one subfolder per class (the folder name is the class)")
     source = source.take(config.limit)
     if len(source) == 0:
-        raise DatasetError(f"{source.provenance.get('source')}: no test images to evaluate")
+        raise DatasetError(f"{source.provenance.get('source')}: no test images to evaluate",
+                           hint="pass --data-dir with test images (an image folder, IDX files or an .npz)")
     return source
 
 

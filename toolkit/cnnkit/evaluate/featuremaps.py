@@ -69,7 +69,8 @@ def load_image(path: Path, record: Any) -> np.ndarray:
     from cnnkit.data.folders import BadImageError, open_image
 
     if not Path(path).is_file():
-        raise CnnkitError(f"image {path} not found" if not Path(path).exists() else f"{path} is not a file")
+        raise CnnkitError(f"image {path} not found" if not Path(path).exists() else f"{path} is not a file",
+                          hint="--image takes one image file (JPEG, PNG, ...)")
     try:
         return record.fit_image(open_image(Path(path)))
     except BadImageError as exc:
@@ -158,7 +159,7 @@ def save_feature_maps(model_path: Path, image: np.ndarray, out_dir: Path, source
 
     for flag, value in (("--max-layers", max_layers), ("--max-channels", max_channels)):
         if value is not None and value < 0:
-            raise CnnkitError(f"{flag} must be >= 0 (0: all), got {value}")
+            raise CnnkitError(f"{flag} must be >= 0 (0: all), got {value}", hint=f"e.g. {flag} 0 to draw all")
     info = describe_onnx(model_path)
     if record is None:
         from cnnkit.data.preprocess import record_for_model
@@ -172,7 +173,8 @@ def save_feature_maps(model_path: Path, image: np.ndarray, out_dir: Path, source
     model = onnx.load(str(model_path))
     targets = conv_activation_tensors(model)
     if not targets:
-        raise CnnkitError(f"{model_path} has no convolution layers")
+        raise CnnkitError(f"{model_path} has no convolution layers",
+                          hint="feature maps are drawn for Conv layers; cnnkit summary lists the model's layers")
     positions = spread(len(targets), max_layers)
     chosen = [targets[i] for i in positions]
     runner = create_runner(DEFAULT_RUNTIME, with_extra_outputs(model, [t for _, t in chosen]), label=model_path.name)

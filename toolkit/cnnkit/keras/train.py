@@ -145,7 +145,8 @@ def train_model(
             f"dataset {dataset.name.value} has {len(dataset.class_names)} classes, spec {spec.name} outputs {spec.output.classes}"
         )
     if len(dataset.x_train) < 2:
-        raise CnnkitError(f"need at least 2 training samples, got {len(dataset.x_train)}")
+        raise CnnkitError(f"need at least 2 training samples, got {len(dataset.x_train)}",
+                          hint="raise --limit-train, or give --data-dir with more training images")
 
     from cnnkit._deps import capture_native_stderr, require_keras, require_tensorflow
 

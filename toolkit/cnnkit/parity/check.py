@@ -102,7 +102,8 @@ class ParityConfig:
 
     def __post_init__(self) -> None:
         if not self.batch_sizes or any(b <= 0 for b in self.batch_sizes):
-            raise CnnkitError(f"--batch-sizes must be positive integers, got {list(self.batch_sizes)}")
+            raise CnnkitError(f"--batch-sizes must be positive integers, got {list(self.batch_sizes)}",
+                              hint="e.g. --batch-sizes 1,7,64 (the default)")
         if self.samples <= 0:
             raise CnnkitError(f"--samples must be positive, got {self.samples}", hint="dataset images to compare on, e.g. --samples 200 (the default)")
         for name in ("atol", "rtol", "min_agreement", "max_accuracy_drop"):
@@ -110,9 +111,10 @@ class ParityConfig:
         for name in ("atol", "rtol"):
             v = getattr(self, name)
             if v is not None and v < 0:
-                raise CnnkitError(f"--{name} must be >= 0, got {v}")
+                raise CnnkitError(f"--{name} must be >= 0, got {v}", hint=f"e.g. --{name} 0.001; leave it out for the default")
         if self.min_agreement is not None and not 0 <= self.min_agreement <= 1:
-            raise CnnkitError(f"--min-agreement must be in [0, 1], got {self.min_agreement}")
+            raise CnnkitError(f"--min-agreement must be in [0, 1], got {self.min_agreement}",
+                              hint="a share of the inputs, e.g. --min-agreement 0.99")
 
     @property
     def keras_reference(self) -> bool:

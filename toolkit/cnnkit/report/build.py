@@ -59,7 +59,7 @@ def collect_results(paths: list[Path]) -> ReportInputs:
         elif p.is_file():
             files.append(p)
         else:
-            raise CnnkitError(f"{p} not found")
+            raise CnnkitError(f"{p} not found", hint="pass cnnkit result files (--json of bench, eval, parity, ...) or a run folder")
     inputs = ReportInputs()
     for f in files:
         data = read_json(f)
@@ -71,7 +71,7 @@ def collect_results(paths: list[Path]) -> ReportInputs:
         # Rendered from the typed result: every field checked and defaults filled in (see cnnkit.results.load).
         inputs.by_schema.setdefault(schema, []).append((f, from_dict(data, str(f))))
     if not inputs.by_schema:
-        raise CnnkitError("no results to report")
+        raise CnnkitError("no results to report", hint="pass cnnkit result files (--json of bench, eval, parity, ...) or a run folder")
     return inputs
 
 

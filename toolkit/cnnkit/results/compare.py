@@ -54,7 +54,8 @@ class CompareConfig:
         require_finite("--max-latency-regression", self.max_latency_regression)
         require_finite("--max-accuracy-drop", self.max_accuracy_drop)
         if self.max_latency_regression < 0:
-            raise CnnkitError(f"--max-latency-regression must be >= 0, got {self.max_latency_regression}")
+            raise CnnkitError(f"--max-latency-regression must be >= 0, got {self.max_latency_regression}",
+                              hint="a share of the baseline's latency, e.g. --max-latency-regression 0.1 (10 %)")
 
 
 @dataclass(frozen=True)
