@@ -46,7 +46,6 @@ def tiny_cnn(path: Path, dataset: str | None = "mnist", size: int = 28, channels
 
 def no_conv_model(path: Path) -> Path:
     """A valid image model with no convolution: Flatten -> Softmax."""
-    import onnx
     from onnx import TensorProto, helper
 
     graph = helper.make_graph(
@@ -62,7 +61,6 @@ def no_conv_model(path: Path) -> Path:
 
 def vector_model(path: Path, inputs: int = 1) -> Path:
     """Not an image model: rank-2 input(s)."""
-    import onnx
     from onnx import TensorProto, helper
 
     names = [f"x{i}" for i in range(inputs)]

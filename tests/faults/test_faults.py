@@ -24,7 +24,7 @@ from typer.testing import CliRunner
 
 from cnnkit.cli.app import app
 from cnnkit.io import is_leftover
-from tests.conftest import make_idx_dir, write_idx
+from tests.conftest import write_idx
 from tests.faults.models import nan_model, no_conv_model, quantized_model, tiny_cnn, vector_model
 
 runner = CliRunner()
@@ -65,16 +65,6 @@ def assert_clean(folder: Path, *absent: Path) -> None:
         assert not left, left
     for path in absent:
         assert not path.exists(), path
-
-
-@pytest.fixture
-def model(tmp_path: Path) -> Path:
-    return tiny_cnn(tmp_path / "model.onnx")
-
-
-@pytest.fixture
-def data(tmp_path: Path) -> Path:
-    return make_idx_dir(tmp_path / "mnist", n_train=40, n_test=20)
 
 
 def _png(path: Path, size: tuple[int, int] = (28, 28), mode: str = "L") -> Path:

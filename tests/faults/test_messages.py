@@ -7,19 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import make_idx_dir
 from tests.faults.models import tiny_cnn
 from tests.faults.test_faults import assert_clean, assert_fails, cli
-
-
-@pytest.fixture
-def model(tmp_path: Path) -> Path:
-    return tiny_cnn(tmp_path / "model.onnx")
-
-
-@pytest.fixture
-def data(tmp_path: Path) -> Path:
-    return make_idx_dir(tmp_path / "mnist", n_train=40, n_test=20)
 
 
 # --- 8. outputs in folders that do not exist; the pipeline's lock file ------------------------------------

@@ -132,8 +132,6 @@ def test_errors(exported_model: Path, tmp_path: Path, digits) -> None:
                        test_only.y_test, test_only.class_names)
     with pytest.raises(QuantizeError, match="no training images to calibrate on"):
         quantize_model(_cfg(exported_model, tmp_path / "s.onnx"), no_train)
-    import numpy as np
-
     with pytest.raises(QuantizeError, match="trained on digits"):
         quantize_model(_cfg(exported_model, tmp_path / "s.onnx", dataset="fashion_mnist"))
     with pytest.raises(CnnkitError, match="calibration-samples"):

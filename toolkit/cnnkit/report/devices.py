@@ -7,7 +7,6 @@ folder its file is in (one folder per machine, as a CI matrix's artifacts are la
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
