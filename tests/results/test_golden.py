@@ -17,8 +17,9 @@ FILES = sorted(GOLDEN.glob("*.json"))
 def test_every_golden_file_is_here() -> None:
     schemas = {json.loads(f.read_text())["schema"] for f in FILES}
     # One file of each schema a command writes on its own (fleet-bench needs a Ray cluster; recommend rides in bench),
-    # of those v0.1.0 had (the bundle, verify and card schemas came later).
-    later = {"cnnkit.bundle/1", "cnnkit.verify/1", "cnnkit.fleet-verify/1", "cnnkit.card/1"}
+    # of those v0.1.0 had (the bundle, verify, card and scenario schemas came later).
+    later = {"cnnkit.bundle/1", "cnnkit.verify/1", "cnnkit.fleet-verify/1", "cnnkit.card/1",
+             "cnnkit.scenario/1"}
     assert schemas == set(SCHEMAS) - {"cnnkit.fleet-bench/1", "cnnkit.recommend/1"} - later
 
 

@@ -103,3 +103,25 @@ def require_ray() -> ModuleType:
     ray = _require("ray", RAY_HINT)
     _require("ray.data", RAY_HINT)
     return ray
+
+
+LOADGEN_HINT = 'install MLPerf LoadGen: pip install "cnnkit[loadgen]"'
+
+
+def require_loadgen() -> ModuleType:
+    """MLPerf LoadGen (``mlcommons-loadgen``), for ``bench --scenario``; missing, a one-line error naming the extra."""
+    return _require("mlperf_loadgen", LOADGEN_HINT)
+
+
+_ABANDONED: list[str] = []  # native threads left running at Ctrl-C (see abandon_native_thread)
+
+
+def abandon_native_thread(what: str) -> None:
+    """Record a native thread left running because it cannot be stopped (LoadGen's test at Ctrl-C). Its C++
+    ``std::thread`` would abort the process at exit (``terminate called``), so the CLI then leaves by ``os._exit``
+    once its message is out and every half-written file is gone."""
+    _ABANDONED.append(what)
+
+
+def native_threads_abandoned() -> bool:
+    return bool(_ABANDONED)

@@ -192,3 +192,11 @@ def main() -> None:
     except KeyboardInterrupt:  # raised outside a command (e.g. while parsing)
         typer.echo("cnnkit: interrupted", err=True)
         sys.exit(EXIT_INTERRUPTED)
+    except SystemExit as exc:
+        from cnnkit._deps import native_threads_abandoned
+
+        if native_threads_abandoned():  # a native thread would abort the normal exit (see abandon_native_thread)
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os._exit(exc.code if isinstance(exc.code, int) else EXIT_USER_ERROR)
+        raise

@@ -38,14 +38,17 @@ def bench_command(
                                    "accuracy stays within --max-accuracy-drop, where the rounds confirm its lead."),
     max_accuracy_drop: float = typer.Option(0.1, "--max-accuracy-drop", help="--recommend: accuracy a candidate may lose "
                                             "against the default, in points."),
-    dataset: str = typer.Option(None, "--dataset", help="--recommend: the labelled data to evaluate on. Default: the model's."),
+    dataset: str = typer.Option(None, "--dataset", help="--recommend, --scenario: the labelled data to run on. Default: the model's."),
     data_dir: Path = typer.Option(None, "--data-dir", envvar="CNNKIT_DATA_DIR"),
     batch_sizes: str = typer.Option(None, "--batch-sizes", show_default=False,
                                     help="Comma-separated. Default: fitted to the model's MACs (1,8,32,64,128,256 for a small model); a fixed-batch model adds its own."),
     warmup: int = typer.Option(None, "--warmup", show_default=False, help="Warm-up runs per input shape. Default: 10, fewer for a heavy model."),
-    min_time: float = typer.Option(None, "--min-time", show_default=False, help="Seconds of timed runs per shape, at least. Default: 1."),
+    min_time: float = typer.Option(None, "--min-time", show_default=False, help="Seconds of timed runs per shape, at least. Default: 1. --scenario: LoadGen's "
+                                  "min duration per test. Default: 5."),
     min_iterations: int = typer.Option(None, "--min-iterations", show_default=False,
-                                       help="Timed runs per shape, at least. Default: 50, fewer for a heavy model."),
+                                       help="Timed runs per shape, at least. Default: 50, fewer for a heavy model. "
+                                       "--scenario: LoadGen's min query count (default: 256 single-stream, 662 "
+                                       "multi-stream and server)."),
     threads: int = typer.Option(0, "--threads", help="Intra-op threads; 0: ONNX Runtime's default."),
     inter_op_threads: int = typer.Option(0, "--inter-op-threads", help="Inter-op threads (parallel execution mode); 0: default."),
     graph_optimization: GraphOptimization = typer.Option(GraphOptimization.ALL, "--graph-optimization",
@@ -71,6 +74,23 @@ def bench_command(
     cold_start_runs: int = typer.Option(5, "--cold-start-runs", help="Fresh processes for --cold-start (median reported)."),
     concurrency: str = typer.Option(None, "--concurrency", help="Requests in flight on one session, e.g. 2 or 1,2,4, "
                                     "or 'sweep' (1 up to the cores): images/s and latency under that load."),
+    scenario: str = typer.Option(None, "--scenario", help="MLPerf LoadGen scenarios instead of the latency "
+                                 "loop: single-stream, multi-stream, server, offline (comma-separated). Needs "
+                                 "pip install \"cnnkit[loadgen]\"."),
+    target_qps: float = typer.Option(None, "--target-qps", help="--scenario server: one run at this Poisson "
+                                     "arrival rate. Default: search for the highest valid QPS."),
+    latency_bound: str = typer.Option(None, "--latency-bound", help="--scenario server: the bound LoadGen "
+                                      "judges, e.g. p99=20ms (the default)."),
+    max_batch: int = typer.Option(None, "--max-batch", show_default=False, help="--scenario: the largest "
+                                  "batch a worker serves. Default: 8 where a probe shows it pays, else 1."),
+    workers: int = typer.Option(None, "--workers", show_default=False, help="--scenario server/offline: "
+                                "worker threads. Default: one per usable core."),
+    samples: int = typer.Option(None, "--samples", show_default=False, help="--scenario: images held in "
+                                "memory. Default: 1024; --accuracy: every labelled one."),
+    accuracy: bool = typer.Option(False, "--accuracy", help="--scenario: LoadGen's accuracy mode over the "
+                                  "labelled set, checked against cnnkit eval's accuracy."),
+    out_dir: Path = typer.Option(None, "--out-dir", help="--scenario: the folder for the result and "
+                                 "LoadGen's logs. Default: loadgen-MODEL."),
     wide: bool = typer.Option(False, "--wide", help="All latency columns (mean, sd, min, precision, provider)."),
     json_out: Path = typer.Option(None, "--json", help=JSON_HELP + " Raw samples included."),
     force: bool = typer.Option(False, "--force", help="Overwrite an existing --json file."),
@@ -79,7 +99,29 @@ def bench_command(
     nodes: str = typer.Option(None, "--nodes", help="With --engine ray: all, or LABEL=VALUE (node labels, "
                               "ray start --labels). One benchmark per node, none sharing a node. Default: all."),
 ) -> None:
-    """Time every inference on its own after a warm-up per shape; report percentiles and images/s."""
+    """Time every inference on its own after a warm-up per shape; report percentiles and images/s.
+
+    With --scenario, MLPerf LoadGen drives the model instead (see docs/commands/bench.md)."""
+    if scenario is not None:
+        scenario_command(models, scenario, runtime=runtime, tflite=tflite, provider=provider, threads=threads,
+                         allow_fallback=allow_fallback, dataset=dataset, data_dir=data_dir, target_qps=target_qps,
+                         latency_bound=latency_bound, max_batch=max_batch, workers=workers, samples=samples,
+                         accuracy=accuracy, min_time=min_time, min_queries=min_iterations, out_dir=out_dir,
+                         json_out=json_out, force=force,
+                         others={"--batch-sizes": batch_sizes is not None, "--recommend": recommend, "--tune": tune,
+                                 "--profile": profile, "--memory": memory, "--cold-start": cold_start,
+                                 "--concurrency": concurrency is not None, "--warmup": warmup is not None,
+                                 "--engine ray": engine == "ray"})
+        return
+    asked = [flag for flag, on in (("--target-qps", target_qps is not None), ("--latency-bound", latency_bound),
+                                   ("--max-batch", max_batch is not None), ("--workers", workers is not None),
+                                   ("--samples", samples is not None), ("--accuracy", accuracy),
+                                   ("--out-dir", out_dir is not None)) if on]
+    if asked:
+        from cnnkit.errors import CnnkitError
+
+        raise CnnkitError(f"{', '.join(asked)} set LoadGen scenarios, but no --scenario was given",
+                          hint="add --scenario single-stream|multi-stream|server|offline")
     from rich.progress import (
         BarColumn,
         MofNCompleteColumn,
@@ -122,6 +164,51 @@ def bench_command(
         else:
             render_bench(result, wide)
     emit_json(json_out, result.to_dict(), force)
+
+
+def scenario_command(models: list[Path], scenario: str, *, runtime: str, tflite: Path | None, provider: str,
+                     threads: int, allow_fallback: bool, dataset: str | None, data_dir: Path | None,
+                     target_qps: float | None, latency_bound: str | None, max_batch: int | None,
+                     workers: int | None, samples: int | None, accuracy: bool, min_time: float | None,
+                     min_queries: int | None, out_dir: Path | None, json_out: Path | None, force: bool,
+                     others: dict[str, bool]) -> None:
+    """``bench --scenario``: parse, run :func:`cnnkit.bench.scenarios.run_scenarios`, render."""
+    from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+
+    from cnnkit.bench.loadgen import LatencyBound, parse_scenarios
+    from cnnkit.bench.scenarios import ScenarioConfig, run_scenarios
+    from cnnkit.cli.render import print_section
+    from cnnkit.report.scenarios import scenario_section
+    from cnnkit.errors import CnnkitError
+    from cnnkit.runtimes.registry import parse_one_runtime
+    from cnnkit.runtimes.sessions import SessionConfig
+
+    clash = [flag for flag, on in others.items() if on]
+    if clash:
+        raise CnnkitError(f"--scenario runs LoadGen; {', '.join(clash)} belong to the latency loop",
+                          hint="run them in a separate cnnkit bench without --scenario")
+    if len(models) != 1:
+        raise CnnkitError(f"--scenario runs one model at a time, got {len(models)}",
+                          hint="run cnnkit bench --scenario once per model, then cnnkit compare the results")
+    model = models[0]
+    config = ScenarioConfig(
+        model=model, scenarios=parse_scenarios(scenario), out_dir=out_dir or Path(f"loadgen-{model.stem}"),
+        runtime=parse_one_runtime(runtime, "bench --scenario"), tflite=tflite,
+        session=SessionConfig(provider=provider, intra_op_threads=threads, allow_fallback=allow_fallback),
+        dataset=dataset, data_dir=data_dir, samples=samples, target_qps=target_qps,
+        bound=LatencyBound.parse(latency_bound) if latency_bound is not None else None, max_batch=max_batch,
+        workers=workers, min_duration_s=min_time, min_queries=min_queries, accuracy=accuracy, force=force)
+    check_json_target(json_out, force)
+    with Progress(SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(), console=err_console,
+                  transient=True) as bar:
+        task = bar.add_task("starting", total=None)
+        result = run_scenarios(config, lambda what, _d, _t: bar.update(task, description=what), notice)
+    if not json_to_stdout(json_out):
+        print_section(scenario_section(result))
+    emit_json(json_out, result.to_dict(), force)
+    if result.accuracy_failed:
+        raise CnnkitError("LoadGen's accuracy differs from cnnkit eval's on the same runtime "
+                          f"(result kept in {config.out_dir})", hint="the SUT answered some samples wrongly")
 
 
 def render_fleet(fleet: dict) -> None:

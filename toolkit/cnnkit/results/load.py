@@ -53,6 +53,7 @@ SCHEMAS: dict[str, tuple[str, str]] = {
     "cnnkit.parity/1": ("cnnkit.parity.check:ParityResult", "parity"),
     "cnnkit.eval/1": ("cnnkit.evaluate.accuracy:EvalResult", "eval"),
     "cnnkit.bench/1": ("cnnkit.bench.benchmark:BenchResult", "benchmark"),
+    "cnnkit.scenario/1": ("cnnkit.bench.scenarios:ScenarioResult", "LoadGen scenario"),
     "cnnkit.quantize/1": ("cnnkit.quantize.config:QuantizeResult", "quantize"),
     "cnnkit.quantize-auto/1": ("cnnkit.quantize.config:AutoResult", "quantize --auto"),
     "cnnkit.compare/1": ("cnnkit.results.compare:CompareResult", "compare"),
