@@ -345,6 +345,8 @@ def test_report_of_quantize_on_an_unlabelled_folder(model: Path, tmp_path: Path)
     r = cli("quantize", model, "-o", tmp_path / "q.onnx", "--data-dir", tmp_path / "flat", "--max-accuracy-drop", "100",
             "--json", results / "quantize.json")
     assert r.exit_code == 0, r.output
+    said = " ".join(r.stdout.split())  # the command says it as the report does
+    assert "no labels, accuracy not measured" in said and "vs FP32 100.00 %" not in said, said
     auto = auto_quantize(QuantizeConfig(model, tmp_path / "best.onnx", data_dir=tmp_path / "flat", max_accuracy_drop=100),
                          batch_sizes=(1, 4), min_time_s=0.01)
     (results / "auto.json").write_text(json.dumps(auto.to_dict()))

@@ -87,19 +87,23 @@ def quantize_command(
 
 
 def render_quantize(r) -> None:  # noqa: ANN001 (QuantizeResult)
-    from cnnkit.quantize.config import size_change
+    from cnnkit.quantize.config import metric_name, size_change
 
     marked = " [red](FAILED its gate, kept by --keep-failed)[/]" if not r.passed else ""
     console.print(f"wrote {r.output}{marked}: {', '.join(f'{k}={v}' for k, v in r.settings.items())}")
     if r.accuracy is None:
         console.print(f"accuracy not checked: {r.dataset.get('metric')}")
     else:
-        what = r.dataset.get("metric", "accuracy").split(" (")[0]
         images = {True: f"held-out {r.dataset['name']} images", None: f"{r.dataset['name']} images",
                   False: f"{r.dataset['name']} images (calibration images: none held out)"}[r.dataset.get("held_out")]
-        console.print(f"{what} {100 * r.accuracy:.2f} % vs FP32 {100 * r.fp32_accuracy:.2f} % "
-                      f"({r.accuracy_change_pp:+.2f} pp, drop budget {r.budget_pp:g} pp) on {r.dataset['evaluated_samples']:,} "
-                      f"{images}; top-1 agreement {100 * r.top1_agreement:.2f} %")
+        n = r.dataset["evaluated_samples"]
+        if metric_name(r.dataset) == "accuracy":
+            console.print(f"accuracy {100 * r.accuracy:.2f} % vs FP32 {100 * r.fp32_accuracy:.2f} % "
+                          f"({r.accuracy_change_pp:+.2f} pp, drop budget {r.budget_pp:g} pp) on {n:,} "
+                          f"{images}; top-1 agreement {100 * r.top1_agreement:.2f} %")
+        else:  # no labels: the figure is agreement with FP32 (FP32's own is 100 % by definition)
+            console.print(f"top-1 agreement with FP32 {100 * r.accuracy:.2f} % ({r.accuracy_change_pp:+.2f} pp, drop budget "
+                          f"{r.budget_pp:g} pp) on {n:,} unlabelled {images}: no labels, accuracy not measured")
     if r.dataset.get("calibration"):
         console.print(f"calibrated on {r.dataset['calibration']}")
     if r.dataset.get("preprocess"):
