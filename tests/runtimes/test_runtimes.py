@@ -32,6 +32,10 @@ def test_runtime_label_is_the_runtime_item_that_ran() -> None:
     # A measured precision: ONNX Runtime runs the model's own (an fp16 model is still --runtime onnxruntime).
     assert runtime_label("onnxruntime", "fp16") == "onnxruntime"
     assert runtime_label("openvino", "fp32") == "openvino" and runtime_label("openvino", "bf16") == "openvino:bf16"
+    # Where a table has no precision column, the model's own precision is named too (in the same format).
+    assert runtime_label("onnxruntime", "fp16", model_precision=True) == "onnxruntime:fp16"
+    assert runtime_label("onnxruntime", "fp32", model_precision=True) == "onnxruntime"
+    assert runtime_label("openvino", "bf16", model_precision=True) == "openvino:bf16"
 
 
 def _conv_model(path: Path) -> Path:
@@ -179,19 +183,22 @@ def test_recommend_confirms_a_lead_only_when_every_round_agrees() -> None:
 
 
 def test_report_shows_the_recommendation() -> None:
+    from dataclasses import replace
+
     from cnnkit.bench.recommend import CandidateAccuracy, recommend
-    from cnnkit.report.bench import recommendation_section
+    from cnnkit.report.sections import recommendation_section, to_markdown
 
     ort = _case("onnxruntime", "fp32", [1.0] * 10)
     lucky = _case("litert", "fp32", [0.3, 0.3, 0.3, 0.3, 0.3, 2, 2, 2, 2, 0.3])
     acc = [CandidateAccuracy("m.onnx", "onnxruntime", "fp32", 0.9, 0.0, True),
            CandidateAccuracy("m.onnx", "litert", "fp32", 0.85, 5.0, False)]
     rec = recommend(_result([ort, lucky]), acc, 0.1, {"name": "digits", "evaluated_samples": 360})
-    text = "\n".join(recommendation_section([(Path("b.json"), {"recommendation": rec.to_dict()})]))
+    text = "\n".join(to_markdown(recommendation_section([replace(_result([ort, lucky]), recommendation=rec.to_dict())],
+                                                         compact=False)))
     assert "## Recommended deployment" in text and "| m.onnx | litert | fp32 | 85.00 % | -5.00 pp | no (over budget) |" in text
     assert "| m.onnx | 1 | onnxruntime | 1 | 1 | default is fastest |" in text
     assert "`cnnkit bench m.onnx --runtime onnxruntime --batch-sizes 1 --threads 0" in text
-    assert recommendation_section([(Path("b.json"), {"cases": []})]) == []
+    assert recommendation_section([_result([])], compact=False) is None
 
 
 def test_export_tflite_refuses_an_onnx_only_option(tmp_path: Path) -> None:

@@ -160,7 +160,7 @@ def bench_command(
         result = run_bench(config, progress, notice)
     if not json_to_stdout(json_out):
         if config.engine == "ray":
-            render_fleet(result.to_dict())
+            render_fleet(result)
         else:
             render_bench(result, wide)
     emit_json(json_out, result.to_dict(), force)
@@ -211,12 +211,12 @@ def scenario_command(models: list[Path], scenario: str, *, runtime: str, tflite:
                           f"(result kept in {config.out_dir})", hint="the SUT answered some samples wrongly")
 
 
-def render_fleet(fleet: dict) -> None:
+def render_fleet(fleet) -> None:  # noqa: ANN001 (FleetResult, imported lazily)
     """One row per device and case; nodes that gave no result are listed with the reason."""
     from cnnkit.cli.report import render_devices
     from cnnkit.report.devices import device_rows
 
-    render_devices(device_rows([(e["device"], e["result"]) for e in fleet["entries"]]), fleet["missing"])
+    render_devices(device_rows([(e.device, e.result) for e in fleet.entries]), fleet.missing)
 
 
 def render_bench(result, wide: bool = False) -> None:  # noqa: ANN001 (BenchResult, imported lazily)

@@ -39,8 +39,7 @@ def render_devices(rows, missing=()) -> None:  # noqa: ANN001 (DeviceRow list, i
     for r in rows:
         star = "*" if best[(r.model, r.runtime, r.precision, r.batch_size)] is r and len(
             {x.device for x in rows}) > 1 else ""
-        runtime = r.runtime if r.precision in ("fp32", "model") else f"{r.runtime} {r.precision}"
-        table.add_row(r.device, r.model, runtime, str(r.batch_size), f"{r.p50_ms:.3f}",
+        table.add_row(r.device, r.model, r.label, str(r.batch_size), f"{r.p50_ms:.3f}",
                       f"{r.p95_ms:.3f}" + (" noisy" if r.noisy else ""), f"{r.images_per_s:,.0f}{star}")
     console.print(table)
     for m in missing:

@@ -18,6 +18,7 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from cnnkit.bench.benchmark import BenchResult
 from cnnkit.errors import CnnkitError, shorten
 
 SCHEMA = "cnnkit.fleet-bench/1"
@@ -32,7 +33,7 @@ class FleetEntry:
     node_id: str
     hostname: str
     labels: dict[str, str]
-    result: dict[str, Any]  # a cnnkit.bench/1 result, environment measured on that node
+    result: BenchResult  # the environment measured on that node
 
 
 @dataclass(frozen=True)
@@ -190,7 +191,8 @@ def run_fleet_benchmark(config: Any, nodes: str = "all", address: str | None = N
                 missing.append({"device": device_name(n), "node_id": n["NodeID"], "reason": _reason(exc)})
                 continue
             entries.append(FleetEntry(device_name(n), n["NodeID"], str(n.get("NodeManagerHostname", "")),
-                                      {k: str(v) for k, v in (n.get("Labels") or {}).items()}, result))
+                                      {k: str(v) for k, v in (n.get("Labels") or {}).items()},
+                                      BenchResult.from_dict(result, f"the benchmark of node {device_name(n)}")))
         engine = {"engine": "ray", "ray_version": ray.__version__, "address": address or os.environ.get("RAY_ADDRESS")
                   or "local", "nodes_in_cluster": len(cluster), "nodes_selected": len(chosen),
                   "wall_s": time.perf_counter() - started}

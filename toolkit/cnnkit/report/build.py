@@ -111,11 +111,10 @@ PLOT_TITLES = {"training_curves.png": "Training curves", "latency.png": "Latency
                "device_throughput.png": "Throughput per device"}
 
 
-def _devices(inputs: ReportInputs) -> tuple[list[tuple[str, dict[str, Any]]], list[dict[str, str]]]:
+def _devices(inputs: ReportInputs) -> tuple[list[tuple[str, Any]], list[dict[str, str]]]:
     from cnnkit.report.devices import device_results
 
-    # cnnkit.report.devices reads a fleet's entries, which hold their bench results as JSON dicts.
-    return device_results([(p, r.to_dict()) for p, r in inputs.of("cnnkit.fleet-bench/1") + inputs.of("cnnkit.bench/1")])
+    return device_results(inputs.of("cnnkit.fleet-bench/1") + inputs.of("cnnkit.bench/1"))
 
 
 def _accuracy_points(inputs: ReportInputs) -> list[dict[str, Any]]:

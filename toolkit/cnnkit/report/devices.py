@@ -9,7 +9,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+from cnnkit.runtimes.registry import runtime_label
+
+if TYPE_CHECKING:
+    from cnnkit.bench.benchmark import BenchResult
 
 FLEET_SCHEMA = "cnnkit.fleet-bench/1"  # cnnkit.distributed.fleet.SCHEMA (not imported: that module needs no Ray,
 # but this one must not even look like it does)
@@ -30,21 +35,26 @@ class DeviceRow:
     images_per_s: float
     noisy: bool  # p95 more than twice p50: a loaded or throttling machine
 
+    @property
+    def label(self) -> str:
+        """The runtime and the precision it ran in, the model's own included: ``openvino:bf16``, ``onnxruntime:fp16``."""
+        return runtime_label(self.runtime, self.precision, model_precision=True)
 
-def device_results(results: list[tuple[Path, dict[str, Any]]]) -> tuple[list[tuple[str, dict[str, Any]]], list[dict[str, str]]]:
-    """``(device, bench result)`` pairs and the missing nodes, from ``(path, result)`` pairs of fleet and bench
-    results. Every fleet entry is a device. Bench results are devices when they come from two or more folders
+
+def device_results(results: list[tuple[Path, Any]]) -> tuple[list[tuple[str, BenchResult]], list[dict[str, str]]]:
+    """``(device, bench result)`` pairs and the missing nodes, from ``(path, result)`` pairs of typed fleet and bench
+    results (other results are passed over). Every fleet entry is a device. Bench results are devices when they come from two or more folders
     (a CI matrix's artifacts: one folder per job), each named after its folder; from one folder they are one
     machine's runs and no device comparison is made of them."""
-    pairs: list[tuple[str, dict[str, Any]]] = []
+    pairs: list[tuple[str, BenchResult]] = []
     missing: list[dict[str, str]] = []
     benches = []
-    for path, data in results:
-        if data.get("schema") == FLEET_SCHEMA:
-            pairs += [(e["device"], e["result"]) for e in data["entries"]]
-            missing += list(data.get("missing", ()))
-        elif data.get("schema") == "cnnkit.bench/1":
-            benches.append((Path(path), data))
+    for path, result in results:
+        if result.schema == FLEET_SCHEMA:
+            pairs += [(e.device, e.result) for e in result.entries]
+            missing += list(result.missing)
+        elif result.schema == "cnnkit.bench/1":
+            benches.append((Path(path), result))
     if len({p.parent.resolve() for p, _ in benches}) > 1:
         names = [p.parent.name for p, _ in benches]
         pairs += [(n if names.count(n) == 1 else f"{p.parent.name}/{p.stem}", d)
@@ -52,15 +62,14 @@ def device_results(results: list[tuple[Path, dict[str, Any]]]) -> tuple[list[tup
     return pairs, missing
 
 
-def device_rows(pairs: list[tuple[str, dict[str, Any]]]) -> list[DeviceRow]:
+def device_rows(pairs: list[tuple[str, BenchResult]]) -> list[DeviceRow]:
     rows = []
     for device, result in pairs:
-        cpu = str(result.get("environment", {}).get("cpu", {}).get("model", "?"))
-        for c in result["cases"]:
-            s = c["stats"]
-            rows.append(DeviceRow(device, cpu, Path(c["model"]).name, c.get("runtime", "onnxruntime"), c["precision"],
-                                  int(c["batch_size"]), float(s["p50_ms"]), float(s["p95_ms"]),
-                                  float(s["images_per_s"]), float(s["p95_ms"]) > 2 * float(s["p50_ms"])))
+        cpu = str(result.environment.get("cpu", {}).get("model", "?"))
+        for c in result.cases:
+            s = c.stats
+            rows.append(DeviceRow(device, cpu, Path(c.model).name, c.runtime, c.precision, c.batch_size, s.p50_ms,
+                                  s.p95_ms, s.images_per_s, s.p95_ms > 2 * s.p50_ms))
     return sorted(rows, key=lambda r: (r.model, r.runtime, r.precision, r.batch_size, r.device))
 
 
@@ -74,7 +83,7 @@ def best_device_per_batch(rows: list[DeviceRow]) -> dict[tuple[str, str, str, in
     return best
 
 
-def device_section(pairs: list[tuple[str, dict[str, Any]]], missing: list[dict[str, str]]) -> list[str]:
+def device_section(pairs: list[tuple[str, BenchResult]], missing: list[dict[str, str]]) -> list[str]:
     """Markdown: each device's CPU, the latency/throughput table, the best device per batch size, the missing."""
     from cnnkit.report.sections import md_table
 
@@ -82,10 +91,10 @@ def device_section(pairs: list[tuple[str, dict[str, Any]]], missing: list[dict[s
         return []
     rows = device_rows(pairs)
     parts = ["## Devices", "", md_table(["device", "CPU", "onnxruntime", "platform"], [
-        [d, str(r.get("environment", {}).get("cpu", {}).get("model", "?")),
-         str(r.get("environment", {}).get("packages", {}).get("onnxruntime-gpu")
-             or r.get("environment", {}).get("packages", {}).get("onnxruntime")),
-         str(r.get("environment", {}).get("platform", "?"))] for d, r in pairs]), ""]
+        [d, str(r.environment.get("cpu", {}).get("model", "?")),
+         str(r.environment.get("packages", {}).get("onnxruntime-gpu")
+             or r.environment.get("packages", {}).get("onnxruntime")),
+         str(r.environment.get("platform", "?"))] for d, r in pairs]), ""]
     if rows:
         parts += [md_table(["device", "model", "runtime", "precision", "batch", "p50 ms", "p95 ms", "images/s"],
                            [[r.device, r.model, r.runtime, r.precision, str(r.batch_size), f"{r.p50_ms:.3f}",
@@ -110,7 +119,7 @@ def _runner_up(rows: list[DeviceRow], best: DeviceRow) -> str:
     return f"{second.device} ({best.images_per_s / second.images_per_s:.2f}x slower)" if second.images_per_s else second.device
 
 
-def device_plots(pairs: list[tuple[str, dict[str, Any]]], plot_png: Any) -> dict[str, bytes]:
+def device_plots(pairs: list[tuple[str, BenchResult]], plot_png: Any) -> dict[str, bytes]:
     """Latency (p50, band to p95) and throughput vs batch size, one line per device (and model, runtime)."""
     from cnnkit.report.bench import batch_ticks
 
@@ -120,7 +129,7 @@ def device_plots(pairs: list[tuple[str, dict[str, Any]]], plot_png: Any) -> dict
     series: dict[str, list[DeviceRow]] = {}
     for r in rows:
         several = len({(x.model, x.runtime, x.precision) for x in rows}) > 1
-        label = r.device + (f" {r.model} {r.runtime} {r.precision}" if several else "")
+        label = r.device + (f" {r.model} {r.label}" if several else "")
         series.setdefault(label, []).append(r)
     sizes = sorted({r.batch_size for r in rows})
 

@@ -173,11 +173,7 @@ class _Benches:
 def _benches(result: Any, path: Path) -> Any:
     """A fleet result as its per-device bench results (compared device by device); any other result as it is."""
     if result.schema == "cnnkit.fleet-bench/1":
-        from cnnkit.results.load import from_dict
-
-        runs = tuple((e.device, from_dict(e.result, f"{path} (device {e.device})", expect="cnnkit.bench/1"))
-                     for e in result.entries)
-        return _Benches("cnnkit.bench/1", runs, tuple(result.missing))
+        return _Benches("cnnkit.bench/1", tuple((e.device, e.result) for e in result.entries), tuple(result.missing))
     if result.schema == "cnnkit.bench/1":
         return _Benches(result.schema, (("", result),))
     return result

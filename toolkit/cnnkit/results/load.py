@@ -74,6 +74,7 @@ _REQUIRED: dict[str, dict[str, type | tuple[type, ...]]] = {
     "cnnkit.parity/1": {"provider.active": str, "inputs.counts": dict},
     "cnnkit.eval/1": {"dataset.name": str, "dataset.evaluated_samples": int, "models[].provider.active": str},
     "cnnkit.bench/1": {"cases[].provider.active": str},
+    "cnnkit.fleet-bench/1": {"entries[].result.cases[].provider.active": str},
     "cnnkit.quantize/1": {"dataset.name": str, "dataset.evaluated_samples": int},
     "cnnkit.bundle/1": {"model.sha256": str, "model.precision": str, "input.height": int, "input.width": int,
                         "input.channels": int, "inputs.total": int, "inputs.kinds": list},

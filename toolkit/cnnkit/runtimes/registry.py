@@ -39,10 +39,11 @@ class RuntimeChoice:
 DEFAULT_RUNTIME = RuntimeChoice()
 
 
-def runtime_label(runtime: str, precision: str) -> str:
+def runtime_label(runtime: str, precision: str, model_precision: bool = False) -> str:
     """A runtime and the precision it ran in, named as ``--runtime`` takes it: ``runtime:precision``, or the bare
-    runtime in its default precision (fp32). ONNX Runtime is always bare: it runs the model's own precision."""
-    if runtime == "onnxruntime" or precision in ("model", "fp32"):
+    runtime in its default precision (fp32). ONNX Runtime is bare: it runs the model's own precision, which
+    ``model_precision`` (default off; for a table with no precision column) names too: ``onnxruntime:fp16``."""
+    if precision in ("model", "fp32") or (runtime == "onnxruntime" and not model_precision):
         return runtime
     return f"{runtime}:{precision}"
 
