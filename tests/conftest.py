@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gzip
 import importlib.util
+import os
 import struct
 from pathlib import Path
 
@@ -23,7 +24,9 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     for item in items:
         if TRAINING_FIXTURES & set(getattr(item, "fixturenames", ())):
             item.add_marker(pytest.mark.integration)
-        if item.get_closest_marker("integration") and not have["tensorflow"]:
+        # $CNNKIT_TEST_SEED_CNN supplies the trained model (scripts/gpu_proof.sh on a machine without TensorFlow);
+        # a test that still needs TensorFlow itself says so with importorskip.
+        if item.get_closest_marker("integration") and not have["tensorflow"] and not os.environ.get("CNNKIT_TEST_SEED_CNN"):
             item.add_marker(pytest.mark.skip(reason="needs TensorFlow: pip install 'cnnkit[train]'"))
         elif item.get_closest_marker("digits") and not have["sklearn"]:
             item.add_marker(pytest.mark.skip(reason="needs scikit-learn's digits: pip install 'cnnkit[train]'"))
@@ -76,9 +79,14 @@ def idx_dir(tmp_path: Path) -> Path:
 
 @pytest.fixture(scope="session")
 def trained_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A seed CNN trained on the bundled digits (5 epochs, ~90 % test accuracy, seconds): ``<dir>/model.keras``."""
-    import os
+    """A seed CNN trained on the bundled digits (5 epochs, ~90 % test accuracy, seconds): ``<dir>/model.keras``.
 
+    ``$CNNKIT_TEST_SEED_CNN``: a folder holding a seed CNN's model.keras and model.onnx made elsewhere by
+    ``cnnkit train`` and ``cnnkit export``, used as they are (scripts/gpu_proof.sh: the GPU machine has no
+    TensorFlow, and the gpu-marked tests need only the .onnx)."""
+    prebuilt = os.environ.get("CNNKIT_TEST_SEED_CNN")
+    if prebuilt:
+        return Path(prebuilt).resolve() / "model.keras"
     os.environ["CNNKIT_OFFLINE"] = "1"
     from cnnkit.keras.train import TrainConfig, train_model
 
@@ -89,8 +97,10 @@ def trained_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="session")
 def exported_model(trained_model: Path) -> Path:
+    out = trained_model.with_name("model.onnx")
+    if os.environ.get("CNNKIT_TEST_SEED_CNN") and out.is_file():
+        return out
     from cnnkit.export.onnx import ExportConfig, export_onnx
 
-    out = trained_model.with_name("model.onnx")
     export_onnx(ExportConfig(trained_model, out))
     return out

@@ -17,6 +17,7 @@ def test_cuda_session_is_really_on_cuda() -> None:
 
 @pytest.mark.integration
 def test_parity_on_cuda(trained_model: Path, exported_model: Path) -> None:
+    pytest.importorskip("tensorflow", reason="the Keras reference needs TensorFlow (gpu_proof.sh compares stored outputs)")
     from cnnkit.parity.check import ParityConfig, check_parity
 
     result = check_parity(ParityConfig(trained_model, exported_model, dataset="digits", samples=100,
