@@ -638,6 +638,20 @@ def docs_section(c: dict[str, Any], gpu_seconds: float | None, dry: bool) -> str
                 "", "Libraries: " + (", ".join(f"{k} ({Path(v).name})" for k, v in libs.items()) or "none found"), ""]
         if d.get("problems"):
             out += ["Problems: " + "; ".join(d["problems"]), ""]
+    def rows_of(*names: str) -> list[dict[str, Any]]:
+        return [r for n in names for r in bench_rows(c["benches"].get(n) or {})]
+
+    base, gpu = headline(rows_of("bench-cpu", "bench-cpu-224")), headline(rows_of("bench-cuda", "bench-cuda-224"))
+    if base or gpu:
+        out += ["### Headline: p50 at batch 1 and peak throughput, CUDA beside the CPU", "",
+                "| model | CPU p50 ms (b1) | CUDA p50 ms (b1) | CPU peak images/s (batch) | CUDA peak images/s (batch) |",
+                "|---|---|---|---|---|"]
+        for m in sorted(set(base) | set(gpu)):
+            b, g = base.get(m, {}), gpu.get(m, {})
+            out.append(f"| {m} | {_fmt(b.get('p50_b1_ms'))} | {_fmt(g.get('p50_b1_ms'))} | "
+                       f"{_fmt(b.get('peak_images_per_s'))} ({b.get('peak_batch', '-')}) | "
+                       f"{_fmt(g.get('peak_images_per_s'))} ({g.get('peak_batch', '-')}) |")
+        out.append("")
     titles = {"bench-cpu": "CPU provider on the GPU machine's host CPU (baseline)",
               "bench-cuda": "CUDA, default options (IO binding, cuDNN exhaustive search, TF32 on)",
               "bench-cuda-224": "CUDA, MobileNetV2 224x224 (random weights: timing only)",
@@ -645,13 +659,19 @@ def docs_section(c: dict[str, Any], gpu_seconds: float | None, dry: bool) -> str
               "bench-cuda-heuristic": "CUDA with `--cudnn-conv-algo-search heuristic`",
               "bench-cuda-copies": "CUDA with `--include-copies` (host<->device copies timed; no IO binding)",
               "bench-cuda-tune": "CUDA with `--tune` (chosen options measured)",
-              "bench-cuda-fp16": "FP16 (`quantize --mode fp16`) against FP32 on CUDA",
+              "bench-cuda-fp16": "FP16 against FP32 on CUDA, interleaved in one `cnnkit bench`",
               "bench-cpu-224": "CPU provider, MobileNetV2 224x224 (baseline)"}
-    for name, b in c["benches"].items():
+    order = ["bench-cuda", "bench-cuda-224", "bench-cpu", "bench-cpu-224", "bench-cuda-graph", "bench-cuda-heuristic",
+             "bench-cuda-copies", "bench-cuda-tune", "bench-cuda-fp16"]
+    names = [n for n in order if n in c["benches"]] + [n for n in c["benches"] if n not in order]
+
+    def bench_section(name: str) -> None:
+        nonlocal out
+        b = c["benches"][name]
         out += [f"### {titles.get(name, name)}", ""]
         if not b:
             out += ["No result (see the step log).", ""]
-            continue
+            return
         out += ["| model | precision | batch | provider | IO binding | p50 ms | p99 ms | images/s | runs |",
                 "|---|---|---|---|---|---|---|---|---|"]
         for r in bench_rows(b):
@@ -670,20 +690,9 @@ def docs_section(c: dict[str, Any], gpu_seconds: float | None, dry: bool) -> str
                 f"{t['model']} batch {t['batch_size']} cuda_graph={t['options'].get('cuda_graph')}: {t['error'][:160]}"
                 for t in errs[:6])]
         out.append("")
-    def rows_of(*names: str) -> list[dict[str, Any]]:
-        return [r for n in names for r in bench_rows(c["benches"].get(n) or {})]
-
-    base, gpu = headline(rows_of("bench-cpu", "bench-cpu-224")), headline(rows_of("bench-cuda", "bench-cuda-224"))
-    if base or gpu:
-        out += ["### Headline: p50 at batch 1 and peak throughput, CUDA beside the CPU", "",
-                "| model | CPU p50 ms (b1) | CUDA p50 ms (b1) | CPU peak images/s (batch) | CUDA peak images/s (batch) |",
-                "|---|---|---|---|---|"]
-        for m in sorted(set(base) | set(gpu)):
-            b, g = base.get(m, {}), gpu.get(m, {})
-            out.append(f"| {m} | {_fmt(b.get('p50_b1_ms'))} | {_fmt(g.get('p50_b1_ms'))} | "
-                       f"{_fmt(b.get('peak_images_per_s'))} ({b.get('peak_batch', '-')}) | "
-                       f"{_fmt(g.get('peak_images_per_s'))} ({g.get('peak_batch', '-')}) |")
-        out.append("")
+    for name in names:
+        if name != "bench-cuda-fp16":
+            bench_section(name)
     if c["largest"]:
         out += ["### Largest batch that fits", "", "| model | batch | exit | note |", "|---|---|---|---|"]
         out += [f"| {p['model']} | {p['batch']:,} | {p['rc']} | {p['note']} |" for p in c["largest"]]
@@ -735,6 +744,8 @@ def docs_section(c: dict[str, Any], gpu_seconds: float | None, dry: bool) -> str
                         f"{(p.get('tolerance') or {}).get('min_top1_agreement')}, accuracy drop <= "
                         f"{(p.get('tolerance') or {}).get('max_accuracy_drop_pp')} points)"]
         out.append("")
+    if "bench-cuda-fp16" in c["benches"]:
+        bench_section("bench-cuda-fp16")
     if c["pytest"]:
         out += [f"### `pytest -m gpu tests/gpu` on the GPU machine: {c['pytest']}", ""]
     if c["steps"]:

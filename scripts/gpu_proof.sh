@@ -41,13 +41,18 @@
 #   3. the same with part-3                                                          expected 0.3-0.5 min
 #   4. the same with part-4; it prints "all 4 parts here"                           expected 0.3-0.5 min
 #   5. run command="bash scripts/gpu_proof.sh remote-run"
-#          carry=[".gpu-proof/payload", ".gpu-proof/parts.sha256"]  timeout_s=510
-#      ~22 MiB up; join + install ~30 s, then the steps until the 450 s budget (GPU_PROOF_BUDGET_S) is spent
-#      (later steps are skipped, said in the summary); results ~1-3 MiB back.        expected 6-8 min
-#   6. give_back (stops the idle minute counting).
-#   Total: about 9-12 min of the 15 min of device time, start-up included; a part call that finds the machine
-#   gone (it says which parts it has) means starting over from part 1 (+1.5-2 min).
+#          carry=[".gpu-proof/payload", ".gpu-proof/parts.sha256"]  timeout_s=480
+#      ~22 MiB up; join + install ~30 s, then the steps until the 420 s budget (GPU_PROOF_BUDGET_S, counted
+#      from the command's start) is spent: later steps are skipped, said in the summary; the output_tail
+#      ends with the summary; $OUT: run.log, summary.txt, summary.json, results.tgz (~1-3 MiB).  expected 7.5 min
+#   6. give_back at once (idle time counts).
+#   Total: 10-12.5 min of the 15 min of device time, start-up included (2.5 min or more to spare). A part call
+#   that finds the machine gone (it says which parts it has) means starting over from part 1 (+2-3 min); a
+#   remote-run that says parts are missing exits at once (exit 3). Do not re-run remote-run unless over 8 min
+#   are left; with less, give_back and report what came back.
 #   Then here: scripts/gpu_proof.sh docs <files_at of call 5> <lease.held_s>   (writes docs/benchmarks-gpu.md)
+#   Run prepare in the checkout that the device tool sends (the session's own), just before the calls: it ends
+#   with `plan`, which checks that every call fits 64 MiB with the working tree as it is then.
 #
 # WHAT remote-run MEASURES (in this order, each step under `timeout`; a failure is logged and the next step runs;
 # once the budget is spent the rest are skipped, and the summary says so):
@@ -60,8 +65,9 @@
 #     cnnkit parity's tolerances (scripts/gpu_proof.py compare);
 #   cnnkit quantize --mode fp16 --provider cuda (3 models), cnnkit parity FP32 vs FP16 on CUDA, bench FP16 vs FP32;
 #   pytest -m gpu tests/gpu (CNNKIT_TEST_SEED_CNN: the seed CNN made here);
-#   bench --cuda-graph, --cudnn-conv-algo-search heuristic, --include-copies, --tune (batch 1, 64, 256);
-#   the largest batch that fits: doubling from 8192 (2048 for 224) until a run fails (45 s per model at most).
+#   bench --cuda-graph, --cudnn-conv-algo-search heuristic, --tune (batch 1, 64, 256);
+#   the largest batch that fits: doubling from 8192 (2048 for 224) until a run fails (45 s per model at most);
+#   bench --include-copies (what IO binding saves).
 # Dry run here (GPU_PROOF_DRY=1; the CPU, 2 loaded cores): every step ran, 412 s with small batch sizes.
 
 set -uo pipefail
@@ -184,7 +190,7 @@ plan() {
         echo "   $n. run 'bash scripts/gpu_proof.sh remote-part $n' carry=[\"$p\", \"$GP/parts.sha256\"]: $(mib "$b") MiB"
     done
     b=$(( tree + payload + sums )); (( b > worst )) && worst=$b
-    echo "   $((n + 1)). run 'bash scripts/gpu_proof.sh remote-run' carry=[\"$GP/payload\", \"$GP/parts.sha256\"] timeout_s=510: $(mib "$b") MiB"
+    echo "   $((n + 1)). run 'bash scripts/gpu_proof.sh remote-run' carry=[\"$GP/payload\", \"$GP/parts.sha256\"] timeout_s=480: $(mib "$b") MiB"
     echo "   $((n + 2)). give_back"
     if (( worst > CALL_LIMIT_MIB * 1048576 )); then
         echo "plan: a call would carry $(mib "$worst") MiB, over ${CALL_LIMIT_MIB} MiB: re-run prepare with a smaller GPU_PROOF_PART_MIB" >&2
@@ -225,10 +231,11 @@ remote_part() {
 RES='' WORK='' DEADLINE=0 PY='' H=() CK=() PROV=() QPROV=() NOCUDA=()
 step() {  # step NAME TIMEOUT_S COMMAND... : time-bounded, logged, never stops the run
     local name=$1 t=$2; shift 2
-    local left=$(( DEADLINE - $(date +%s) )) rc t0 secs
+    local left=$(( DEADLINE - $(date +%s) )) rc t0 secs shown="$*"
+    shown=${shown//"$PY $ROOT/"/python3 }; shown=${shown//"$ROOT/"/}; shown=${shown//"$PY"/python3}
     if (( left < 15 )); then
         echo "--- [$name] SKIPPED: the run's budget is spent"
-        printf '%s\tskipped\t0\t%s\n' "$name" "$*" >> "$RES/steps.tsv"
+        printf '%s\tskipped\t0\t%s\n' "$name" "$shown" >> "$RES/steps.tsv"
         return 0
     fi
     (( t > left - 10 )) && t=$(( left - 10 ))
@@ -240,7 +247,7 @@ step() {  # step NAME TIMEOUT_S COMMAND... : time-bounded, logged, never stops t
     grep -v -E '^(I0000|W0000|E0000|WARNING: All log)' "$RES/$name.log" | tail -n "${STEP_TAIL:-25}" | sed 's/^/    /'
     (( rc == 124 || rc == 137 )) && echo "    TIMED OUT after ${t}s"
     echo "    [$name] exit $rc in ${secs}s"
-    printf '%s\t%s\t%s\t%s\n' "$name" "$rc" "$secs" "$*" >> "$RES/steps.tsv"
+    printf '%s\t%s\t%s\t%s\n' "$name" "$rc" "$secs" "$shown" >> "$RES/steps.tsv"
     return 0
 }
 
@@ -272,7 +279,7 @@ largest() {  # largest MODEL FIRST CAP: double the batch until a run fails, take
 
 remote_run() {
     local stash t_start; stash=$(stash_dir); t_start=$(date +%s)
-    local budget=${GPU_PROOF_BUDGET_S:-450}
+    local budget=${GPU_PROOF_BUDGET_S:-420}
     DEADLINE=$(( t_start + budget ))
     [ -f "$GP/payload/manifest.txt" ] || die "carry $GP/payload (run prepare here first)"
     local whl nparts
@@ -401,8 +408,6 @@ EOF
         --json results/bench-cuda-graph.json --force
     step bench-cuda-heuristic 100 "${CK[@]}" bench "${ALL[@]}" "${PROV[@]}" --cudnn-conv-algo-search heuristic \
         --batch-sizes "$B_FLAG" "${QUICK[@]}" --json results/bench-cuda-heuristic.json --force
-    step bench-cuda-copies 100 "${CK[@]}" bench "${ALL[@]}" "${PROV[@]}" --include-copies --batch-sizes "$B_FLAG" "${QUICK[@]}" \
-        --json results/bench-cuda-copies.json --force
     step bench-cuda-tune 150 "${CK[@]}" bench "${ALL[@]}" "${PROV[@]}" --tune --batch-sizes "$B_TUNE" "${QUICK[@]}" \
         --json results/bench-cuda-tune.json --force
     echo "--- [largest] doubling the batch from $L0 (seed CNN, MobileNetV2 96) and $L224 (224) until a run fails"
@@ -411,6 +416,9 @@ EOF
     largest seed.onnx "$L0" "$LCAP"; largest mnv2.onnx "$L0" "$LCAP"; largest mnv2_224.onnx "$L224" "$L224CAP"
     printf 'largest\t0\t%s\t(doubling probe, cuDNN heuristic search, 1 warm-up + 3 runs per size: largest.tsv)\n' \
         "$(( SECONDS - t_l ))" >> "$RES/steps.tsv"
+    # Last, as the least needed: what IO binding saves (host<->device copies timed).
+    step bench-cuda-copies 100 "${CK[@]}" bench "${ALL[@]}" "${PROV[@]}" --include-copies --batch-sizes "$B_FLAG" "${QUICK[@]}" \
+        --json results/bench-cuda-copies.json --force
 
     echo "== summary ($(( $(date +%s) - t_start )) s since the start)"
     "${H[@]}" summary "$RES" --json "$OUT/summary.json" | tee "$OUT/summary.txt"
