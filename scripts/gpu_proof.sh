@@ -34,6 +34,8 @@
 #
 # THE DEVICE CALLS, IN ORDER (a later session, lent a GPU; run `scripts/gpu_proof.sh prepare` first, here).
 # Make calls 1-5 back to back, nothing in between: the machine goes back after 30 s idle, and the parts with it.
+# Leave `kind` out of every call (the first gets nvidia-h100-x1, or nvidia-h200 when none is free: the same image;
+# later calls keep the machine). Call 1 prints nvidia-smi's GPU line: the first sign the GPU is there.
 #   1. run command="bash scripts/gpu_proof.sh remote-part 1"
 #          carry=[".gpu-proof/parts/part-1", ".gpu-proof/parts.sha256"]  timeout_s=120
 #      start-up 1-2 min (counted), ~62 MiB up; the command itself < 5 s.            expected 1.5-2.5 min
@@ -68,7 +70,9 @@
 #   bench --cuda-graph, --cudnn-conv-algo-search heuristic, --tune (batch 1, 64, 256);
 #   the largest batch that fits: doubling from 8192 (2048 for 224) until a run fails (45 s per model at most);
 #   bench --include-copies (what IO binding saves).
-# Dry run here (GPU_PROOF_DRY=1; the CPU, 2 loaded cores): every step ran, 412 s with small batch sizes.
+# Dry run here (GPU_PROOF_DRY=1; the CPU, 2 loaded cores, small batch sizes): 526 s; every step exited as
+# expected (doctor 1: no CUDA here) except quantize of the 224 model, over its 90 s on these cores (alone: 4 min
+# 52 s, exit 1 with the variant written and marked failed, as meant).
 
 set -uo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
