@@ -247,10 +247,13 @@ def test_one_sign_for_accuracy_changes() -> None:
     """The pipeline once printed +0.05 pp where its report said -0.05 pp: both now use accuracy_change_pp."""
     from cnnkit.evaluate.accuracy import accuracy_change_pp
     from cnnkit.report.build import ReportInputs, markdown
+    from cnnkit.results.load import from_dict
 
     assert accuracy_change_pp(0.9805, 0.98) == pytest.approx(-0.05)
-    q = {"output": "q.onnx", "settings": {}, "accuracy": 0.98, "fp32_accuracy": 0.9805, "budget_pp": 0.1,
-         "size_ratio": 4.0, "passed": True, "failures": []}
+    # A real quantize result (tests/golden), its accuracies set to the case the sign once went wrong on.
+    data = json.loads((Path(__file__).resolve().parents[1] / "golden" / "v0.1.0" / "quantize-fp16.json").read_text())
+    data.update(accuracy=0.98, fp32_accuracy=0.9805, budget_pp=0.1)
+    q = from_dict(data, "q.json")
     text = markdown(ReportInputs({"cnnkit.quantize/1": [(Path("q.json"), q)]}), {}, "t")
     assert "(-0.05 pp, drop budget 0.1 pp)" in text
 
