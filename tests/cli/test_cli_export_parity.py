@@ -90,6 +90,8 @@ def test_parity_missing_and_corrupt_onnx(trained_model: Path, tmp_path: Path) ->
     assert_user_error(run("parity", trained_model, tmp_path / "none.onnx"), "none.onnx not found")
     bad = tmp_path / "bad.onnx"
     bad.write_bytes(b"junk")
+    assert_user_error(run("parity", trained_model, bad, "--dataset", "digits"), "bad.onnx is a text file, not an ONNX model")
+    bad.write_bytes(bytes([0x08, 0xFF, 0xFF, 0x13, 0x00, 0x91]))  # binary, but no complete protobuf
     assert_user_error(run("parity", trained_model, bad, "--dataset", "digits"), "cannot read", "bad.onnx as ONNX")
 
 
