@@ -232,3 +232,24 @@ def test_report_sections_and_runtime_comparison(model: Path, tmp_path: Path) -> 
     comparison = md.split("## Runtime comparison")[1].split("\n## ")[0]
     assert "| batch | onnxruntime fp32 CPU | openvino fp32 OpenVINO CPU |" in comparison
     assert comparison.count(" * |") == 2  # the fastest marked at each batch size
+
+
+def test_fitted_defaults_follow_the_device_that_runs(model: Path) -> None:
+    """The fit assumes a CPU: it applies where the session really runs on the CPU (a CUDA request that fell back
+    included); a session on a GPU keeps the usual defaults."""
+    from dataclasses import replace
+
+    from cnnkit.bench.benchmark import BenchConfig, resolve_defaults, run_benchmark
+    from cnnkit.runtimes.onnxruntime import recorded_info
+    from cnnkit.runtimes.sessions import SessionConfig
+
+    config = BenchConfig(models=(model,), warmup=1, min_time_s=0.0, min_iterations=3)
+    cuda = SessionConfig(provider="cuda", allow_fallback=True)
+    _, on_cpu = resolve_defaults(config, recorded_info({"active": "CPUExecutionProvider"}))
+    _, on_gpu = resolve_defaults(replace(config, session=cuda), recorded_info({"active": "CUDAExecutionProvider"}))
+    assert "light enough" in on_cpu.reason and "the fit assumes a CPU" not in on_cpu.reason
+    assert on_gpu.reason == "provider cuda: the usual defaults (the fit assumes a CPU)"
+    result = run_benchmark(replace(config, session=cuda))
+    reason = result.config["fitted_defaults"]["reason"]
+    fell_back = result.cases[0].provider["fallback"]
+    assert ("the fit assumes a CPU" in reason) == (not fell_back), (reason, result.cases[0].provider)

@@ -31,7 +31,7 @@ from cnnkit.choices import CudnnConvAlgoSearch, ExecutionMode, GraphOptimization
 from cnnkit.envinfo import cpu_info, environment, gpu_info
 from cnnkit.errors import CnnkitError
 from cnnkit.graph.info import OnnxModelInfo, describe_onnx
-from cnnkit.runtimes.base import Runner, TimedCall, runtime_versions
+from cnnkit.runtimes.base import Runner, RunnerInfo, TimedCall, runtime_versions
 from cnnkit.runtimes.registry import DEFAULT_RUNTIME, RuntimeChoice, create_runner
 from cnnkit.runtimes.sessions import SessionConfig
 from cnnkit.stats import LatencyStats, fastest_confirmed
@@ -340,9 +340,15 @@ def _macs_text(macs: int) -> str:
     return f"{macs / 1e9:.3g} GMACs" if macs >= 1e8 else f"{macs / 1e6:.3g} MMACs"
 
 
-def resolve_defaults(config: BenchConfig) -> tuple[BenchConfig, FittedDefaults | None]:
-    """``config`` with every option left as None fitted to its heaviest model (None: nothing was left open)."""
-    open_fields = [f for f in ("batch_sizes", "warmup", "min_time_s", "min_iterations") if getattr(config, f) is None]
+_FITTED = ("batch_sizes", "warmup", "min_time_s", "min_iterations")  # the options resolve_defaults fits
+
+
+def resolve_defaults(config: BenchConfig, ran: RunnerInfo | None = None) -> tuple[BenchConfig, FittedDefaults | None]:
+    """``config`` with every option left as None fitted to its heaviest model (None: nothing was left open).
+
+    ``ran``: what runs its ONNX Runtime models (None: the CPU). The fit assumes a CPU; where the session runs on
+    another device (a GPU, say), the usual defaults apply."""
+    open_fields = [f for f in _FITTED if getattr(config, f) is None]
     if not open_fields:
         return config, None
     from cnnkit.graph.summary import summarize_onnx
@@ -358,7 +364,7 @@ def resolve_defaults(config: BenchConfig) -> tuple[BenchConfig, FittedDefaults |
     fitted = fit_defaults(macs, cpu_info()["usable_cores"] or 1)
     if macs and unknown:  # a lower bound: the fit may be too generous
         fitted = dataclasses.replace(fitted, reason=f"{fitted.reason}; {unknown} layer(s) of unknown shape not counted")
-    if config.session.provider.lower() not in ("cpu", "cpuexecutionprovider"):
+    if ran is not None and ran.device != "cpu":
         fitted = dataclasses.replace(fit_defaults(0, fitted.cores), macs_per_image=macs,
                                      reason=f"provider {config.session.provider}: the usual defaults (the fit assumes a CPU)")
     fitted = dataclasses.replace(fitted, applied=tuple(open_fields))
@@ -515,7 +521,11 @@ def run_benchmark(config: BenchConfig, progress: ProgressCallback | None = None,
     infos = [described[m] for m, _ in entries]
     check_runtimes(config)
     given_batches = config.batch_sizes is not None
-    config, fitted = resolve_defaults(config)
+    ort = next(((m, c) for m, c in entries if c.runtime == "onnxruntime"), None)
+    ran = None  # the device the session provider really runs on decides whether the CPU fit applies
+    if ort is not None and any(getattr(config, f) is None for f in _FITTED):
+        ran = create_runner(ort[1], ort[0], config.session).info
+    config, fitted = resolve_defaults(config, ran)
     assert config.batch_sizes is not None and config.warmup is not None
     assert config.min_time_s is not None and config.min_iterations is not None
     batch_sizes = list(config.batch_sizes)
