@@ -116,3 +116,10 @@ def test_every_dotted_cnnkit_name_exists() -> None:
         if found is None:
             unknown.append(name)
     assert not unknown, f"named in the docs but not in the code: {unknown}"
+
+
+def test_the_readme_links_every_command_page() -> None:
+    readme = ROOT / "README.md"
+    linked = {(ROOT / t.partition("#")[0]).resolve() for t in links(readme) if t.partition("#")[0]}
+    missing = [p.name for p in sorted(COMMANDS.glob("*.md")) if p.resolve() not in linked]
+    assert not missing, f"README.md's Documentation list lacks docs/commands/: {missing}"
