@@ -269,3 +269,18 @@ def test_ctrl_c_mid_run_leaves_nothing(model: Path, tmp_path: Path) -> None:
     lines = [line for line in err.splitlines() if line.strip()]
     assert lines[-1].startswith("cnnkit: interrupted") and "Traceback" not in err and "terminate" not in err, err
     assert os.listdir(tmp_path) == []
+
+
+def test_openvino_serves_with_one_runner_per_worker(model: Path, tmp_path: Path) -> None:
+    """Another runtime of the contract as the SUT: OpenVINO, one compiled model per worker, LoadGen's logs read."""
+    pytest.importorskip("openvino", reason='needs OpenVINO: pip install "cnnkit[openvino]"')
+    from cnnkit.runtimes.registry import RuntimeChoice
+
+    config = ScenarioConfig(model, ("single-stream", "offline"), tmp_path / "lg", runtime=RuntimeChoice("openvino", "fp32"),
+                            workers=2, **SHORT)
+    result = run_scenarios(config)
+    assert result.runtime == "openvino" and result.runner["active"] == "OpenVINO CPU"
+    assert result.serving["runners"] == 2 and result.serving["threads_per_runner"] >= 1
+    for r in result.runs:
+        _agrees_with_detail(tmp_path / "lg" / r.log_dir)
+        assert r.served["samples"] > 0

@@ -131,6 +131,11 @@ class Workload:
     runner: dict[str, Any]
     serving: dict[str, Any]
     images: Any = None  # the ImageSource the samples came from (accuracy mode evaluates it with cnnkit eval)
+    stream_engine: Engine | None = None  # single- and multi-stream (default: the first worker's engine)
+
+    @property
+    def stream(self) -> Engine:
+        return self.stream_engine or self.engines[0]
 
 
 def runner_record(runner: Any, choice: RuntimeChoice) -> dict[str, Any]:
@@ -211,14 +216,19 @@ def prepare_workload(config: ScenarioConfig, say: Callable[[str], None] = lambda
     first = create_runner(config.runtime, config.model, session, config.tflite)
     runners = [first] * workers if shared else [first, *(create_runner(config.runtime, config.model, session, config.tflite)
                                                        for _ in range(workers - 1))]
+    # The streams run one query at a time: their runner keeps every thread the config gives (not a worker's share).
+    streams = any(s in ("single-stream", "multi-stream") for s in config.scenarios)
+    stream = first if shared or threads == config.session.intra_op_threads or not streams else \
+        create_runner(config.runtime, config.model, config.session, config.tflite)
     serving = {"workers": workers, "runners": 1 if shared else workers,
                "threads_per_runner": threads or None,
                "how": (f"{workers} worker thread(s) on one ONNX Runtime session" if shared else
                        f"{workers} worker(s), one {config.runtime.runtime} runner each"
                        + (f" with {threads} thread(s)" if threads else "")),
-               "inline": "single-stream and multi-stream queries run in LoadGen's issuing thread, one at a time"}
+               "inline": "single-stream and multi-stream queries run in LoadGen's issuing thread, one at a time"
+                         + ("" if stream is first else f", on a runner of their own with {config.session.intra_op_threads or 'the runtime default'} threads")}
     return Workload(samples, labels, provenance, [_engine(r) for r in runners], runner_record(first, config.runtime),
-                    serving, source)
+                    serving, source, None if stream is first else _engine(stream))
 
 
 def choose_batching(config: ScenarioConfig, workload: Workload) -> dict[str, Any]:
@@ -238,9 +248,9 @@ def choose_batching(config: ScenarioConfig, workload: Workload) -> dict[str, Any
     if config.max_batch is not None:
         out.update(max_batch=config.max_batch, why="--max-batch as given")
     elif ratio <= BATCH_GAIN:
-        out.update(max_batch=candidate, why=f"a batch of {candidate} costs {ratio:.2f}x batch 1's time per sample")
+        out.update(max_batch=candidate, why=f"a batch of {candidate} costs {ratio:.3g}x batch 1's time per sample")
     else:
-        out.update(max_batch=1, why=f"a batch of {candidate} costs {ratio:.2f}x batch 1's time per sample: "
+        out.update(max_batch=1, why=f"a batch of {candidate} costs {ratio:.3g}x batch 1's time per sample: "
                                     f"batching does not pay (it would at <= {BATCH_GAIN:g}x)")
     per_sample_ms = min(one_ms, many_ms / candidate) if out["max_batch"] > 1 else one_ms
     out["capacity_estimate_qps"] = round(1000 / per_sample_ms * len(workload.engines), 1) if per_sample_ms > 0 else None
@@ -371,7 +381,8 @@ class _Runs:
         log_dir = self.staging / name
         self.progress(what, len(self.runs), 0)
         inline = point.scenario in ("single-stream", "multi-stream")
-        server = QueryServer(self.workload.engines, self.workload.samples, self.batching["max_batch"], inline)
+        engines = [self.workload.stream] if inline else self.workload.engines
+        server = QueryServer(engines, self.workload.samples, self.batching["max_batch"], inline)
         started = time.perf_counter()
         summary = run_test(server, point, log_dir, name)
         accuracy = self.check_accuracy(log_dir) if point.accuracy else None
