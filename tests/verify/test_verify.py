@@ -202,11 +202,13 @@ def test_an_fp16_variant_beyond_tolerance_fails_the_variant_gate(made: dict[str,
     result = verify_bundle(VerifyConfig(bundle=made["bundle"], model=fp16))
     assert not result.passed and result.gate_kind == "variant"
     assert any("top-1 agreement" in f and "< 0.99" in f for f in result.failures), result.failures
+    assert any(d.startswith("weight wd:") and "(beyond float16 rounding)" in d for d in result.diagnosis), result.diagnosis
     # a tighter gate given on the command line fails the good FP16 variant too
     good = tmp_path / "good.fp16.onnx"
     onnx.save(convert_float_to_float16(onnx.load(str(made["model"])), keep_io_types=True), str(good))
     tight = verify_bundle(VerifyConfig(bundle=made["bundle"], model=good, atol=1e-9))
     assert not tight.passed and "exceeds atol 1e-09" in tight.failures[0]
+    assert tight.diagnosis == ()  # its weights are the bundled ones rounded to float16: nothing beyond that
 
 
 def test_a_runtime_returning_nan_fails_and_names_the_node(made: dict[str, Path], tmp_path: Path) -> None:

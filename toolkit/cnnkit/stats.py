@@ -9,6 +9,7 @@ pytest-benchmark derives its ``Stats`` from its raw rounds: :class:`LatencyStats
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -162,3 +163,17 @@ def noise_reasons(samples_ns: Sequence[int], p50_ms: float, p99_ms: float,
         if low > 0 and high / low > DRIFT_RATIO:
             reasons.append(f"the medians of the run's {PARTS} consecutive parts differ {high / low:.1f}x")
     return reasons
+
+
+def wilson_interval(successes: int, n: int, confidence: float = 0.95) -> tuple[float | None, float | None]:
+    """Wilson's score interval for a proportion ``successes / n`` (None, None for ``n`` 0): unlike the normal
+    approximation it stays inside [0, 1] and is honest at 0 % and 100 %, where accuracies of small test sets sit."""
+    if n <= 0:
+        return None, None
+    from statistics import NormalDist
+
+    z = NormalDist().inv_cdf(1 - (1 - confidence) / 2)
+    p = successes / n
+    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
+    return max(0.0, centre - half), min(1.0, centre + half)

@@ -150,7 +150,7 @@ def _root(
 def _register() -> None:
     # Command modules import only Typer and light cnnkit modules at import time.
     from cnnkit.cli import (
-        bench, bundle, compare, doctor, eval, export, featuremaps, parity, pipeline, predict, quantize, report, summary,
+        bench, bundle, card, compare, doctor, eval, export, featuremaps, parity, pipeline, predict, quantize, report, summary,
         train, verify,
     )
 
@@ -169,6 +169,7 @@ def _register() -> None:
     app.command("report")(report.report_command)
     app.command("bundle")(bundle.bundle_command)
     app.command("verify")(verify.verify_command)
+    app.command("card")(card.card_command)
     for info in app.registered_commands:
         _own_path_checks(info.callback)
 

@@ -46,8 +46,10 @@ class ReportInputs:
         return self.by_schema.get(schema, [])
 
 
-def collect_results(paths: list[Path]) -> ReportInputs:
-    """Read result files, or every ``*.json`` of a run folder; unknown schemas are one-line errors."""
+def collect_results(paths: list[Path], schemas: Any = None, reader: str = "a report") -> ReportInputs:
+    """Read result files, or every ``*.json`` of a run folder; a schema outside ``schemas`` (default: those a
+    report renders) is a one-line error naming ``reader``."""
+    schemas = SCHEMAS if schemas is None else schemas
     files: list[Path] = []
     for p in paths:
         p = Path(p)
@@ -66,8 +68,8 @@ def collect_results(paths: list[Path]) -> ReportInputs:
         schema = schema_of(data, str(f))
         if schema == "cnnkit.pipeline/1":
             continue  # the pipeline's own state, not a result
-        if schema not in SCHEMAS:
-            raise CnnkitError(f"{f} has schema {schema!r}, which a report does not render", hint=f"known: {', '.join(SCHEMAS)}")
+        if schema not in schemas:
+            raise CnnkitError(f"{f} has schema {schema!r}, which {reader} does not render", hint=f"known: {', '.join(schemas)}")
         # Rendered from the typed result: every field checked and defaults filled in (see cnnkit.results.load).
         inputs.by_schema.setdefault(schema, []).append((f, from_dict(data, str(f))))
     if not inputs.by_schema:

@@ -65,6 +65,7 @@ SCHEMAS: dict[str, tuple[str, str]] = {
     "cnnkit.bundle/1": ("cnnkit.verify.bundle:BundleManifest", "bundle manifest"),
     "cnnkit.verify/1": ("cnnkit.verify.check:VerifyResult", "verify"),
     "cnnkit.fleet-verify/1": ("cnnkit.distributed.fleet_verify:FleetVerifyResult", "fleet verify"),
+    "cnnkit.card/1": ("cnnkit.report.card:Card", "deployment card"),
 }
 
 # Keys inside free-form dict fields that readers (compare, report) rely on: path -> type. "[]" walks a list.

@@ -261,8 +261,9 @@ def _diagnose(bundle: Any, onnx_path: Path, other: Path | None, diffs: list[Outp
 
 
 def weight_differences(bundled: Path, other: Path, limit: int = 5) -> list[str]:
-    """One line per float initializer of ``other`` whose values differ from the bundled model's (same name, shape
-    and dtype); empty where the graphs share no such initializer."""
+    """One line per float initializer of ``other`` whose values differ from the bundled model's (same name and
+    shape); a variant's lower-precision weight (FP16) is compared with the bundled weight rounded to its dtype, so
+    only changes beyond that rounding count. Empty where the graphs share no such initializer."""
     import onnx
     from onnx import numpy_helper
 
@@ -270,13 +271,17 @@ def weight_differences(bundled: Path, other: Path, limit: int = 5) -> list[str]:
     lines = []
     for t in onnx.load(str(other)).graph.initializer:
         ref = a.get(t.name)
-        if ref is None or ref.data_type != t.data_type or list(ref.dims) != list(t.dims):
+        if ref is None or list(ref.dims) != list(t.dims):
             continue
         va, vb = numpy_helper.to_array(ref), numpy_helper.to_array(t)
-        if va.dtype.kind != "f" or np.array_equal(va, vb, equal_nan=True):
+        if va.dtype.kind != "f" or vb.dtype.kind != "f":
             continue
-        changed = int(np.sum(va != vb))
-        lines.append(f"weight {t.name}: {changed} of {va.size} value(s) differ from the bundled model's "
+        rounded = va.astype(vb.dtype) if vb.dtype.itemsize < va.dtype.itemsize else va
+        if np.array_equal(rounded, vb, equal_nan=True):
+            continue
+        changed = int(np.sum(rounded != vb))
+        kind = f" (beyond {vb.dtype} rounding)" if rounded is not va else ""
+        lines.append(f"weight {t.name}: {changed} of {va.size} value(s) differ from the bundled model's{kind} "
                      f"(max |diff| {float(np.max(np.abs(va.astype(np.float64) - vb.astype(np.float64)))):.3g})")
     if len(lines) > limit:
         lines = lines[:limit] + [f"... and {len(lines) - limit} more weight(s)"]
