@@ -182,3 +182,24 @@ def test_nan_scores_are_an_error_as_in_the_local_eval(ray_local: str, digits: tu
     with pytest.raises(NonFiniteError) as dist:
         evaluate_on_ray(config, workers=1)
     assert str(dist.value) == str(local.value) and "non-finite output value(s)" in str(local.value)
+
+
+def test_the_config_chooses_the_engine(ray_local: str, digits: tuple[Path, Path, Path]) -> None:
+    """Library first: EvalConfig holds and checks the engine, and run_eval runs where it says."""
+    from dataclasses import replace
+
+    from cnnkit.data.preprocess import PreprocessChoice
+    from cnnkit.distributed.engine import run_eval
+    from cnnkit.errors import CnnkitError
+    from cnnkit.evaluate.accuracy import EvalConfig
+
+    folder, a, _ = digits
+    with pytest.raises(CnnkitError, match="unknown --engine 'spark'"):
+        EvalConfig((a,), engine="spark")
+    with pytest.raises(CnnkitError, match="--workers needs --engine ray"):
+        EvalConfig((a,), workers=2)
+    local = EvalConfig((a,), data_dir=folder, preprocess=PreprocessChoice(preset="unit"), skip_bad_images=True)
+    here = run_eval(local).to_dict()
+    on_ray = run_eval(replace(local, engine="ray", address=ray_local, workers=2)).to_dict()
+    assert not here.get("engine") and on_ray["engine"]["workers"] == 2
+    assert _figures(on_ray) == _figures(here)

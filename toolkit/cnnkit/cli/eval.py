@@ -33,33 +33,24 @@ def eval_command(
     workers: int = typer.Option(None, "--workers", help="With --engine ray: workers (one CPU each). Default: the cluster's CPUs."),
 ) -> None:
     """Top-1 and top-5 accuracy, per-class accuracy and confusion matrix of each model on labelled images."""
-    from cnnkit.evaluate.accuracy import EvalConfig, evaluate_models
+    from cnnkit.distributed.engine import run_eval
+    from cnnkit.evaluate.accuracy import EvalConfig
     from cnnkit.graph.info import describe_onnx
+    from cnnkit.runtimes.registry import parse_one_runtime
     from cnnkit.runtimes.sessions import SessionConfig
 
     check_json_target(json_out, force)
-    from cnnkit.runtimes.registry import parse_one_runtime
-
     config = EvalConfig(tuple(models), dataset, data_dir, SessionConfig(provider=provider, allow_fallback=allow_fallback),
-                        batch_size, limit, preprocessing,
-                        skip_bad_images, labels, runtime=parse_one_runtime(runtime, "eval"), tflite=tflite)
+                        batch_size, limit, preprocessing, skip_bad_images, labels,
+                        runtime=parse_one_runtime(runtime, "eval"), tflite=tflite, engine=engine, address=address,
+                        workers=workers)
     for m in config.models:  # a bad model file fails before any data is loaded
         describe_onnx(m)
-    from cnnkit.choices import check_engine
-    from cnnkit.errors import CnnkitError
-
-    if check_engine(engine) == "local" and workers is not None:
-        raise CnnkitError("--workers needs --engine ray", hint="add --engine ray, or drop --workers")
     with image_progress() as (bar, task):
         def progress(what: str, done: int, total: int) -> None:
             bar.update(task, description=what, completed=done, total=total)
 
-        if engine == "ray":
-            from cnnkit.distributed.ray_eval import evaluate_on_ray
-
-            result = evaluate_on_ray(config, address, workers, progress=progress, notify=notice)
-        else:
-            result = evaluate_models(config, progress=progress, notify=notice)
+        result = run_eval(config, progress, notice)
     if result.skipped_images["count"]:
         notice(f"skipped {result.skipped_images['count']} unreadable image(s) (--skip-bad-images), e.g. "
                f"{result.skipped_images['examples'][0]}")

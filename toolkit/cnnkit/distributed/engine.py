@@ -1,5 +1,6 @@
-"""Where ``cnnkit bench`` runs, as its config says (``BenchConfig.engine``): in this process, or the same
-benchmark on every selected node of a Ray cluster. Ray is imported only for the latter."""
+"""Where ``cnnkit bench`` and ``cnnkit eval`` run, as their configs say (``engine``): in this process, or on a Ray
+cluster (the same benchmark on every selected node; the image folder scored by a pool of workers). Ray is
+imported only for the latter."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from cnnkit.bench.benchmark import (
     ProgressCallback,
     run_benchmark,
 )
+from cnnkit.evaluate.accuracy import EvalConfig, EvalResult, evaluate_models
 
 if TYPE_CHECKING:
     from cnnkit.distributed.fleet import FleetResult
@@ -35,3 +37,15 @@ def run_bench(config: BenchConfig, progress: ProgressCallback | None = None,
 
         return run_recommended(config, progress, notify)
     return run_benchmark(config, progress)
+
+
+def run_eval(config: EvalConfig, progress: Callable[[str, int, int], None] | None = None,
+             notify: Callable[[str], None] | None = None) -> EvalResult:
+    """The evaluation ``config`` describes: in this process, or with engine ray on the cluster at ``config.address``
+    by ``config.workers`` workers (:func:`~cnnkit.distributed.ray_eval.evaluate_on_ray`; its result says so in
+    ``engine``). ``progress`` and ``notify`` as for :func:`run_bench`."""
+    if config.engine == "ray":
+        from cnnkit.distributed.ray_eval import evaluate_on_ray
+
+        return evaluate_on_ray(config, config.address, config.workers, progress=progress, notify=notify)
+    return evaluate_models(config, progress=progress, notify=notify)

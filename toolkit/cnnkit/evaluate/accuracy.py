@@ -18,6 +18,7 @@ from cnnkit.data.folders import SkippedImages
 from cnnkit.data.preprocess import PreprocessChoice, record_for_model
 from cnnkit.data.sources import ImageSource, model_class_names, open_images
 from cnnkit.data.datasets import Dataset
+from cnnkit.choices import check_engine
 from cnnkit.envinfo import environment
 from cnnkit.errors import CnnkitError, DatasetError
 from cnnkit.finite import NonFiniteError
@@ -34,7 +35,7 @@ MAX_CONFUSION_CLASSES = 100  # beyond this the confusion matrix is left out of t
 @dataclass(frozen=True)
 class EvalConfig:
     """Defaults: the default dataset's test split (MNIST, else digits), batches of 256, CPU, each model's own
-    preprocessing record (else raw pixels), stop at the first bad image."""
+    preprocessing record (else raw pixels), stop at the first bad image, in this process (engine local)."""
 
     models: tuple[Path, ...]
     dataset: str | None = None
@@ -47,10 +48,15 @@ class EvalConfig:
     labels_file: Path | None = None
     runtime: RuntimeChoice = DEFAULT_RUNTIME  # onnxruntime (default), openvino[:bf16] or litert
     tflite: Path | None = None  # LiteRT's model; default: the .tflite beside each .onnx
+    engine: str = "local"  # or "ray": the image folder scored on a Ray cluster (cnnkit.distributed.engine.run_eval)
+    address: str | None = None  # engine ray: the cluster (default: $RAY_ADDRESS, else a local one)
+    workers: int | None = None  # engine ray: actors, one CPU each (default: the cluster's CPUs)
 
     def __post_init__(self) -> None:
         if not self.models:
             raise CnnkitError("no model given", hint="cnnkit eval MODEL.onnx [MORE.onnx ...]")
+        if check_engine(self.engine) == "local" and self.workers is not None:
+            raise CnnkitError("--workers needs --engine ray", hint="add --engine ray, or drop --workers")
         if self.batch_size <= 0:
             raise CnnkitError(f"--batch-size must be positive, got {self.batch_size}", hint="images per call, e.g. --batch-size 256 (the default)")
         if self.limit is not None and self.limit <= 0:
