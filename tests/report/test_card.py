@@ -85,3 +85,16 @@ def test_card_of_one_result_lists_the_rest_as_missing_and_refuses_to_overwrite(r
     assert r.exit_code == 1 and "exists" in r.stderr
     r = run("card", results["root"] / "verify.json", "-o", tmp_path / "card.json")
     assert r.exit_code == 1 and "needs a .md name" in r.stderr
+
+
+def test_card_of_a_fleet_result_has_a_latency_row_per_device(results: dict[str, Path], tmp_path: Path) -> None:
+    """A fleet result's entries are typed bench results (what --engine ray writes: tests/distributed/test_fleet.py)."""
+    bench = json.loads((results["root"] / "bench.json").read_text())
+    fleet = {"schema": "cnnkit.fleet-bench/1", "created": "2026-01-01T00:00:00+00:00", "selector": "all",
+             "entries": [{"device": d, "node_id": f"{i:056x}", "hostname": d, "labels": {"device": d}, "result": bench}
+                         for i, d in enumerate(("alpha", "beta"))], "missing": [], "engine": {}}
+    (tmp_path / "fleet.json").write_text(json.dumps(fleet))
+    r = run("card", tmp_path / "fleet.json", "-o", tmp_path / "card.md")
+    assert r.exit_code == 0, r.output
+    card = json.loads((tmp_path / "card.json").read_text())
+    assert sorted(row["device"] for row in card["latency"]) == ["alpha", "beta"]

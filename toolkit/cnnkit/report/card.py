@@ -145,10 +145,7 @@ def build_card(paths: list[Path], title: str | None = None) -> Card:
     latency, memory, cold, load = [], [], [], []
     bench_results = [(path, b, None) for path, b in inputs.of("cnnkit.bench/1")]
     for path, fleet in inputs.of("cnnkit.fleet-bench/1"):
-        from cnnkit.results.load import from_dict
-
-        for e in fleet.entries:
-            bench_results.append((path, from_dict(e.result, str(path)), e.device))
+        bench_results += [(path, e.result, e.device) for e in fleet.entries]  # typed BenchResults
     for path, b, node in bench_results:
         device = node or _device(b.environment)
         for c in b.cases:
