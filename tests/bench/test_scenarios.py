@@ -77,6 +77,12 @@ def test_four_scenarios_on_onnxruntime_are_loadgens_figures(model: Path, tmp_pat
     # The one results loader reads it back, typed, equal to what was returned.
     loaded = load_result(out / RESULT_FILE)
     assert loaded == result
+    # report renders the folder: LoadGen's figures in a section, the server run in the sweep plot.
+    rep = run("report", out, "-o", tmp_path / "rep")
+    assert rep.exit_code == 0, rep.output
+    md = (tmp_path / "rep" / "report.md").read_text()
+    assert "## LoadGen scenarios: m.onnx on onnxruntime" in md and "| server | perf | 100 |" in md
+    assert (tmp_path / "rep" / "server_sweep.png").stat().st_size > 0
 
 
 def test_planted_slow_sut_fails_the_latency_bound(model: Path, tmp_path: Path) -> None:

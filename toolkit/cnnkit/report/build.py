@@ -32,7 +32,7 @@ from cnnkit.report.bench import (
 from cnnkit.report.sections import bench_sections, md_table, settings_lines, to_markdown
 from cnnkit.results.load import from_dict, read_json, schema_of
 
-SCHEMAS = ("cnnkit.train/1", "cnnkit.parity/1", "cnnkit.eval/1", "cnnkit.bench/1", "cnnkit.quantize/1",
+SCHEMAS = ("cnnkit.train/1", "cnnkit.parity/1", "cnnkit.eval/1", "cnnkit.bench/1", "cnnkit.scenario/1", "cnnkit.quantize/1",
            "cnnkit.quantize-auto/1", "cnnkit.fleet-bench/1")
 
 
@@ -110,7 +110,8 @@ def _bench_series(inputs: ReportInputs) -> dict[str, list[Any]]:
 PLOT_TITLES = {"training_curves.png": "Training curves", "latency.png": "Latency vs batch size",
                "throughput.png": "Throughput vs batch size", "concurrency.png": "Throughput vs concurrency",
                "accuracy_vs_size.png": "Accuracy vs model size", "device_latency.png": "Latency per device",
-               "device_throughput.png": "Throughput per device"}
+               "device_throughput.png": "Throughput per device",
+               "server_sweep.png": "Server scenario: latency vs offered QPS"}
 
 
 def _devices(inputs: ReportInputs) -> tuple[list[tuple[str, Any]], list[dict[str, str]]]:
@@ -162,8 +163,12 @@ def make_plots(inputs: ReportInputs) -> dict[str, bytes]:
     if draw_accuracy is not None:
         plots["accuracy_vs_size.png"] = _plot_png(draw_accuracy)
     from cnnkit.report.devices import device_plots
+    from cnnkit.report.scenarios import sweep_plot
 
     plots |= device_plots(_devices(inputs)[0], _plot_png)
+    draw_sweep = sweep_plot([r for _, r in inputs.of("cnnkit.scenario/1")])
+    if draw_sweep is not None:
+        plots["server_sweep.png"] = _plot_png(draw_sweep)
     return plots
 
 
@@ -259,8 +264,11 @@ def markdown(inputs: ReportInputs, plots: dict[str, bytes], title: str) -> str:
     for section in bench_sections([r for _, r in benches], compact=False, report=True):
         parts += to_markdown(section)
     from cnnkit.report.devices import device_section
+    from cnnkit.report.scenarios import scenario_section
 
     parts += device_section(*_devices(inputs))
+    for _, scenario in inputs.of("cnnkit.scenario/1"):
+        parts += to_markdown(scenario_section(scenario, compact=False))
     for name in plots:
         parts += [f"## {PLOT_TITLES.get(name, name)} (plot)", "", f"![{name}]({name})", ""]
     return "\n".join(parts)

@@ -6,15 +6,16 @@ Every figure is LoadGen's own, as :class:`cnnkit.bench.scenarios.ScenarioRun` re
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 from cnnkit.bench.scenarios import ScenarioResult, ScenarioRun
 from cnnkit.report.sections import Section, Table, rate
 
 
 def _ms(value: float | None) -> str:
-    return "-" if value is None else f"{value:.3g}"
+    return "-" if value is None else f"{value:,.0f}" if value >= 1000 else f"{value:.3g}"
 
 
 def verdict(run: ScenarioRun) -> str:
@@ -75,44 +76,30 @@ def sweep_points(result: ScenarioResult) -> list[tuple[float, float | None, bool
                   if run.scenario == "server" and run.mode == "performance" and run.target_qps is not None)
 
 
-def plot_sweep(results: Sequence[ScenarioResult], path: Path) -> Path | None:
-    """Latency (at the bound's percentile) against offered QPS for every server run, one line per result, the
-    bound drawn across, INVALID points hollow; None when no result has server runs."""
+def sweep_plot(results: Sequence[ScenarioResult]) -> Callable[[Any], None] | None:
+    """Draws latency (at the bound's percentile, LoadGen's figure) against offered QPS for every server run, one
+    line per result, the bound across, INVALID points hollow; None when no result has server runs."""
     series = [(r, sweep_points(r)) for r in results]
     series = [(r, pts) for r, pts in series if pts]
     if not series:
         return None
-    import matplotlib
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    def draw(ax: Any) -> None:
+        bounds: set[tuple[float, float]] = set()
+        for r, pts in series:
+            (line,) = ax.plot([p[0] for p in pts], [p[1] if p[1] is not None else float("nan") for p in pts], "-",
+                              alpha=0.6, label=f"{Path(r.model).name} on {r.runtime}")
+            for valid, style in ((True, {"color": line.get_color()}),
+                                 (False, {"facecolors": "none", "edgecolors": line.get_color()})):
+                chosen = [p for p in pts if p[2] == valid and p[1] is not None]
+                ax.scatter([p[0] for p in chosen], [p[1] for p in chosen], **style)
+            bounds |= {(run.point["bound"]["percentile"], run.point["bound"]["ms"]) for run in r.runs
+                       if run.scenario == "server" and run.point.get("bound")}
+        for percentile, ms in sorted(bounds):
+            ax.axhline(ms, color="grey", linestyle="--", linewidth=1, label=f"bound: p{percentile:g} = {ms:g} ms")
+        ax.set(yscale="log", xlabel="offered load, QPS (Poisson arrivals)",
+               ylabel="latency at the bound's percentile, ms", title="Server scenario: latency vs offered QPS "
+                                                                       "(LoadGen; hollow: INVALID)")
+        ax.legend(fontsize=7)
 
-    from cnnkit.io import atomic_path
-
-    fig, ax = plt.subplots(figsize=(7, 4.2))
-    bounds: set[tuple[float, float]] = set()
-    for r, pts in series:
-        label = f"{Path(r.model).name} on {r.runtime}"
-        qps = [p[0] for p in pts]
-        lat = [p[1] if p[1] is not None else float("nan") for p in pts]
-        (line,) = ax.plot(qps, lat, "-", label=label, alpha=0.6)
-        ax.scatter([q for q, _, ok in pts if ok], [l_ for (_, l_, ok) in pts if ok], color=line.get_color())
-        ax.scatter([q for q, _, ok in pts if not ok], [l_ for (_, l_, ok) in pts if not ok],
-                   facecolors="none", edgecolors=line.get_color())
-        for run in r.runs:
-            bound = run.point.get("bound")
-            if run.scenario == "server" and bound:
-                bounds.add((bound["percentile"], bound["ms"]))
-    for percentile, ms in sorted(bounds):
-        ax.axhline(ms, color="grey", linestyle="--", linewidth=1)
-        ax.annotate(f"bound p{percentile:g} = {ms:g} ms", (ax.get_xlim()[0], ms), fontsize=8, va="bottom")
-    ax.set_yscale("log")
-    ax.set_xlabel("offered load (QPS, Poisson arrivals)")
-    ax.set_ylabel("latency at the bound's percentile (ms, LoadGen)")
-    ax.set_title("LoadGen server scenario: latency vs offered QPS (hollow: INVALID)")
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=110)
-    plt.close(fig)
-    return path
+    return draw
