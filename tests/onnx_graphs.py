@@ -259,3 +259,59 @@ def tf_range_digit_classifier(path: Path, train_images: int = 2000, gain: float 
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=9, producer_name="onnx.helper")
     path.write_bytes(model.SerializeToString())
     return path
+
+
+def depthwise_spread_classifier(path: Path, spread: float = 1e3, hw: int = 16) -> Path:
+    """Dark-vs-bright images (NHWC float32, pixels 0..255) told apart through a depthwise convolution whose
+    channels' weight ranges lie ``spread`` apart, as BatchNorm folded into a depthwise convolution leaves them.
+
+    input -> /255 -> Conv 1x1 (4 channels) -> Relu -> depthwise Conv 3x3 -> Relu -> GlobalAveragePool -> Gemm
+    -> Softmax. Channels 0 and 1 carry the brightness: their depthwise weights are ``1/spread`` of channels 2 and
+    3's, whose inputs are as much smaller, so every depthwise output has the same range and only the weights
+    differ. Per-tensor int8 weight scales round channels 0 and 1 to zero (every image then reads as dark);
+    per-channel scales keep them. Score 1 ("bright") is the mean brightness, score 0 a constant 0.5.
+    """
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(0)
+    small = 1.0 / spread
+    w1 = np.array([1.0, 1.0, small, small], np.float32).reshape(4, 1, 1, 1)
+    wdw = np.concatenate([rng.uniform(0.5, 1.5, (2, 1, 3, 3)) * small / 9,
+                          rng.choice([-1.0, 1.0], (2, 1, 3, 3))]).astype(np.float32)
+    wfc = np.zeros((4, 2), np.float32)
+    wfc[:2, 1] = spread / 2  # (f0 + f1) * spread / 2: the mean brightness, 0..1
+    inits = [numpy_helper.from_array(np.array(1 / 255, np.float32), "scale"),
+             numpy_helper.from_array(w1, "w1"), numpy_helper.from_array(wdw, "wdw"),
+             numpy_helper.from_array(wfc, "wfc"), numpy_helper.from_array(np.array([0.5, 0.0], np.float32), "bfc")]
+    nodes = [helper.make_node("Mul", ["image", "scale"], ["xs"], name="rescale"),
+             helper.make_node("Transpose", ["xs"], ["xt"], perm=[0, 3, 1, 2], name="to_nchw"),
+             helper.make_node("Conv", ["xt", "w1"], ["c1"], kernel_shape=[1, 1], name="pointwise"),
+             helper.make_node("Relu", ["c1"], ["r1"], name="relu1"),
+             helper.make_node("Conv", ["r1", "wdw"], ["c2"], kernel_shape=[3, 3], pads=[1, 1, 1, 1], group=4,
+                              name="depthwise"),
+             helper.make_node("Relu", ["c2"], ["r2"], name="relu2"),
+             helper.make_node("GlobalAveragePool", ["r2"], ["pooled"], name="pool"),
+             helper.make_node("Flatten", ["pooled"], ["flat"], name="flatten"),
+             helper.make_node("Gemm", ["flat", "wfc", "bfc"], ["logits"], name="dense"),
+             helper.make_node("Softmax", ["logits"], ["probs"], axis=1, name="softmax")]
+    graph = helper.make_graph(nodes, "depthwise_spread", [helper.make_tensor_value_info("image", TensorProto.FLOAT,
+                                                                                         ["N", hw, hw, 1])],
+                              [helper.make_tensor_value_info("probs", TensorProto.FLOAT, ["N", 2])], inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=9,
+                              producer_name="onnx.helper")
+    path.write_bytes(model.SerializeToString())
+    return path
+
+
+def write_brightness_folder(root: Path, n: int = 40, hw: int = 16) -> Path:
+    """PNG images in class folders ``0-dark`` (grey levels around 60) and ``1-bright`` (around 190), seeded."""
+    from PIL import Image
+
+    rng = np.random.default_rng(1)
+    for i in range(n):
+        label = i % 2
+        folder = root / ("1-bright" if label else "0-dark")
+        folder.mkdir(parents=True, exist_ok=True)
+        pixels = np.clip(rng.normal(190 if label else 60, 25, (hw, hw)), 0, 255).astype(np.uint8)
+        Image.fromarray(pixels, "L").save(folder / f"{i:03d}.png")
+    return root

@@ -37,6 +37,8 @@ def test_cannot_meet_exits_1(exported_model: Path, tmp_path: Path) -> None:
         (("--mode", "int4"), None),
         (("--calibration-samples", "0"), ("--calibration-samples must be positive",)),
         (("--dataset", "mnist"), ("was trained on digits (its metadata says so), not on --dataset mnist", "--data-dir")),
+        (("--max-time", "0"), ("--max-time must be a positive number of seconds, got 0.0",)),
+        (("--explain", "--auto"), ("--explain explains the nodes of one quantize run, not --auto's candidates",)),
     ],
 )
 def test_quantize_bad_options(exported_model: Path, tmp_path: Path, args, fragments) -> None:

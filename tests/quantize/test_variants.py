@@ -6,7 +6,7 @@ from pathlib import Path
 import onnx
 import pytest
 
-from cnnkit.choices import ActivationType, QuantFormat, QuantMode
+from cnnkit.choices import ActivationType, QuantFix, QuantFormat, QuantMode
 from cnnkit.data.datasets import load_dataset
 from cnnkit.errors import CnnkitError
 from cnnkit.graph.info import describe_onnx
@@ -99,7 +99,8 @@ def test_budget_missed_then_met_by_keeping_nodes_in_float(exported_model: Path, 
     same = OnnxRuntimeRunner(hard).infer({"images": x})["probabilities"]
     np.testing.assert_allclose(same, OnnxRuntimeRunner(exported_model).infer({"images": x})["probabilities"], atol=1e-4)
     out = tmp_path / "q.onnx"
-    result = quantize_model(_cfg(hard, out, max_accuracy_drop=1.0), digits)
+    # Only float: per-channel weights would fix the planted outlier channel first (the fixes' own tests show it).
+    result = quantize_model(_cfg(hard, out, max_accuracy_drop=1.0, fixes=(QuantFix.FLOAT,)), digits)
     first, last = result.attempts[0], result.attempts[-1]
     assert not first.within_budget and first.drop_pp > 1.0
     assert last.within_budget and result.drop_pp <= 1.0 and out.is_file()

@@ -60,6 +60,15 @@ class CalibrationMethod(str, Enum):
     PERCENTILE = "percentile"
 
 
+class QuantFix(str, Enum):
+    """What the accuracy-aware loop may try when a variant misses its gate, cheapest first."""
+
+    PER_CHANNEL = "per-channel"  # per-channel weight scales (depthwise convolutions first)
+    CALIBRATION = "calibration"  # another calibration method
+    WIDE_ACTIVATIONS = "16-bit"  # 16-bit activations around the blamed nodes (QDQ overrides)
+    FLOAT = "float"  # the blamed nodes kept in float
+
+
 class ExportFormat(str, Enum):
     """What ``cnnkit export`` writes: ONNX (tf2onnx) or a .tflite for LiteRT (TFLite converter)."""
 

@@ -27,7 +27,9 @@ def quantize_command(
     labels: Path = labels_option,
     skip_bad_images: bool = skip_bad_images_option,
     max_accuracy_drop: float = typer.Option(0.1, "--max-accuracy-drop", help="Accuracy budget in percentage points on the test split."),
-    max_attempts: int = typer.Option(8, "--max-attempts", help="Rebuilds with the worst nodes kept in float."),
+    max_attempts: int = typer.Option(8, "--max-attempts", help="Rebuilds, each trying the next fix: per-channel weights, another calibration, 16-bit activations, worst nodes in float."),
+    explain: bool = typer.Option(False, "--explain", help="Per blamed node: weight SQNR per tensor and per channel, activation SQNR, and the fix applied or suggested."),
+    max_time: float = typer.Option(300.0, "--max-time", help="Seconds the loop (or --auto) may take; then the best so far, or a refusal saying where it stopped."),
     eval_samples: int = typer.Option(None, "--eval-samples", help="Evaluate on N test images (the first N; of an image folder, N spread over its classes; default: all)."),
     auto: bool = typer.Option(False, "--auto", help="Build, evaluate and benchmark every candidate; save the fastest within budget."),
     batch_size: int = typer.Option(64, "--batch-size", help="With --auto: the large batch size to choose by (batch 1 is measured too)."),
@@ -55,17 +57,23 @@ def quantize_command(
     if check_engine(engine) == "ray" and auto:
         raise CnnkitError("--engine ray checks the accuracy of one quantize run, not --auto's candidates",
                           hint="drop --auto, or --engine ray")
+    if explain and auto:
+        raise CnnkitError("--explain explains the nodes of one quantize run, not --auto's candidates",
+                          hint="drop --auto and give the --mode to explain, or drop --explain")
     config = QuantizeConfig(
         model=model, output=output, mode=mode, format=format, activation_type=activation_type,
         calibration_method=calibration_method, per_channel=per_channel, calibration_samples=calibration_samples,
         dataset=dataset, data_dir=data_dir, max_accuracy_drop=max_accuracy_drop, max_attempts=max_attempts,
         eval_samples=eval_samples, session=SessionConfig(provider=provider), force=force, preprocess=preprocessing,
         skip_bad_images=skip_bad_images, labels_file=labels, keep_failed=keep_failed, engine=engine, address=address,
+        max_time_s=max_time, explain=explain,
     )
 
     def say(message: str) -> None:
         if message.startswith("note: "):  # a data switch, for instance: it must be seen
             err_console.print(f"[yellow]note:[/] {message[6:]}")
+        elif message.startswith("explain: "):  # asked for: said plainly, even when the gate then refuses
+            err_console.print(message[9:], highlight=False)
         else:
             err_console.print(f"[dim]{message}[/]")
 
@@ -119,8 +127,22 @@ def render_quantize(r) -> None:  # noqa: ANN001 (QuantizeResult)
                       f"edge-case inputs (outside the calibration images: they clip)")
     if p.get("reference_top1_stability") is not None:
         console.print(f"FP32's own top-1 stability (pixels moved by up to ½ grey level): {p['reference_top1_stability']:.4f}")
+    if len(r.attempts) > 1:
+        console.print("steps (each on the held-out images, the same gate):")
+        for i, a in enumerate(r.attempts, 1):
+            effect = ("" if a.drop_pp is None else f"drop {a.drop_pp:+.2f} pp, agreement {100 * a.top1_agreement:.2f} %, "
+                      f"{len(a.excluded_nodes)} in float")
+            if a.infer_ms_per_image is not None:
+                effect += f", {a.infer_ms_per_image:.3f} ms/image"
+            console.print(f"  {i}. {a.step or 'build'}: {effect}" + ("" if a.kept else " [dim](undone: no closer)[/]"))
+    if r.recipe.get("per_channel_weights"):
+        console.print(f"per-channel weights: {', '.join(r.recipe['per_channel_weights'])}")
+    if r.recipe.get("activations_16bit"):
+        console.print(f"16-bit activations: {', '.join(r.recipe['activations_16bit'])}")
     if r.excluded_nodes:
         console.print(f"kept in float to meet the budget: {', '.join(r.excluded_nodes)}")
+    if r.stopped:
+        err_console.print(f"[yellow]note:[/] {r.stopped}")
     if r.speed:
         console.print("speed vs FP32 (p50, measured): " + ", ".join(
             f"batch {b}: {r.speed['variant_p50_ms'][b]:.3f} vs {r.speed['fp32_p50_ms'][b]:.3f} ms" for b in r.speed["ratio"]))

@@ -126,18 +126,22 @@ class _Tally:
 
 def tally_source(runner: Runner, source: ImageSource, record: Any, skipped: SkippedImages | None = None,
                  batch_size: int = 256, transform: Callable[[np.ndarray], np.ndarray] | None = None
-                 ) -> tuple[ScoreTally, np.ndarray]:
-    """One model's scores over every image of ``source``, streamed in batches of ``batch_size`` (default 256), and
-    the images' labels (-1: unlabelled; empty when every image was skipped). ``transform`` moves the decoded pixels
-    before the record normalises them (None: as decoded). NaN/Inf are counted in the tally, not judged here."""
-    scores, labels = ScoreTally(), []
+                 ) -> tuple[ScoreTally, np.ndarray, float]:
+    """One model's scores over every image of ``source``, streamed in batches of ``batch_size`` (default 256), the
+    images' labels (-1: unlabelled; empty when every image was skipped) and the seconds spent in inference alone.
+    ``transform`` moves the decoded pixels before the record normalises them (None: as decoded). NaN/Inf are
+    counted in the tally, not judged here."""
+    scores, labels, seconds = ScoreTally(), [], 0.0
     for pixels, y in source.batches(record, batch_size, skipped):
         if transform is not None:
             pixels = transform(pixels)
-        out = runner.infer({runner.input_name: record.normalize(pixels)})
+        feed = {runner.input_name: record.normalize(pixels)}
+        started = time.perf_counter()
+        out = runner.infer(feed)
+        seconds += time.perf_counter() - started
         scores.add(next(iter(out.values())).reshape(len(pixels), -1))
         labels.append(y)
-    return scores, np.concatenate(labels) if labels else np.empty(0, np.int64)
+    return scores, np.concatenate(labels) if labels else np.empty(0, np.int64), seconds
 
 
 def evaluate_models(config: EvalConfig, dataset: Dataset | ImageSource | None = None,

@@ -5,10 +5,11 @@ from __future__ import annotations
 
 import dataclasses
 import tempfile
+import time
 from collections.abc import Callable
 from pathlib import Path
 
-from cnnkit.choices import ActivationType, CalibrationMethod, QuantFormat, QuantMode
+from cnnkit.choices import ActivationType, CalibrationMethod, QuantFix, QuantFormat, QuantMode
 from cnnkit.data.datasets import Dataset
 from cnnkit.errors import CnnkitError
 from cnnkit.evaluate.accuracy import accuracy_change_pp
@@ -48,13 +49,15 @@ def auto_candidates(base: QuantizeConfig, device: str, isa: list[str]) -> list[t
 
 def auto_quantize(base: QuantizeConfig, batch_sizes: tuple[int, int] = (1, 64), min_time_s: float = 0.5,
                   progress: Callable[[str], None] | None = None, dataset: Dataset | QuantData | None = None) -> AutoResult:
-    """Build every candidate, evaluate and benchmark it with the FP32 model, save the fastest within budget."""
+    """Build every candidate, evaluate and benchmark it with the FP32 model, save the fastest within budget. The
+    candidates share ``base.max_time_s``; one not started by then is listed as not tried."""
     import shutil
 
     from cnnkit.bench.benchmark import BenchConfig, run_benchmark
     from cnnkit.envinfo import cpu_info
     from cnnkit.runtimes.registry import DEFAULT_RUNTIME, create_runner
 
+    started = time.perf_counter()
     out = Path(base.output)
     check_not_input(out, base.model)
     check_writable(out, base.force)
@@ -76,10 +79,18 @@ def auto_quantize(base: QuantizeConfig, batch_sizes: tuple[int, int] = (1, 64), 
     with tempfile.TemporaryDirectory(prefix="cnnkit-auto-") as tmp:
         work = Path(tmp)
         built: list[tuple[str, QuantizeConfig, QuantizeResult | None, str | None]] = []
-        for name, cfg in auto_candidates(base, ran.device, cpu_info()["isa"]):
-            say(f"candidate {name}")
+        candidates = auto_candidates(base, ran.device, cpu_info()["isa"])
+        for i, (name, cfg) in enumerate(candidates):
+            left = base.max_time_s - (time.perf_counter() - started)
+            say(f"candidate {name} [{base.max_time_s - left:.0f} s of {base.max_time_s:g} s]")
+            # Each candidate is its named settings: only nodes kept in float may rescue it (its own fixes would
+            # turn it into another candidate). The time left is shared among the candidates still to build.
             cfg = dataclasses.replace(cfg, output=work / f"{name}.onnx", force=True, max_attempts=min(base.max_attempts, 3),
-                                      measure_speed=False, keep_failed=False)
+                                      measure_speed=False, keep_failed=False, fixes=(QuantFix.FLOAT,), explain=False,
+                                      max_time_s=max(left / (len(candidates) - i), 1e-3))
+            if left <= 0:
+                built.append((name, cfg, None, f"not tried: the {base.max_time_s:g} s time budget (--max-time) was spent"))
+                continue
             try:
                 built.append((name, cfg, quantize_model(cfg, data), None))
             except CnnkitError as exc:

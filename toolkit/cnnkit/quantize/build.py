@@ -55,15 +55,23 @@ def quiet() -> Iterator[None]:
 
 
 def build_variant(source: Path, out: Path, config: QuantizeConfig, calib: np.ndarray | None, input_name: str,
-                  excluded: list[str]) -> None:
-    """Write one variant of ``source`` (already pre-processed for INT8) to ``out``."""
+                  excluded: list[str], per_channel_weights: tuple[str, ...] = (),
+                  activations_16bit: tuple[str, ...] = ()) -> None:
+    """Write one variant of ``source`` (already pre-processed for INT8) to ``out``. Static QDQ only:
+    ``per_channel_weights`` are quantized per output channel and ``activations_16bit`` at 16 bits, through the
+    quantizer's tensor overrides (the rest as ``config`` says)."""
     with quiet():
-        _build_variant(source, out, config, calib, input_name, excluded)
+        _build_variant(source, out, config, calib, input_name, excluded, per_channel_weights, activations_16bit)
 
 
 def _build_variant(source: Path, out: Path, config: QuantizeConfig, calib: np.ndarray | None, input_name: str,
-                   excluded: list[str]) -> None:
+                   excluded: list[str], per_channel_weights: tuple[str, ...], activations_16bit: tuple[str, ...]) -> None:
     import onnx
+
+    if (per_channel_weights or activations_16bit) and (config.mode is not QuantMode.STATIC
+                                                      or config.format is not QuantFormat.QDQ):
+        raise QuantizeError(f"{config.model}: per-tensor overrides (per-channel weights, 16-bit activations) need "
+                            f"static QDQ, not {config.mode.value} {config.format.value}")
 
     if config.mode is QuantMode.FP16:
         from onnxruntime.transformers.float16 import convert_float_to_float16
@@ -79,6 +87,9 @@ def _build_variant(source: Path, out: Path, config: QuantizeConfig, calib: np.nd
                                nodes_to_exclude=list(excluded))
             return
         assert calib is not None
+        wide = q.QuantType.QUInt16 if config.activation_type is ActivationType.UINT8 else q.QuantType.QInt16
+        overrides: dict[str, list[dict[str, Any]]] = {w: [{"axis": 0}] for w in per_channel_weights}  # OIHW: O
+        overrides |= {t: [{"quant_type": wide}] for t in activations_16bit}
         q.quantize_static(
             str(source), str(out), CalibrationReader(input_name, calib, model_batch(source)),
             quant_format=q.QuantFormat.QDQ if config.format is QuantFormat.QDQ else q.QuantFormat.QOperator,
@@ -88,6 +99,7 @@ def _build_variant(source: Path, out: Path, config: QuantizeConfig, calib: np.nd
                               CalibrationMethod.ENTROPY: q.CalibrationMethod.Entropy,
                               CalibrationMethod.PERCENTILE: q.CalibrationMethod.Percentile}[config.calibration_method],
             nodes_to_exclude=list(excluded),
+            extra_options={"TensorQuantOverrides": overrides} if overrides else None,
         )
     except Exception as exc:  # noqa: BLE001 (the quantizer raises many kinds)
         raise QuantizeError(f"{config.model}: onnxruntime's quantizer failed: {type(exc).__name__}: "

@@ -3,11 +3,18 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from cnnkit.choices import ActivationType, CalibrationMethod, QuantFormat, QuantMode
+from cnnkit.choices import (
+    ActivationType,
+    CalibrationMethod,
+    QuantFix,
+    QuantFormat,
+    QuantMode,
+)
 from cnnkit.data.preprocess import PreprocessChoice
 from cnnkit.errors import CnnkitError
 from cnnkit.evaluate.accuracy import accuracy_change_pp
@@ -24,7 +31,8 @@ class QuantizeError(CnnkitError):
 @dataclass(frozen=True)
 class QuantizeConfig:
     """Defaults: static QDQ, uint8 activations, int8 weights, min-max calibration on 256 training images,
-    per-tensor weights, accuracy budget 0.1 points on the whole test split, up to 8 rebuilds."""
+    per-tensor weights, accuracy budget 0.1 points on the whole test split, up to 8 rebuilds trying every fix
+    (cheapest first), within 5 minutes."""
 
     model: Path
     output: Path
@@ -49,6 +57,9 @@ class QuantizeConfig:
     keep_failed: bool = False  # write a variant that fails its gate anyway, marked failed in its metadata
     engine: str = "local"  # ray: the accuracy checks run as a distributed eval (image folders)
     address: str | None = None  # the Ray cluster (engine ray); None: $RAY_ADDRESS, else a local one
+    fixes: tuple[QuantFix, ...] = tuple(QuantFix)  # what a rebuild may try, always in QuantFix's order
+    max_time_s: float = 300.0  # no step starts that would end past it; then the best so far, or a refusal
+    explain: bool = False  # per blamed node: weight SQNR per tensor and per channel, activation SQNR, the fix
 
     def __post_init__(self) -> None:
         require_finite("--max-accuracy-drop", self.max_accuracy_drop)
@@ -57,6 +68,9 @@ class QuantizeConfig:
                               hint="static INT8 needs images to measure value ranges on, e.g. --calibration-samples 256 (the default)")
         if self.max_attempts < 0:
             raise CnnkitError(f"--max-attempts must be >= 0, got {self.max_attempts}", hint="e.g. --max-attempts 8 (the default); 0: no rebuilds")
+        if not (math.isfinite(self.max_time_s) and self.max_time_s > 0):
+            raise CnnkitError(f"--max-time must be a positive number of seconds, got {self.max_time_s}",
+                              hint="e.g. --max-time 300 (the default, 5 minutes)")
         if self.eval_samples is not None and self.eval_samples <= 0:
             raise CnnkitError(f"--eval-samples must be positive, got {self.eval_samples}", hint="e.g. --eval-samples 1000; leave it out to use every test image")
 
@@ -75,12 +89,35 @@ class QuantizeConfig:
 
 
 @dataclass(frozen=True)
+class Recipe:
+    """How one variant is built, beyond its config: the fixes the loop applied."""
+
+    per_channel: bool
+    calibration_method: CalibrationMethod
+    per_channel_weights: tuple[str, ...] = ()  # weights quantized per channel by override (per_channel False)
+    activations_16bit: tuple[str, ...] = ()  # activation tensors kept at 16 bits (QDQ overrides)
+    excluded_nodes: tuple[str, ...] = ()  # nodes kept in float
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"per_channel": self.per_channel, "calibration_method": self.calibration_method.value,
+                "per_channel_weights": list(self.per_channel_weights),
+                "activations_16bit": list(self.activations_16bit), "excluded_nodes": list(self.excluded_nodes)}
+
+
+@dataclass(frozen=True)
 class Attempt:
+    """One build and its check: what it tried and its effect."""
+
     excluded_nodes: tuple[str, ...]
     accuracy: float | None  # None: no images to check it on
     drop_pp: float | None
     within_budget: bool
     top1_agreement: float | None = None  # with FP32 on the same images (None: not checked)
+    step: str = ""  # what this build tried, e.g. "per-channel weights for 2 depthwise convolution(s)"
+    kept: bool = True  # False: the fix did not bring the variant closer to its gate, and was undone
+    recipe: dict[str, Any] = field(default_factory=dict)  # Recipe.to_dict() of this build
+    seconds: float | None = None  # building and checking it
+    infer_ms_per_image: float | None = None  # its inference time over the accuracy images (batches of 256)
 
 
 @dataclass(frozen=True)
@@ -105,6 +142,9 @@ class QuantizeResult:
     speed: dict[str, Any] = field(default_factory=dict)  # p50 ms of FP32 and variant per batch size, measured
     passed: bool = True  # False only with keep_failed: the variant was written although it failed its gate
     failures: tuple[str, ...] = ()
+    recipe: dict[str, Any] = field(default_factory=dict)  # the final Recipe.to_dict(), also in the metadata
+    stopped: str | None = None  # where the time budget (max_time_s) stopped the loop; None: it did not
+    explanation: tuple[dict[str, Any], ...] = ()  # with explain: NodeExplanation.to_dict() per blamed node
 
     @property
     def accuracy_change_pp(self) -> float | None:
