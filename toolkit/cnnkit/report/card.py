@@ -132,8 +132,9 @@ def build_card(paths: list[Path], title: str | None = None) -> Card:
                              "command": f"cnnkit eval {' '.join(m.model for m in ev.models)} --dataset "
                                         f"{ev.dataset.get('name')} --data-dir DIR --json eval.json",
                              "source": str(path), "dataset_samples": n})
+    evaluated = {Path(a["model"]).name for a in accuracy}
     for path, q in inputs.of("cnnkit.quantize/1"):
-        if q.accuracy is not None:
+        if q.accuracy is not None and Path(q.output).name not in evaluated:  # eval's figure, where there is one
             n = int(q.dataset.get("evaluated_samples", 0))
             low, high = wilson_interval(round(q.accuracy * n), n) if n else (None, None)
             accuracy.append({"model": q.output, "precision": q.settings.get("mode"), "runtime": "onnxruntime",
@@ -148,13 +149,17 @@ def build_card(paths: list[Path], title: str | None = None) -> Card:
         bench_results += [(path, e.result, e.device) for e in fleet.entries]  # typed BenchResults
     for path, b, node in bench_results:
         device = node or _device(b.environment)
+        batches: dict[tuple[str, str], list[int]] = {}
         for c in b.cases:
+            batches.setdefault((c.model, c.runtime), []).append(c.batch_size)
+        for c in b.cases:
+            sizes = ",".join(map(str, dict.fromkeys(batches[(c.model, c.runtime)])))
             latency.append({"model": c.model, "sha256": c.model_sha256, "runtime": c.runtime, "precision": c.precision,
                             "provider": c.provider.get("active"), "device": device, "batch_size": c.batch_size,
                             "p50_ms": c.stats.p50_ms, "p99_ms": c.stats.p99_ms, "images_per_s": c.stats.images_per_s,
                             "samples": c.stats.count,
-                            "command": f"cnnkit bench {c.model} --runtime {c.runtime} --batch-sizes {c.batch_size} "
-                                       f"--provider {c.provider.get('requested', 'cpu')} --json bench.json",
+                            "command": f"cnnkit bench {c.model} --runtime {c.runtime} --batch-sizes {sizes}"
+                                       f"{_provider_flag(c.runtime, c.provider)} --json bench.json",
                             "source": str(path)})
         for mem in b.memory:
             memory.append({"model": mem.model, "device": device, "cpu_mem_arena": mem.cpu_mem_arena,
@@ -198,8 +203,8 @@ def build_card(paths: list[Path], title: str | None = None) -> Card:
                          "model": v.model["path"], "model_sha256": v.model["sha256"], "precision": v.model["precision"],
                          "gate": v.gate_kind, "passed": v.passed, "max_abs": worst, "top1_agreement": agree,
                          "failures": list(v.failures), "bundle_sha256": v.bundle["sha256"],
-                         "command": f"cnnkit verify {v.bundle['path']} --runtime {v.runtime['label']} --provider "
-                                    f"{v.provider.get('requested', 'cpu')}{model_arg} --json verify.json",
+                         "command": f"cnnkit verify {v.bundle['path']} --runtime {v.runtime['label']}"
+                                    f"{_provider_flag(v.runtime['runtime'], v.provider)}{model_arg} --json verify.json",
                          "source": str(path)})
 
     sections = {"identity": identity, "input_contract": contract, "parity": parity, "accuracy": accuracy,
@@ -213,6 +218,14 @@ def build_card(paths: list[Path], title: str | None = None) -> Card:
     return Card(SCHEMA, datetime.now(UTC).isoformat(timespec="seconds"), title or f"Deployment card: {name}",
                 tuple(sources), tuple(identity), contract, tuple(parity), tuple(accuracy), tuple(latency),
                 tuple(memory), tuple(cold), tuple(load), tuple(quantization), tuple(verified), missing)
+
+
+def _provider_flag(runtime: str, provider: dict[str, Any]) -> str:
+    """`` --provider X`` for ONNX Runtime off the CPU (other runtimes and the CPU need none)."""
+    requested = str(provider.get("requested") or "cpu")
+    if runtime != "onnxruntime" or requested.lower() in ("cpu", "cpuexecutionprovider"):
+        return ""
+    return f" --provider {requested}"
 
 
 def _quantize_command(q: Any) -> str:
