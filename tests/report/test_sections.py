@@ -15,11 +15,11 @@ from rich.console import Console
 GOLDEN = Path(__file__).parents[1] / "golden" / "v0.1.0"
 
 
-def _terminal(section) -> str:
+def _terminal(section, width: int = 80) -> str:
     from cnnkit.cli import render
 
     buf = io.StringIO()
-    saved, render.console = render.console, Console(file=buf, width=80, highlight=False)
+    saved, render.console = render.console, Console(file=buf, width=width, highlight=False)
     try:
         render.print_section(section)
     finally:
@@ -61,3 +61,19 @@ def test_the_reproduce_command_is_never_wrapped() -> None:
     for _, command in section.commands:
         assert command in term  # whole, on one line, for copying
     assert all(f"`{command}`" in "\n".join(to_markdown(section)) for _, command in section.commands)
+
+
+def test_compare_is_one_section_for_the_terminal_and_the_report() -> None:
+    from cnnkit.report.sections import compare_section
+    from cnnkit.results.load import load_result
+
+    result = load_result(GOLDEN / "compare.json", expect="cnnkit.compare/1")
+    full, compact = compare_section(result, compact=False), compare_section(result, compact=True)
+    assert full.tables == compact.tables and len(full.tables[0].rows) == len(result.latency) > 0
+    md = "\n".join(to_markdown(full))
+    term = _terminal(compact, width=140)  # piped output's width (compare's rows do not fit 80 columns yet)
+    for row in full.tables[0].rows:  # the same cells in the report and, in one line, on the terminal
+        assert "| " + " | ".join(row) + " |" in md
+        assert any(all(cell in line for cell in row) for line in term.splitlines()), (row, term)
+    for key in result.unmatched:  # and the same notes
+        assert f"- only in one result: {key}" in md and f"only in one result: {key}" in term

@@ -29,9 +29,10 @@ def compare_command(
     force: bool = typer.Option(False, "--force", help="Overwrite an existing --json file."),
 ) -> None:
     """Per model x provider x batch: the change and a verdict that accounts for noise (bootstrap over the samples)."""
-    from rich.table import Table
-
+    from cnnkit.cli.render import print_section
+    from cnnkit.report.sections import compare_section
     from cnnkit.results.compare import CompareConfig, compare_results
+
     check_json_target(json_out, force)
     result = compare_results(CompareConfig(baseline, new, _fraction(max_latency_regression), max_accuracy_drop))
     for note in result.notes:
@@ -39,32 +40,7 @@ def compare_command(
     if json_to_stdout(json_out):  # stdout holds the JSON alone
         emit_json(json_out, result.to_dict(), force)
         raise typer.Exit(1 if result.regressed else 0)
-    table = Table(title_justify="left")
-    colour = {"regression": "red", "inconclusive": "yellow", "improvement": "green", "unchanged": "", "ok": ""}
-
-    def verdict(v: str, differs: tuple[str, ...]) -> str:
-        text = f"[{colour[v]}]{v}[/]" if colour[v] else v
-        return text + (" [yellow](differs)[/]" if differs else "")
-
-    if result.kind == "latency":
-        for col in ("model | provider | batch", "baseline p50 ms", "new p50 ms", "change", "95 % CI", "verdict"):
-            table.add_column(col, justify="left" if col.startswith("model") or col == "verdict" else "right", no_wrap=True)
-        for c in result.latency:
-            table.add_row(c.key, f"{c.baseline_p50_ms:.4g}", f"{c.new_p50_ms:.4g}", f"{100 * (c.ratio - 1):+.1f} %",
-                          f"{100 * (c.ci_low - 1):+.1f} … {100 * (c.ci_high - 1):+.1f} %", verdict(c.verdict, c.differs))
-    else:
-        for col in ("model", "baseline", "new", "drop", "verdict"):
-            table.add_column(col, justify="left" if col in ("model", "verdict") else "right")
-        for a in result.accuracy:
-            table.add_row(a.model, f"{100 * a.baseline:.2f} %", f"{100 * a.new:.2f} %", f"{a.drop_pp:+.2f} pp",
-                          verdict(a.verdict, a.differs))
-    console.print(table)
-    for row in (*result.latency, *result.accuracy):
-        if row.differs:
-            console.print(f"[yellow]differs:[/] {getattr(row, 'key', getattr(row, 'model', ''))}: {'; '.join(row.differs)}",
-                          soft_wrap=True)
-    for key in result.unmatched:
-        console.print(f"[yellow]only in one result:[/] {key}")
+    print_section(compare_section(result, compact=True))
     emit_json(json_out, result.to_dict(), force)
     verdicts = [c.verdict for c in (*result.latency, *result.accuracy)]
     counts = ", ".join(f"{verdicts.count(v)} {v}" for v in dict.fromkeys(verdicts))

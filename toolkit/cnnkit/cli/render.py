@@ -110,7 +110,8 @@ def rich_table(table: Any) -> Any:
 
 def print_section(section: Any) -> None:
     """A neutral :class:`cnnkit.report.sections.Section` on the terminal: the title in bold with the intro in
-    brackets, each table under its sub-heading and lines, then the notes ("NOISY:" and "note:" in yellow)."""
+    brackets, each table under its sub-heading and lines, then the notes (the warnings, "NOISY:", "note:",
+    compare's "differs:" and "only in one result:", in yellow)."""
     from rich.markup import escape
 
     if section.title:
@@ -125,6 +126,7 @@ def print_section(section: Any) -> None:
         console.print(rich_table(table))
     for note in section.notes:
         word, _, rest = note.partition(": ")
-        console.print(f"[yellow]{word}:[/] {escape(rest)}" if word in ("NOISY", "note") else f"  {escape(note)}")
+        warns = word in ("NOISY", "note", "differs", "only in one result")
+        console.print(f"[yellow]{word}:[/] {escape(rest)}" if warns else f"  {escape(note)}")
     for what, command in section.commands:  # whole, for copying
         console.print(f"  {escape(what)}, reproduce: {escape(command)}", soft_wrap=True)

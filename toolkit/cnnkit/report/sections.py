@@ -1,8 +1,9 @@
-"""The sections of a benchmark result, drawn once for the terminal (``cnnkit bench``) and the report alike.
+"""The sections of a benchmark result (and of a comparison of two), drawn once for the terminal (``cnnkit bench``,
+``cnnkit compare``) and the report alike.
 
-Each section is one function from the typed result (:class:`~cnnkit.bench.benchmark.BenchResult`) to a neutral
-:class:`Section` (title, tables of headers and rows, notes); two thin formatters draw it: Rich in
-:mod:`cnnkit.cli.render`, Markdown (and so HTML) here. ``compact``: the terminal's 80-column layout (short
+Each section is one function from the typed result (:class:`~cnnkit.bench.benchmark.BenchResult`,
+:class:`~cnnkit.results.compare.CompareResult`) to a neutral :class:`Section` (title, tables of headers and rows,
+notes); two thin formatters draw it: Rich in :mod:`cnnkit.cli.render`, Markdown (and so HTML) here. ``compact``: the terminal's 80-column layout (short
 headers and names, the columns that fit); otherwise every column, as ``--wide`` and the report show them.
 """
 
@@ -15,6 +16,7 @@ from typing import Any
 
 from cnnkit.bench.benchmark import BenchCase, BenchResult
 from cnnkit.bench.concurrency import ConcurrencyPoint, saturation
+from cnnkit.results.compare import CompareResult
 from cnnkit.runtimes.sessions import provider_label
 from cnnkit.stats import ADVICE, noise_reasons
 
@@ -304,6 +306,28 @@ def recommendation_section(results: Sequence[BenchResult], compact: bool) -> Sec
              "the fastest runtime x precision per batch size whose accuracy stays within the budget, where the "
              "interleaved rounds confirm its lead over the default (ONNX Runtime); otherwise the default")
     return Section("Recommended deployment", intro, tuple(tables), tuple(notes), tuple(commands))
+
+
+def compare_section(result: CompareResult, compact: bool) -> Section:
+    """``cnnkit compare``: per row the change and its verdict, "(differs)" where the two were measured differently
+    (said in a note), and the rows only one result has."""
+    def verdict(v: str, differs: tuple[str, ...]) -> str:
+        return v + (" (differs)" if differs else "")
+
+    if result.kind == "latency":
+        table = Table(("model | provider | batch", "baseline p50 ms", "new p50 ms", "change", "95 % CI", "verdict"),
+                      tuple((c.key, f"{c.baseline_p50_ms:.4g}", f"{c.new_p50_ms:.4g}", f"{100 * (c.ratio - 1):+.1f} %",
+                             f"{100 * (c.ci_low - 1):+.1f} … {100 * (c.ci_high - 1):+.1f} %", verdict(c.verdict, c.differs))
+                            for c in result.latency), align="lrrrrl")
+        differs = [(c.key, c.differs) for c in result.latency if c.differs]
+    else:
+        table = Table(("model", "baseline", "new", "drop", "verdict"),
+                      tuple((a.model, f"{100 * a.baseline:.2f} %", f"{100 * a.new:.2f} %", f"{a.drop_pp:+.2f} pp",
+                             verdict(a.verdict, a.differs)) for a in result.accuracy), align="lrrrl")
+        differs = [(a.model, a.differs) for a in result.accuracy if a.differs]
+    notes = [f"differs: {key}: {'; '.join(how)}" for key, how in differs]
+    notes += [f"only in one result: {key}" for key in result.unmatched]
+    return Section("" if compact else f"{result.kind.capitalize()} against the baseline", "", (table,), tuple(notes))
 
 
 def bench_sections(results: Sequence[BenchResult], compact: bool, report: bool = False) -> list[Section]:
