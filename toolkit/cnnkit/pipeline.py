@@ -193,7 +193,12 @@ def _run_locked(config: PipelineConfig, spec: Any, out: Path, report_dir: Path, 
     result.dataset = dataset.describe()
     data_hash = _hash(dataset.name.value, dataset.x_train, dataset.y_train, dataset.x_test, dataset.y_test)
     session = SessionConfig(provider=config.provider, allow_fallback=config.allow_fallback)
-    keras_path, onnx_path, best_path = out / "model.keras", out / "model.onnx", out / "model.best.onnx"
+    from cnnkit.keras.train import CURVES_FILE, HISTORY_FILE, MODEL_FILE
+    from cnnkit.results.load import TRAIN_RECORD_FILE
+
+    keras_path, onnx_path, best_path = out / MODEL_FILE, out / "model.onnx", out / "model.best.onnx"
+    # The results the report is made of, each written by its stage.
+    report_inputs = [out / n for n in (TRAIN_RECORD_FILE, "parity.json", "quantize.json", "eval.json", "bench.json")]
 
     def run(name: str, input_hash: str, outputs: list[Path], work: Callable[[], str]) -> None:
         input_hash = _hash(input_hash, versions)  # an upgraded stack redoes every stage
@@ -239,7 +244,7 @@ def _run_locked(config: PipelineConfig, spec: Any, out: Path, report_dir: Path, 
         return f"test accuracy {100 * r.metrics['test_accuracy']:.2f} % on {r.dataset['test_samples']:,} {r.dataset['name']} images"
 
     run("train", _hash("train", resolve_spec_path(config.spec), data_hash, config.epochs, config.seed),
-        [keras_path, out / "train.json", out / "history.csv", out / "training_curves.png"], train)
+        [keras_path, out / TRAIN_RECORD_FILE, out / HISTORY_FILE, out / CURVES_FILE], train)
 
     def export() -> str:
         from cnnkit.export.onnx import ExportConfig, export_onnx
@@ -303,12 +308,10 @@ def _run_locked(config: PipelineConfig, spec: Any, out: Path, report_dir: Path, 
     def report() -> str:
         from cnnkit.report.build import write_report
 
-        files = [out / n for n in ("train.json", "parity.json", "quantize.json", "eval.json", "bench.json")]
-        r = write_report(files, report_dir, title=f"cnnkit pipeline: {spec.name}", force=True)
+        r = write_report(report_inputs, report_dir, title=f"cnnkit pipeline: {spec.name}", force=True)
         return f"{report_dir}/: {', '.join(r['files'])}"
 
-    results = [out / n for n in ("train.json", "parity.json", "quantize.json", "eval.json", "bench.json")]
-    run("report", _hash("report", *results, str(report_dir)), [report_dir / "report.html", report_dir / "report.md"], report)
+    run("report", _hash("report", *report_inputs, str(report_dir)), [report_dir / "report.html", report_dir / "report.md"], report)
     return result
 
 
