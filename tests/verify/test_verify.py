@@ -311,3 +311,13 @@ def test_not_a_bundle_and_no_tflite_are_one_line(made: dict[str, Path], tmp_path
     one_error_line(run("verify", tmp_path / "nope.cnnkit"), "no such bundle")
     pytest.importorskip("ai_edge_litert")
     one_error_line(run("verify", made["bundle"], "--runtime", "litert"), "holds no .tflite")
+
+
+def test_verify_on_openvino_passes_and_names_what_ran(made: dict[str, Path]) -> None:
+    pytest.importorskip("openvino")
+    from cnnkit.runtimes.registry import RuntimeChoice
+
+    result = verify_bundle(VerifyConfig(bundle=made["bundle"], runtime=RuntimeChoice("openvino", "fp32")))
+    assert result.passed, result.failures
+    assert result.provider["active"] == "OpenVINO CPU" and result.provider["version"]
+    assert result.runtime["label"] == "openvino" and result.gate_kind == "same-model"
