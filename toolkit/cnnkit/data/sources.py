@@ -95,6 +95,24 @@ class ImageSource:
         return dict(self.provenance)
 
 
+def read_image_files(paths: Sequence[str | os.PathLike[str]], record: Any) -> list[np.ndarray]:
+    """Image files named one by one, each fitted by ``record`` (uint8 ``(H, W, C)``); a missing file, a folder
+    or an undecodable image is a one-line error."""
+    from cnnkit.data.folders import BadImageError, open_image
+    from cnnkit.errors import CnnkitError
+
+    fitted = []
+    for path in paths:
+        if not Path(path).is_file():
+            raise CnnkitError(f"image {path} not found" if not Path(path).exists() else f"{path} is not a file",
+                              hint="give image files (JPEG, PNG, ...)")
+        try:
+            fitted.append(record.fit_image(open_image(Path(path))))
+        except BadImageError as exc:
+            raise CnnkitError(exc.message, hint="is it a complete JPEG or PNG file?") from None
+    return fitted
+
+
 def model_class_names(metadata: dict[str, str], labels_file: str | os.PathLike[str] | None = None
                       ) -> tuple[tuple[str, ...] | None, str]:
     """The model's class names, from a labels file or its metadata (``class_names``), and where they came from."""

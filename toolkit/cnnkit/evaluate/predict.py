@@ -12,9 +12,8 @@ from typing import Any
 
 import numpy as np
 
-from cnnkit.data.folders import BadImageError, open_image
 from cnnkit.data.preprocess import PreprocessChoice, record_for_model
-from cnnkit.data.sources import model_class_names
+from cnnkit.data.sources import model_class_names, read_image_files
 from cnnkit.errors import CnnkitError, DatasetError
 from cnnkit.finite import NonFiniteError, nonfinite
 from cnnkit.graph import metadata as meta
@@ -132,15 +131,7 @@ def predict_images(config: PredictConfig) -> PredictResult:
     info = describe_onnx(config.model)
     record, note = record_for_model(info, config.preprocess)
     names, names_from = model_class_names(info.metadata, config.labels_file)
-    pixels = []
-    for path in config.images:
-        if not Path(path).is_file():
-            raise CnnkitError(f"image {path} not found" if not Path(path).exists() else f"{path} is not a file",
-                              hint="give image files (JPEG, PNG, ...)")
-        try:
-            pixels.append(record.fit_image(open_image(Path(path))))
-        except BadImageError as exc:
-            raise CnnkitError(exc.message, hint="is it a complete JPEG or PNG file?") from None
+    pixels = read_image_files(config.images, record)
     runner = create_runner(DEFAULT_RUNTIME, config.model, config.session)
     reference = dataset_reference(meta.dataset(info.metadata), record)
     predictions = []

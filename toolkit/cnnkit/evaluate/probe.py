@@ -136,19 +136,10 @@ def _suggest(scores: list[PresetScore], labelled: bool, own: PreprocessRecord | 
 def _probe_images(model: Any, info: Any, record: PreprocessRecord, images: Sequence[Any], data_dir: Any, samples: int,
                   labels_file: Any) -> tuple[np.ndarray, np.ndarray, str]:
     """uint8 pixels fitted to the model, labels (-1: none) and where they came from."""
-    from cnnkit.data.folders import BadImageError, open_image
-    from cnnkit.data.sources import model_class_names, open_images
+    from cnnkit.data.sources import model_class_names, open_images, read_image_files
 
     if images:
-        fitted = []
-        for path in images:
-            if not Path(path).is_file():
-                raise CnnkitError(f"image {path} not found" if not Path(path).exists() else f"{path} is not a file",
-                                  hint="give image files (JPEG, PNG, ...)")
-            try:
-                fitted.append(record.fit_image(open_image(Path(path))))
-            except BadImageError as exc:
-                raise CnnkitError(exc.message, hint="is it a complete JPEG or PNG file?") from None
+        fitted = read_image_files(images, record)
         return np.stack(fitted), np.full(len(fitted), -1, np.int64), f"{len(fitted)} image file(s)"
     if data_dir is None:
         raise CnnkitError("--probe-preprocess needs images to try the presets on",
