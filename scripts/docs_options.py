@@ -53,7 +53,9 @@ def _cell(text: str) -> str:
 
 def _option_row(command: str, option: TyperOption) -> str:
     annotation = option.type_descriptor.annotation
-    if isinstance(annotation, type) and issubclass(annotation, enum.Enum):
+    if option.metavar:  # the option names its own
+        metavar = option.metavar
+    elif isinstance(annotation, type) and issubclass(annotation, enum.Enum):
         metavar = "|".join(str(member.value).lower() for member in annotation)
     elif option.is_flag:
         metavar = ""

@@ -315,3 +315,27 @@ def write_brightness_folder(root: Path, n: int = 40, hw: int = 16) -> Path:
         pixels = np.clip(rng.normal(190 if label else 60, 25, (hw, hw)), 0, 255).astype(np.uint8)
         Image.fromarray(pixels, "L").save(folder / f"{i:03d}.png")
     return root
+
+
+def float_ops_between_convs(path: Path, channels: int = 16, hw: int = 32) -> Path:
+    """NCHW float32 input -> Conv -> Sin -> Conv -> Erf -> Conv -> GlobalAveragePool -> Flatten: Sin and Erf have no
+    integer kernel, so an INT8 variant converts back to float around each of them (slower than FP32 by design)."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(0)
+    inits = [numpy_helper.from_array(rng.normal(0, 0.3, (channels, 3, 3, 3)).astype(np.float32), "w1"),
+             numpy_helper.from_array(rng.normal(0, 0.1, (channels, channels, 3, 3)).astype(np.float32), "w2"),
+             numpy_helper.from_array(rng.normal(0, 0.1, (channels, channels, 3, 3)).astype(np.float32), "w3")]
+    conv = {"kernel_shape": [3, 3], "pads": [1, 1, 1, 1]}
+    nodes = [helper.make_node("Conv", ["x", "w1"], ["c1"], name="conv1", **conv),
+             helper.make_node("Sin", ["c1"], ["s1"], name="sin1"),
+             helper.make_node("Conv", ["s1", "w2"], ["c2"], name="conv2", **conv),
+             helper.make_node("Erf", ["c2"], ["s2"], name="erf2"),
+             helper.make_node("Conv", ["s2", "w3"], ["c3"], name="conv3", **conv),
+             helper.make_node("GlobalAveragePool", ["c3"], ["pooled"], name="pool"),
+             helper.make_node("Flatten", ["pooled"], ["y"], name="flatten")]
+    graph = helper.make_graph(nodes, "float_ops", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 3, hw, hw])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", channels])], inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=9, producer_name="onnx.helper")
+    path.write_bytes(model.SerializeToString())
+    return path

@@ -52,3 +52,22 @@ def test_quantize_bad_options(exported_model: Path, tmp_path: Path, args, fragme
 
 def test_quantize_missing_model(tmp_path: Path) -> None:
     assert_user_error(run("quantize", tmp_path / "none.onnx", "-o", tmp_path / "q.onnx", "--dataset", "digits"), "not found")
+
+
+def test_quantize_says_how_the_int8_graph_runs_and_why_it_is_slower(tmp_path: Path) -> None:
+    from tests.imaging import write_digit_folder
+    from tests.onnx_graphs import float_ops_between_convs
+
+    model = float_ops_between_convs(tmp_path / "sin.onnx")
+    write_digit_folder(tmp_path / "rgb", n=40, size=32, rgb=True, labelled=False)
+    out, report = tmp_path / "q.onnx", tmp_path / "q.json"
+    result = run("quantize", model, "-o", out, "--data-dir", tmp_path / "rgb", "--preprocess", "unit",
+                 "--calibration-samples", "20", "--max-accuracy-drop", "100", "--json", report)
+    assert result.exit_code == 0, result.output
+    slowdown = json.loads(report.read_text())["slowdown"]
+    assert slowdown["variant"]["float_ops"] == {"Sin": 1, "Erf": 1} and slowdown["variant"]["boundary"] == 2
+    assert slowdown["variant_us_by_type"] and slowdown["fp32_us_by_type"] and slowdown["profile_batch"] == 1
+    text = " ".join(result.output.split())
+    assert f"as ONNX Runtime runs it: {slowdown['variant']['nodes']} nodes" in text
+    if json.loads(report.read_text())["speed_warning"]:  # slower here: it says why, naming the float ops
+        assert "why: 2 node(s) have no integer kernel" in text and "Sin x1" in text and "what would help:" in text

@@ -28,6 +28,7 @@ def quantize_command(
     skip_bad_images: bool = skip_bad_images_option,
     max_accuracy_drop: float = typer.Option(0.1, "--max-accuracy-drop", help="Accuracy budget in percentage points on the test split."),
     max_attempts: int = typer.Option(8, "--max-attempts", help="Rebuilds, each trying the next fix: per-channel weights, another calibration, 16-bit activations, worst nodes in float."),
+    exclude_node: list[str] = typer.Option(None, "--exclude-node", metavar="NAME", help="A node to keep in float from the start (repeat the option for more)."),
     explain: bool = typer.Option(False, "--explain", help="Per blamed node: weight SQNR per tensor and per channel, activation SQNR, and the fix applied or suggested."),
     max_time: float = typer.Option(300.0, "--max-time", help="Seconds the loop (or --auto) may take; then the best so far, or a refusal saying where it stopped."),
     eval_samples: int = typer.Option(None, "--eval-samples", help="Evaluate on N test images (the first N; of an image folder, N spread over its classes; default: all)."),
@@ -66,7 +67,7 @@ def quantize_command(
         dataset=dataset, data_dir=data_dir, max_accuracy_drop=max_accuracy_drop, max_attempts=max_attempts,
         eval_samples=eval_samples, session=SessionConfig(provider=provider), force=force, preprocess=preprocessing,
         skip_bad_images=skip_bad_images, labels_file=labels, keep_failed=keep_failed, engine=engine, address=address,
-        max_time_s=max_time, explain=explain,
+        max_time_s=max_time, explain=explain, exclude_nodes=tuple(exclude_node or ()),
     )
 
     def say(message: str) -> None:
@@ -148,6 +149,18 @@ def render_quantize(r) -> None:  # noqa: ANN001 (QuantizeResult)
             f"batch {b}: {r.speed['variant_p50_ms'][b]:.3f} vs {r.speed['fp32_p50_ms'][b]:.3f} ms" for b in r.speed["ratio"]))
     if r.speed_warning:
         err_console.print(f"[yellow]warning:[/] {r.speed_warning}")
+    s = r.slowdown
+    if s:
+        v = s["variant"]
+        console.print(f"as ONNX Runtime runs it: {v['nodes']} nodes (written: {s['variant_nodes']}; FP32 runs "
+                      f"{s['fp32_nodes']}), {v['integer_kernels']} integer kernels, {v['quantize']} Quantize and "
+                      f"{v['dequantize']} DequantizeLinear ({v['boundary']} at the float interface); CPU integer "
+                      f"instructions: {s['cpu_integer'] or 'n/a'}")
+        if r.speed_warning:
+            for cause in s["causes"]:
+                err_console.print(f"  why: {cause}")
+            for help_ in s["helps"]:
+                err_console.print(f"  what would help: {help_}")
 
 
 def render_auto(r) -> None:  # noqa: ANN001 (AutoResult)

@@ -28,6 +28,9 @@ from cnnkit.quantize.loop import quantize_model
 from cnnkit.quantize.speed import speed_batches
 
 
+# static-qdq-u8s8-minmax with the Conv/MatMul/Gemm around its float-only ops kept in float (tried where it has any)
+ISLANDS = "static-qdq-float-islands"
+
 def auto_candidates(base: QuantizeConfig, device: str, isa: list[str]) -> list[tuple[str, QuantizeConfig]]:
     """The variants worth trying: dynamic, static QDQ/QOperator with sensible types and calibrations, FP16
     (``device``: where the FP32 model runs, a :attr:`cnnkit.runtimes.base.RunnerInfo.device`)."""
@@ -95,6 +98,13 @@ def auto_quantize(base: QuantizeConfig, batch_sizes: tuple[int, int] = (1, 64), 
                 built.append((name, cfg, quantize_model(cfg, data), None))
             except CnnkitError as exc:
                 built.append((name, cfg, None, exc.one_line()))
+                continue
+            if name == "static-qdq-u8s8-minmax":
+                island = _float_island_candidate(base, cfg, work)
+                if island is not None:
+                    say(f"note: {name} runs {island[2]} in float between Q/DQ nodes: trying "
+                        f"{', '.join(island[1].exclude_nodes)} in float around them too")
+                    candidates.append(island[:2])
         models = [Path(base.model)] + [Path(cfg.output) for _, cfg, res, _ in built if res is not None]
         say(f"benchmarking {len(models)} models at batch sizes {batch_sizes}")
         bench = run_benchmark(BenchConfig(models=tuple(models), batch_sizes=batch_sizes, session=base.session,
@@ -142,7 +152,9 @@ def auto_quantize(base: QuantizeConfig, batch_sizes: tuple[int, int] = (1, 64), 
                        f"{confirmed[c.name].low:.2f}-{confirmed[c.name].high:.2f} includes 1)")
             else:
                 why = f"slower than {winner.name} at batch {objective} ({c.latency_ms[objective]:.3f} vs {winner.latency_ms[objective]:.3f} ms)"
-            if c.excluded_nodes:
+            if c.name == ISLANDS:
+                why += f"; {len(c.excluded_nodes)} node(s) kept in float around ops with no integer kernel"
+            elif c.excluded_nodes:
                 why += f"; {len(c.excluded_nodes)} node(s) kept in float to meet the budget"
             final.append(dataclasses.replace(c, verdict=why))
         if winner.name == "fp32":
@@ -159,3 +171,21 @@ def auto_quantize(base: QuantizeConfig, batch_sizes: tuple[int, int] = (1, 64), 
                 shutil.copyfile(work / f"{winner.name}.onnx", tmp_out)
     return AutoResult(AUTO_SCHEMA, str(base.model), str(out), winner.name, objective, base.max_accuracy_drop,
                       ran.provider_record(), tuple(final), summary, bench.environment, data.provenance | {"metric": data.metric})
+
+
+def _float_island_candidate(base: QuantizeConfig, built: QuantizeConfig, work: Path
+                            ) -> tuple[str, QuantizeConfig, str] | None:
+    """Where the built QDQ variant runs ops with no integer kernel in float between Q/DQ nodes (read from the graph
+    ONNX Runtime runs), the same settings with their quantizable neighbours kept in float, so the graph converts
+    once around them: (name, config, the ops in words); None where there are none."""
+    from cnnkit.quantize.slowdown import count_graph, float_island, optimized_graph
+
+    counts = count_graph(optimized_graph(Path(built.output), base.session, work / "island-probe.optimized.onnx"))
+    if not counts.float_ops:
+        return None
+    neighbours = float_island(Path(base.model), counts.float_nodes)
+    if not neighbours:
+        return None
+    ops = ", ".join(f"{t} x{k}" for t, k in counts.float_ops.items())
+    cfg = dataclasses.replace(built, exclude_nodes=tuple(dict.fromkeys((*built.exclude_nodes, *neighbours))))
+    return ISLANDS, cfg, ops

@@ -145,6 +145,7 @@ class QuantizeResult:
     recipe: dict[str, Any] = field(default_factory=dict)  # the final Recipe.to_dict(), also in the metadata
     stopped: str | None = None  # where the time budget (max_time_s) stopped the loop; None: it did not
     explanation: tuple[dict[str, Any], ...] = ()  # with explain: NodeExplanation.to_dict() per blamed node
+    slowdown: dict[str, Any] = field(default_factory=dict)  # INT8, timed: SlowdownExplanation.to_dict()
 
     @property
     def accuracy_change_pp(self) -> float | None:

@@ -397,6 +397,17 @@ def quantize_model(config: QuantizeConfig, dataset: Dataset | QuantData | None =
             say(f"note: the variant is not timed against FP32: the {config.max_time_s:g} s time budget is spent")
         elif config.measure_speed:
             speed = measure_speed(Path(config.model), candidate, config.session, timed_batches)
+        slowdown: dict = {}
+        if config.measure_speed and config.mode is not QuantMode.FP16 and not clock.over():
+            from cnnkit.envinfo import cpu_info
+            from cnnkit.quantize.slowdown import explain_slowdown
+
+            say("reading the graph ONNX Runtime runs, and profiling FP32 and the variant per op type")
+            batch = timed_batches[0]
+            feed = (info.input_name, calib[:batch]) if calib is not None and len(calib) >= batch else None
+            slowdown = explain_slowdown(Path(config.model), candidate, config.session, work, cpu_info()["isa"], feed,
+                                        format_qdq=config.mode is QuantMode.STATIC and config.format is QuantFormat.QDQ
+                                        ).to_dict()
         # The settings it was built with: the config's, with the fixes the loop applied.
         settings = dataclasses.replace(config, per_channel=best.recipe.per_channel,
                                        calibration_method=best.recipe.calibration_method).settings()
@@ -436,5 +447,6 @@ def quantize_model(config: QuantizeConfig, dataset: Dataset | QuantData | None =
         recipe=best.recipe.to_dict(),
         stopped=stopped,
         explanation=explanation,
+        slowdown=slowdown,
     )
 

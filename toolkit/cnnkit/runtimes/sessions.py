@@ -241,11 +241,13 @@ def _load_failure_reason(log: str, provider: str) -> str:
 
 
 def create_session(model: str | os.PathLike[str] | bytes, config: SessionConfig | None = None,
-                   profile_prefix: str | None = None) -> tuple[Any, SessionInfo]:
+                   profile_prefix: str | None = None,
+                   optimized_model_path: str | os.PathLike[str] | None = None) -> tuple[Any, SessionInfo]:
     """Build an ``InferenceSession`` on ``config.provider`` and check that provider really runs it.
 
     ``profile_prefix``: turn on ONNX Runtime's profiler, writing to files that start with it (see
-    :mod:`cnnkit.bench.profile`; ``session.end_profiling()`` returns the file).
+    :mod:`cnnkit.bench.profile`; ``session.end_profiling()`` returns the file). ``optimized_model_path``: ONNX
+    Runtime writes the graph it actually runs there, after its optimisations and fusions.
 
     Raises :class:`ProviderError` when it does not (unless ``allow_fallback``), :class:`ModelFileError`
     for a missing or corrupt model.
@@ -269,6 +271,8 @@ def create_session(model: str | os.PathLike[str] | bytes, config: SessionConfig 
     if profile_prefix is not None:
         so.enable_profiling = True
         so.profile_file_prefix = profile_prefix
+    if optimized_model_path is not None:
+        so.optimized_model_filepath = str(optimized_model_path)
     why_not: str | None = None
     if provider not in ort.get_available_providers():  # a plugin provider (onnxruntime-ep-*): by device
         why_not = _add_plugin_device(so, provider, dict(config.provider_options))
