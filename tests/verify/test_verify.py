@@ -321,3 +321,20 @@ def test_verify_on_openvino_passes_and_names_what_ran(made: dict[str, Path]) -> 
     assert result.passed, result.failures
     assert result.provider["active"] == "OpenVINO CPU" and result.provider["version"]
     assert result.runtime["label"] == "openvino" and result.gate_kind == "same-model"
+
+
+def test_a_member_twice_is_refused(made: dict[str, Path], tmp_path: Path) -> None:
+    bad = _rezip(made["bundle"], tmp_path / "twice.cnnkit", lambda name, data: (name, data))
+    with zipfile.ZipFile(bad, "a") as zf, pytest.warns(UserWarning, match="Duplicate name"):
+        zf.writestr("model.onnx", b"another model")
+    one_error_line(run("verify", bad), "model.onnx more than once")
+
+
+def test_a_bundle_without_a_dataset_holds_the_synthetic_inputs_only(made: dict[str, Path], tmp_path: Path) -> None:
+    out = tmp_path / "synthetic.cnnkit"
+    r = run("bundle", made["model"], "--dataset", "none", "-o", out)
+    assert r.exit_code == 0, r.output
+    with open_bundle(out) as b:
+        assert b.manifest.inputs["counts"] == {"random": 16, "zeros": 2, "full-255": 2, "noise": 8}
+        assert b.manifest.inputs["labelled"] == 0
+    assert verify_bundle(VerifyConfig(bundle=out)).passed

@@ -18,7 +18,7 @@ def bundle_command(
     reference: Path = typer.Option(None, "--reference", help="Where the golden outputs come from: the .keras model or "
                                    "an FP32 .onnx (run on the CPU). Default: the model itself, on the CPU."),
     tflite: Path = typer.Option(None, "--tflite", help="LiteRT's .tflite to bundle. Default: the one beside MODEL, if any."),
-    dataset: str = typer.Option(None, "--dataset", help=DATASET_HELP),
+    dataset: str = typer.Option(None, "--dataset", help=DATASET_HELP + " 'none': random and edge-case inputs only."),
     data_dir: Path = typer.Option(None, "--data-dir", envvar="CNNKIT_DATA_DIR",
                                   help="Dataset files, or a folder of JPEG/PNG images (class subfolders: labelled)."),
     labels: Path = labels_option,

@@ -206,9 +206,14 @@ def build_bundle(config: BundleConfig) -> BundleResult:
         log.info(note)
     cpu = SessionConfig()
     candidate = create_runner(DEFAULT_RUNTIME, model, cpu)
-    source, labelled = open_model_images(config.dataset, config.data_dir, config.labels_file, info)
-    source = source if isinstance(source, ImageSource) else ImageSource.from_dataset(source)
-    inputs = make_inputs(source, record, config.samples, config.seed, labelled and source.labelled)
+    if config.dataset == "none":  # no real images: the synthetic inputs only (accuracy is not gated)
+        if config.data_dir is not None:
+            raise BundleError("--dataset none and --data-dir disagree", hint="give one of them")
+        inputs = make_inputs(None, record, config.samples, config.seed, False)
+    else:
+        source, labelled = open_model_images(config.dataset, config.data_dir, config.labels_file, info)
+        source = source if isinstance(source, ImageSource) else ImageSource.from_dataset(source)
+        inputs = make_inputs(source, record, config.samples, config.seed, labelled and source.labelled)
     x = inputs.feed(record)
 
     given = (config.atol, config.rtol, config.min_agreement, config.max_accuracy_drop)
@@ -355,6 +360,9 @@ def open_bundle(path: str | Path) -> Iterator[Bundle]:
                           hint="copy the bundle again; cnnkit bundle writes it") from None
     with zf:
         names = zf.namelist()
+        if len(set(names)) != len(names):
+            twice = sorted({n for n in names if names.count(n) > 1})
+            raise BundleError(f"{path} holds {', '.join(twice)} more than once: edited (which copy is meant?)")
         if MANIFEST not in names:
             raise BundleError(f"{path} is a zip without {MANIFEST}: not a cnnkit bundle")
         for name in names:
