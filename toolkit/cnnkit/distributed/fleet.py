@@ -66,11 +66,20 @@ def parse_selector(text: str) -> tuple[str, str] | None:
     return label.strip(), value.strip()
 
 
-def select_nodes(nodes: list[dict[str, Any]], selector: tuple[str, str] | None) -> list[dict[str, Any]]:
+def select_nodes(cluster: list[dict[str, Any]], selector: tuple[str, str] | None, nodes: str) -> list[dict[str, Any]]:
+    """The nodes of ``cluster`` that ``selector`` (``--nodes nodes``, parsed) picks; none is a one-line error that
+    names the labels the cluster's nodes have."""
     if selector is None:
-        return nodes
-    label, value = selector
-    return [n for n in nodes if str((n.get("Labels") or {}).get(label)) == value]
+        chosen = cluster
+    else:
+        label, value = selector
+        chosen = [n for n in cluster if str((n.get("Labels") or {}).get(label)) == value]
+    if not chosen:
+        labels = sorted({f"{k}={v}" for n in cluster for k, v in (n.get("Labels") or {}).items()
+                         if not k.startswith("ray.io/")})
+        raise CnnkitError(f"--nodes {nodes}: no node of the cluster's {len(cluster)} has that label",
+                          hint="labels here: " + (", ".join(labels[:8]) or "none (ray start --labels)"))
+    return chosen
 
 
 def device_name(node: dict[str, Any]) -> str:
@@ -163,12 +172,7 @@ def run_fleet_benchmark(config: Any, nodes: str = "all", address: str | None = N
         from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
         cluster = alive_nodes(ray)
-        chosen = select_nodes(cluster, selector)
-        if not chosen:
-            labels = sorted({f"{k}={v}" for n in cluster for k, v in (n.get("Labels") or {}).items()
-                             if not k.startswith("ray.io/")})
-            raise CnnkitError(f"--nodes {nodes}: no node of the cluster's {len(cluster)} has that label",
-                              hint="labels here: " + (", ".join(labels[:8]) or "none (ray start --labels)"))
+        chosen = select_nodes(cluster, selector, nodes)
         say(f"benchmarking on {len(chosen)} node(s): {', '.join(device_name(n) for n in chosen)}")
         task = ray.remote(_bench_on_node)
         refs_models = ray.put(blobs)
@@ -188,7 +192,7 @@ def run_fleet_benchmark(config: Any, nodes: str = "all", address: str | None = N
             try:
                 result = ray.get(ref)
             except ray.exceptions.RayError as exc:
-                missing.append({"device": device_name(n), "node_id": n["NodeID"], "reason": _reason(exc)})
+                missing.append({"device": device_name(n), "node_id": n["NodeID"], "reason": node_failure_reason(exc)})
                 continue
             entries.append(FleetEntry(device_name(n), n["NodeID"], str(n.get("NodeManagerHostname", "")),
                                       {k: str(v) for k, v in (n.get("Labels") or {}).items()},
@@ -200,7 +204,8 @@ def run_fleet_benchmark(config: Any, nodes: str = "all", address: str | None = N
     return FleetResult(SCHEMA, created, nodes, tuple(entries), tuple(missing), engine)
 
 
-def _reason(exc: BaseException) -> str:
+def node_failure_reason(exc: BaseException) -> str:
+    """Why a node's task gave no result, in one line."""
     name = type(exc).__name__
     if "NodeDied" in name or "WorkerCrashed" in name or "ActorDied" in name or "ObjectLost" in name:
         return f"the node died or lost its worker during the benchmark ({name})"

@@ -14,7 +14,7 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from cnnkit.distributed.fleet import _reason, device_name, parse_selector, select_nodes
+from cnnkit.distributed.fleet import device_name, node_failure_reason, parse_selector, select_nodes
 from cnnkit.errors import CnnkitError
 from cnnkit.verify.check import VerifyConfig, VerifyResult
 
@@ -90,10 +90,7 @@ def verify_fleet(config: VerifyConfig, nodes: str = "all", address: str | None =
         from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
         cluster = alive_nodes(ray)
-        chosen = select_nodes(cluster, selector)
-        if not chosen:
-            raise CnnkitError(f"--nodes {nodes}: no node of the cluster's {len(cluster)} has that label",
-                              hint="e.g. --nodes all, or --nodes device=jetson (labels given with ray start --labels)")
+        chosen = select_nodes(cluster, selector, nodes)
         task = ray.remote(_verify_on_node)
         bundle_ref, model_ref = ray.put(blobs["bundle"]), ray.put(blobs.get("model"))
         started = time.perf_counter()
@@ -111,7 +108,7 @@ def verify_fleet(config: VerifyConfig, nodes: str = "all", address: str | None =
             try:
                 answer = ray.get(ref)
             except ray.exceptions.RayError as exc:
-                rows.append(FleetVerifyRow(*base, result=None, error=_reason(exc)))
+                rows.append(FleetVerifyRow(*base, result=None, error=node_failure_reason(exc)))
                 continue
             if "error" in answer:
                 rows.append(FleetVerifyRow(*base, result=None, error=answer["error"]))
