@@ -290,3 +290,34 @@ def test_openvino_serves_with_one_runner_per_worker(model: Path, tmp_path: Path)
     for r in result.runs:
         _agrees_with_detail(tmp_path / "lg" / r.log_dir)
         assert r.served["samples"] > 0
+
+
+def test_compare_gates_scenario_results(model: Path, tmp_path: Path) -> None:
+    """compare on two scenario results, with compare's verdict words: a single-stream p90 (and its early-stopping
+    estimate) 10x higher and offline samples/s 10x lower are regressions, exit 1; another runtime is flagged."""
+    out = tmp_path / "lg"
+    run_scenarios(ScenarioConfig(model, ("single-stream", "offline"), out, **SHORT))
+    data = json.loads((out / RESULT_FILE).read_text())
+    slow = json.loads(json.dumps(data))
+    slow["runtime"] = "openvino"
+    for r in slow["runs"]:
+        s = r["summary"]
+        if r["scenario"] == "single-stream":
+            s["stats"] = {k: v * 10 if "latency" in k else v for k, v in s["stats"].items()}
+            s["early_stopping_estimates_ns"] = {k: v * 10 for k, v in s["early_stopping_estimates_ns"].items()}
+        else:
+            s["metrics"]["Samples per second"] /= 10
+    (tmp_path / "slow.json").write_text(json.dumps(slow))
+    r = run("compare", out / RESULT_FILE, tmp_path / "slow.json", "--json", tmp_path / "c.json")
+    assert r.exit_code == 1, r.output
+    result = json.loads((tmp_path / "c.json").read_text())
+    assert result["kind"] == "scenario" and result["regressed"]
+    by = {c["key"].split(" | ")[-1]: c for c in result["scenarios"]}
+    assert by["single-stream"]["verdict"] == "regression" and by["single-stream"]["metric"] == "p90 ms"
+    assert by["single-stream"]["ratio"] == pytest.approx(10)
+    assert by["offline"]["verdict"] == "regression" and by["offline"]["ratio"] == pytest.approx(10)
+    assert all("runtime onnxruntime -> openvino" in c["differs"] for c in result["scenarios"])
+    assert "REGRESSION" in r.stdout
+    assert all(len(line) <= 80 for line in r.stdout.splitlines() if not line.startswith("wrote "))
+    back = run("compare", tmp_path / "slow.json", out / RESULT_FILE)
+    assert back.exit_code == 0 and "improvement" in back.stdout

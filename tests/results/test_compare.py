@@ -177,7 +177,7 @@ def test_accuracy(tmp_path: Path) -> None:
     [
         ({"schema": "cnnkit.bench/9"}, "schema 'cnnkit.bench/9'"),
         ({"benchmarks": []}, "not a cnnkit result"),
-        ({"schema": "other/1"}, "not a cnnkit benchmark, eval or fleet benchmark result"),
+        ({"schema": "other/1"}, "not a cnnkit benchmark, eval, fleet benchmark or LoadGen scenario result"),
         ("not json", "is not JSON"),
         ('{"schema": "cnnkit.bench/1", "x": NaN}', "NaN is not JSON"),
     ],

@@ -42,7 +42,7 @@ def compare_command(
         raise typer.Exit(1 if result.regressed else 0)
     print_section(compare_section(result, compact=True))
     emit_json(json_out, result.to_dict(), force)
-    verdicts = [c.verdict for c in (*result.latency, *result.accuracy)]
+    verdicts = [c.verdict for c in (*result.latency, *result.accuracy, *result.scenarios)]
     counts = ", ".join(f"{verdicts.count(v)} {v}" for v in dict.fromkeys(verdicts))
     if result.regressed:
         console.print(f"[bold red]REGRESSION[/] beyond the thresholds ({counts})")

@@ -9,6 +9,7 @@ headers and names, the columns that fit); otherwise every column, as ``--wide`` 
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -320,6 +321,8 @@ def compare_section(result: CompareResult, compact: bool) -> Section:
                              f"{100 * (c.ci_low - 1):+.1f} … {100 * (c.ci_high - 1):+.1f} %", verdict(c.verdict, c.differs))
                             for c in result.latency), align="lrrrrl")
         differs = [(c.key, c.differs) for c in result.latency if c.differs]
+    elif result.kind == "scenario":
+        return scenario_compare_section(result, compact)
     else:
         table = Table(("model", "baseline", "new", "drop", "verdict"),
                       tuple((a.model, f"{100 * a.baseline:.2f} %", f"{100 * a.new:.2f} %", f"{a.drop_pp:+.2f} pp",
@@ -328,6 +331,30 @@ def compare_section(result: CompareResult, compact: bool) -> Section:
     notes = [f"differs: {key}: {'; '.join(how)}" for key, how in differs]
     notes += [f"only in one result: {key}" for key in result.unmatched]
     return Section("" if compact else f"{result.kind.capitalize()} against the baseline", "", (table,), tuple(notes))
+
+
+def scenario_compare_section(result: CompareResult, compact: bool) -> Section:
+    """``cnnkit compare`` of two ``bench --scenario`` results: per scenario LoadGen's figure, the change as a
+    slowdown (+: a higher latency or a lower rate), its interval and verdict; "*" where the two were measured
+    differently (said in a note). Fits 80 columns: the model is said once, in the intro."""
+    def value(v: float) -> str:
+        return f"{v:,.0f}" if v >= 1000 else f"{v:.4g}"
+
+    def pct(ratio: float) -> str:
+        change = 100 * (ratio - 1)
+        return "unbounded" if not math.isfinite(change) else f"{change:+.0f}" if abs(change) >= 100 else f"{change:+.1f}"
+
+    rows = tuple((c.key.split(" | ")[-1], c.metric, value(c.baseline), value(c.new), f"{pct(c.ratio)} %",
+                  f"{pct(c.ci_low)} … {pct(c.ci_high)} %", c.verdict + ("*" if c.differs else ""))
+                 for c in result.scenarios)
+    table = Table(("scenario", "metric", "baseline", "new", "change", "interval", "verdict"), rows, align="llrrrrl")
+    notes = ["*: measured differently (differs:), so the change may not be the model's"] \
+        if any(c.differs for c in result.scenarios) else []
+    notes += [f"differs: {c.key}: {'; '.join(c.differs)}" for c in result.scenarios if c.differs]
+    notes += [f"only in one result: {key}" for key in result.unmatched]
+    model = result.scenarios[0].key.split(" | ")[0] if result.scenarios else ""
+    return Section("" if compact else "LoadGen scenarios against the baseline",
+                   f"LoadGen scenarios of {model} (change: + is slower)", (table,), tuple(notes))
 
 
 def bench_sections(results: Sequence[BenchResult], compact: bool, report: bool = False) -> list[Section]:

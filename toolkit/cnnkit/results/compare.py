@@ -19,6 +19,7 @@ file holds: a gate that compared nothing must not pass. Accuracy: per model, the
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -31,7 +32,7 @@ from cnnkit.results.load import ResultError, load_result
 from cnnkit.stats import block_medians_ms, ratio_interval
 
 SCHEMA = "cnnkit.compare/1"
-KNOWN = ("cnnkit.bench/1", "cnnkit.eval/1", "cnnkit.fleet-bench/1")
+KNOWN = ("cnnkit.bench/1", "cnnkit.eval/1", "cnnkit.fleet-bench/1", "cnnkit.scenario/1")
 VERDICTS = ("regression", "improvement", "unchanged", "inconclusive")
 # Packages whose version can change inference speed or results.
 _INFERENCE_PACKAGES = ("cnnkit", "onnxruntime", "onnxruntime-gpu", "onnx", "numpy", "openvino", "ai-edge-litert")
@@ -84,6 +85,25 @@ class AccuracyChange:
 
 
 @dataclass(frozen=True)
+class ScenarioChange:
+    """One LoadGen scenario figure of two ``bench --scenario`` results (matched by model file name and scenario;
+    another runtime is flagged in ``differs``): ``metric`` (``p90 ms``, ``p99 ms``,
+    ``QPS at p99 <= 20 ms``, ``samples/s``), the two values, and ``ratio`` as a slowdown (new/baseline for a
+    latency, baseline/new for a rate: above 1 is worse) with its interval (see :func:`_compare_scenarios`)."""
+
+    key: str  # model | scenario
+    metric: str
+    baseline: float
+    new: float
+    ratio: float
+    ci_low: float
+    ci_high: float
+    verdict: str  # one of VERDICTS
+    basis: str  # what the interval stands on
+    differs: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
 class CompareResult:
     schema: str
     baseline: str
@@ -94,10 +114,11 @@ class CompareResult:
     accuracy: tuple[AccuracyChange, ...] = ()
     unmatched: tuple[str, ...] = ()
     notes: tuple[str, ...] = field(default_factory=tuple)
+    scenarios: tuple[ScenarioChange, ...] = ()
 
     @property
     def regressed(self) -> bool:
-        return any(c.verdict == "regression" for c in self.latency) or any(a.verdict == "regression" for a in self.accuracy)
+        return any(c.verdict == "regression" for c in (*self.latency, *self.accuracy, *self.scenarios))
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self) | {"regressed": self.regressed}
@@ -193,6 +214,8 @@ def compare_results(config: CompareConfig) -> CompareResult:
         notes.append("the two results come from different CPUs: latency changes may be the machine, not the model")
     if base.schema == "cnnkit.bench/1":
         return _compare_bench(config, base, new, thresholds, env_flags, notes)
+    if base.schema == "cnnkit.scenario/1":
+        return _compare_scenarios(config, base, new, thresholds, env_flags, notes)
     return _compare_eval(config, base, new, thresholds, env_flags, notes)
 
 
@@ -273,3 +296,96 @@ def _compare_eval(config: CompareConfig, base: Any, new: Any, thresholds: dict[s
                       for k in sorted(set(b_models) ^ set(n_models)))
     return CompareResult(SCHEMA, str(config.baseline), str(config.new), "accuracy", thresholds, accuracy=tuple(acc),
                          unmatched=unmatched, notes=tuple(notes))
+
+
+def _server_bracket(result: Any) -> tuple[float, float, str] | None:
+    """The server capacity a scenario result brackets at its bound: (highest VALID QPS or 0, lowest INVALID QPS
+    above it or inf, the bound's label); None without server runs."""
+    runs = [r for r in result.runs if r.scenario == "server" and r.mode == "performance" and r.target_qps]
+    if not runs:
+        return None
+    bound = runs[-1].point.get("bound") or {}
+    lo = max((r.target_qps for r in runs if r.valid), default=0.0)
+    hi = min((r.target_qps for r in runs if not r.valid and r.target_qps > lo), default=math.inf)
+    return lo, hi, f"QPS at p{bound.get('percentile', 99):g} <= {bound.get('ms', '?'):g} ms"
+
+
+def _compare_scenarios(config: CompareConfig, base: Any, new: Any, thresholds: dict[str, float],
+                       env_flags: list[str], notes: list[str]) -> CompareResult:
+    """LoadGen's figures of two ``bench --scenario`` results, scenario by scenario, with compare's verdict words.
+
+    LoadGen keeps no raw samples, so each interval stands on what it does report: single- and multi-stream, from
+    each run's percentile to its early-stopping estimate (the bound LoadGen vouches for); server, the QPS bracket
+    of each result (highest VALID .. lowest INVALID point tried: a search's resolution); offline, one query, the
+    point figure alone (its verdict has no interval behind it, said in a note).
+    """
+    key = Path(base.model).name
+    if key != Path(new.model).name:
+        raise ResultError(f"nothing to compare: {config.baseline} holds {key}, {config.new} holds "
+                          f"{Path(new.model).name}", hint="compare scenario results of the same model file name")
+    t = config.max_latency_regression
+    differs = list(env_flags)
+    if base.runtime != new.runtime:  # a fair question (which runtime serves more?), but not one model's change
+        differs.append(f"runtime {base.runtime} -> {new.runtime}")
+    if base.samples.get("kind") != new.samples.get("kind"):
+        differs.append(f"samples {base.samples.get('kind')} -> {new.samples.get('kind')}")
+
+    def last(result: Any, scenario: str) -> Any:
+        runs = [r for r in result.runs if r.scenario == scenario and r.mode == "performance"]
+        return runs[-1] if runs else None
+
+    def settings(run: Any) -> dict[str, Any]:
+        return {k: run.point.get(k) for k in ("min_duration_ms", "min_query_count")}
+
+    changes: list[ScenarioChange] = []
+    unmatched: list[str] = []
+    for scenario in ("single-stream", "multi-stream", "server", "offline"):
+        b, n = last(base, scenario), last(new, scenario)
+        if (b is None) != (n is None):
+            unmatched.append(f"{key} | {scenario} (only in {config.baseline if b is not None else config.new})")
+        if b is None or n is None:
+            continue
+        row_differs = differs + _dict_changes("LoadGen settings", settings(b), settings(n))
+        if scenario in ("single-stream", "multi-stream"):
+            bp, np_ = b.latency_ms(), n.latency_ms()
+            if not bp or not np_:
+                continue
+            b_es, n_es = b.early_stopping_ms() or bp, n.early_stopping_ms() or np_
+            ratio = np_ / bp
+            low, high = min(ratio, np_ / b_es), max(ratio, n_es / bp)
+            changes.append(ScenarioChange(f"{key} | {scenario}", f"p{b.percentile:g} ms", bp, np_, ratio, low, high,
+                                          latency_verdict(low, high, t), "percentile .. early-stopping estimate",
+                                          tuple(row_differs)))
+        elif scenario == "server":
+            bb, nb = _server_bracket(base), _server_bracket(new)
+            if bb is None or nb is None:
+                continue
+            if bb[2] != nb[2]:
+                row_differs.append(f"bound {bb[2]} -> {nb[2]}")
+            if bb[0] == 0 or nb[0] == 0:
+                notes.append(f"{key} | server: no VALID QPS in {config.baseline if bb[0] == 0 else config.new}: "
+                             "nothing to compare at the bound")
+                continue
+            ratio = bb[0] / nb[0]
+            low = bb[0] / nb[1] if nb[1] != math.inf else 0.0
+            high = bb[1] / nb[0]
+            changes.append(ScenarioChange(f"{key} | server", bb[2], bb[0], nb[0], ratio, min(low, ratio),
+                                          max(high, ratio), latency_verdict(min(low, ratio), max(high, ratio), t),
+                                          "highest VALID .. lowest INVALID QPS tried", tuple(row_differs)))
+        else:
+            if not b.qps or not n.qps:
+                continue
+            ratio = b.qps / n.qps
+            changes.append(ScenarioChange(f"{key} | offline", "samples/s", b.qps, n.qps, ratio, ratio, ratio,
+                                          latency_verdict(ratio, ratio, t), "one query: the point figure",
+                                          tuple(row_differs)))
+            notes.append("offline: LoadGen's one query gives one figure, so its verdict rests on the point figure, "
+                         "with no interval behind it")
+    if not changes:
+        raise ResultError(f"nothing to compare: no LoadGen scenario with figures is in both {config.baseline} and "
+                          f"{config.new}", hint="run the same --scenario for both; a gate that compared nothing does not pass")
+    if any(c.verdict == "inconclusive" for c in changes):
+        notes.append("inconclusive: the interval reaches beyond the threshold without confirming a change; run "
+                     "longer (--min-time, --min-iterations) for a tighter early-stopping estimate, or search finer")
+    return CompareResult(SCHEMA, str(config.baseline), str(config.new), "scenario", thresholds,
+                         unmatched=tuple(unmatched), notes=tuple(notes), scenarios=tuple(changes))
