@@ -98,3 +98,15 @@ def test_card_of_a_fleet_result_has_a_latency_row_per_device(results: dict[str, 
     assert r.exit_code == 0, r.output
     card = json.loads((tmp_path / "card.json").read_text())
     assert sorted(row["device"] for row in card["latency"]) == ["alpha", "beta"]
+
+
+def test_card_commands_name_the_runtime_item_that_ran(results: dict[str, Path], tmp_path: Path) -> None:
+    """OpenVINO in bf16 is measured again with --runtime openvino:bf16, never plain openvino (fp32)."""
+    bench = json.loads((results["root"] / "bench.json").read_text())
+    for c in bench["cases"]:
+        c.update(runtime="openvino", precision="bf16")
+    (tmp_path / "bf16.json").write_text(json.dumps(bench))
+    r = run("card", tmp_path / "bf16.json", "-o", tmp_path / "card.md")
+    assert r.exit_code == 0, r.output
+    latency = json.loads((tmp_path / "card.json").read_text())["latency"]
+    assert latency and all(" --runtime openvino:bf16 " in row["command"] for row in latency), latency

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from cnnkit.errors import CnnkitError
+from cnnkit.runtimes.registry import runtime_label
 from cnnkit.stats import wilson_interval
 
 SCHEMA = "cnnkit.card/1"
@@ -108,7 +109,8 @@ def build_card(paths: list[Path], title: str | None = None) -> Card:
                        "inputs": p.inputs.get("total"), "runtime": p.provider.get("runtime", "onnxruntime"),
                        "provider": p.provider.get("active"), "reason": p.tolerance.reason,
                        "command": f"cnnkit parity {p.reference} {p.candidate} --runtime "
-                                  f"{p.provider.get('runtime', 'onnxruntime')} --json parity.json",
+                                  f"{runtime_label(p.provider.get('runtime', 'onnxruntime'), p.provider.get('precision', 'model'))}"
+                                  " --json parity.json",
                        "source": str(path)})
         if contract is None and p.inputs.get("candidate_input"):
             from cnnkit.data.preprocess import PreprocessRecord
@@ -149,16 +151,17 @@ def build_card(paths: list[Path], title: str | None = None) -> Card:
         bench_results += [(path, e.result, e.device) for e in fleet.entries]  # typed BenchResults
     for path, b, node in bench_results:
         device = node or _device(b.environment)
-        batches: dict[tuple[str, str], list[int]] = {}
+        batches: dict[tuple[str, str], list[int]] = {}  # (model, the --runtime item) -> its batch sizes
         for c in b.cases:
-            batches.setdefault((c.model, c.runtime), []).append(c.batch_size)
+            batches.setdefault((c.model, runtime_label(c.runtime, c.precision)), []).append(c.batch_size)
         for c in b.cases:
-            sizes = ",".join(map(str, dict.fromkeys(batches[(c.model, c.runtime)])))
+            item = runtime_label(c.runtime, c.precision)
+            sizes = ",".join(map(str, dict.fromkeys(batches[(c.model, item)])))
             latency.append({"model": c.model, "sha256": c.model_sha256, "runtime": c.runtime, "precision": c.precision,
                             "provider": c.provider.get("active"), "device": device, "batch_size": c.batch_size,
                             "p50_ms": c.stats.p50_ms, "p99_ms": c.stats.p99_ms, "images_per_s": c.stats.images_per_s,
                             "samples": c.stats.count,
-                            "command": f"cnnkit bench {c.model} --runtime {c.runtime} --batch-sizes {sizes}"
+                            "command": f"cnnkit bench {c.model} --runtime {item} --batch-sizes {sizes}"
                                        f"{_provider_flag(c.runtime, c.provider)} --json bench.json",
                             "source": str(path)})
         for mem in b.memory:
