@@ -99,3 +99,22 @@ def test_explain_measures_each_blamed_node_and_names_the_fix(spread, tmp_path: P
     kept = quantize_model(_cfg(model, tmp_path / "kept.onnx", images, explain=True, fixes=(), keep_failed=True))
     dw = next(r for r in kept.explanation if r["node"] == "depthwise")
     assert dw["fix"] == "per-channel weights" and not dw["applied"] and not kept.passed
+
+
+def test_no_fix_starts_that_would_end_past_the_budget(spread, tmp_path: Path) -> None:
+    """The next step is expected to take as long as the last of its kind: one that would overrun is not started."""
+    from cnnkit.choices import CalibrationMethod
+    from cnnkit.quantize.config import Attempt, Recipe
+    from cnnkit.quantize.loop import _Built, _Clock, _Fixes
+
+    model, images = spread
+    fixes = _Fixes(_cfg(model, tmp_path / "q.onnx", images), model, None, "image", tmp_path)
+    best = _Built(Recipe(False, CalibrationMethod.MINMAX), Attempt((), 0.5, 50.0, False, 0.5), model)
+    roomy, tight = _Clock(3600.0), _Clock(3600.0)
+    roomy.took("check", 1.0)
+    tight.took("check", 7200.0)  # the last build and check took longer than the whole budget
+    assert fixes.next(best, roomy, print) == ("per-channel weights for 1 depthwise convolution(s)",
+                                              Recipe(False, CalibrationMethod.MINMAX, per_channel_weights=("wdw",)))
+    assert fixes.next(best, tight, print) is None
+    assert fixes.stopped is not None and fixes.stopped.startswith("stopped before trying per-channel weights everywhere")
+    assert "3600 s time budget (--max-time)" in fixes.stopped and "about 7200 s more" in fixes.stopped

@@ -1,6 +1,6 @@
 """The accuracy-aware loop (``quantize_model``): build the variant, check it against FP32 on the held-out images,
-keep the worst nodes in float until the budget holds, check parity, then write it atomically with its recipe in
-its metadata.
+try fixes in order of cost until it passes (per-channel weights, another calibration, 16-bit activations, then the
+worst nodes in float) within a time budget, check parity, then write it atomically with its recipe in its metadata.
 
 Every variant's accuracy on the held-out test split is compared with the FP32 model's (on an unlabelled folder:
 top-1 agreement with FP32 stands in for accuracy; with no images at all, as FP16 and dynamic INT8 of a model that
@@ -241,8 +241,9 @@ def _explain(config: QuantizeConfig, source: Path, as_asked: Path, calib: np.nda
 
 def quantize_model(config: QuantizeConfig, dataset: Dataset | QuantData | None = None,
                    progress: Callable[[str], None] | None = None) -> QuantizeResult:
-    """Build the variant, check it against the FP32 model, keep worst nodes in float until the budget holds,
-    then write it atomically. A variant that fails its gate (the accuracy budget, or parity with FP32) raises
+    """Build the variant, check it against the FP32 model, try fixes cheapest first (:class:`_Fixes`) until the
+    gate holds, ``max_attempts`` rebuilds are spent or the next step would end past ``max_time_s``, then write it
+    atomically. A variant that fails its gate (the accuracy budget, or parity with FP32) raises
     :class:`QuantizeError` and is not written; with ``keep_failed`` it is written, marked failed in its metadata,
     and the result says ``passed=False``."""
     import onnx
