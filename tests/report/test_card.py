@@ -110,3 +110,17 @@ def test_card_commands_name_the_runtime_item_that_ran(results: dict[str, Path], 
     assert r.exit_code == 0, r.output
     latency = json.loads((tmp_path / "card.json").read_text())["latency"]
     assert latency and all(" --runtime openvino:bf16 " in row["command"] for row in latency), latency
+
+
+def test_card_shows_loadgen_scenarios_as_load(results: dict[str, Path], tmp_path: Path) -> None:
+    pytest.importorskip("mlperf_loadgen", reason='needs MLPerf LoadGen: pip install "cnnkit[loadgen]"')
+    r = run("bench", results["model"], "--scenario", "single-stream", "--min-time", "0.5", "--min-iterations", "32",
+            "--samples", "32", "--out-dir", tmp_path / "lg")
+    assert r.exit_code == 0, r.output
+    r = run("card", results["bundle"], tmp_path / "lg" / "scenario.json", "-o", tmp_path / "card.md")
+    assert r.exit_code == 0, r.output
+    card = json.loads((tmp_path / "card.json").read_text())
+    assert "load" not in {m["section"] for m in card["missing"]}
+    row = card["load"][0]
+    assert row["scenario"] == "single-stream" and row["images_per_s"] > 0 and row["percentile"] == 90
+    assert "## Load: MLPerf LoadGen scenarios" in (tmp_path / "card.md").read_text()

@@ -20,7 +20,7 @@ from cnnkit.stats import wilson_interval
 
 SCHEMA = "cnnkit.card/1"
 CARD_SCHEMAS = ("cnnkit.train/1", "cnnkit.parity/1", "cnnkit.eval/1", "cnnkit.bench/1", "cnnkit.fleet-bench/1",
-                "cnnkit.quantize/1", "cnnkit.bundle/1", "cnnkit.verify/1", "cnnkit.fleet-verify/1")
+                "cnnkit.quantize/1", "cnnkit.bundle/1", "cnnkit.verify/1", "cnnkit.fleet-verify/1", "cnnkit.scenario/1")
 SECTIONS = ("identity", "input_contract", "parity", "accuracy", "latency", "memory", "cold_start", "load",
             "quantization", "verified")
 _FILL = {
@@ -31,7 +31,7 @@ _FILL = {
     "latency": "cnnkit bench MODEL.onnx [VARIANT.onnx ...] --runtime onnxruntime,openvino,litert --json bench.json",
     "memory": "cnnkit bench MODEL.onnx --memory --json bench.json",
     "cold_start": "cnnkit bench MODEL.onnx --cold-start --json bench.json",
-    "load": "cnnkit bench MODEL.onnx --concurrency 1,2,4 --json bench.json",
+    "load": "cnnkit bench MODEL.onnx --concurrency 1,2,4 --json bench.json, or --scenario server,offline",
     "quantization": "cnnkit quantize MODEL.onnx -o MODEL.int8.onnx --json quantize.json",
     "verified": "cnnkit verify model.cnnkit [--runtime ...] --json verify.json (on each device)",
 }
@@ -180,6 +180,16 @@ def build_card(paths: list[Path], title: str | None = None) -> Card:
                          "command": f"cnnkit bench {pt.model} --concurrency {pt.streams} --batch-sizes "
                                     f"{pt.batch_size} --json bench.json", "source": str(path)})
 
+    for path, sc in inputs.of("cnnkit.scenario/1"):
+        for run in sc.runs:
+            if run.mode != "performance":
+                continue
+            load.append({"model": sc.model, "device": _device(sc.environment), "scenario": run.scenario,
+                         "valid": run.valid, "images_per_s": run.qps, "percentile": run.percentile,
+                         "latency_ms": run.latency_ms(), "target_qps": run.target_qps,
+                         "runtime": sc.runtime, "command": f"cnnkit bench {sc.model} --scenario {run.scenario} "
+                                                           f"--runtime {sc.runtime}", "source": str(path)})
+
     quantization = []
     for path, q in inputs.of("cnnkit.quantize/1"):
         quantization.append({"source": q.source, "output": q.output, "settings": q.settings, "passed": q.passed,
@@ -318,11 +328,20 @@ def card_markdown(card: Card) -> str:
                        _n(s["first_inference_ms"])] for s in card.cold_start]) + _commands(card.cold_start)
     if not card.memory and not card.cold_start:
         md += ["Missing.", ""]
-    if card.load:
-        md += ["## Load (requests in flight)", ""]
+    streams = [p for p in card.load if "streams" in p]
+    scenarios = [p for p in card.load if "scenario" in p]
+    if streams:
+        md += ["## Load: requests in flight", ""]
         md += _table(["model", "device", "batch", "in flight", "images/s", "p50 ms", "p90 ms"],
                      [[Path(p["model"]).name, p["device"], p["batch_size"], p["streams"], _n(p["images_per_s"], ",.0f"),
-                       _n(p["p50_ms"]), _n(p["p90_ms"])] for p in card.load]) + _commands(card.load)
+                       _n(p["p50_ms"]), _n(p["p90_ms"])] for p in streams]) + _commands(streams)
+    if scenarios:
+        md += ["## Load: MLPerf LoadGen scenarios", ""]
+        md += _table(["model", "device", "runtime", "scenario", "LoadGen", "samples/s", "latency ms (percentile)"],
+                     [[Path(p["model"]).name, p["device"], p["runtime"], p["scenario"] + (
+                         f" @ {p['target_qps']:g} QPS" if p.get("target_qps") else ""),
+                       "VALID" if p["valid"] else "INVALID", _n(p["images_per_s"], ",.1f"),
+                       f"{_n(p['latency_ms'])} (p{_n(p['percentile'], 'g')})"] for p in scenarios]) + _commands(scenarios)
     md += ["## Quantization recipe", ""]
     if card.quantization:
         md += _table(["variant", "settings", "verdict", "accuracy (FP32)", "drop pp", "top-1 agreement", "size"],
