@@ -18,6 +18,7 @@ from typing import Any
 from cnnkit.bench.benchmark import BenchCase, BenchResult
 from cnnkit.bench.concurrency import ConcurrencyPoint, saturation
 from cnnkit.results.compare import CompareResult
+from cnnkit.runtimes.registry import runtime_label
 from cnnkit.runtimes.sessions import provider_label
 from cnnkit.stats import ADVICE, noise_reasons
 
@@ -153,7 +154,9 @@ def runtime_section(results: Sequence[BenchResult]) -> Section | None:
             rows.append((str(b), *("" if v is None else f"{v:.4g}{' *' if v == best else ''}" for v in values)))
         lines = (("Note: the precisions differ; a faster lower precision is only a win if its accuracy holds.",)
                  if len({lab[1] for lab in labels}) > 1 else ())
-        tables.append(Table(("batch", *(" ".join(lab) for lab in labels)), tuple(rows), title=model, lines=lines))
+        headers = (f"{runtime_label(runtime, precision, model_precision=True)} {provider}"
+                   for runtime, precision, provider in labels)
+        tables.append(Table(("batch", *headers), tuple(rows), title=model, lines=lines))
     if not tables:
         return None
     return Section("Runtime comparison", "Median latency (ms) per batch size, grouped by runtime, precision and "
