@@ -39,12 +39,12 @@ class GraphCounts:
 def count_graph(model: Any) -> GraphCounts:
     """Counts of an ONNX graph (a ``ModelProto``): Q/DQ nodes, integer kernels, and the float ops fed by a
     DequantizeLinear (an op with no integer kernel in the provider, run in float between a DQ and a Q)."""
-    graph = model.graph
-    inputs = {i.name for i in graph.input}
-    outputs = {o.name for o in graph.output}
-    dq_outputs = {o for n in graph.node if n.op_type == "DequantizeLinear" for o in n.output}
-    boundary = sum(1 for n in graph.node if (n.op_type == "QuantizeLinear" and n.input[0] in inputs)
-                   or (n.op_type == "DequantizeLinear" and n.output[0] in outputs))
+    from cnnkit.graph.index import GraphIndex
+
+    graph, index = model.graph, GraphIndex.of(model)
+    dq_outputs = {o for o, n in index.producers.items() if n.op_type == "DequantizeLinear"}
+    boundary = sum(1 for n in graph.node if (n.op_type == "QuantizeLinear" and n.input[0] in index.inputs)
+                   or (n.op_type == "DequantizeLinear" and n.output[0] in index.outputs))
     floats = [n for n in graph.node if n.op_type not in ("QuantizeLinear", "DequantizeLinear")
               and not is_integer_kernel(n.op_type) and any(i in dq_outputs for i in n.input)]
     return GraphCounts(

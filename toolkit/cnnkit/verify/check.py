@@ -293,11 +293,11 @@ def first_nonfinite_node(model_path: Path, x: np.ndarray, session: SessionConfig
     output exposed; None where none does (the runtime made it, not the graph)."""
     import onnx
 
-    from cnnkit.graph.index import with_extra_outputs
+    from cnnkit.graph.index import GraphIndex, with_extra_outputs
     from cnnkit.runtimes.registry import DEFAULT_RUNTIME, create_runner
 
     model = onnx.load(str(model_path))
-    produced = [(node, out) for node in model.graph.node for out in node.output if out]
+    produced = [(node, out) for out, node in GraphIndex.of(model).producers.items()]  # in graph order
     runner = create_runner(DEFAULT_RUNTIME, with_extra_outputs(model, [out for _, out in produced]), session,
                            label="onnx-nodes")
     values = runner.infer({runner.input_name: x})
