@@ -68,3 +68,14 @@ def test_the_float_island_is_the_quantizable_neighbours_of_the_float_ops(tmp_pat
     assert float_island(fp32, ()) == ()
     classifier = tiny_classifier(tmp_path / "c.onnx", batch="N")
     assert float_island(classifier, ("softmax",)) == ()  # its output is the model's: float anyway
+
+
+def test_the_cpu_features_apply_where_the_variant_really_runs_on_the_cpu(tmp_path: Path) -> None:
+    """A CUDA request that fell back runs on the CPU: its integer features are the CPU's; on a GPU, none are."""
+    fp32 = tiny_classifier(tmp_path / "f.onnx", batch="N", hw=8)
+    q = _int8(fp32, tmp_path / "q.onnx", "image", (3, 8, 8))
+    s = explain_slowdown(fp32, q, SessionConfig(provider="cuda", allow_fallback=True), tmp_path, isa=["avx512_vnni"])
+    from cnnkit.runtimes.sessions import create_session
+
+    _, info = create_session(q, SessionConfig(provider="cuda", allow_fallback=True))
+    assert s.cpu_integer == ("VNNI" if info.active == "CPUExecutionProvider" else ""), (s.cpu_integer, info.active)

@@ -60,13 +60,19 @@ def count_graph(model: Any) -> GraphCounts:
 
 def optimized_graph(model: Path, session: SessionConfig, out: Path) -> Any:
     """The graph ONNX Runtime runs for ``model`` on ``session``'s provider, written to ``out`` and loaded."""
+    return _optimized(model, session, out)[0]
+
+
+def _optimized(model: Path, session: SessionConfig, out: Path) -> tuple[Any, Any]:
+    """:func:`optimized_graph`, and the :class:`~cnnkit.runtimes.base.RunnerInfo` of the session that ran it."""
     import onnx
 
+    from cnnkit.runtimes.onnxruntime import session_runner_info
     from cnnkit.runtimes.sessions import create_session
 
-    created, _ = create_session(model, session, optimized_model_path=out)
+    created, info = create_session(model, session, optimized_model_path=out)
     del created
-    return onnx.load(str(out), load_external_data=False)
+    return onnx.load(str(out), load_external_data=False), session_runner_info(info, session, precision="model")
 
 
 def cpu_integer_features(isa: list[str]) -> str:
@@ -106,10 +112,10 @@ def explain_slowdown(fp32: Path, variant: Path, session: SessionConfig, work: Pa
     import onnx
 
     fp32_graph = optimized_graph(fp32, session, work / "fp32.optimized.onnx")
-    counts = count_graph(optimized_graph(variant, session, work / "variant.optimized.onnx"))
+    variant_graph, ran = _optimized(variant, session, work / "variant.optimized.onnx")
+    counts = count_graph(variant_graph)
     written = len(onnx.load(str(variant), load_external_data=False).graph.node)
-    on_cpu = session.provider in ("cpu", "CPUExecutionProvider")
-    features = cpu_integer_features(isa) if on_cpu else ""
+    features = cpu_integer_features(isa) if ran.device == "cpu" else ""  # where it really runs (a fallback: the CPU)
     fp32_us: dict[str, float] = {}
     variant_us: dict[str, float] = {}
     batch = None
