@@ -53,13 +53,15 @@ def test_latency_flags_noise_once_per_case_and_the_report_says_why() -> None:
     assert compact.title == "" and compact.intro.endswith("--wide: every column")
 
 
-def test_the_reproduce_command_is_never_wrapped() -> None:
+def test_the_reproduce_command_copies_whole() -> None:
     result = BenchResult.load(GOLDEN / "bench-recommend.json")
     section = recommendation_section([result], compact=True)
     assert section is not None and section.commands
     term = _terminal(section)
+    assert max(len(line) for line in term.splitlines()) <= 80
+    pasted = " ".join(term.replace(" \\\n", " ").split())  # what a shell reads: the continuations joined
     for _, command in section.commands:
-        assert command in term  # whole, on one line, for copying
+        assert " ".join(command.split()) in pasted  # whole, never cut, for copying
     assert all(f"`{command}`" in "\n".join(to_markdown(section)) for _, command in section.commands)
 
 

@@ -128,6 +128,9 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
+    # Click's plain help wraps at the terminal's width (and $COLUMNS) and never cuts an option name; Rich's
+    # option panels cut names and help text to '…' at 80 columns.
+    rich_markup_mode=None,
     context_settings={"help_option_names": ["-h", "--help"]},
 )
 
@@ -172,6 +175,28 @@ def _register() -> None:
     app.command("card")(card.card_command)
     for info in app.registered_commands:
         _own_path_checks(info.callback)
+        # One line each in `cnnkit --help`, whole: Click would cut the docstring's first sentence with "...".
+        info.short_help = SHORT_HELP.get(info.name) or " ".join((info.callback.__doc__ or "").split(". ")[0].split())
+
+
+SHORT_HELP = {
+    "pipeline": "train, export, parity, quantize, eval, bench, report.",
+    "summary": "Layers, shapes, parameters of a spec, .keras or .onnx.",
+    "train": "Train the CNN of a spec on a dataset.",
+    "export": "Export a .keras model to ONNX (or .tflite), checked.",
+    "parity": "Is the exported model the same model? Exit 1 if not.",
+    "bench": "Latency and images/s per model, runtime and batch.",
+    "eval": "Accuracy of one or more models on labelled images.",
+    "predict": "Top-k classes of images, with probabilities.",
+    "doctor": "What is installed and what actually works.",
+    "quantize": "INT8 or FP16 variant, checked against FP32.",
+    "compare": "Regression gate between two results (noise-aware).",
+    "featuremaps": "Activation maps of the conv layers as PNG grids.",
+    "report": "Markdown, HTML, plots and CSV from results.",
+    "bundle": "A model with golden inputs and outputs, for verify.",
+    "verify": "Does this device compute what was validated?",
+    "card": "The deployment card of a model, in Markdown and JSON.",
+}
 
 
 def _own_path_checks(command: Any) -> None:

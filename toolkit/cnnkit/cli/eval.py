@@ -8,7 +8,10 @@ from typing import Any
 import typer
 
 from cnnkit.cli.options import address_option, engine_option, labels_option, skip_bad_images_option, with_preprocess_options
-from cnnkit.cli.render import DATASET_HELP, JSON_HELP, check_json_target, console, emit_json, image_progress, json_to_stdout, notice
+from cnnkit.cli.render import (
+    DATASET_HELP, JSON_HELP, check_json_target, console, emit_json, figure_column, image_progress, json_to_stdout, new_table,
+    notice, print_table, text_column,
+)
 
 
 @with_preprocess_options
@@ -60,8 +63,6 @@ def eval_command(
 
 
 def render_eval(result, confusion: bool = False) -> None:  # noqa: ANN001 (EvalResult, imported lazily)
-    from rich.table import Table
-
     from cnnkit.evaluate.accuracy import accuracy_change_pp
     from cnnkit.runtimes.sessions import provider_label
 
@@ -79,31 +80,35 @@ def render_eval(result, confusion: bool = False) -> None:  # noqa: ANN001 (EvalR
     for m in result.models:
         if m.preprocess:
             console.print(f"{Path(m.model).name}: preprocessing {PreprocessRecord.from_dict(m.preprocess).describe()}")
-    table = Table(title_justify="left")
-    for col in ("model", "precision", "size", "provider", "top-1", "top-5", "Δ vs first", "agrees with first"):
-        table.add_column(col, justify="left" if col in ("model", "precision", "provider") else "right", no_wrap=True)
+    table = new_table()
+    for col in ("model", "precision"):
+        text_column(table, col)
+    figure_column(table, "size")
+    text_column(table, "provider")
+    for col in ("top-1", "top-5", "Δ vs\nfirst", "agrees\nwith first"):
+        figure_column(table, col)
     base = result.models[0].accuracy
     for m in result.models:
         top5 = "-" if m.top5_accuracy is None else f"{100 * m.top5_accuracy:.2f} %"
         table.add_row(Path(m.model).name, m.precision, f"{m.size_bytes / 1024:,.0f} KiB", provider_label(m.provider), f"{100 * m.accuracy:.2f} %",
                       top5, f"{accuracy_change_pp(base, m.accuracy):+.2f} pp", f"{100 * m.agreement_with_first:.2f} %")
-    console.print(table)
+    print_table(table)
     if len(result.class_names) > 20:
         console.print(f"({len(result.class_names)} classes: per-class accuracy and confusion matrices are in --json)")
         return
-    per = Table(title="per-class accuracy", title_justify="left")
-    per.add_column("model", no_wrap=True)
+    per = new_table("per-class accuracy (%)")
+    text_column(per, "model")
     for name in result.class_names:
-        per.add_column(name, justify="right")
+        figure_column(per, name)
     for m in result.models:
         per.add_row(Path(m.model).name, *["-" if a is None else f"{100 * a:.1f}" for a in m.per_class_accuracy])
-    console.print(per)
+    print_table(per)
     if confusion:
         for m in result.models:
-            cm = Table(title=f"confusion matrix of {Path(m.model).name} (rows: true, columns: predicted)", title_justify="left")
-            cm.add_column("")
+            cm = new_table(f"confusion matrix of {Path(m.model).name} (rows: true, columns: predicted)")
+            text_column(cm, "")
             for name in result.class_names:
-                cm.add_column(name, justify="right")
+                figure_column(cm, name)
             for name, row in zip(result.class_names, m.confusion, strict=True):
                 cm.add_row(name, *[str(v) for v in row])
-            console.print(cm)
+            print_table(cm)

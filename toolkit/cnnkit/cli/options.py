@@ -124,8 +124,7 @@ def with_preprocess_options(command: Callable[..., Any]) -> Callable[..., Any]:
 
 
 # --- Ray: the same options in every command that can run on a cluster ---------------------------------------
-# "\\[ray]": Rich help would read a bare [ray] as markup and drop it.
 engine_option = typer.Option("local", "--engine", help="local (this process), or ray: spread over a Ray cluster "
-                             '(pip install "cnnkit\\[ray]").')
+                             '(pip install "cnnkit[ray]").')
 address_option = typer.Option(None, "--address", envvar="RAY_ADDRESS", help="With --engine ray: the cluster (auto, "
                               "HOST:PORT or ray://HOST:PORT). Default: a local cluster started for this command.")

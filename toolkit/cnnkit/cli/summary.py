@@ -7,7 +7,10 @@ from typing import TYPE_CHECKING
 
 import typer
 
-from cnnkit.cli.render import JSON_HELP, check_json_target, console, emit_json, json_to_stdout, shape_text
+from cnnkit.cli.render import (
+    JSON_HELP, check_json_target, console, emit_json, figure_column, json_to_stdout, new_table, print_table, shape_text,
+    text_column,
+)
 
 if TYPE_CHECKING:
     from cnnkit.graph.summary import OnnxSummary
@@ -57,12 +60,11 @@ def summary_command(
 
 
 def render_summary(result: ModelSummary) -> None:
-    from rich.table import Table
-
     h, w = result.input_shape[0], result.input_shape[1]
-    table = Table(title=f"{result.name}: input {shape_text(result.input_shape)}", title_justify="left")
-    for col in ("layer", "output", "params", "receptive field", "stride", "input seen"):
-        table.add_column(col, justify="left" if col == "layer" else "right", no_wrap=True)
+    table = new_table(f"{result.name}: input {shape_text(result.input_shape)}")
+    text_column(table, "layer")
+    for col in ("output", "params", "receptive\nfield", "stride", "input seen"):
+        figure_column(table, col)
     for row in result.layers:
         rf = "?" if row.receptive_field is None else shape_text(row.receptive_field)
         if row.receptive_field is not None and row.jump is None:
@@ -70,7 +72,7 @@ def render_summary(result: ModelSummary) -> None:
         stride = "" if row.jump is None else shape_text(row.jump)
         share = "?" if row.rf_share is None else f"{row.rf_pixels:,} px {100 * row.rf_share:.1f} %"
         table.add_row(row.name, shape_text(row.output_shape), f"{row.params:,}", rf, stride, share)
-    console.print(table)
+    print_table(table)
     console.print(f"total parameters: {result.total_params:,}   (input: {h * w:,} pixels)")
 
 
@@ -84,8 +86,6 @@ def _count(n: int | None) -> str:
 
 
 def render_onnx_summary(result: OnnxSummary) -> None:
-    from rich.table import Table
-
     from cnnkit.graph.summary import MAC_OPS
 
     console.print(f"{result.model}: {result.size_bytes:,} bytes, IR {result.ir_version}, opset {result.opset}, "
@@ -100,15 +100,17 @@ def render_onnx_summary(result: OnnxSummary) -> None:
         console.print(f"image: {img['height']}×{img['width']}×{img['channels']} (H×W×C), {batch}, {img['pixel_encoding']}")
     else:
         console.print(f"[yellow]not an image model for cnnkit:[/] {result.image_error}")
-    table = Table(title_justify="left")
+    table = new_table()
     batch = img["batch"] if img is not None and img["batch"] is not None else 1
-    for col in ("layer", "op", f"output (batch {batch})", "params", "MACs per image", "share"):
-        table.add_column(col, justify="left" if col in ("layer", "op") else "right", overflow="fold")
+    text_column(table, "layer")
+    text_column(table, "op")
+    for col in (f"output\n(batch {batch})", "params", "MACs per\nimage", "share"):
+        figure_column(table, col)
     for layer in result.layers:
         share = "" if not layer.macs or not result.total_macs else f"{100 * layer.macs / result.total_macs:.1f} %"
         table.add_row(layer.name, layer.op, shape_text(layer.output_shape) if layer.output_shape else "?",
                       f"{layer.params:,}", _count(layer.macs) if layer.op in MAC_OPS else "-", share)
-    console.print(table)
+    print_table(table)
     if result.unknown_macs and not result.total_macs:
         macs = f"MACs unknown ({result.unknown_macs} layer(s) with unknown shapes)"
     else:

@@ -8,7 +8,7 @@ from typing import Any
 import typer
 
 from cnnkit.cli.options import address_option, engine_option, parse_batch_sizes, with_preprocess_options
-from cnnkit.cli.render import JSON_HELP, check_json_target, console, emit_json, err_console, json_to_stdout
+from cnnkit.cli.render import JSON_HELP, check_json_target, console, emit_json, err_console, json_to_stdout, print_table
 
 
 @with_preprocess_options
@@ -83,7 +83,7 @@ def render_verify(result) -> None:  # noqa: ANN001 (VerifyResult; imported lazil
     if stable is not None:
         console.print(f"reference top-1 stability: {stable:.4f}")
     console.print(f"gate ({result.gate_kind}): {gate_text(result.tolerance)} — {result.tolerance.reason}")
-    console.print(outputs_table(result.outputs))
+    print_table(outputs_table(result.outputs))
     accs = [d for d in result.outputs if d.reference_accuracy is not None]
     if accs:
         d = accs[0]
