@@ -385,11 +385,12 @@ def quantize_model(config: QuantizeConfig, dataset: Dataset | QuantData | None =
         failures += [f"parity vs FP32: {f}" for f in parity.failures]
         if failures and not config.keep_failed:
             more = f" (and {len(failures) - 1} more)" if len(failures) > 1 else ""
+            where = f"; the loop {stopped}" if stopped else ""
             raise _gate_error(
                 f"the {config.mode.value} variant of {Path(config.model).name} fails its gate",
-                f"{failures[0]}{more}; the variant is not written", data.record,
-                "run cnnkit parity on the two models for every figure, try another --mode, "
-                "or pass --keep-failed to write it marked as failed")
+                f"{failures[0]}{more}{where}; the variant is not written", data.record,
+                ("raise --max-time, " if stopped else "") + "run cnnkit parity on the two models for every figure, "
+                "try another --mode, or pass --keep-failed to write it marked as failed")
         timed_batches = speed_batches(info, (1, 64))
         if config.measure_speed and not clock.over():
             say(f"timing the variant against FP32 (batch {' and '.join(map(str, timed_batches))}, interleaved)")
