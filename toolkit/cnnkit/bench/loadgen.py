@@ -22,6 +22,7 @@ from typing import Any
 import numpy as np
 
 from cnnkit.errors import CnnkitError
+from cnnkit.topk import top1
 
 SCENARIOS = ("single-stream", "multi-stream", "server", "offline")
 _LOADGEN_NAMES = {"single-stream": "SingleStream", "multi-stream": "MultiStream", "server": "Server",
@@ -137,7 +138,7 @@ class ServeStats:
 
 def top1_answers(scores: np.ndarray) -> np.ndarray:
     """The response each sample gets: its top-1 class as little-endian int32 (ties: the lowest class index)."""
-    return np.argmax(np.asarray(scores).reshape(len(scores), -1), axis=1).astype("<i4")
+    return top1(scores).astype("<i4")
 
 
 class QueryServer:

@@ -21,6 +21,7 @@ import numpy as np
 from cnnkit.errors import CnnkitError
 from cnnkit.io import check_output_dir, staged_dir, write_json_atomic
 from cnnkit.graph.info import describe_onnx
+from cnnkit.topk import top1
 
 DEFAULT_MAX_LAYERS = 16
 DEFAULT_MAX_CHANNELS = 32
@@ -217,7 +218,7 @@ def save_feature_maps(model_path: Path, image: np.ndarray, out_dir: Path, source
                 plt.close(fig)
             layers.append(FeatureMapLayer(layer, tensor, tuple(int(d) for d in fmap.shape), name, tuple(shown), title))
         probs = values[runner.output_names[0]]
-        result = FeatureMapsResult(str(model_path), source, int(np.argmax(probs)), tuple(layers), len(targets),
+        result = FeatureMapsResult(str(model_path), source, int(top1(np.reshape(probs, (1, -1)))[0]), tuple(layers), len(targets),
                                    max_layers, max_channels, record.to_dict(), provenance)
         write_json_atomic(staging / "featuremaps.json", result.to_dict() | {"selection": result.selection_note})
     return result

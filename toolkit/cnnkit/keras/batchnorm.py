@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 
 from cnnkit.errors import CnnkitError
+from cnnkit.topk import top1
 
 DEFAULT_BATCH_SIZE = 32
 
@@ -82,7 +83,7 @@ def calibrate_batchnorm(model: Any, images: np.ndarray, batch_size: int = DEFAUL
     after = _outputs(model, images, batch_size)
     return BatchNormCalibration(
         layers=len(layers), samples=len(images), batches=len(starts), output_spread_before=before,
-        output_spread_after=_spread(after), distinct_top1_after=int(len(np.unique(after.reshape(len(after), -1).argmax(1)))),
+        output_spread_after=_spread(after), distinct_top1_after=int(len(np.unique(top1(after)))),
     )
 
 
