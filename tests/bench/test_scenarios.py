@@ -253,6 +253,16 @@ No errors encountered during test.
     assert "Reduce target QPS to improve latency." in s.reasons()
     with pytest.raises(CnnkitError, match="not a LoadGen summary"):
         parse_summary("hello")
+    # The search runs a point again only where early stopping alone failed, with the queries LoadGen names.
+    from cnnkit.bench.scenarios import ScenarioRun, _early_stopping_shortfall
+
+    def as_run(summary_text: str) -> ScenarioRun:
+        summary = parse_summary(summary_text)
+        return ScenarioRun("server", "performance", {}, summary, summary.valid, summary.reasons(), "x", {}, 1.0)
+
+    assert _early_stopping_shortfall(as_run(text)) is None  # the latency bound failed too
+    only_early = text.replace("Performance constraints satisfied : NO", "Performance constraints satisfied : Yes")
+    assert _early_stopping_shortfall(as_run(only_early)) == 190 + 967
 
 
 def test_ctrl_c_mid_run_leaves_nothing(model: Path, tmp_path: Path) -> None:

@@ -56,6 +56,7 @@ BATCH_CANDIDATE = 8  # the batch dynamic batching is probed at (when --max-batch
 BATCH_GAIN = 0.8  # batching is used where a batch costs at most this much per sample of batch 1's
 MAX_SEARCH_POINTS = 8
 SEARCH_TOLERANCE = 0.1  # the search stops once the highest valid and lowest invalid QPS are this close
+RETRY_MAX_S = 60.0  # a point short of queries for early stopping is run again if that takes at most this long
 
 
 @dataclass(frozen=True)
@@ -378,6 +379,8 @@ class _Runs:
     def run(self, point: TestPoint, what: str) -> ScenarioRun:
         name = point.scenario + (f"-qps-{point.target_qps:g}" if point.target_qps is not None and point.scenario == "server" else "")
         name += "-accuracy" if point.accuracy else ""
+        if (self.staging / name).exists():  # the same point again: its own logs
+            name += f"-{sum(1 for r in self.runs if r.log_dir.startswith(name)) + 1}"
         log_dir = self.staging / name
         self.progress(what, len(self.runs), 0)
         inline = point.scenario in ("single-stream", "multi-stream")
@@ -437,7 +440,8 @@ class _Runs:
     def search(self, bound: LatencyBound) -> ServerSearch:
         """The highest QPS whose LoadGen server run is VALID under ``bound``: from 0.6x the offline samples/s,
         doubling until a run fails, then bisecting until the valid and invalid QPS are within 10 %, at most
-        ``search_points`` server runs."""
+        ``search_points`` QPS tried. A point INVALID only for want of queries for early stopping is run again
+        with as many as LoadGen says it needs (where that takes at most a minute)."""
         lo, hi = 0.0, math.inf
         best: int | None = None
         offline, _ = self.offline_qps()
@@ -448,6 +452,14 @@ class _Runs:
             run = self.run(self.point("server", q), f"server search, point {i + 1} of <= {self.config.search_points}: "
                                                     f"{q:g} QPS, {bound.label}")
             tried.append(len(self.runs) - 1)
+            more = _early_stopping_shortfall(run)
+            if more is not None and more / q <= RETRY_MAX_S:
+                # Within the bound, short of queries for LoadGen's early-stopping estimate: it says how many more
+                # would do if none of them were late; the same QPS is run again that long (another point, kept).
+                point = replace(self.point("server", q), min_query_count=more)
+                run = self.run(point, f"server search, point {i + 1} again with {more} queries (LoadGen: early "
+                                      f"stopping needs them): {q:g} QPS, {bound.label}")
+                tried.append(len(self.runs) - 1)
             if run.valid and q > lo:
                 lo, best = q, len(self.runs) - 1
             elif not run.valid:
@@ -467,6 +479,23 @@ class _Runs:
                 break
             q = nxt
         return ServerSearch(bound.to_dict(), tuple(tried), best, lo if best is not None else None, stopped)
+
+
+def _early_stopping_shortfall(run: ScenarioRun) -> int | None:
+    """The queries a server run needs in all for LoadGen's early stopping, where that alone made it INVALID (the
+    latency bound held, the durations and counts were met) and LoadGen names the shortfall; else None."""
+    import re
+
+    s = run.summary
+    failed = [name for name, ok in s.satisfied.items() if not ok]
+    if run.valid or failed != ["Early stopping"]:
+        return None
+    text = " ".join(s.early_stopping)
+    done = re.search(r"Processed (\d+) queries", text)
+    need = re.search(r"at least (\d+) more queries", text)
+    if not done or not need:
+        return None
+    return int(done.group(1)) + int(need.group(1))
 
 
 def _round_qps(q: float) -> float:
