@@ -116,7 +116,8 @@ def inversion_warning(image: str, seen: dict[str, float], reference: dict[str, A
             f"invert the image (e.g. PIL.ImageOps.invert) if that is what it shows")
 
 
-def _probabilities(scores: np.ndarray) -> tuple[np.ndarray, str]:
+def as_probabilities(scores: np.ndarray) -> tuple[np.ndarray, str]:
+    """Scores as probabilities (rows that already sum to 1 as they are, else softmax), and which they were."""
     s = scores.astype(np.float64)
     if s.min() >= 0 and s.max() <= 1 and np.allclose(s.sum(axis=-1), 1, atol=1e-3):
         return s, "probabilities"
@@ -143,7 +144,7 @@ def predict_images(config: PredictConfig) -> PredictResult:
         if bad is not None:  # NaN scores rank nothing: a failure, never a top-k
             raise NonFiniteError(f"{Path(config.model).name} gives {bad.count} non-finite score(s) (NaN/Inf) for {path}",
                                  hint="the model is broken for this input; check its weights and the preprocessing")
-        probs, kind = _probabilities(scores)
+        probs, kind = as_probabilities(scores)
         n = probs.shape[1]
         if names is not None and len(names) != n:
             raise CnnkitError(f"{config.model} has {n} outputs but {len(names)} class names ({names_from})",

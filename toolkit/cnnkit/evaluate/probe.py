@@ -73,7 +73,7 @@ def probe_preprocessing(model: str | os.PathLike[str], images: Sequence[str | os
     The suggestion ranks by label agreement when there are labels; else by margin x stability. A preset that
     gives one class for every image is never suggested (a saturated input does that, confidently).
     """
-    from cnnkit.evaluate.predict import _probabilities
+    from cnnkit.evaluate.predict import as_probabilities
     from cnnkit.parity.check import dither
     from cnnkit.runtimes.registry import DEFAULT_RUNTIME, create_runner
 
@@ -92,7 +92,7 @@ def probe_preprocessing(model: str | os.PathLike[str], images: Sequence[str | os
     scores, kind = [], ""
     for name in PRESETS:
         record = bind_to_model(preset(name), info)
-        probs, kind = _probabilities(_run(runner, record.normalize(pixels), batch))
+        probs, kind = as_probabilities(_run(runner, record.normalize(pixels), batch))
         if not np.isfinite(probs).all():
             scores.append(PresetScore(name, record.describe(), float("nan"), float("nan"), None, None, 0, 0.0,
                                       "non-finite outputs"))
