@@ -197,9 +197,9 @@ def test_zero_biases_dropped_by_tf2onnx_are_explained(tmp_path: Path) -> None:
 
 
 def test_unsupported_op_names_op_and_layer(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from cnnkit.export import onnx as export
+    from cnnkit.export import keras_routes
 
-    monkeypatch.setattr(export, "_CUSTOM_OP_HANDLERS", {})  # without cnnkit's Erfc handler, exact GELU fails
+    monkeypatch.setattr(keras_routes, "_CUSTOM_OP_HANDLERS", {})  # without cnnkit's Erfc handler, exact GELU fails
     keras = _keras()
     model = keras.Sequential([keras.Input((8, 8, 1)), keras.layers.Conv2D(2, 3, activation="gelu", name="fancy"),
                               keras.layers.Flatten(), keras.layers.Dense(2)])

@@ -66,11 +66,12 @@ def test_normalization_and_grouped_convs_export_with_one_input(tmp_path: Path) -
 
 def test_stray_graph_inputs_are_caught_by_the_onnx_check(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Without folding the captured statistics, tf2onnx's graph has 3 inputs: the export names them."""
+    from cnnkit.export import graph_checks, keras_routes
     from cnnkit.export import onnx as export
 
-    monkeypatch.setattr(export, "_fold_captured_inputs", lambda *a, **k: None)
-    monkeypatch.setattr(export, "_drop_unread_inputs", lambda *a, **k: None)
-    monkeypatch.setattr(export, "_convert_with_keras_export",
+    monkeypatch.setattr(keras_routes, "_fold_captured_inputs", lambda *a, **k: None)
+    monkeypatch.setattr(graph_checks, "_drop_unread_inputs", lambda *a, **k: None)
+    monkeypatch.setattr(export, "convert_with_keras_export",
                         lambda *a: (_ for _ in ()).throw(ExportError("not tried in this test")))
     src = tmp_path / "m.keras"
     _normalized_grouped().save(src)
@@ -86,7 +87,7 @@ def test_falls_back_to_keras_export_and_records_it(tmp_path: Path, monkeypatch: 
     def broken(*args):
         raise ExportError("tf2onnx could not convert it: simulated")
 
-    monkeypatch.setattr(export, "_convert_with_tf2onnx", broken)
+    monkeypatch.setattr(export, "convert_with_tf2onnx", broken)
     src = tmp_path / "m.keras"
     _normalized_grouped().save(src)
     export_onnx(ExportConfig(src, tmp_path / "m.onnx"))
@@ -102,7 +103,7 @@ def test_a_route_whose_outputs_differ_is_not_kept(tmp_path: Path, monkeypatch: p
     """Both routes give a graph that computes something else: the export fails and says by how much."""
     from cnnkit.export import onnx as export
 
-    real_finish = export._finish_graph
+    real_finish = export.finish_graph
 
     def corrupt(model_proto, keras_model, config):
         init = next(i for i in model_proto.graph.initializer if len(i.dims) == 4)
@@ -110,7 +111,7 @@ def test_a_route_whose_outputs_differ_is_not_kept(tmp_path: Path, monkeypatch: p
         init.CopyFrom(onnx.numpy_helper.from_array(w + 0.5, init.name))
         return real_finish(model_proto, keras_model, config)
 
-    monkeypatch.setattr(export, "_finish_graph", corrupt)
+    monkeypatch.setattr(export, "finish_graph", corrupt)
     src = tmp_path / "m.keras"
     _normalized_grouped().save(src)
     with pytest.raises(ExportError, match=r"its outputs differ from Keras by up to .*routes tried: tf2onnx, Keras"):
