@@ -203,6 +203,12 @@ def test_an_fp16_variant_beyond_tolerance_fails_the_variant_gate(made: dict[str,
     assert not result.passed and result.gate_kind == "variant"
     assert any("top-1 agreement" in f and "< 0.99" in f for f in result.failures), result.failures
     assert any(d.startswith("weight wd:") and "(beyond float16 rounding)" in d for d in result.diagnosis), result.diagnosis
+    marked = onnx.load(str(fp16))  # as quantize --keep-failed writes a variant that failed its gate
+    onnx.helper.set_model_props(marked, {"cnnkit_gate": "failed"})
+    onnx.save(marked, str(fp16))
+    again = verify_bundle(VerifyConfig(bundle=made["bundle"], model=fp16))
+    assert again.diagnosis[0] == ("broken.fp16.onnx's metadata says cnnkit_gate=failed: cnnkit quantize wrote it only "
+                                  "because of --keep-failed")
     # a tighter gate given on the command line fails the good FP16 variant too
     good = tmp_path / "good.fp16.onnx"
     onnx.save(convert_float_to_float16(onnx.load(str(made["model"])), keep_io_types=True), str(good))

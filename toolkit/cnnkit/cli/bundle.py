@@ -64,6 +64,7 @@ def bundle_command(
         console.print(f"preprocessing: {PreprocessRecord.from_dict(m.preprocess).describe()}")
         console.print(f"reference: {m.reference['name']} on {m.reference['runs_on']}")
         console.print(f"gate: {gate_text(m.gate)}; variants: {gate_text(m.variant_gate)}")
-        console.print(f"largest parts: {files}" if files else "")
+        if files:
+            console.print(f"largest parts: {files}")
     emit_json(json_out, {"path": result.path, "bytes": result.bytes, "sha256": result.sha256} | {"manifest": m.to_dict()},
               force)

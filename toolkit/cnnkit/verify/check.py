@@ -247,6 +247,12 @@ def _diagnose(bundle: Any, onnx_path: Path, other: Path | None, diffs: list[Outp
     """Lines naming what diverged: weights that differ from the bundled model's, the first node giving NaN/Inf."""
     lines: list[str] = []
     if other is not None and other.suffix == ".onnx":
+        from cnnkit.graph import metadata as meta
+        from cnnkit.graph.info import describe_onnx
+
+        if describe_onnx(other, require_image=False).metadata.get(meta.GATE) == "failed":
+            lines.append(f"{other.name}'s metadata says {meta.GATE}=failed: cnnkit quantize wrote it only because of "
+                         f"--keep-failed")
         lines += weight_differences(bundle.model_path, other)
     bad = next((d for d in diffs if d.nonfinite_candidate), None)
     if bad is not None and bad.first_nonfinite is not None and onnx_path.suffix == ".onnx":
