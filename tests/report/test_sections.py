@@ -79,3 +79,19 @@ def test_compare_is_one_section_for_the_terminal_and_the_report() -> None:
         assert any(all(cell in line for cell in row) for line in term.splitlines()), (row, term)
     for key in result.unmatched:  # and the same notes
         assert f"- only in one result: {key}" in md and f"only in one result: {key}" in term
+
+
+def test_eval_is_one_section_for_the_terminal_and_the_report() -> None:
+    from cnnkit.report.sections import eval_section
+    from cnnkit.results.load import load_result
+
+    result = load_result(GOLDEN / "eval.json", expect="cnnkit.eval/1")
+    full, compact = eval_section(result, compact=False), eval_section(result, compact=True)
+    assert full.tables[0].rows == compact.tables[0].rows and len(full.tables[0].rows) == len(result.models) > 0
+    md = "\n".join(to_markdown(full))
+    assert md.startswith("## Accuracy") and f"{result.dataset['evaluated_samples']:,} test images" in md
+    term = _terminal(compact)  # at 80 columns split into tables that repeat the model column
+    for row in full.tables[0].rows:  # the same cells in the report and on the terminal, each beside its model
+        assert "| " + " | ".join(row) + " |" in md
+        lines = [line for line in term.splitlines() if line.startswith(row[0] + " ")]
+        assert all(any(cell in line for line in lines) for cell in row[1:]), (row, term)

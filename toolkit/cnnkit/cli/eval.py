@@ -10,7 +10,7 @@ import typer
 from cnnkit.cli.options import address_option, engine_option, labels_option, skip_bad_images_option, with_preprocess_options
 from cnnkit.cli.render import (
     DATASET_HELP, JSON_HELP, check_json_target, console, emit_json, figure_column, image_progress, json_to_stdout, new_table,
-    notice, print_table, text_column,
+    notice, print_section, print_table, text_column,
 )
 
 
@@ -63,8 +63,7 @@ def eval_command(
 
 
 def render_eval(result, confusion: bool = False) -> None:  # noqa: ANN001 (EvalResult, imported lazily)
-    from cnnkit.evaluate.accuracy import accuracy_change_pp
-    from cnnkit.runtimes.sessions import provider_label
+    from cnnkit.report.sections import eval_section
 
     d = result.dataset
     rate = f", {result.images_per_s:,.0f} images/s" if result.images_per_s else ""
@@ -80,19 +79,7 @@ def render_eval(result, confusion: bool = False) -> None:  # noqa: ANN001 (EvalR
     for m in result.models:
         if m.preprocess:
             console.print(f"{Path(m.model).name}: preprocessing {PreprocessRecord.from_dict(m.preprocess).describe()}")
-    table = new_table()
-    for col in ("model", "precision"):
-        text_column(table, col)
-    figure_column(table, "size")
-    text_column(table, "provider")
-    for col in ("top-1", "top-5", "Δ vs\nfirst", "agrees\nwith first"):
-        figure_column(table, col)
-    base = result.models[0].accuracy
-    for m in result.models:
-        top5 = "-" if m.top5_accuracy is None else f"{100 * m.top5_accuracy:.2f} %"
-        table.add_row(Path(m.model).name, m.precision, f"{m.size_bytes / 1024:,.0f} KiB", provider_label(m.provider), f"{100 * m.accuracy:.2f} %",
-                      top5, f"{accuracy_change_pp(base, m.accuracy):+.2f} pp", f"{100 * m.agreement_with_first:.2f} %")
-    print_table(table)
+    print_section(eval_section(result, compact=True))
     if len(result.class_names) > 20:
         console.print(f"({len(result.class_names)} classes: per-class accuracy and confusion matrices are in --json)")
         return

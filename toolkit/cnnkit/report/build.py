@@ -29,7 +29,7 @@ from cnnkit.report.bench import (
     concurrency_plot,
     training_plot,
 )
-from cnnkit.report.sections import bench_sections, md_table, settings_lines, to_markdown
+from cnnkit.report.sections import bench_sections, eval_section, md_table, settings_lines, to_markdown
 from cnnkit.results.load import from_dict, read_json, schema_of
 
 SCHEMAS = ("cnnkit.train/1", "cnnkit.parity/1", "cnnkit.eval/1", "cnnkit.bench/1", "cnnkit.scenario/1", "cnnkit.quantize/1",
@@ -224,12 +224,7 @@ def markdown(inputs: ReportInputs, plots: dict[str, bytes], title: str) -> str:
         if p.divergence:
             parts += [f"First divergent layer: {p.divergence}", ""]
     for _, e in inputs.of("cnnkit.eval/1"):
-        base = e.models[0].accuracy
-        parts += ["## Accuracy", "", f"{e.dataset['evaluated_samples']:,} test images of {e.dataset['name']}", "",
-                  md_table(["model", "precision", "size KiB", "accuracy", "Δ vs first", "agreement with first"],
-                           [[Path(m.model).name, m.precision, f"{m.size_bytes / 1024:,.0f}",
-                             f"{100 * m.accuracy:.2f} %", f"{accuracy_change_pp(base, m.accuracy):+.2f} pp",
-                             f"{100 * m.agreement_with_first:.2f} %"] for m in e.models]), ""]
+        parts += to_markdown(eval_section(e, compact=False))
     for _, q in inputs.of("cnnkit.quantize-auto/1"):
         fp32_acc = q.candidates[0].accuracy if q.candidates else None
         metric = metric_name(q.dataset)

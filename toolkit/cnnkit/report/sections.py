@@ -1,8 +1,8 @@
-"""The sections of a benchmark result (and of a comparison of two), drawn once for the terminal (``cnnkit bench``,
-``cnnkit compare``) and the report alike.
+"""The sections of a benchmark result (and of an evaluation, and of a comparison of two), drawn once for the
+terminal (``cnnkit bench``, ``cnnkit eval``, ``cnnkit compare``) and the report alike.
 
 Each section is one function from the typed result (:class:`~cnnkit.bench.benchmark.BenchResult`,
-:class:`~cnnkit.results.compare.CompareResult`) to a neutral :class:`Section` (title, tables of headers and rows,
+:class:`~cnnkit.evaluate.accuracy.EvalResult`, :class:`~cnnkit.results.compare.CompareResult`) to a neutral :class:`Section` (title, tables of headers and rows,
 notes); two thin formatters draw it: Rich in :mod:`cnnkit.cli.render`, Markdown (and so HTML) here. ``compact``: the terminal's 80-column layout (short
 headers and names, the columns that fit); otherwise every column, as ``--wide`` and the report show them.
 """
@@ -17,6 +17,7 @@ from typing import Any
 
 from cnnkit.bench.benchmark import BenchCase, BenchResult
 from cnnkit.bench.concurrency import ConcurrencyPoint, saturation
+from cnnkit.evaluate.accuracy import EvalResult, accuracy_change_pp
 from cnnkit.results.compare import CompareResult
 from cnnkit.runtimes.registry import runtime_label
 from cnnkit.runtimes.sessions import provider_label
@@ -310,6 +311,21 @@ def recommendation_section(results: Sequence[BenchResult], compact: bool) -> Sec
              "the fastest runtime x precision per batch size whose accuracy stays within the budget, where the "
              "interleaved rounds confirm its lead over the default (ONNX Runtime); otherwise the default")
     return Section("Recommended deployment", intro, tuple(tables), tuple(notes), tuple(commands))
+
+
+def eval_section(result: EvalResult, compact: bool) -> Section:
+    """``cnnkit eval``: per model its precision, size and provider, top-1 and top-5, and its change against the
+    first model given. Compact: two-line headers, and the dataset left to the line the terminal prints before."""
+    base = result.models[0].accuracy
+    rows = tuple((Path(m.model).name, m.precision, f"{m.size_bytes / 1024:,.0f} KiB", provider_label(m.provider),
+                  f"{100 * m.accuracy:.2f} %", "-" if m.top5_accuracy is None else f"{100 * m.top5_accuracy:.2f} %",
+                  f"{accuracy_change_pp(base, m.accuracy):+.2f} pp", f"{100 * m.agreement_with_first:.2f} %")
+                 for m in result.models)
+    change, agrees = ("Δ vs\nfirst", "agrees\nwith first") if compact else ("Δ vs first", "agrees with first")
+    table = Table(("model", "precision", "size", "provider", "top-1", "top-5", change, agrees), rows, align="llrlrrrr")
+    d = result.dataset
+    return Section("" if compact else "Accuracy", "" if compact else f"{d['evaluated_samples']:,} test images of {d['name']}",
+                   (table,))
 
 
 def compare_section(result: CompareResult, compact: bool) -> Section:
