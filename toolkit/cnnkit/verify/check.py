@@ -273,7 +273,9 @@ def weight_differences(bundled: Path, other: Path, limit: int = 5) -> list[str]:
     import onnx
     from onnx import numpy_helper
 
-    a = {t.name: t for t in onnx.load(str(bundled)).graph.initializer}
+    from cnnkit.graph.index import GraphIndex
+
+    a = GraphIndex.of(onnx.load(str(bundled))).initializers
     lines = []
     for t in onnx.load(str(other)).graph.initializer:
         ref = a.get(t.name)
