@@ -344,3 +344,7 @@ def test_a_bundle_without_a_dataset_holds_the_synthetic_inputs_only(made: dict[s
         assert b.manifest.inputs["counts"] == {"random": 16, "zeros": 2, "full-255": 2, "noise": 8}
         assert b.manifest.inputs["labelled"] == 0
     assert verify_bundle(VerifyConfig(bundle=out)).passed
+
+
+def test_an_unknown_engine_is_the_one_engine_error(made: dict[str, Path]) -> None:
+    one_error_line(run("verify", made["bundle"], "--engine", "spark"), "unknown --engine 'spark'", "one of: local, ray")

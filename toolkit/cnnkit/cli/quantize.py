@@ -56,11 +56,6 @@ def quantize_command(
     if batch_size <= 0:
         raise CnnkitError(f"--batch-size must be positive, got {batch_size}", hint="e.g. --batch-size 64 (the default)")
     check_json_target(json_out, force)
-    from cnnkit.choices import check_engine
-
-    if check_engine(engine) == "ray" and auto:
-        raise CnnkitError("--engine ray checks the accuracy of one quantize run, not --auto's candidates",
-                          hint="drop --auto, or --engine ray")
     if explain and auto:
         raise CnnkitError("--explain explains the nodes of one quantize run, not --auto's candidates",
                           hint="drop --auto and give the --mode to explain, or drop --explain")

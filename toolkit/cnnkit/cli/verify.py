@@ -42,7 +42,9 @@ def verify_command(
                           session=SessionConfig(provider=provider, allow_fallback=allow_fallback), model=model,
                           preprocess=preprocessing, batch_sizes=parse_batch_sizes(batch_sizes) if batch_sizes else None,
                           atol=atol, rtol=rtol, min_agreement=min_agreement, max_accuracy_drop=max_accuracy_drop)
-    if engine == "ray":
+    from cnnkit.choices import check_engine
+
+    if check_engine(engine) == "ray":
         from cnnkit.distributed.fleet_verify import verify_fleet
 
         with err_console.status(f"verify: {bundle.name} on every node of the cluster"):
@@ -53,10 +55,6 @@ def verify_command(
         if not fleet.passed:
             raise typer.Exit(1)
         return
-    if engine != "local":
-        from cnnkit.errors import CnnkitError
-
-        raise CnnkitError(f"--engine {engine}: unknown engine", hint="local or ray")
     with err_console.status(f"verify: running {bundle.name}'s golden inputs on {config.runtime.label}"):
         result = verify_bundle(config)
     if not json_to_stdout(json_out):

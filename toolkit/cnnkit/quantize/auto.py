@@ -53,13 +53,16 @@ def auto_candidates(base: QuantizeConfig, device: str, isa: list[str]) -> list[t
 def auto_quantize(base: QuantizeConfig, batch_sizes: tuple[int, int] = (1, 64), min_time_s: float = 0.5,
                   progress: Callable[[str], None] | None = None, dataset: Dataset | QuantData | None = None) -> AutoResult:
     """Build every candidate, evaluate and benchmark it with the FP32 model, save the fastest within budget. The
-    candidates share ``base.max_time_s``; one not started by then is listed as not tried."""
+    candidates share ``base.max_time_s``; one not started by then is listed as not tried. Engine local only."""
     import shutil
 
     from cnnkit.bench.benchmark import BenchConfig, run_benchmark
     from cnnkit.envinfo import cpu_info
     from cnnkit.runtimes.registry import DEFAULT_RUNTIME, create_runner
 
+    if base.engine == "ray":
+        raise CnnkitError("--engine ray checks the accuracy of one quantize run, not --auto's candidates",
+                          hint="drop --auto, or --engine ray")
     started = time.perf_counter()
     out = Path(base.output)
     check_not_input(out, base.model)

@@ -14,6 +14,7 @@ from cnnkit.choices import (
     QuantFix,
     QuantFormat,
     QuantMode,
+    check_engine,
 )
 from cnnkit.data.preprocess import PreprocessChoice
 from cnnkit.errors import CnnkitError
@@ -62,6 +63,7 @@ class QuantizeConfig:
     explain: bool = False  # per blamed node: weight SQNR per tensor and per channel, activation SQNR, the fix
 
     def __post_init__(self) -> None:
+        check_engine(self.engine)
         require_finite("--max-accuracy-drop", self.max_accuracy_drop)
         if self.calibration_samples <= 0:
             raise CnnkitError(f"--calibration-samples must be positive, got {self.calibration_samples}",
