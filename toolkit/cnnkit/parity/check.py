@@ -745,7 +745,7 @@ def _run_and_compare(config: ParityConfig, mode: str, reference: Runner, candida
     """Run both sides at every batch size, compare, and localise a Keras/ONNX failure layer by layer."""
     ref_out = run_batched(reference, inputs.feed(ref_record), 64)
     cand_x = inputs.feed(cand_record)
-    batch_sizes, batch_note = _accepted_batch_sizes(config.batch_sizes, candidate.label, cand_info.input, reference)
+    batch_sizes, batch_note = accepted_batch_sizes(config.batch_sizes, candidate.label, cand_info.input, reference)
     on_ort = candidate.info.runtime == "onnxruntime"  # the rounding floor and layer table run the .onnx in ORT
     floor = None
     if mode == "keras-onnx" and config.atol is None and on_ort:
@@ -787,7 +787,7 @@ def _run_and_compare(config: ParityConfig, mode: str, reference: Runner, candida
     )
 
 
-def _accepted_batch_sizes(wanted: tuple[int, ...], label: str, candidate: Any,
+def accepted_batch_sizes(wanted: tuple[int, ...], label: str, candidate: Any,
                           reference: Any) -> tuple[tuple[int, ...], str | None]:
     """The candidate's batch sizes: a fixed-batch candidate runs at its own batch only (and the note says so).
 

@@ -90,7 +90,7 @@ def verify_opened(bundle: Any, config: VerifyConfig) -> VerifyResult:
     from cnnkit.io import sha256_file
     from cnnkit.parity.check import (
         InputSet,
-        _accepted_batch_sizes,
+        accepted_batch_sizes,
         compare_outputs,
         gate_for_precision,
         same_model_tolerance,
@@ -189,7 +189,7 @@ def verify_opened(bundle: Any, config: VerifyConfig) -> VerifyResult:
     inputs = InputSet(pixels=bundle.pixels, labels=bundle.labels, kinds=bundle.kinds, dataset=m.inputs.get("dataset", {}))
     wanted = config.batch_sizes or tuple(m.batch_sizes)
     image = getattr(runner, "image", None)
-    batch_sizes, batch_note = _accepted_batch_sizes(wanted, runner.label, image, None)
+    batch_sizes, batch_note = accepted_batch_sizes(wanted, runner.label, image, None)
     diffs: list[OutputDiff] = []
     log.info("running %d golden inputs at batch sizes %s", len(x), ", ".join(map(str, batch_sizes)))
     for b in batch_sizes:
