@@ -62,7 +62,7 @@ def main() -> None:
         bare, lg = [], []
         for r in range(args.rounds):
             b, n = bare_p90_ms(runner_session, name, samples, args.seconds)
-            point = TestPoint("single-stream", int(args.seconds * 1000), 256, expected_latency_ms=b)
+            point = TestPoint("single-stream", int(args.seconds * 1000), 256, expected_latency_ms=b / 4)  # low: LoadGen stops at the minimums
             server = QueryServer(workload.engines, samples, 1, inline=True)
             summary = run_test(server, point, Path(tmp) / f"round{r}")
             p90 = summary.percentile_ns(90) / 1e6
