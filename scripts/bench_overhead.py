@@ -9,7 +9,7 @@ import argparse
 import json
 from pathlib import Path
 
-from cnnkit.bench.benchmark import measure_overhead
+from cnnkit.bench.timing import measure_overhead
 from cnnkit.envinfo import environment
 
 

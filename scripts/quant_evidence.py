@@ -98,7 +98,7 @@ def interleaved_latency(variants: dict[str, Path], fp32: Path, batches: tuple[in
     """p50 per runner per batch: ORT (default session options) for every variant, OpenVINO FP32 and BF16."""
     import random
 
-    from cnnkit.bench.benchmark import time_calls, time_slice
+    from cnnkit.bench.timing import time_calls, time_slice
 
     out: dict[int, dict[str, float]] = {}
     for b in batches:

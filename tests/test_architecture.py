@@ -45,7 +45,7 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("cli", ("cli", "__main__")),
 )
 
-# The one result loader names every result schema's class by string ("cnnkit.bench.benchmark:BenchResult") and
+# The one result loader names every result schema's class by string ("cnnkit.bench.result:BenchResult") and
 # imports it only when a file of that schema is read. Those names reach upward by design — report and compare read
 # every schema, and the schemas' classes live in the stages that write them, pipeline included — so the loader's
 # string loads are exempt from the layer and cycle rules; each must still name a class that exists.
@@ -69,7 +69,7 @@ class Import:
     target: str  # a cnnkit module, or a third-party top-level package when ``external``
     line: int
     at_import_time: bool  # False: inside a function that the module does not call while it is imported
-    by_string: bool = False  # a lazy load by name, e.g. "cnnkit.bench.benchmark:BenchResult"
+    by_string: bool = False  # a lazy load by name, e.g. "cnnkit.bench.result:BenchResult"
     external: bool = False
     attribute: str = ""  # the ``Name`` of a "module:Name" string
     function: str = ""  # the outermost function the import sits in ("" at module level)
@@ -324,8 +324,8 @@ def test_the_import_reader_sees_deferred_strings_and_skips_type_checking() -> No
     # registry builds the OpenVINO runner inside a function; bench.extras names BenchConfig only for typing
     assert any(e.source == "cnnkit.runtimes.registry" and e.target == "cnnkit.runtimes.openvino"
                and not e.at_import_time for e in edges)
-    assert not any(e.source == "cnnkit.bench.extras" and e.target == "cnnkit.bench.benchmark" for e in edges)
-    assert any(e.source == RESULT_LOADER and e.target == "cnnkit.bench.benchmark" and e.by_string for e in edges)
+    assert not any(e.source == "cnnkit.bench.extras" and e.target == "cnnkit.bench.config" for e in edges)
+    assert any(e.source == RESULT_LOADER and e.target == "cnnkit.bench.result" and e.by_string for e in edges)
     assert any(e.source == "cnnkit.graph.summary" and e.target == "cnnkit.graph.info" and e.at_import_time
                for e in edges)
 

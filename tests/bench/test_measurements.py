@@ -170,7 +170,9 @@ def test_concurrency_measures_plausible_throughput(model: Path) -> None:
 
 
 def test_bench_with_every_measurement_round_trips(model: Path, tmp_path: Path) -> None:
-    from cnnkit.bench.benchmark import BenchConfig, BenchResult, run_benchmark
+    from cnnkit.bench.benchmark import run_benchmark
+    from cnnkit.bench.config import BenchConfig
+    from cnnkit.bench.result import BenchResult
     from cnnkit.io import write_json_atomic
     from cnnkit.runtimes.sessions import SessionConfig
 
@@ -212,7 +214,8 @@ def test_noise_flag() -> None:
 def test_report_sections_and_runtime_comparison(model: Path, tmp_path: Path) -> None:
     """A bench of ONNX Runtime and OpenVINO on one model, with every measurement, rendered into the report."""
     pytest.importorskip("openvino")
-    from cnnkit.bench.benchmark import BenchConfig, run_benchmark
+    from cnnkit.bench.benchmark import run_benchmark
+    from cnnkit.bench.config import BenchConfig
     from cnnkit.io import write_json_atomic
     from cnnkit.report.build import write_report
     from cnnkit.runtimes.registry import parse_runtimes
@@ -239,7 +242,9 @@ def test_fitted_defaults_follow_the_device_that_runs(model: Path) -> None:
     included); a session on a GPU keeps the usual defaults."""
     from dataclasses import replace
 
-    from cnnkit.bench.benchmark import BenchConfig, resolve_defaults, run_benchmark
+    from cnnkit.bench.benchmark import run_benchmark
+    from cnnkit.bench.config import BenchConfig
+    from cnnkit.bench.defaults import resolve_defaults
     from cnnkit.runtimes.onnxruntime import recorded_info
     from cnnkit.runtimes.sessions import SessionConfig
 

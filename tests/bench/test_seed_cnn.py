@@ -7,7 +7,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from cnnkit.bench.benchmark import SCHEMA, BenchConfig, BenchResult, measure_overhead, run_benchmark, tune_candidates
+from cnnkit.bench.benchmark import run_benchmark
+from cnnkit.bench.config import BenchConfig
+from cnnkit.bench.result import SCHEMA, BenchResult
+from cnnkit.bench.timing import measure_overhead
+from cnnkit.bench.tune import tune_candidates
 from cnnkit.errors import CnnkitError, ModelFileError
 from cnnkit.evaluate.accuracy import EvalConfig, EvalResult, evaluate_models
 from cnnkit.runtimes.sessions import SessionConfig, SessionError

@@ -4,7 +4,7 @@ import math
 import re
 
 import pytest
-from cnnkit.bench.benchmark import time_calls
+from cnnkit.bench.timing import time_calls
 from cnnkit.errors import CnnkitError
 from cnnkit.stats import LatencyStats
 
@@ -43,7 +43,7 @@ def test_timing_loop_meets_both_minimums() -> None:
 def test_bench_config_validation() -> None:
     from pathlib import Path
 
-    from cnnkit.bench.benchmark import BenchConfig
+    from cnnkit.bench.config import BenchConfig
 
     with pytest.raises(CnnkitError, match="batch-sizes"):
         BenchConfig(models=(Path("m.onnx"),), batch_sizes=(0,))
@@ -69,7 +69,7 @@ def test_bench_config_checks_every_option_itself(options: dict, message: str) ->
     """The CLI only parses: BenchConfig (and the configs it holds) refuse bad values with the flag's name."""
     from pathlib import Path
 
-    from cnnkit.bench.benchmark import BenchConfig, RecommendConfig
+    from cnnkit.bench.config import BenchConfig, RecommendConfig
     from cnnkit.runtimes.sessions import SessionConfig
 
     def build() -> BenchConfig:
@@ -87,7 +87,7 @@ def test_bench_config_checks_every_option_itself(options: dict, message: str) ->
 def test_recommend_and_ray_are_config_fields() -> None:
     from pathlib import Path
 
-    from cnnkit.bench.benchmark import BenchConfig, RecommendConfig
+    from cnnkit.bench.config import BenchConfig, RecommendConfig
     from cnnkit.runtimes.registry import parse_runtimes
 
     # --recommend adds ONNX Runtime itself, so --profile beside --runtime openvino is fine with it.
@@ -106,7 +106,7 @@ def test_output_shapes_fix_the_batch_and_skip_dynamic_outputs() -> None:
 
 
 def test_tuned_options_become_bench_flags() -> None:
-    from cnnkit.bench.benchmark import session_flags
+    from cnnkit.bench.tune import session_flags
     from cnnkit.runtimes.sessions import SessionConfig
 
     cpu = SessionConfig(intra_op_threads=1, allow_spinning=False).to_dict()

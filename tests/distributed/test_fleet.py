@@ -87,7 +87,7 @@ def test_fleet_verify_has_one_row_per_node(two_nodes: object, tmp_path: Path) ->
 def test_a_node_that_dies_is_missing_and_the_others_kept(two_nodes: object, model: Path, tmp_path: Path,
                                                          monkeypatch: pytest.MonkeyPatch) -> None:
     """A planted fault: the task on the beta node kills that node's raylet. Runs last: the node stays dead."""
-    from cnnkit.bench.benchmark import BenchConfig
+    from cnnkit.bench.config import BenchConfig
     from cnnkit.distributed.fleet import KILL_NODE_ENV, run_fleet_benchmark
 
     monkeypatch.setenv(KILL_NODE_ENV, "device=beta")

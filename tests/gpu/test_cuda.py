@@ -28,7 +28,8 @@ def test_parity_on_cuda(trained_model: Path, exported_model: Path) -> None:
 
 @pytest.mark.integration
 def test_bench_on_cuda_binds_inputs_and_outputs_on_the_device(exported_model: Path) -> None:
-    from cnnkit.bench.benchmark import BenchConfig, run_benchmark
+    from cnnkit.bench.benchmark import run_benchmark
+    from cnnkit.bench.config import BenchConfig
 
     quick = {"batch_sizes": (1, 8), "warmup": 2, "min_time_s": 0.0, "min_iterations": 5}
     bound = run_benchmark(BenchConfig(models=(exported_model,), session=SessionConfig(provider="cuda"), **quick))
@@ -40,7 +41,8 @@ def test_bench_on_cuda_binds_inputs_and_outputs_on_the_device(exported_model: Pa
 
 @pytest.mark.integration
 def test_tune_on_cuda_tries_conv_search_and_cuda_graphs(exported_model: Path) -> None:
-    from cnnkit.bench.benchmark import BenchConfig, run_benchmark
+    from cnnkit.bench.benchmark import run_benchmark
+    from cnnkit.bench.config import BenchConfig
 
     result = run_benchmark(BenchConfig(models=(exported_model,), batch_sizes=(4,), session=SessionConfig(provider="cuda"),
                                        tune=True, tune_time_s=0.0, warmup=2, min_time_s=0.0, min_iterations=5))
@@ -64,7 +66,7 @@ def test_onnxruntime_runner_on_cuda_times_device_resident_calls(tmp_path: Path) 
     """The runner's timed call is bench's IO-binding path: input and outputs on the device, the same numbers."""
     import numpy as np
 
-    from cnnkit.bench.benchmark import time_calls
+    from cnnkit.bench.timing import time_calls
     from cnnkit.runtimes.registry import DEFAULT_RUNTIME, create_runner
     from tests.onnx_graphs import tiny_classifier
 

@@ -177,7 +177,8 @@ def test_onnx_summary_of_unknowable_shapes_says_unknown(tmp_path: Path) -> None:
     import onnx
     from onnx import TensorProto, helper, numpy_helper
 
-    from cnnkit.bench.benchmark import BenchConfig, resolve_defaults
+    from cnnkit.bench.config import BenchConfig
+    from cnnkit.bench.defaults import resolve_defaults
     from cnnkit.graph.summary import summarize_onnx
 
     def save(name: str, nodes: list) -> Path:
@@ -202,7 +203,7 @@ def test_onnx_summary_of_unknowable_shapes_says_unknown(tmp_path: Path) -> None:
 
 
 def test_fitted_bench_defaults() -> None:
-    from cnnkit.bench.benchmark import DEFAULT_BATCH_SIZES, fit_defaults
+    from cnnkit.bench.defaults import DEFAULT_BATCH_SIZES, fit_defaults
 
     light = fit_defaults(20_000_000, 2)  # the seed CNN class
     assert light.batch_sizes == DEFAULT_BATCH_SIZES and (light.warmup, light.min_iterations) == (10, 50)

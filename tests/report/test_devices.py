@@ -7,7 +7,7 @@ from pathlib import Path
 
 from rich.console import Console
 
-from cnnkit.bench.benchmark import BenchResult
+from cnnkit.bench.result import BenchResult
 from cnnkit.report.devices import device_results, device_rows
 from cnnkit.results.load import from_dict
 

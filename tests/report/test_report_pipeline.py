@@ -16,7 +16,8 @@ pytestmark = pytest.mark.integration
 
 @pytest.fixture(scope="module")
 def results(exported_model: Path, trained_model: Path, tmp_path_factory) -> list[Path]:
-    from cnnkit.bench.benchmark import BenchConfig, run_benchmark
+    from cnnkit.bench.benchmark import run_benchmark
+    from cnnkit.bench.config import BenchConfig
     from cnnkit.evaluate.accuracy import EvalConfig, evaluate_models
     from cnnkit.io import write_json_atomic
     from cnnkit.parity.check import ParityConfig, check_parity

@@ -3,7 +3,7 @@
 import io
 from pathlib import Path
 
-from cnnkit.bench.benchmark import BenchResult
+from cnnkit.bench.result import BenchResult
 from cnnkit.report.sections import (
     bench_sections,
     latency_section,

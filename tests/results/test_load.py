@@ -51,7 +51,7 @@ def test_command_results_are_strict_json_and_read_back(tmp_path: Path) -> None:
 
 
 def test_expected_schema_and_unreadable_files(tmp_path: Path) -> None:
-    from cnnkit.bench.benchmark import BenchResult
+    from cnnkit.bench.result import BenchResult
 
     f = tmp_path / "e.json"
     f.write_text(json.dumps({"schema": "cnnkit.eval/1"}))

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from cnnkit.bench.benchmark import time_calls
+from cnnkit.bench.timing import time_calls
 from cnnkit.runtimes.base import ImageRunner, RunnerInfo, run_batched
 from cnnkit.runtimes.registry import DEFAULT_RUNTIME, RuntimeChoice, create_runner
 from cnnkit.runtimes.sessions import SessionConfig

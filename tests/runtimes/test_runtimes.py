@@ -138,7 +138,7 @@ def test_doctor_lists_plugins() -> None:
 
 
 def _case(runtime: str, precision: str, rounds: list[float], batch: int = 1):  # noqa: ANN202
-    from cnnkit.bench.benchmark import BenchCase
+    from cnnkit.bench.result import BenchCase
     from cnnkit.stats import LatencyStats
 
     samples = [int(r * 1e6) for r in rounds for _ in range(3)]
@@ -148,7 +148,7 @@ def _case(runtime: str, precision: str, rounds: list[float], batch: int = 1):  #
 
 
 def _result(cases: list):  # noqa: ANN202
-    from cnnkit.bench.benchmark import SCHEMA, BenchResult
+    from cnnkit.bench.result import SCHEMA, BenchResult
 
     config = {"models": ["m.onnx"], "batch_sizes": [1], "interleaved_rounds": 10, "tflite": None,
               "session": {"provider": "cpu", "intra_op_threads": 0, "inter_op_threads": 0, "allow_spinning": None,

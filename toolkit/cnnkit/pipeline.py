@@ -294,7 +294,8 @@ def _run_locked(config: PipelineConfig, spec: Any, out: Path, report_dir: Path, 
     run("eval", _hash("eval", *models(), data_hash, session.to_dict()), [out / "eval.json"], evaluate)
 
     def bench() -> str:
-        from cnnkit.bench.benchmark import BenchConfig, run_benchmark
+        from cnnkit.bench.benchmark import run_benchmark
+        from cnnkit.bench.config import BenchConfig
 
         r = run_benchmark(BenchConfig(models=models(), batch_sizes=config.batch_sizes, session=session,
                                       min_time_s=config.bench_min_time_s))

@@ -19,7 +19,7 @@ from cnnkit.envinfo import cpu_info
 from cnnkit.graph.info import OnnxModelInfo
 
 if TYPE_CHECKING:
-    from cnnkit.bench.benchmark import BenchConfig
+    from cnnkit.bench.config import BenchConfig
 
 
 @dataclasses.dataclass(frozen=True)

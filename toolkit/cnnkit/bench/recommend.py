@@ -20,15 +20,10 @@ from typing import Any
 
 import numpy as np
 
-from cnnkit.bench.benchmark import (
-    BenchCase,
-    BenchConfig,
-    BenchResult,
-    ProgressCallback,
-    check_runtimes,
-    run_benchmark,
-    session_flags,
-)
+from cnnkit.bench.benchmark import ProgressCallback, check_runtimes, run_benchmark
+from cnnkit.bench.config import BenchConfig
+from cnnkit.bench.result import BenchCase, BenchResult
+from cnnkit.bench.tune import session_flags
 from cnnkit.errors import CnnkitError
 from cnnkit.runtimes.registry import RuntimeChoice, parse_runtimes, runtime_label
 from cnnkit.stats import ratio_interval

@@ -130,7 +130,7 @@ def bench_command(
         TimeElapsedColumn,
     )
 
-    from cnnkit.bench.benchmark import BenchConfig, RecommendConfig
+    from cnnkit.bench.config import BenchConfig, RecommendConfig
     from cnnkit.distributed.engine import run_bench
     from cnnkit.envinfo import cpu_info
     from cnnkit.runtimes.registry import parse_runtimes
@@ -221,7 +221,7 @@ def render_fleet(fleet) -> None:  # noqa: ANN001 (FleetResult, imported lazily)
 
 def render_bench(result, wide: bool = False) -> None:  # noqa: ANN001 (BenchResult, imported lazily)
     """What the run was and where, then its sections (:mod:`cnnkit.report.sections`; 80 columns unless ``wide``)."""
-    from cnnkit.bench.benchmark import session_flags
+    from cnnkit.bench.tune import session_flags
     from cnnkit.cli.render import print_section
     from cnnkit.report.sections import (
         cold_start_section,

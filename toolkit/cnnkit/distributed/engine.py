@@ -7,12 +7,9 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-from cnnkit.bench.benchmark import (
-    BenchConfig,
-    BenchResult,
-    ProgressCallback,
-    run_benchmark,
-)
+from cnnkit.bench.benchmark import ProgressCallback, run_benchmark
+from cnnkit.bench.config import BenchConfig
+from cnnkit.bench.result import BenchResult
 from cnnkit.evaluate.accuracy import EvalConfig, EvalResult, evaluate_models
 
 if TYPE_CHECKING:

@@ -18,7 +18,7 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from cnnkit.bench.benchmark import BenchResult
+from cnnkit.bench.result import BenchResult
 from cnnkit.errors import CnnkitError, shorten
 
 SCHEMA = "cnnkit.fleet-bench/1"
@@ -134,7 +134,7 @@ def config_to_dict(config: Any) -> dict[str, Any]:
 
 
 def config_from_dict(d: dict[str, Any]) -> Any:
-    from cnnkit.bench.benchmark import BenchConfig
+    from cnnkit.bench.config import BenchConfig
     from cnnkit.runtimes.registry import RuntimeChoice
     from cnnkit.runtimes.sessions import SessionConfig
 

@@ -56,7 +56,8 @@ def auto_quantize(base: QuantizeConfig, batch_sizes: tuple[int, int] = (1, 64), 
     candidates share ``base.max_time_s``; one not started by then is listed as not tried. Engine local only."""
     import shutil
 
-    from cnnkit.bench.benchmark import BenchConfig, run_benchmark
+    from cnnkit.bench.benchmark import run_benchmark
+    from cnnkit.bench.config import BenchConfig
     from cnnkit.envinfo import cpu_info
     from cnnkit.runtimes.registry import DEFAULT_RUNTIME, create_runner
 

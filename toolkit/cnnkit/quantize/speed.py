@@ -15,7 +15,8 @@ def speed_batches(info: OnnxModelInfo, wanted: tuple[int, ...]) -> tuple[int, ..
 
 
 def measure_speed(fp32: Path, variant: Path, session: SessionConfig, batch_sizes: tuple[int, ...] = (1, 64)) -> dict[str, Any]:
-    from cnnkit.bench.benchmark import BenchConfig, run_benchmark
+    from cnnkit.bench.benchmark import run_benchmark
+    from cnnkit.bench.config import BenchConfig
 
     r = run_benchmark(BenchConfig(models=(fp32, variant), batch_sizes=batch_sizes, session=session, min_time_s=0.4,
                                   min_iterations=10, warmup=5))

@@ -6,7 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from cnnkit.bench.benchmark import BenchCase, BenchResult
+from cnnkit.bench.result import BenchCase, BenchResult
 from cnnkit.bench.concurrency import ConcurrencyPoint
 from cnnkit.quantize.config import metric_name
 from cnnkit.report.sections import md_table

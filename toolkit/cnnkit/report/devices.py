@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 from cnnkit.runtimes.registry import runtime_label
 
 if TYPE_CHECKING:
-    from cnnkit.bench.benchmark import BenchResult
+    from cnnkit.bench.result import BenchResult
 
 FLEET_SCHEMA = "cnnkit.fleet-bench/1"  # cnnkit.distributed.fleet.SCHEMA (not imported: that module needs no Ray,
 # but this one must not even look like it does)

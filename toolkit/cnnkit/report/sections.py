@@ -1,7 +1,7 @@
 """The sections of a benchmark result (and of an evaluation, and of a comparison of two), drawn once for the
 terminal (``cnnkit bench``, ``cnnkit eval``, ``cnnkit compare``) and the report alike.
 
-Each section is one function from the typed result (:class:`~cnnkit.bench.benchmark.BenchResult`,
+Each section is one function from the typed result (:class:`~cnnkit.bench.result.BenchResult`,
 :class:`~cnnkit.evaluate.accuracy.EvalResult`, :class:`~cnnkit.results.compare.CompareResult`) to a neutral :class:`Section` (title, tables of headers and rows,
 notes); two thin formatters draw it: Rich in :mod:`cnnkit.cli.render`, Markdown (and so HTML) here. ``compact``: the terminal's 80-column layout (short
 headers and names, the columns that fit); otherwise every column, as ``--wide`` and the report show them.
@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from cnnkit.bench.benchmark import BenchCase, BenchResult
+from cnnkit.bench.result import BenchCase, BenchResult
 from cnnkit.bench.concurrency import ConcurrencyPoint, saturation
 from cnnkit.evaluate.accuracy import EvalResult, accuracy_change_pp
 from cnnkit.results.compare import CompareResult

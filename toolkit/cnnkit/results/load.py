@@ -52,7 +52,7 @@ SCHEMAS: dict[str, tuple[str, str]] = {
     TRAIN_SCHEMA: ("cnnkit.results.load:TrainRecord", "training"),
     "cnnkit.parity/1": ("cnnkit.parity.check:ParityResult", "parity"),
     "cnnkit.eval/1": ("cnnkit.evaluate.accuracy:EvalResult", "eval"),
-    "cnnkit.bench/1": ("cnnkit.bench.benchmark:BenchResult", "benchmark"),
+    "cnnkit.bench/1": ("cnnkit.bench.result:BenchResult", "benchmark"),
     "cnnkit.scenario/1": ("cnnkit.bench.scenarios:ScenarioResult", "LoadGen scenario"),
     "cnnkit.quantize/1": ("cnnkit.quantize.config:QuantizeResult", "quantize"),
     "cnnkit.quantize-auto/1": ("cnnkit.quantize.config:AutoResult", "quantize --auto"),
