@@ -164,6 +164,9 @@ def test_pipeline_runs_reuses_and_redoes(tmp_path: Path) -> None:
     out = tmp_path / "run"
     result, events = _pipeline(out)
     assert [s for s, e in events if e == "done"] == list(STAGES)
+    for stage in ("export", "parity", "quantize"):  # a stage of seconds says what it is doing while it runs
+        said = [e for s, e in events if s == stage]
+        assert said[0] == "start" and said[-1] == "done" and "progress" in said[1:-1], (stage, said)
     for name in ("model.keras", "model.onnx", "model.best.onnx", "parity.json", "quantize.json", "eval.json",
                  "bench.json", "pipeline.json"):
         assert (out / name).is_file(), name

@@ -81,7 +81,7 @@ class PipelineResult:
                 "stages": {k: asdict(v) for k, v in self.stages.items()}}
 
 
-StageCallback = Callable[[str, str, str], None]  # (stage, event: start|done|reused|failed, detail)
+StageCallback = Callable[[str, str, str], None]  # (stage, event: start|progress|done|reused|failed, detail)
 
 
 def _hash(*parts: Any) -> str:
@@ -236,6 +236,10 @@ def _run_locked(config: PipelineConfig, spec: Any, out: Path, report_dir: Path, 
         _save(state_path, result)
         notify(name, "done", summary)
 
+    def progress(stage: str) -> Callable[[str], None]:
+        """What a stage is doing now, for a stage that takes more than a few seconds."""
+        return lambda message: notify(stage, "progress", message)
+
     def train() -> str:
         from cnnkit.keras.train import TrainConfig, train_model
 
@@ -249,7 +253,7 @@ def _run_locked(config: PipelineConfig, spec: Any, out: Path, report_dir: Path, 
     def export() -> str:
         from cnnkit.export.onnx import ExportConfig, export_onnx
 
-        r = export_onnx(ExportConfig(keras_path, onnx_path, force=True))
+        r = export_onnx(ExportConfig(keras_path, onnx_path, force=True), progress=progress("export"))
         return f"{r.onnx_params:,} parameters ({r.params_note}); {r.simplification}"
 
     run("export", _hash("export", keras_path), [onnx_path], export)
@@ -257,7 +261,8 @@ def _run_locked(config: PipelineConfig, spec: Any, out: Path, report_dir: Path, 
     def parity() -> str:
         from cnnkit.parity.check import ParityConfig, check_parity
 
-        r = check_parity(ParityConfig(keras_path, onnx_path, session=session), dataset=dataset)
+        r = check_parity(ParityConfig(keras_path, onnx_path, session=session), dataset=dataset,
+                         progress=progress("parity"))
         write_json_atomic(out / "parity.json", r.to_dict())
         if not r.passed:
             raise CnnkitError(f"Keras and ONNX disagree: {r.failures[0]}" + (f"; {r.divergence}" if r.divergence else ""))
@@ -273,7 +278,7 @@ def _run_locked(config: PipelineConfig, spec: Any, out: Path, report_dir: Path, 
         large = max(config.batch_sizes)
         r = auto_quantize(QuantizeConfig(onnx_path, best_path, dataset=config.dataset, data_dir=config.data_dir,
                                          max_accuracy_drop=config.max_accuracy_drop, session=session, force=True),
-                          batch_sizes=(1, large), dataset=dataset)
+                          batch_sizes=(1, large), dataset=dataset, progress=progress("quantize"))
         write_json_atomic(out / "quantize.json", r.to_dict())
         return r.summary
 

@@ -8,7 +8,7 @@ from pathlib import Path
 import typer
 
 from cnnkit.choices import ExportFormat, InputDtype
-from cnnkit.cli.render import JSON_HELP, check_json_target, console, emit_json, json_to_stdout, notice, shape_text
+from cnnkit.cli.render import JSON_HELP, check_json_target, console, emit_json, json_to_stdout, notice, shape_text, status
 
 
 def export_command(
@@ -60,7 +60,7 @@ def export_command(
         preset(preprocess)  # an unknown name fails before the conversion
     check_json_target(json_out, force)
     result = export_onnx(ExportConfig(model, output, opset, input_dtype, input_name, output_name, force, simplify,
-                                      preprocess))
+                                      preprocess), progress=status)
     if json_to_stdout(json_out):
         emit_json(json_out, result.to_dict(), force)
         return

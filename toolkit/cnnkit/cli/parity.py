@@ -10,7 +10,7 @@ import typer
 from cnnkit.cli.options import labels_option, parse_batch_sizes, skip_bad_images_option, with_preprocess_options
 from cnnkit.cli.render import (
     DATASET_HELP, JSON_HELP, check_json_target, console, emit_json, err_console, figure_column, json_to_stdout, new_table,
-    notice, number, print_table, text_column,
+    notice, number, print_table, status, text_column,
 )
 
 
@@ -62,7 +62,7 @@ def parity_command(
         swapped = f"cnnkit parity {candidate} {reference}" if sniff(reference) == ONNX else f"cnnkit parity {candidate} MODEL.onnx"
         raise ModelFileError(f"the candidate {candidate} is {KERAS}; the candidate must be an ONNX model",
                              hint=f"the reference comes first: {swapped}")
-    result = check_parity(config)
+    result = check_parity(config, progress=status)
     if result.inputs.get("preprocess_note"):
         notice(result.inputs["preprocess_note"])
     data_note = (result.inputs.get("dataset") or {}).get("notice")

@@ -7,7 +7,7 @@ from pathlib import Path
 import typer
 
 from cnnkit.cli.options import parse_batch_sizes
-from cnnkit.cli.render import JSON_HELP, check_json_target, console, emit_json, json_to_stdout, notice
+from cnnkit.cli.render import JSON_HELP, check_json_target, console, emit_json, json_to_stdout, notice, status
 
 
 def pipeline_command(
@@ -43,9 +43,12 @@ def pipeline_command(
         if stage == "data":
             notice(detail)
             return
+        n = STAGES.index(stage) + 1
+        if event == "progress":
+            status(f"[{n}/{total}] {stage}: {detail}")
+            return
         if json_to_stdout(json_out):  # stdout is the JSON's alone
             return
-        n = STAGES.index(stage) + 1
         if event == "start":
             console.print(f"[{n}/{total}] {stage} ...")
         elif event == "done":

@@ -82,6 +82,15 @@ def notice(message: str) -> None:
     err_console.print(f"[yellow]note:[/] {message}")
 
 
+def status(message: str) -> None:
+    """What a step that takes seconds (loading TensorFlow, tracing, converting) is doing, said as it starts: a dim
+    line on stderr where a person watches it (a terminal). Piped stderr (scripts, CI) is left to results and
+    one-line errors."""
+    from rich.markup import escape
+
+    if err_console.is_terminal:
+        err_console.print(f"[dim]{escape(message)}[/]", highlight=False)
+
 
 def shape_text(shape: tuple[int, ...] | list[int]) -> str:
     return "×".join(str(d) for d in shape)

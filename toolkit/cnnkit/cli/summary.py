@@ -9,7 +9,7 @@ import typer
 
 from cnnkit.cli.render import (
     JSON_HELP, check_json_target, console, emit_json, figure_column, json_to_stdout, new_table, print_table, shape_text,
-    text_column,
+    status, text_column,
 )
 
 if TYPE_CHECKING:
@@ -40,7 +40,7 @@ def summary_command(
         from cnnkit.keras.build import load_keras_model
         from cnnkit.keras.summary import summarize_keras
 
-        result = summarize_keras(load_keras_model(target))
+        result = summarize_keras(load_keras_model(target, progress=status))
     else:
         from cnnkit.errors import SpecError
         from cnnkit.keras.spec import list_presets, load_spec

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import json
 import logging
+import sys
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -131,12 +133,14 @@ def _check_io(keras_model: Any, path: Path) -> None:
         )
 
 
-def export_onnx(config: ExportConfig) -> ExportResult:
+def export_onnx(config: ExportConfig, progress: Callable[[str], None] | None = None) -> ExportResult:
     """Convert ``config.model_path`` to ONNX at ``config.output_path``, checked, with metadata. Atomic.
 
     Routes are tried in order (tf2onnx on a traced function, then Keras' ``model.export``); the first whose
-    graph passes every check is kept. When none does, the error lists each route's failure.
+    graph passes every check is kept. When none does, the error lists each route's failure. ``progress`` hears
+    each step that takes seconds (loading TensorFlow and the model, tracing and converting, checking) as it starts.
     """
+    say = progress or (lambda _message: None)
     from cnnkit._deps import require_tensorflow, require_tf2onnx
     from cnnkit.keras.build import load_keras_model
 
@@ -153,9 +157,11 @@ def export_onnx(config: ExportConfig) -> ExportResult:
         raise ExportError(f"--input-name and --output-name are both '{config.input_name}': an ONNX graph names each tensor once",
                           hint="choose two names, e.g. --input-name images --output-name probabilities")
     model_path = Path(config.model_path)
-    keras_model = load_keras_model(model_path)
+    keras_model = load_keras_model(model_path, progress=say)
     _check_io(keras_model, model_path)
     require_tensorflow()
+    if "tf2onnx" not in sys.modules:
+        say("loading tf2onnx")
     require_tf2onnx()
     import onnx
 
@@ -167,8 +173,10 @@ def export_onnx(config: ExportConfig) -> ExportResult:
     chosen = None
     for route, convert in ((ROUTE, convert_with_tf2onnx), (KERAS_ROUTE, convert_with_keras_export)):
         try:
+            say(f"tracing the Keras model and converting it to ONNX ({route_label(route)})")
             model_proto = convert(keras_model, config, versions)
             simplified = finish_graph(model_proto, keras_model, config)  # None: simplification off
+            say("checking the ONNX graph (onnx.checker, shape inference, ONNX Runtime vs Keras)")
             check = check_against_keras(model_proto, keras_model, config, feed)
         except ExportError as exc:
             attempts.append(f"{route_label(route)}: {exc.one_line()}")

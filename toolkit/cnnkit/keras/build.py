@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import os
+import sys
 import zipfile
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -51,8 +53,10 @@ def build_model(spec: ModelSpec) -> Any:
     return keras.Sequential(layers, name=spec.name)
 
 
-def load_keras_model(path: str | os.PathLike[str]) -> Any:
-    """Load a ``.keras`` file; a missing, unreadable or corrupt file is a one-line :class:`ModelFileError`."""
+def load_keras_model(path: str | os.PathLike[str], progress: Callable[[str], None] | None = None) -> Any:
+    """Load a ``.keras`` file; a missing, unreadable or corrupt file is a one-line :class:`ModelFileError`.
+
+    ``progress`` hears what takes seconds (importing TensorFlow, loading the model) before it starts."""
     p = Path(path)
     if not p.exists():
         raise ModelFileError(f"model file {p} not found", hint="train one with: cnnkit train")
@@ -64,7 +68,11 @@ def load_keras_model(path: str | os.PathLike[str]) -> Any:
     if not zipfile.is_zipfile(p):  # Keras says "File not found" for a damaged archive
         raise ModelFileError(f"{p} is a damaged .keras file (not a complete zip archive)",
                              hint="is it truncated? save or copy the model again")
+    say = progress or (lambda _message: None)
+    if "tensorflow" not in sys.modules:
+        say("loading TensorFlow")
     keras = require_keras()
+    say(f"loading {p.name}")
     try:
         return keras.saving.load_model(str(p), compile=False)
     except Exception as exc:  # noqa: BLE001 (Keras raises many kinds for a bad file)

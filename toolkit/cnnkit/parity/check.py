@@ -10,6 +10,8 @@ with the matching intermediate ONNX tensor and the first layer that diverges is 
 from __future__ import annotations
 
 import logging
+import sys
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -651,11 +653,14 @@ def _first_divergence(rows: list[LayerDiff], layer_rtol: float) -> tuple[str | N
 # --- the check ---------------------------------------------------------------------------------------
 
 
-def check_parity(config: ParityConfig, dataset: Dataset | ImageSource | None = None) -> ParityResult:
+def check_parity(config: ParityConfig, dataset: Dataset | ImageSource | None = None,
+                 progress: Callable[[str], None] | None = None) -> ParityResult:
     """Run both models on the same images, each through its preprocessing record, at every batch size and
-    compare; localise a Keras/ONNX failure."""
+    compare; localise a Keras/ONNX failure. ``progress`` hears each step that takes seconds as it starts."""
     from cnnkit.graph.info import describe_onnx
 
+    say = progress or (lambda _message: None)
+    say(f"loading the candidate {Path(config.candidate).name} ({config.runtime.label})")
     tol = config.tolerance()
     cand_info = describe_onnx(config.candidate, require_image=False)
     candidate = create_runner(config.runtime, config.candidate, config.session, config.tflite)
@@ -666,6 +671,8 @@ def check_parity(config: ParityConfig, dataset: Dataset | ImageSource | None = N
     if not config.keras_reference:
         tol = gate_for_precision(tol, cand_info.precision)
     if config.keras_reference:
+        tf = "" if "tensorflow" in sys.modules else ", with TensorFlow"
+        say(f"loading the Keras reference {Path(config.reference).name}{tf}")
         reference: Any = create_runner(KERAS, config.reference, names=(candidate.input_name, candidate.output_names))
         kshape = tuple(reference.model.inputs[0].shape[1:])
         if len(kshape) != 3 or any(d is None for d in kshape):
@@ -687,6 +694,7 @@ def check_parity(config: ParityConfig, dataset: Dataset | ImageSource | None = N
                           f"{'x'.join(map(str, cand_geo))} ({cand_record.layout})", hint=_SHAPES_DIFFER_HINT)
     labelled = True
     if dataset is None and config.dataset != "none":
+        say("loading the test images")
         dataset, labelled = open_model_images(config.dataset, config.data_dir, config.labels_file, cand_info)
     source = ImageSource.from_dataset(dataset) if isinstance(dataset, Dataset) else dataset
     skipped = SkippedImages() if config.skip_bad_images else None
@@ -694,7 +702,7 @@ def check_parity(config: ParityConfig, dataset: Dataset | ImageSource | None = N
                          and source.labelled, skipped)
     return _run_and_compare(config, mode, reference, candidate, cand_info, inputs, ref_record, cand_record, tol,
                             {"preprocess": cand_record.to_dict(), "preprocess_note": note,
-                             "skipped_images": skipped.to_dict() if skipped else {"count": 0, "examples": []}})
+                             "skipped_images": skipped.to_dict() if skipped else {"count": 0, "examples": []}}, say)
 
 
 def open_model_images(dataset: str | None, data_dir: Path | None, labels_file: Path | None,
@@ -741,8 +749,10 @@ def _check_signals(config: ParityConfig, cand_info: Any, candidate: Any, tol: To
 
 def _run_and_compare(config: ParityConfig, mode: str, reference: Runner, candidate: Runner, cand_info: Any,
                      inputs: InputSet, ref_record: PreprocessRecord | None, cand_record: PreprocessRecord | None,
-                     tol: Tolerance, described: dict[str, Any]) -> ParityResult:
+                     tol: Tolerance, described: dict[str, Any],
+                     say: Callable[[str], None] = lambda _message: None) -> ParityResult:
     """Run both sides at every batch size, compare, and localise a Keras/ONNX failure layer by layer."""
+    say(f"running the reference on {len(inputs)} inputs")
     ref_out = run_batched(reference, inputs.feed(ref_record), 64)
     cand_x = inputs.feed(cand_record)
     batch_sizes, batch_note = accepted_batch_sizes(config.batch_sizes, candidate.label, cand_info.input, reference)
@@ -757,6 +767,7 @@ def _run_and_compare(config: ParityConfig, mode: str, reference: Runner, candida
     stability = reference_stability(reference, inputs, ref_record, ref_out, config.seed) if mode == "onnx-onnx" else None
     diffs: list[OutputDiff] = []
     for b in batch_sizes:
+        say(f"running the candidate at batch {b}")
         diffs += compare_outputs(ref_out, run_batched(candidate, cand_x, b), tol, b, inputs, stability,
                                  guessed_raw_pixels(ref_record))
     failures = tuple(([constant] if constant else []) + [f for d in diffs for f in d.failures])
@@ -766,6 +777,7 @@ def _run_and_compare(config: ParityConfig, mode: str, reference: Runner, candida
     first = why = None
     if mode == "keras-onnx" and (not passed or config.layers) and on_ort:  # the layer table runs the .onnx in ORT
         worst = sorted({d.worst_index for d in diffs if d.worst_index >= 0})[:LAYER_TABLE_MAX_SAMPLES] or [0]
+        say("comparing layer by layer")
         try:
             rows, first, why = localize_divergence(reference, Path(config.candidate), inputs.feed(ref_record, worst),
                                                    config.session, x_onnx=inputs.feed(cand_record, worst))
