@@ -27,7 +27,7 @@ def test_compare_exit_codes(tmp_path: Path) -> None:
 def test_compare_bad_inputs(tmp_path: Path) -> None:
     f = tmp_path / "x.json"
     f.write_text(json.dumps({"schema": "cnnkit.bench/2"}))
-    assert_user_error(run("compare", f, f), "is not a cnnkit benchmark, eval or fleet benchmark result (schema 'cnnkit.bench/2'")
+    assert_user_error(run("compare", f, f), "is not a cnnkit benchmark, eval, fleet benchmark or LoadGen scenario result (schema 'cnnkit.bench/2'")
     assert_user_error(run("compare", tmp_path / "none.json", f), "cannot read")
     good = _bench(tmp_path / "a.json", {1: np.ones(3)})
     assert_user_error(run("compare", good, good, "--max-latency-regression", "lots"), "'lots' is not a number")
