@@ -118,3 +118,31 @@ def test_no_fix_starts_that_would_end_past_the_budget(spread, tmp_path: Path) ->
     assert fixes.next(best, tight, print) is None
     assert fixes.stopped is not None and fixes.stopped.startswith("stopped before trying per-channel weights everywhere")
     assert "3600 s time budget (--max-time)" in fixes.stopped and "about 7200 s more" in fixes.stopped
+
+
+def test_a_fix_the_quantizer_cannot_build_is_skipped_and_the_loop_goes_on(spread, tmp_path: Path,
+                                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    """onnxruntime's percentile calibrator refuses a tensor whose range is too narrow for its 2,048 bins ("Too many
+    bins for data range", seen on a random-weight ConvNeXtTiny): that step is recorded as not built, not the end."""
+    from cnnkit.choices import CalibrationMethod
+    from cnnkit.quantize import loop
+
+    real = loop.build_variant
+
+    def refuse_percentile(source, out, config, *args, **kwargs):  # noqa: ANN001, ANN202
+        if config.calibration_method is CalibrationMethod.PERCENTILE:
+            raise QuantizeError(f"{config.model}: onnxruntime's quantizer failed: ValueError: Too many bins for data "
+                                "range. Cannot create 2048 finite-sized bins.")
+        return real(source, out, config, *args, **kwargs)
+
+    monkeypatch.setattr(loop, "build_variant", refuse_percentile)
+    model, images = spread
+    said: list[str] = []
+    result = quantize_model(_cfg(model, tmp_path / "q.onnx", images, fixes=(QuantFix.CALIBRATION, QuantFix.FLOAT)),
+                            progress=said.append)
+    steps = [a.step for a in result.attempts]
+    assert steps[:2] == ["as asked", "percentile calibration"]
+    failed = result.attempts[1]
+    assert failed.error and "Too many bins" in failed.error and not failed.kept and failed.accuracy is None
+    assert any("could not build it (" in m and m.endswith(": skipped") for m in said)
+    assert result.passed and "depthwise" in result.excluded_nodes  # the loop went on to keep a node in float

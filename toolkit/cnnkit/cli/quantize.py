@@ -133,7 +133,9 @@ def render_quantize(r) -> None:  # noqa: ANN001 (QuantizeResult)
                       f"{len(a.excluded_nodes)} in float")
             if a.infer_ms_per_image is not None:
                 effect += f", {a.infer_ms_per_image:.3f} ms/image"
-            console.print(f"  {i}. {a.step or 'build'}: {effect}" + ("" if a.kept else " [dim](undone: no closer)[/]"))
+            if a.error:
+                effect = f"could not be built ({a.error})"
+            console.print(f"  {i}. {a.step or 'build'}: {effect}" + ("" if a.kept or a.error else " [dim](undone: no closer)[/]"))
     if r.recipe.get("per_channel_weights"):
         console.print(f"per-channel weights: {', '.join(r.recipe['per_channel_weights'])}")
     if r.recipe.get("activations_16bit"):

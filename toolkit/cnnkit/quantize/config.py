@@ -120,6 +120,7 @@ class Attempt:
     recipe: dict[str, Any] = field(default_factory=dict)  # Recipe.to_dict() of this build
     seconds: float | None = None  # building and checking it
     infer_ms_per_image: float | None = None  # its inference time over the accuracy images (batches of 256)
+    error: str | None = None  # the quantizer could not build this fix (so it was skipped); None: it was built
 
 
 @dataclass(frozen=True)

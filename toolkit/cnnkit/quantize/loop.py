@@ -316,8 +316,24 @@ def quantize_model(config: QuantizeConfig, dataset: Dataset | QuantData | None =
             cfg = dataclasses.replace(config, per_channel=recipe.per_channel, calibration_method=recipe.calibration_method)
             say(f"{clock.stamp()} build {len(attempts) + 1}: {name}")
             started = time.perf_counter()
-            build_variant(source, candidate, cfg, calib, info.input_name, list(recipe.excluded_nodes),
-                          recipe.per_channel_weights, recipe.activations_16bit)
+            try:
+                build_variant(source, candidate, cfg, calib, info.input_name, list(recipe.excluded_nodes),
+                              recipe.per_channel_weights, recipe.activations_16bit)
+            except QuantizeError as exc:
+                if best is None:  # the build as asked: nothing to fall back on
+                    raise
+                # A fix the quantizer cannot build (e.g. its histogram calibrators on a narrow range) is one
+                # step that failed, not the end of the loop: say so, record it, try the next fix.
+                seconds = time.perf_counter() - started
+                clock.took("check", seconds)
+                reason = exc.message.split(": ", 1)[-1]
+                attempts.append(Attempt(recipe.excluded_nodes, None, None, False, step=name, kept=False,
+                                        recipe=recipe.to_dict(), seconds=seconds, error=reason))
+                say(f"could not build it ({reason}): skipped")
+                step = fixes.next(best, clock, say)
+                if step is None and fixes.stopped:
+                    stopped = fixes.stopped
+                continue
             if not checked:
                 attempts.append(Attempt(recipe.excluded_nodes, None, None, True, step=name, recipe=recipe.to_dict(),
                                         seconds=time.perf_counter() - started))
@@ -364,7 +380,8 @@ def quantize_model(config: QuantizeConfig, dataset: Dataset | QuantData | None =
         final, candidate, excluded = best.attempt, best.path, list(best.recipe.excluded_nodes)
         failures: list[str] = []
         if not final.within_budget:
-            tried = "; ".join(f"{a.step}: drop {a.drop_pp:+.2f} pp" + ("" if a.kept else " (undone)") for a in attempts)
+            tried = "; ".join(f"{a.step}: " + ("could not be built" if a.error else f"drop {a.drop_pp:+.2f} pp"
+                                                    + ("" if a.kept else " (undone)")) for a in attempts)
             where = f"; {stopped}" if stopped else ""
             failures.append(f"cannot meet the {config.max_accuracy_drop:g} pp accuracy budget with {config.mode.value} "
                             f"quantization of {Path(config.model).name} (tried: {tried}{where})")
