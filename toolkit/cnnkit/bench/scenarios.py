@@ -58,6 +58,7 @@ MAX_SEARCH_POINTS = 8
 SEARCH_TOLERANCE = 0.1  # the search stops once the highest valid and lowest invalid QPS are this close
 OFFLINE_QPS_SHARE = 0.25  # of the probe's rate, told to LoadGen as offline's expected QPS (see _Runs.offline)
 EXPECTED_LATENCY_SHARE = 0.25  # of the probe's latency, told to LoadGen as the streams' expected latency
+SEARCH_POINT_MAX_S = 60.0  # the server search tries no QPS whose minimum queries take longer than this
 RETRY_MAX_S = 60.0  # a point short of queries for early stopping is run again if that takes at most this long
 
 
@@ -469,7 +470,12 @@ class _Runs:
         tried: list[int] = []
         stopped = f"{self.config.search_points} points tried"
         for i in range(self.config.search_points):
-            run = self.run(self.point("server", q), f"server search, point {i + 1} of <= {self.config.search_points}: "
+            point = self.point("server", q)
+            if point.min_query_count / q > SEARCH_POINT_MAX_S:  # low rates: the minimum queries take minutes
+                stopped = (f"the next point, {q:g} QPS, would take {point.min_query_count / q:.0f} s for its "
+                           f"{point.min_query_count} queries (the search runs none over {SEARCH_POINT_MAX_S:.0f} s)")
+                break
+            run = self.run(point, f"server search, point {i + 1} of <= {self.config.search_points}: "
                                                     f"{q:g} QPS, {bound.label}")
             tried.append(len(self.runs) - 1)
             more = _early_stopping_shortfall(run)
