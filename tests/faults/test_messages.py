@@ -485,7 +485,8 @@ def _constant_model(path: Path) -> Path:
 def test_constant_output_advice_fits_the_reference(tmp_path: Path) -> None:
     import numpy as np
 
-    from cnnkit.parity.check import Tolerance, constant_outputs_failure
+    from cnnkit.parity.stability import constant_outputs_failure
+    from cnnkit.parity.tolerance import Tolerance
 
     said = _with_record(_constant_model(tmp_path / "c.onnx"), tmp_path / "said.onnx")
     result = cli("parity", said, said, "--dataset", "none")

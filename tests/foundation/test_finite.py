@@ -129,7 +129,7 @@ def test_parity_rejects_nonfinite_tolerances(models: dict[str, Path], option: st
 
 
 def test_layer_table_marks_nan_rows() -> None:
-    from cnnkit.parity.check import LayerDiff, _first_divergence
+    from cnnkit.parity.layers import LayerDiff, _first_divergence
 
     rows = [LayerDiff("conv", "Conv2D", "t1", "NHWC", (1, 4), 0.0, 1.0, 0.0, False),
             LayerDiff("dense", "Dense", "t2", "NHWC", (1, 4), None, 1.0, None, True, nonfinite=3)]

@@ -126,7 +126,7 @@ def render_parity(result) -> None:  # noqa: ANN001 (ParityResult; imported lazil
         console.print(f"reference outputs vary across inputs by up to {result.inputs['output_spread']:.3g}")
     stable = next((d.reference_top1_stability for d in result.outputs if d.reference_top1_stability is not None), None)
     if stable is not None:
-        from cnnkit.parity.check import DITHER_GREY_LEVELS
+        from cnnkit.parity.stability import DITHER_GREY_LEVELS
 
         console.print(f"reference top-1 stability: {stable:.4f} of the inputs keep their top-1 when pixels move by up to "
                       f"{DITHER_GREY_LEVELS:g} grey level")

@@ -74,7 +74,7 @@ def probe_preprocessing(model: str | os.PathLike[str], images: Sequence[str | os
     gives one class for every image is never suggested (a saturated input does that, confidently).
     """
     from cnnkit.evaluate.predict import as_probabilities
-    from cnnkit.parity.check import dither
+    from cnnkit.parity.stability import dither
     from cnnkit.runtimes.registry import DEFAULT_RUNTIME, create_runner
 
     if samples <= 0:

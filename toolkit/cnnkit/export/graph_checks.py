@@ -60,7 +60,7 @@ def check_against_keras(model_proto: Any, keras_model: Any, config: ExportConfig
     Keras within 1e-3 (or 4x the graph's own rounding: optimisations on vs off)."""
     import numpy as np
 
-    from cnnkit.parity.check import KERAS_ONNX_RTOL
+    from cnnkit.parity.tolerance import KERAS_ONNX_RTOL
     from cnnkit.parity.rounding import ROUNDING_HEADROOM, rounding_floor
 
     shape = tuple(int(d) for d in keras_model.inputs[0].shape[1:])

@@ -62,10 +62,10 @@ def _predictions(model: Path, data: QuantData, session: SessionConfig,
     """Top-1 predictions of ``model`` over the evaluation images (streamed), their labels (-1: unlabelled) and the
     seconds inference took (None on Ray); on Ray workers with ``config.engine`` ray. NaN or Inf in the scores is a :class:`NonFiniteError` naming
     ``label``, the count and the first image. ``dithered``: the first DITHERED_IMAGES images only, every pixel
-    moved within ±½ grey level (seeded; :func:`cnnkit.parity.check.dither`), locally: how stable the model's own top-1 is."""
+    moved within ±½ grey level (seeded; :func:`cnnkit.parity.stability.dither`), locally: how stable the model's own top-1 is."""
     from cnnkit.evaluate.accuracy import tally_source
     from cnnkit.finite import NonFiniteError
-    from cnnkit.parity.check import dither
+    from cnnkit.parity.stability import dither
     from cnnkit.runtimes.registry import DEFAULT_RUNTIME, create_runner
 
     assert data.evaluation is not None
@@ -265,7 +265,8 @@ def quantize_model(config: QuantizeConfig, dataset: Dataset | QuantData | None =
         say(f"note: {line}")  # e.g. which data stands in: the CLI shows notes as notes
     clock = _Clock(config.max_time_s)
 
-    from cnnkit.parity.check import DITHER_GREY_LEVELS, ONNX_ONNX_MIN_AGREEMENT
+    from cnnkit.parity.stability import DITHER_GREY_LEVELS
+    from cnnkit.parity.tolerance import ONNX_ONNX_MIN_AGREEMENT
 
     checked = data.evaluation is not None
     fp32_preds = y_eval = None

@@ -40,7 +40,7 @@ from typing import Any
 import numpy as np
 
 from cnnkit.errors import CnnkitError, ModelFileError, shorten
-from cnnkit.parity.check import Tolerance
+from cnnkit.parity.tolerance import Tolerance
 
 log = logging.getLogger(__name__)
 
@@ -165,18 +165,11 @@ def build_bundle(config: BundleConfig) -> BundleResult:
     from cnnkit.envinfo import environment
     from cnnkit.graph.info import describe_onnx
     from cnnkit.io import atomic_path, check_not_input, check_writable, sha256_file
-    from cnnkit.parity.check import (
-        DEFAULT_BATCH_SIZES,
-        compare_outputs,
-        constant_outputs_failure,
-        gate_for_precision,
-        make_inputs,
-        open_model_images,
-        reference_stability,
-        same_model_tolerance,
-        variant_tolerance,
-        widen_for_rounding,
-    )
+    from cnnkit.parity.check import DEFAULT_BATCH_SIZES, open_model_images
+    from cnnkit.parity.compare import compare_outputs
+    from cnnkit.parity.inputs import make_inputs
+    from cnnkit.parity.stability import constant_outputs_failure, reference_stability
+    from cnnkit.parity.tolerance import gate_for_precision, same_model_tolerance, variant_tolerance, widen_for_rounding
     from cnnkit.data.preprocess import record_for_model, resolve_record
     from cnnkit.data.sources import ImageSource
     from cnnkit.filekind import ONNX, require_file, sniff

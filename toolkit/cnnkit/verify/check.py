@@ -1,7 +1,7 @@
 """Verify on the device: run a bundle's golden inputs through a runner and compare with its golden outputs.
 
 No reference model and no training stack: the reference's outputs travel in the bundle. The comparison is
-parity's (:func:`cnnkit.parity.check.compare_outputs`: NaN-aware, tolerance, top-1 agreement with near-ties, the
+parity's (:func:`cnnkit.parity.compare.compare_outputs`: NaN-aware, tolerance, top-1 agreement with near-ties, the
 reference's top-1 stability). The bundled model is held to the bundle's same-model gate; another artifact
 (``model``) to the same gate when it is float32, to the variant gate when it is INT8 or FP16. When the check fails,
 it says what diverged where it can tell: the preprocessing, a weight, the first node that made a NaN.
@@ -17,7 +17,8 @@ from typing import Any
 import numpy as np
 
 from cnnkit.errors import CnnkitError, ModelFileError
-from cnnkit.parity.check import OutputDiff, Tolerance
+from cnnkit.parity.compare import OutputDiff
+from cnnkit.parity.tolerance import Tolerance
 from cnnkit.runtimes.registry import DEFAULT_RUNTIME, RuntimeChoice
 from cnnkit.runtimes.sessions import SessionConfig
 
@@ -88,14 +89,10 @@ def verify_opened(bundle: Any, config: VerifyConfig) -> VerifyResult:
     from cnnkit.envinfo import environment
     from cnnkit.graph.info import describe_onnx
     from cnnkit.io import sha256_file
-    from cnnkit.parity.check import (
-        InputSet,
-        accepted_batch_sizes,
-        compare_outputs,
-        gate_for_precision,
-        same_model_tolerance,
-        variant_tolerance,
-    )
+    from cnnkit.parity.check import accepted_batch_sizes
+    from cnnkit.parity.compare import compare_outputs
+    from cnnkit.parity.inputs import InputSet
+    from cnnkit.parity.tolerance import gate_for_precision, same_model_tolerance, variant_tolerance
     from cnnkit.runtimes.registry import create_runner
     from cnnkit.runtimes.base import run_batched
 
