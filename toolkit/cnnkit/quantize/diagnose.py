@@ -18,6 +18,11 @@ from cnnkit.quantize.data import CalibrationReader, model_batch
 QUANTIZABLE_OPS = {"Conv", "MatMul", "Gemm"}
 GOOD_SQNR_DB = 30.0  # above it, quantization costs about nothing: the weight SQNR's ranking baseline too
 BLAMED_FALL_DB = 3.0  # an activation SQNR falling less across a node than this is not its doing
+# The debugger holds every intermediate tensor of every image it runs, for the float model and the QDQ model
+# (whose quantized and dequantized copies make it about three times the float's): a random-weight ConvNeXtTiny
+# at 96x96 on 64 images reached 22.9 GB and was killed. The images it measures on are cut to fit this.
+ACTIVATION_MEMORY_BYTES = 1 << 30
+MAX_DEBUG_IMAGES, MIN_DEBUG_IMAGES = 64, 2
 
 
 @dataclass(frozen=True)
@@ -61,10 +66,14 @@ def rank_nodes_by_error(float_model: Path, variant: Path, config: QuantizeConfig
             build_variant(float_model, qdq, dataclasses.replace(config, format=QuantFormat.QDQ), calib, input_name, excluded)
         aug_float, aug_qdq = work / "aug-float.onnx", work / "aug-qdq.onnx"
         batch = model_batch(float_model)
-        sample = calib[:64]
         with quiet():
             dbg.modify_model_output_intermediate_tensors(str(float_model), str(aug_float))
             dbg.modify_model_output_intermediate_tensors(str(qdq), str(aug_qdq))
+            one = dbg.collect_activations(str(aug_float), CalibrationReader(input_name, calib[:1], batch))
+            per_image = 4 * sum(a.nbytes for arrays in one.values() for a in arrays)  # float + QDQ (~3x)
+            n = int(min(MAX_DEBUG_IMAGES, max(MIN_DEBUG_IMAGES, ACTIVATION_MEMORY_BYTES // max(per_image, 1))))
+            sample = calib[:n]
+            del one
             float_acts = dbg.collect_activations(str(aug_float), CalibrationReader(input_name, sample, batch))
             qdq_acts = dbg.collect_activations(str(aug_qdq), CalibrationReader(input_name, sample, batch))
             errors = dbg.compute_activation_error(dbg.create_activation_matching(qdq_acts, float_acts))
