@@ -51,7 +51,7 @@ def bundle_command(
     if notice_line:
         notice(notice_line)
     if not json_to_stdout(json_out):
-        from cnnkit.cli.parity import gate_text
+        from cnnkit.report.sections import gate_text
         from cnnkit.data.preprocess import PreprocessRecord
 
         counts = ", ".join(f"{n} {k}" for k, n in m.inputs["counts"].items())

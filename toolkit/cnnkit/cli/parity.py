@@ -9,8 +9,8 @@ import typer
 
 from cnnkit.cli.options import labels_option, parse_batch_sizes, skip_bad_images_option, with_preprocess_options
 from cnnkit.cli.render import (
-    DATASET_HELP, JSON_HELP, check_json_target, console, emit_json, err_console, figure_column, json_to_stdout, new_table,
-    notice, number, print_table, status, text_column,
+    DATASET_HELP, JSON_HELP, check_json_target, console, emit_json, err_console, json_to_stdout, notice, print_section,
+    status,
 )
 
 
@@ -75,39 +75,9 @@ def parity_command(
         raise typer.Exit(1)
 
 
-def gate_text(tol) -> str:  # noqa: ANN001 (a parity Tolerance)
-    """The gate in one line: ``|diff| <= 1e-05 + 0.0001*|ref|; top-1 agreement >= 1``."""
-    gates = []
-    if tol.atol is not None:
-        gates.append(f"|diff| <= {tol.atol:g} + {tol.rtol:g}*|ref|")
-    gates.append(f"top-1 agreement >= {tol.min_top1_agreement:g}")
-    if tol.max_accuracy_drop_pp is not None:
-        gates.append(f"accuracy drop <= {tol.max_accuracy_drop_pp:g} pp")
-    return "; ".join(gates)
-
-
-def outputs_table(outputs) -> Any:  # noqa: ANN001 (OutputDiffs)
-    """One row per output and batch size: the differences, top-1 agreement, the worst sample, the verdict (for
-    :func:`cnnkit.cli.render.print_table`). One output is named in the title, not in every row."""
-    names = list(dict.fromkeys(d.output for d in outputs))
-    table = new_table(f"output {names[0]}:" if len(names) == 1 else None)
-    if len(names) > 1:
-        text_column(table, "output")
-    for col in ("batch", "max\n|diff|", "mean\n|diff|", "max rel", "min atol", "top-1\nagree"):
-        figure_column(table, col)
-    text_column(table, "worst\ninput")
-    text_column(table, "verdict")
-    for d in outputs:
-        ties = f" ({d.near_ties} ties)" if d.near_ties else ""
-        bad = d.nonfinite_reference + d.nonfinite_candidate
-        cells = [str(d.batch_size), number(d.max_abs), number(d.mean_abs), number(d.max_rel),
-                 number(d.min_passing_atol), f"{d.top1_agreement:.4f}{ties}", f"#{d.worst_index} {d.worst_kind}",
-                 "[green]pass[/]" if d.passed else f"[red]FAIL[/]{f' ({bad} NaN/Inf)' if bad else ''}"]
-        table.add_row(*([d.output] if len(names) > 1 else []), *cells)
-    return table
-
-
 def render_parity(result) -> None:  # noqa: ANN001 (ParityResult; imported lazily)
+    from cnnkit.report.sections import gate_text, parity_section
+
     tol = result.tolerance
     prov = result.provider
     fallback = f" FALLBACK from {prov['requested']}: {prov['fallback_reason']}" if prov.get("fallback") else ""
@@ -131,29 +101,7 @@ def render_parity(result) -> None:  # noqa: ANN001 (ParityResult; imported lazil
         console.print(f"reference top-1 stability: {stable:.4f} of the inputs keep their top-1 when pixels move by up to "
                       f"{DITHER_GREY_LEVELS:g} grey level")
     console.print(f"gate: {gate_text(tol)} — {tol.reason}")
-    print_table(outputs_table(result.outputs))
-    ungated = next((d for d in result.outputs if d.ungated_top1_agreement is not None), None)
-    if ungated is not None:
-        console.print(f"not gated: top-1 agreement {ungated.ungated_top1_agreement:.4f} on the {ungated.ungated_inputs} "
-                      f"random and edge-case inputs (a static INT8 model is calibrated for real images; these clip)")
-    accs = [d for d in result.outputs if d.reference_accuracy is not None]
-    if accs:
-        d = accs[0]
-        console.print(f"accuracy on {result.inputs['counts'].get('dataset', 0)} labelled images: reference "
-                      f"{100 * d.reference_accuracy:.2f} %, candidate {100 * d.candidate_accuracy:.2f} %")
-    if result.layers:
-        lt = new_table("per layer (Keras output vs ONNX tensor)")
-        for col in ("layer", "ONNX tensor", "layout", "shape"):
-            text_column(lt, col)
-        figure_column(lt, "max |diff|")
-        figure_column(lt, "rel")
-        text_column(lt, "verdict")
-        for r in result.layers:
-            verdict = (f"[red]NaN/Inf ({r.nonfinite})[/]" if r.nonfinite else "[red]DIVERGES[/]" if r.diverges
-                       else "-" if r.max_abs is None else "ok")  # "-": not compared (fused, unmatched, no tensor)
-            lt.add_row(r.layer, r.onnx_tensor or "(none)", r.layout, "×".join(map(str, r.shape)),
-                       "" if r.max_abs is None else f"{r.max_abs:.3g}", "" if r.rel is None else f"{r.rel:.2g}", verdict)
-        print_table(lt)
+    print_section(parity_section(result, compact=True))
     if result.passed:
         console.print("[bold green]PARITY PASS[/]")
         return

@@ -10,8 +10,7 @@ import typer
 from cnnkit.choices import ActivationType, CalibrationMethod, QuantFormat, QuantMode
 from cnnkit.cli.options import address_option, engine_option, labels_option, skip_bad_images_option, with_preprocess_options
 from cnnkit.cli.render import (
-    JSON_HELP, check_json_target, console, emit_json, err_console, figure_column, json_to_stdout, new_table, number,
-    print_table, text_column,
+    JSON_HELP, check_json_target, console, emit_json, err_console, json_to_stdout, number, print_section,
 )
 
 
@@ -164,23 +163,7 @@ def render_quantize(r) -> None:  # noqa: ANN001 (QuantizeResult)
 
 
 def render_auto(r) -> None:  # noqa: ANN001 (AutoResult)
-    from cnnkit.evaluate.accuracy import accuracy_change_pp
+    from cnnkit.report.sections import auto_section
 
-    b = r.objective_batch
-    fp32 = r.candidates[0]
-    console.print(f"provider {r.provider['active']}; accuracy budget {r.budget_pp:g} pp; chosen by latency at batch {b}")
-    t = new_table()
-    text_column(t, "variant")
-    for col in ("size\nKiB", "accuracy", "Δ pp vs\nFP32", "agree", "p50 ms\nb=1", f"p50 ms\nb={b}", f"img/s\nb={b}"):
-        figure_column(t, col)
-    text_column(t, "verdict")
-    for c in r.candidates:
-        if c.error:
-            t.add_row(c.name, "", "", "", "", "", "", "", c.verdict)
-            continue
-        t.add_row(c.name, f"{c.size_bytes / 1024:,.0f}", f"{100 * c.accuracy:.2f} %" if c.accuracy is not None else "",
-                  "" if c.accuracy is None or fp32.accuracy is None else f"{accuracy_change_pp(fp32.accuracy, c.accuracy):+.2f}",
-                  "" if c.top1_agreement is None else f"{100 * c.top1_agreement:.1f} %", f"{c.latency_ms[1]:.4f}", f"{c.latency_ms[b]:.3f}",
-                  f"{c.images_per_s[b]:,.0f}", c.verdict)
-    print_table(t)
+    print_section(auto_section(r, compact=True))
     console.print(f"[bold]{r.summary}[/]; wrote {r.output}")

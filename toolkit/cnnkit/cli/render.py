@@ -226,14 +226,19 @@ def command_lines(command: str, indent: str = "  ") -> str:
 
 def rich_table(table: Any) -> Any:
     """A neutral :class:`cnnkit.report.sections.Table` as a Rich table: no box, no padding at the edges (what
-    fits 80 columns), numbers right-aligned."""
+    fits 80 columns), numbers right-aligned; a verdict green where its row is good, red where bad."""
     from rich.markup import escape
 
     out = new_table()
     for i, header in enumerate(table.headers):  # left-aligned: names (fold); right-aligned: figures (never cut)
         (text_column if table.aligned_left(i) else figure_column)(out, escape(header))
-    for row in table.rows:
-        out.add_row(*(escape(cell) for cell in row))
+    for r, row in enumerate(table.rows):
+        cells = [escape(cell) for cell in row]
+        outcome = table.outcomes[r] if r < len(table.outcomes) else None
+        if table.verdict is not None and outcome is not None:
+            colour = "green" if outcome else "red"
+            cells[table.verdict] = f"[{colour}]{cells[table.verdict]}[/]"
+        out.add_row(*cells)
     return out
 
 

@@ -8,7 +8,7 @@ from typing import Any
 import typer
 
 from cnnkit.cli.options import address_option, engine_option, parse_batch_sizes, with_preprocess_options
-from cnnkit.cli.render import JSON_HELP, check_json_target, console, emit_json, err_console, json_to_stdout, print_table
+from cnnkit.cli.render import JSON_HELP, check_json_target, console, emit_json, err_console, json_to_stdout, print_section
 
 
 @with_preprocess_options
@@ -65,7 +65,7 @@ def verify_command(
 
 
 def render_verify(result) -> None:  # noqa: ANN001 (VerifyResult; imported lazily)
-    from cnnkit.cli.parity import gate_text, outputs_table
+    from cnnkit.report.sections import gate_text, verify_section
 
     b, m, prov = result.bundle, result.model, result.provider
     made = b["made_on"]
@@ -81,12 +81,7 @@ def render_verify(result) -> None:  # noqa: ANN001 (VerifyResult; imported lazil
     if stable is not None:
         console.print(f"reference top-1 stability: {stable:.4f}")
     console.print(f"gate ({result.gate_kind}): {gate_text(result.tolerance)} — {result.tolerance.reason}")
-    print_table(outputs_table(result.outputs))
-    accs = [d for d in result.outputs if d.reference_accuracy is not None]
-    if accs:
-        d = accs[0]
-        console.print(f"accuracy on {result.inputs['counts'].get('dataset', 0)} labelled golden images: reference "
-                      f"{100 * d.reference_accuracy:.2f} %, here {100 * d.candidate_accuracy:.2f} %")
+    print_section(verify_section(result, compact=True))
     if result.passed:
         console.print("[bold green]VERIFY PASS[/]")
         return

@@ -18,7 +18,6 @@ from typing import Any
 from cnnkit.errors import CnnkitError
 from cnnkit.evaluate.accuracy import accuracy_change_pp
 from cnnkit.quantize.config import metric_name, size_change
-from cnnkit.finite import number
 from cnnkit.io import check_output_dir, staged_dir
 from cnnkit.report.bench import (
     accuracy_plot,
@@ -29,7 +28,9 @@ from cnnkit.report.bench import (
     concurrency_plot,
     training_plot,
 )
-from cnnkit.report.sections import bench_sections, eval_section, md_table, settings_lines, to_markdown
+from cnnkit.report.sections import (
+    auto_section, bench_sections, eval_section, parity_section, settings_lines, to_markdown,
+)
 from cnnkit.results.load import from_dict, read_json, schema_of
 
 SCHEMAS = ("cnnkit.train/1", "cnnkit.parity/1", "cnnkit.eval/1", "cnnkit.bench/1", "cnnkit.scenario/1", "cnnkit.quantize/1",
@@ -212,32 +213,11 @@ def markdown(inputs: ReportInputs, plots: dict[str, bytes], title: str) -> str:
                   f"for validation), {t.epochs_run} epochs; test accuracy {100 * m['test_accuracy']:.2f} % on "
                   f"{d['test_samples']:,} images", ""]
     for _, p in inputs.of("cnnkit.parity/1"):
-        tol = p.tolerance
-        verdict = "PASS" if p.passed else "FAIL"
-        parts += [f"## Parity ({p.mode}): {verdict}", "",
-                  f"`{Path(p.reference).name}` vs `{Path(p.candidate).name}` on {p.provider['active']}; "
-                  f"tolerance atol {tol.atol}, rtol {tol.rtol}, top-1 agreement >= {tol.min_top1_agreement} "
-                  f"({tol.reason})", "",
-                  md_table(["output", "batch", "max abs diff", "mean abs diff", "top-1 agreement", "verdict"],
-                           [[o.output, str(o.batch_size), number(o.max_abs), number(o.mean_abs),
-                             f"{o.top1_agreement:.4f}", "pass" if o.passed else "FAIL"] for o in p.outputs]), ""]
-        if p.divergence:
-            parts += [f"First divergent layer: {p.divergence}", ""]
+        parts += to_markdown(parity_section(p, compact=False))
     for _, e in inputs.of("cnnkit.eval/1"):
         parts += to_markdown(eval_section(e, compact=False))
     for _, q in inputs.of("cnnkit.quantize-auto/1"):
-        fp32_acc = q.candidates[0].accuracy if q.candidates else None
-        metric = metric_name(q.dataset)
-
-        def p50(c: Any, batch: int, digits: int) -> str:
-            return f"{c.latency_ms.get(batch, float('nan')):.{digits}f}" if c.latency_ms else ""
-
-        parts += ["## Quantization (--auto)", "", q.summary, "",
-                  md_table(["variant", metric, "Δ pp vs FP32", "p50 batch 1 ms", f"p50 batch {q.objective_batch} ms", "verdict"],
-                           [[c.name, "" if c.accuracy is None else f"{100 * c.accuracy:.2f} %",
-                             "" if c.accuracy is None or fp32_acc is None
-                             else f"{accuracy_change_pp(fp32_acc, c.accuracy):+.2f}",
-                             p50(c, 1, 4), p50(c, q.objective_batch, 3), c.verdict] for c in q.candidates]), ""]
+        parts += to_markdown(auto_section(q, compact=False))
     for _, q in inputs.of("cnnkit.quantize/1"):
         settings = ", ".join(f"{k}={v}" for k, v in q.settings.items())
         d = q.dataset

@@ -1,8 +1,11 @@
-"""The sections of a benchmark result (and of an evaluation, and of a comparison of two), drawn once for the
-terminal (``cnnkit bench``, ``cnnkit eval``, ``cnnkit compare``) and the report alike.
+"""The sections of a benchmark result (and of an evaluation, a comparison of two, a parity check, a verify run
+and ``quantize --auto``), drawn once for the terminal (``cnnkit bench``, ``eval``, ``compare``, ``parity``,
+``verify``, ``quantize --auto``) and the report alike.
 
 Each section is one function from the typed result (:class:`~cnnkit.bench.result.BenchResult`,
-:class:`~cnnkit.evaluate.accuracy.EvalResult`, :class:`~cnnkit.results.compare.CompareResult`) to a neutral :class:`Section` (title, tables of headers and rows,
+:class:`~cnnkit.evaluate.accuracy.EvalResult`, :class:`~cnnkit.results.compare.CompareResult`,
+:class:`~cnnkit.parity.check.ParityResult`, :class:`~cnnkit.verify.check.VerifyResult`,
+:class:`~cnnkit.quantize.config.AutoResult`) to a neutral :class:`Section` (title, tables of headers and rows,
 notes); two thin formatters draw it: Rich in :mod:`cnnkit.cli.render`, Markdown (and so HTML) here. ``compact``: the terminal's 80-column layout (short
 headers and names, the columns that fit); otherwise every column, as ``--wide`` and the report show them.
 """
@@ -13,15 +16,23 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from cnnkit.bench.result import BenchCase, BenchResult
 from cnnkit.bench.concurrency import ConcurrencyPoint, saturation
 from cnnkit.evaluate.accuracy import EvalResult, accuracy_change_pp
+from cnnkit.finite import number
 from cnnkit.results.compare import CompareResult
 from cnnkit.runtimes.registry import runtime_label
 from cnnkit.runtimes.sessions import provider_label
 from cnnkit.stats import ADVICE, noise_reasons
+
+if TYPE_CHECKING:
+    from cnnkit.parity.check import ParityResult
+    from cnnkit.parity.compare import OutputDiff
+    from cnnkit.parity.tolerance import Tolerance
+    from cnnkit.quantize.config import AutoResult
+    from cnnkit.verify.check import VerifyResult
 
 NARROW_NAME = 18  # characters of a model's file name in the compact layout
 NARROW_NODE = 36  # characters of a node's name in the compact layout
@@ -38,6 +49,8 @@ class Table:
     title: str = ""
     lines: tuple[str, ...] = ()
     align: str = ""
+    verdict: int | None = None  # the column that holds each row's verdict, which a formatter may colour ...
+    outcomes: tuple[bool | None, ...] = ()  # ... per row: True good, False bad, None neither
 
     def aligned_left(self, column: int) -> bool:
         return self.align[column] == "l" if self.align else column < self.left
@@ -374,6 +387,129 @@ def scenario_compare_section(result: CompareResult, compact: bool) -> Section:
     model = result.scenarios[0].key.split(" | ")[0] if result.scenarios else ""
     return Section("" if compact else "LoadGen scenarios against the baseline",
                    f"LoadGen scenarios of {model} (change: + is slower)", (table,), tuple(notes))
+
+
+def gate_text(tol: Tolerance) -> str:
+    """A parity gate in one line: ``|diff| <= 1e-05 + 0.0001*|ref|; top-1 agreement >= 1``."""
+    gates = []
+    if tol.atol is not None:
+        gates.append(f"|diff| <= {tol.atol:g} + {tol.rtol:g}*|ref|")
+    gates.append(f"top-1 agreement >= {tol.min_top1_agreement:g}")
+    if tol.max_accuracy_drop_pp is not None:
+        gates.append(f"accuracy drop <= {tol.max_accuracy_drop_pp:g} pp")
+    return "; ".join(gates)
+
+
+def outputs_table(outputs: Sequence[OutputDiff], compact: bool) -> Table:
+    """Parity's (and verify's) comparison: one row per output and batch size, the differences, top-1 agreement,
+    the worst input and the verdict. One output is named in the title, not in every row. Compact: two-line
+    headers."""
+    names = list(dict.fromkeys(d.output for d in outputs))
+    several = len(names) > 1
+    headers = (("batch", "max\n|diff|", "mean\n|diff|", "max rel", "min atol", "top-1\nagree", "worst\ninput", "verdict")
+               if compact else ("batch", "max abs diff", "mean abs diff", "max rel diff", "min passing atol",
+                                "top-1 agreement", "worst input", "verdict"))
+    rows = []
+    for d in outputs:
+        ties = f" ({d.near_ties} ties)" if d.near_ties else ""
+        bad = d.nonfinite_reference + d.nonfinite_candidate
+        rows.append(((d.output,) if several else ()) + (
+            str(d.batch_size), number(d.max_abs), number(d.mean_abs), number(d.max_rel), number(d.min_passing_atol),
+            f"{d.top1_agreement:.4f}{ties}", f"#{d.worst_index} {d.worst_kind}",
+            "pass" if d.passed else f"FAIL{f' ({bad} NaN/Inf)' if bad else ''}"))
+    return Table((("output",) if several else ()) + headers, tuple(rows), align=("l" if several else "") + "rrrrrrll",
+                 title="" if several or not names else f"output {names[0]}", verdict=len(headers) - 1 + several,
+                 outcomes=tuple(d.passed for d in outputs))
+
+
+def layers_table(result: ParityResult, compact: bool) -> Table | None:
+    """Keras vs ONNX per layer (on a failure, or asked for with ``--layers``): the difference at each layer's
+    output, and where it diverges; "-": not compared (fused, unmatched, no tensor)."""
+    if not result.layers:
+        return None
+    rows, outcomes = [], []
+    for r in result.layers:
+        rows.append((r.layer, r.onnx_tensor or "(none)", r.layout, "×".join(map(str, r.shape)),
+                     "" if r.max_abs is None else f"{r.max_abs:.3g}", "" if r.rel is None else f"{r.rel:.2g}",
+                     f"NaN/Inf ({r.nonfinite})" if r.nonfinite else "DIVERGES" if r.diverges
+                     else "-" if r.max_abs is None else "ok"))
+        outcomes.append(False if r.nonfinite or r.diverges else None)
+    headers = ("layer", "ONNX tensor", "layout", "shape", "max |diff|" if compact else "max abs diff",
+               "rel" if compact else "relative", "verdict")
+    return Table(headers, tuple(rows), align="llllrrl", title="per layer (Keras output vs ONNX tensor)", verdict=6,
+                 outcomes=tuple(outcomes))
+
+
+def parity_section(result: ParityResult, compact: bool) -> Section:
+    """``cnnkit parity``: the outputs table, the per-layer table where there is one, and what the gate left out
+    and the accuracy as notes. Compact: no title (the terminal says the pair and the gate before, and the
+    failures on stderr after); otherwise "Parity (mode): PASS|FAIL", the pair, the gate, the failures."""
+    tables = [outputs_table(result.outputs, compact)]
+    layers = layers_table(result, compact)
+    if layers is not None:
+        tables.append(layers)
+    notes = []
+    ungated = next((d for d in result.outputs if d.ungated_top1_agreement is not None), None)
+    if ungated is not None:
+        notes.append(f"not gated: top-1 agreement {ungated.ungated_top1_agreement:.4f} on the {ungated.ungated_inputs} "
+                     "random and edge-case inputs (a static INT8 model is calibrated for real images; these clip)")
+    d = next((d for d in result.outputs if d.reference_accuracy is not None), None)
+    if d is not None:
+        notes.append(f"accuracy on {result.inputs['counts'].get('dataset', 0)} labelled images: reference "
+                     f"{100 * d.reference_accuracy:.2f} %, candidate {100 * d.candidate_accuracy:.2f} %")
+    if compact:
+        return Section("", "", tuple(tables), tuple(notes))
+    notes += [f"fail: {failure}" for failure in result.failures]
+    if result.divergence:
+        notes.append(f"first divergent layer: {result.divergence}")
+    tol = result.tolerance
+    intro = (f"`{Path(result.reference).name}` vs `{Path(result.candidate).name}` on {result.provider['active']}; "
+             f"gate: {gate_text(tol)} ({tol.reason})")
+    return Section(f"Parity ({result.mode}): {'PASS' if result.passed else 'FAIL'}", intro, tuple(tables), tuple(notes))
+
+
+def verify_section(result: VerifyResult, compact: bool) -> Section:
+    """``cnnkit verify``: parity's outputs table against the golden outputs, and the accuracy as a note."""
+    notes = []
+    d = next((d for d in result.outputs if d.reference_accuracy is not None), None)
+    if d is not None:
+        notes.append(f"accuracy on {result.inputs['counts'].get('dataset', 0)} labelled golden images: reference "
+                     f"{100 * d.reference_accuracy:.2f} %, here {100 * d.candidate_accuracy:.2f} %")
+    return Section("" if compact else f"Verify: {'PASS' if result.passed else 'FAIL'}", "",
+                   (outputs_table(result.outputs, compact),), tuple(notes))
+
+
+def auto_section(result: AutoResult, compact: bool) -> Section:
+    """``quantize --auto``: per candidate its accuracy (on unlabelled images: top-1 agreement with FP32) and
+    change against FP32, agreement, size, p50 at batch 1 and at the batch it was chosen by, images/s there, and
+    the verdict. Compact: two-line headers, and the summary left to the line the terminal prints after."""
+    from cnnkit.quantize.config import metric_name
+
+    b = result.objective_batch
+    fp32 = result.candidates[0].accuracy if result.candidates else None
+    rows = []
+    for c in result.candidates:
+        if c.error:
+            rows.append((c.name, "", "", "", "", "", "", "", c.verdict))
+            continue
+        rows.append((c.name, "" if c.accuracy is None else f"{100 * c.accuracy:.2f} %",
+                     "" if c.accuracy is None or fp32 is None else f"{accuracy_change_pp(fp32, c.accuracy):+.2f}",
+                     "" if c.top1_agreement is None else f"{100 * c.top1_agreement:.1f} %",
+                     "" if c.size_bytes is None else f"{c.size_bytes / 1024:,.0f}",
+                     f"{c.latency_ms[1]:.4f}" if 1 in c.latency_ms else "",
+                     f"{c.latency_ms[b]:.3f}" if b in c.latency_ms else "",
+                     f"{c.images_per_s[b]:,.0f}" if b in c.images_per_s else "", c.verdict))
+    metric = metric_name(result.dataset)
+    headers = ((metric.replace(" with ", "\nwith "), "Δ pp vs\nFP32", "agree", "size\nKiB", "p50 ms\nb=1",
+                f"p50 ms\nb={b}", f"img/s\nb={b}") if compact else
+               (metric, "Δ pp vs FP32", "top-1 agreement", "size KiB", "p50 batch 1 ms", f"p50 batch {b} ms",
+                f"images/s batch {b}"))
+    intro = f"provider {result.provider['active']}; accuracy budget {result.budget_pp:g} pp; chosen by latency at batch {b}"
+    if compact:
+        return Section("", intro, (Table(("variant", *headers, "verdict"), tuple(rows), align="lrrrrrrrl"),))
+    # The summary as it is (it opens with a variant's name, which an intro would capitalise).
+    table = Table(("variant", *headers, "verdict"), tuple(rows), align="lrrrrrrrl", lines=(result.summary,))
+    return Section("Quantization (--auto)", "", (table,), (intro,))
 
 
 def bench_sections(results: Sequence[BenchResult], compact: bool, report: bool = False) -> list[Section]:
