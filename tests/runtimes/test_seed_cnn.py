@@ -119,7 +119,9 @@ def test_recommend_on_a_real_run(exported_model: Path, tflite_model: Path, tmp_p
         else:
             assert b["recommended"] == "onnxruntime" and b["p50_ms"] == b["default_p50_ms"]
         assert b["command"].startswith(f"cnnkit bench {exported_model} --runtime {b['recommended']} --batch-sizes {b['batch_size']}")
-    assert "reproduce: cnnkit bench" in r.stdout
+    # Reproduce commands print whole, long ones with shell continuations: joined, each is there to copy.
+    joined = " ".join(r.stdout.replace("\\\n", " ").split())
+    assert "reproduce: cnnkit bench" in joined and all(" ".join(b["command"].split()) in joined for b in rec["batches"])
     # The report reads the result back through the typed loader: the recommendation survives it.
     r = _cnnkit("report", str(out), "-o", str(tmp_path / "report"))
     assert r.returncode == 0, r.stderr[-1500:]
