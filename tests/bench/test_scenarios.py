@@ -293,19 +293,32 @@ def test_ctrl_c_mid_run_leaves_nothing(model: Path, tmp_path: Path) -> None:
     assert os.listdir(tmp_path) == []
 
 
-def test_openvino_serves_with_one_runner_per_worker(model: Path, tmp_path: Path) -> None:
-    """Another runtime of the contract as the SUT: OpenVINO, one compiled model per worker, LoadGen's logs read."""
+def test_openvino_serves_with_its_streams_one_infer_request_per_worker(model: Path, tmp_path: Path) -> None:
+    """Another runtime of the contract as the SUT: OpenVINO compiles once for throughput and each worker has an
+    infer request of its own (as many as OpenVINO asks for, or --workers); LoadGen's logs read."""
     pytest.importorskip("openvino", reason='needs OpenVINO: pip install "cnnkit[openvino]"')
-    from cnnkit.runtimes.registry import RuntimeChoice
+    from cnnkit.runtimes.registry import RuntimeChoice, create_runner
 
     config = ScenarioConfig(model, ("single-stream", "offline"), tmp_path / "lg", runtime=RuntimeChoice("openvino", "fp32"),
-                            workers=2, **SHORT)
+                            workers=3, **SHORT)
     result = run_scenarios(config)
     assert result.runtime == "openvino" and result.runner["active"] == "OpenVINO CPU"
-    assert result.serving["runners"] == 2 and result.serving["threads_per_runner"] >= 1
+    assert result.runner["options"]["PERFORMANCE_HINT"] == "THROUGHPUT"
+    assert result.serving["runners"] == 1 and result.serving["workers"] == result.serving["infer_requests"] == 3
+    assert result.serving["streams"] >= 1 and "compiled for throughput" in result.serving["how"]
     for r in result.runs:
         _agrees_with_detail(tmp_path / "lg" / r.log_dir)
         assert r.served["samples"] > 0
+    # Without --workers: the requests OpenVINO itself asks for, each answering as the latency-compiled model does.
+    runner = create_runner(RuntimeChoice("openvino", "fp32"), model, throughput=True)
+    engines = runner.request_engines()
+    assert len(engines) == len(runner.requests) >= 1
+    x = np.random.default_rng(0).uniform(0, 255, (4, *runner.input_shape[1:])).astype(np.float32)
+    want = create_runner(RuntimeChoice("openvino", "fp32"), model).infer({runner.input_name: x})
+    for infer in engines:
+        got = infer({runner.input_name: x})
+        for name in want:
+            np.testing.assert_allclose(got[name], want[name], rtol=1e-5, atol=1e-6)
 
 
 def test_compare_gates_scenario_results(model: Path, tmp_path: Path) -> None:

@@ -66,9 +66,10 @@ RETRY_MAX_S = 60.0  # a point short of queries for early stopping is run again i
 class ScenarioConfig:
     """Defaults: ONNX Runtime on the CPU; 1024 samples (accuracy: every labelled one); at least 5 s per test
     and :data:`DEFAULT_MIN_QUERIES`; the server bound p99 <= 20 ms, searched when no ``target_qps`` is given
-    (up to 8 runs); dynamic batching up to 8 where a probe shows it pays; as many workers as usable cores for
-    server and offline (ONNX Runtime: threads on one session; OpenVINO and LiteRT: one runner per worker, the
-    cores shared between them)."""
+    (up to 8 runs); dynamic batching up to 8 where a probe shows it pays; for server and offline, the workers
+    the runtime wants: ONNX Runtime, one thread per usable core on one session; OpenVINO, one model compiled for
+    throughput and one infer request per worker, as many as it asks for; LiteRT, one interpreter per usable
+    core, the cores shared between them (``workers`` sets the count for any)."""
 
     model: Path
     scenarios: tuple[str, ...]
@@ -158,10 +159,12 @@ def runner_record(runner: Any, choice: RuntimeChoice) -> dict[str, Any]:
 
 
 def _engine(runner: Any) -> Engine:
-    name = runner.input_name
+    return _engine_of(runner.infer, runner.input_name)
 
+
+def _engine_of(infer: Callable[[dict[str, np.ndarray]], dict[str, np.ndarray]], name: str) -> Engine:
     def run(x: np.ndarray) -> np.ndarray:
-        return next(iter(runner.infer({name: x}).values()))
+        return next(iter(infer({name: x}).values()))
 
     return run
 
@@ -211,8 +214,24 @@ def prepare_workload(config: ScenarioConfig, say: Callable[[str], None] = lambda
     samples, labels, provenance, source = load_samples(config, say)
     cores = cpu_info()["usable_cores"] or 1
     parallel = any(s in ("server", "offline") for s in config.scenarios)
+    streams = any(s in ("single-stream", "multi-stream") for s in config.scenarios)
+    if parallel and config.runtime.runtime == "openvino":
+        # OpenVINO serves concurrent requests itself: one model compiled for throughput (its streams), one infer
+        # request per worker, as many as it asks for unless --workers says otherwise.
+        first = create_runner(config.runtime, config.model, config.session, config.tflite, throughput=True)
+        engines = [_engine_of(infer, first.input_name) for infer in first.request_engines(config.workers)]
+        stream = create_runner(config.runtime, config.model, config.session, config.tflite) if streams else first
+        options = first.info.options
+        serving = {"workers": len(engines), "runners": 1, "threads_per_runner": config.session.intra_op_threads or None,
+                   "streams": options.get("streams"), "infer_requests": len(engines),
+                   "how": f"{len(engines)} worker(s) on one OpenVINO model compiled for throughput: "
+                          f"{options.get('streams')} stream(s), one infer request per worker",
+                   "inline": "single-stream and multi-stream queries run in LoadGen's issuing thread, one at a time"
+                             + (", on a model compiled for latency" if streams else "")}
+        return Workload(samples, labels, provenance, engines, runner_record(first, config.runtime), serving, source,
+                        None if stream is first else _engine(stream))
     workers = config.workers or (cores if parallel else 1)
-    shared = config.runtime.runtime == "onnxruntime"  # one session is thread-safe; the others get one each
+    shared = config.runtime.runtime == "onnxruntime"  # one session is thread-safe; LiteRT gets one each
     threads = config.session.intra_op_threads
     if not shared and workers > 1 and not threads:
         threads = max(1, cores // workers)
@@ -221,7 +240,6 @@ def prepare_workload(config: ScenarioConfig, say: Callable[[str], None] = lambda
     runners = [first] * workers if shared else [first, *(create_runner(config.runtime, config.model, session, config.tflite)
                                                        for _ in range(workers - 1))]
     # The streams run one query at a time: their runner keeps every thread the config gives (not a worker's share).
-    streams = any(s in ("single-stream", "multi-stream") for s in config.scenarios)
     stream = first if shared or threads == config.session.intra_op_threads or not streams else \
         create_runner(config.runtime, config.model, config.session, config.tflite)
     serving = {"workers": workers, "runners": 1 if shared else workers,

@@ -84,7 +84,8 @@ def bench_command(
     max_batch: int = typer.Option(None, "--max-batch", show_default=False, help="--scenario: the largest "
                                   "batch a worker serves. Default: 8 where a probe shows it pays, else 1."),
     workers: int = typer.Option(None, "--workers", show_default=False, help="--scenario server/offline: "
-                                "worker threads. Default: one per usable core."),
+                                "worker threads. Default: as many as the runtime wants (OpenVINO: its infer "
+                                "requests; others: one per usable core)."),
     samples: int = typer.Option(None, "--samples", show_default=False, help="--scenario: images held in "
                                 "memory. Default: 1024; --accuracy: every labelled one."),
     accuracy: bool = typer.Option(False, "--accuracy", help="--scenario: LoadGen's accuracy mode over the "

@@ -92,14 +92,16 @@ def tflite_path(onnx_path: str | os.PathLike[str], given: str | os.PathLike[str]
 
 def create_runner(choice: RuntimeChoice, model: str | os.PathLike[str] | bytes, session: Any = None,
                   tflite: str | os.PathLike[str] | None = None, batch_size: int | None = None,
-                  label: str | None = None, names: tuple[str, tuple[str, ...]] | None = None) -> Runner:
+                  label: str | None = None, names: tuple[str, tuple[str, ...]] | None = None,
+                  throughput: bool = False) -> Runner:
     """A runner for ``model`` on ``choice``.
 
     ``model``: an .onnx (ONNX Runtime also takes its bytes), or for ``keras`` a .keras file; ``session``: the
     :class:`SessionConfig` (its provider for ONNX Runtime, its ``intra_op_threads`` for all; default: CPU);
     ``tflite``: LiteRT's model (default: the .tflite beside the .onnx); ``batch_size``: compile for that batch
     only where a runtime prefers static shapes (OpenVINO), else any batch runs; ``names``: (input, outputs)
-    a Keras model answers to (default: ``images`` and ``probabilities``).
+    a Keras model answers to (default: ``images`` and ``probabilities``); ``throughput``: serve many requests
+    at once where the runtime has its own way to (OpenVINO: streams and one infer request each); default off.
     """
     from cnnkit.runtimes.sessions import SessionConfig
 
@@ -114,7 +116,7 @@ def create_runner(choice: RuntimeChoice, model: str | os.PathLike[str] | bytes, 
         from cnnkit.runtimes.openvino import OpenVinoRunner
 
         return OpenVinoRunner(model, choice.precision, threads=session.intra_op_threads, batch_size=batch_size,
-                              label=label)
+                              label=label, throughput=throughput)
     if choice.runtime == "litert":
         from cnnkit.runtimes.litert import LiteRtRunner
 
