@@ -160,3 +160,22 @@ def test_parity_and_eval_on_other_runtimes(trained_model: Path, exported_model: 
     assert m["size_bytes"] == tflite_model.stat().st_size
     r = _cnnkit("eval", str(exported_model), "--runtime", "onnxruntime,litert", "--dataset", "digits")
     assert r.returncode == 1 and "eval runs one runtime at a time" in r.stderr
+
+
+def test_loadgen_scenarios_serve_litert_one_interpreter_per_worker(exported_model: Path, tflite_model: Path,
+                                                                   tmp_path: Path) -> None:
+    """LiteRT as LoadGen's system under test (the .tflite of the same Keras model): every query answered, the
+    figures those of LoadGen's own logs, one interpreter per worker."""
+    pytest.importorskip("mlperf_loadgen", reason='needs LoadGen: pip install "cnnkit[loadgen]"')
+    from cnnkit.bench.scenarios import ScenarioConfig, run_scenarios
+    from cnnkit.runtimes.registry import RuntimeChoice
+    from tests.bench.test_scenarios import SHORT, _agrees_with_detail
+
+    config = ScenarioConfig(exported_model, ("single-stream", "offline"), tmp_path / "lg",
+                            runtime=RuntimeChoice("litert", "fp32"), tflite=tflite_model, workers=2, **SHORT)
+    result = run_scenarios(config)
+    assert result.runtime == "litert" and result.runner["active"].startswith("LiteRT")
+    assert result.serving["runners"] == 2 and "one litert runner each" in result.serving["how"]
+    for r in result.runs:
+        _agrees_with_detail(tmp_path / "lg" / r.log_dir)
+        assert r.served["samples"] > 0
