@@ -14,7 +14,7 @@ elif [ -d ../shared/data/mnist-t10k-split ]; then
 else
     data_args=(--dataset digits)
 fi
-mkdir -p reports
+mkdir -p reports "$(dirname "$out")"  # cnnkit refuses outputs in folders that do not exist
 "$cnnkit" train --spec mnist-cnn "${data_args[@]}" --epochs 2 --out "$out" --force
 "$cnnkit" export "$out/model.keras" -o "$out/model.onnx" --force
 "$cnnkit" parity "$out/model.keras" "$out/model.onnx" "${data_args[@]}" --samples 500 --batch-sizes 1,7,64 \
