@@ -144,18 +144,8 @@ class Workload:
 
 
 def runner_record(runner: Any, choice: RuntimeChoice) -> dict[str, Any]:
-    """What ran, as the runner reports it (runtime, provider, precision, threads), as JSON holds it."""
-    import json
-
-    info = getattr(runner, "info", None)
-    if info is not None and hasattr(info, "to_dict"):
-        record = {"runtime": choice.label} | info.to_dict()
-    elif hasattr(runner, "session_info"):
-        record = {"runtime": choice.label, "provider": runner.session_info.to_dict()}
-    else:
-        record = {"runtime": choice.label, "provider": dict(getattr(runner, "provider", {}) or {}),
-                  "precision": getattr(runner, "precision", None)}
-    return json.loads(json.dumps(record, default=str))
+    """What ran, as the runner reports it (its :class:`~cnnkit.runtimes.base.RunnerInfo`), under the runtime label."""
+    return {"runtime": choice.label} | runner.info.to_dict()
 
 
 def _engine(runner: Any) -> Engine:
